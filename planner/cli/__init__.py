@@ -1,0 +1,20 @@
+"""The `planner` command line: thin commands that delegate to the library."""
+
+from __future__ import annotations
+
+import typer
+
+from planner.cli import info
+
+app = typer.Typer(
+    name="planner",
+    help="Plan how to split a frozen teacher and a trained student across a GPU cluster for knowledge distillation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+info.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,77 @@
+"""Cluster topology: nodes of identical accelerators joined by network tiers (as in Calculon)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from planner.inputs.model import Dtype, Strict
+
+
+class Accelerator(Strict):
+    """One GPU (or one CPU process slot for the `cpu-local` topology)."""
+
+    name: str = Field(description="Product name, e.g. 'H100 SXM5 80GB'.")
+    mem_gib: float = Field(gt=0, description="Device memory in GiB.")
+    reserved_mem_gib: float = Field(0.0, ge=0, description="Memory held back for the runtime (CUDA context, NCCL buffers, allocator fragmentation), GiB.")
+    peak_tflops: dict[Dtype, float] = Field(description="Peak dense matmul throughput per dtype, TFLOP/s (no sparsity).")
+    compute_efficiency: float = Field(0.5, gt=0, le=1, description="Fraction of peak reached by training matmuls (model FLOPs utilisation).")
+    hbm_bw_gb_per_s: float = Field(gt=0, description="Device memory bandwidth, GB/s (1e9 bytes/s).")
+    hbm_efficiency: float = Field(0.8, gt=0, le=1, description="Fraction of memory bandwidth reached by decoding.")
+
+    @model_validator(mode="after")
+    def _peaks(self) -> "Accelerator":
+        if not self.peak_tflops:
+            raise ValueError("peak_tflops: give at least one dtype")
+        if any(v <= 0 for v in self.peak_tflops.values()):
+            raise ValueError("peak_tflops: every value must be > 0")
+        if self.reserved_mem_gib >= self.mem_gib:
+            raise ValueError(f"reserved_mem_gib ({self.reserved_mem_gib}) must be below mem_gib ({self.mem_gib})")
+        return self
+
+
+class NetworkTier(Strict):
+    """A level of the interconnect: bandwidth per GPU, one direction (alpha-beta model)."""
+
+    name: str = Field(description="What the tier is, e.g. 'NVLink 4 via NVSwitch' or '8x ConnectX-7 NDR 400Gb/s'.")
+    bw_gb_per_s: float = Field(gt=0, description="Unidirectional bandwidth of one link or NIC, GB/s (1e9 bytes/s); shared by gpus_per_nic GPUs.")
+    latency_us: float = Field(ge=0, description="Per-message latency (alpha), microseconds.")
+    efficiency: float = Field(0.8, gt=0, le=1, description="Fraction of bw_gb_per_s that collectives reach (nccl-tests bus bandwidth / link rate).")
+    gpus_per_nic: int = Field(1, gt=0, description="GPUs sharing one link or NIC; when all of them talk at once each gets bw_gb_per_s / gpus_per_nic.")
+
+    @property
+    def bytes_per_s(self) -> float:
+        """Bandwidth one GPU gets when every GPU talks: the rate the cost model uses."""
+        return self.bw_gb_per_s * 1e9 * self.efficiency / self.gpus_per_nic
+
+
+class Slurm(Strict):
+    """Hints for the exported sbatch script."""
+
+    partition: str | None = Field(None, description="Default `--partition`.")
+    account: str | None = Field(None, description="Default `--account`.")
+    gpus_flag: str = Field("--gpus-per-node", description="How the site asks for GPUs ('--gpus-per-node' or '--gres=gpu').")
+    cpus_per_task: int | None = Field(None, gt=0, description="Default `--cpus-per-task`.")
+    time_limit: str = Field("01:00:00", description="Default `--time`.")
+
+
+class Cluster(Strict):
+    """A cluster: identical nodes, each with identical accelerators, and two network tiers."""
+
+    name: str = Field(description="Short name, e.g. 'dgx-h100'.")
+    description: str = Field("", description="One line on what this cluster is.")
+    nodes: int = Field(gt=0, description="Number of nodes.")
+    gpus_per_node: int = Field(gt=0, description="Accelerators (or CPU processes) per node.")
+    gpu: Accelerator = Field(description="The accelerator every node carries.")
+    intra_node: NetworkTier = Field(description="Tier between GPUs of one node (NVLink, xGMI, PCIe, shared memory).")
+    inter_node: NetworkTier = Field(description="Tier between nodes (InfiniBand, RoCE, Ethernet).")
+    backend: str = Field("nccl", pattern="^(nccl|gloo)$", description="torch.distributed backend: 'nccl' on GPUs, 'gloo' on CPU.")
+    nccl_env: dict[str, str] = Field(default_factory=dict, description="Environment variables exported before launch.")
+    slurm: Slurm = Field(default_factory=Slurm, description="Slurm hints for `planner export`.")
+
+    @property
+    def world(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    def resized(self, nodes: int) -> "Cluster":
+        """The same cluster with another node count."""
+        return self.model_copy(update={"nodes": nodes})

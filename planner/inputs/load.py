@@ -1,0 +1,137 @@
+"""Resolve what a user names (bundled name, file or directory) into validated inputs.
+
+A model may be: the name of a bundled model (`planner list`), a path to a Hugging Face
+`config.json` or to a directory holding one, or a YAML file with a `ModelShape` written out.
+A job (`--model JOB`) names or inlines a teacher and a student, plus the workload.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+import planner
+from planner.inputs.cluster import Cluster
+from planner.inputs.errors import InputError, from_validation
+from planner.inputs.model import ModelShape, Strict, from_hf_config
+from planner.inputs.workload import Workload
+from planner.inputs.yamlio import read_mapping
+
+DEFAULT_JOB = "llama70b-to-8b"
+DEFAULT_CLUSTER = "dgx-h100"
+
+
+def bundled_dir(kind: str) -> Path:
+    """Folder of bundled `models`, `topologies` or `jobs` (inside a wheel, or the source tree)."""
+    pkg = Path(planner.__file__).parent
+    inside = pkg / "_bundled" / kind
+    return inside if inside.is_dir() else pkg.parent / kind
+
+
+def bundled_names(kind: str) -> list[str]:
+    folder = bundled_dir(kind)
+    return sorted(p.stem for p in folder.glob("*") if p.suffix in (".json", ".yaml", ".yml"))
+
+
+def _find(ref: str, kind: str, base: Path | None) -> Path:
+    """The file `ref` names: an existing path (relative to cwd, then to `base`), else a bundled name."""
+    tried = []
+    for root in (Path.cwd(), base):
+        if root is None:
+            continue
+        p = (root / ref).expanduser()
+        tried.append(str(p))
+        if p.is_dir():
+            cfg = p / "config.json"
+            if cfg.is_file():
+                return cfg
+            tried.append(str(cfg))
+        elif p.is_file():
+            return p
+    folder = bundled_dir(kind)
+    for suffix in (".json", ".yaml", ".yml"):
+        p = folder / f"{ref.lower()}{suffix}"
+        if p.is_file():
+            return p
+    tried.append(f"bundled {kind} '{ref}'")
+    raise InputError(f"{ref}: not found (tried {', '.join(tried)}); `planner list` shows the bundled {kind}")
+
+
+def _shape_from_mapping(data: dict[str, Any], source: str, name: str, prefix: str = "") -> ModelShape:
+    if "model_type" in data:  # a Hugging Face config.json
+        return from_hf_config(data, source, name=name)
+    try:
+        return ModelShape(**({"name": name} | data))
+    except ValidationError as e:
+        raise from_validation(e, source, prefix) from None
+
+
+def load_model(ref: str, base: Path | None = None) -> ModelShape:
+    """A model shape from a bundled name, a config.json (or its directory) or a YAML shape."""
+    path = _find(ref, "models", base)
+    name = path.parent.name if path.name == "config.json" else path.stem
+    return _shape_from_mapping(read_mapping(path), str(path), name)
+
+
+def load_cluster(ref: str, nodes: int | None = None) -> Cluster:
+    """A cluster topology from a bundled name or a YAML file, optionally resized to `nodes`."""
+    path = _find(ref, "topologies", None)
+    data = read_mapping(path)
+    try:
+        cluster = Cluster(**data)
+    except ValidationError as e:
+        raise from_validation(e, str(path)) from None
+    if nodes is not None:
+        if nodes < 1:
+            raise InputError(f"--nodes: must be at least 1, got {nodes}")
+        cluster = cluster.resized(nodes)
+    return cluster
+
+
+class Job(Strict):
+    """A distillation job: the teacher, the student and the workload."""
+
+    name: str = Field("job", description="Display name.")
+    teacher: ModelShape = Field(description="The frozen teacher.")
+    student: ModelShape = Field(description="The trained student.")
+    teacher_ref: str = Field("", description="How the teacher was named (bundled name or path), kept for the plan file.")
+    student_ref: str = Field("", description="How the student was named (bundled name or path), kept for the plan file.")
+    workload: Workload = Field(default_factory=Workload, description="Batch, lengths and GKD settings.")
+
+
+def _model_field(value: Any, key: str, source: str, base: Path) -> tuple[ModelShape, str]:
+    if isinstance(value, str):
+        return load_model(value, base), value
+    if isinstance(value, dict):
+        return _shape_from_mapping(value, source, key, prefix=key), f"inline:{key}"
+    raise InputError(f"{source}: {key}: expected a model name, a path or a mapping, got {type(value).__name__}")
+
+
+def job_from_mapping(data: dict[str, Any], source: str, base: Path) -> Job:
+    lines: list[str] = []
+    for key in ("teacher", "student"):
+        if key not in data:
+            lines.append(f"{source}: {key}: missing (a bundled model name, a config.json path or a mapping)")
+    if lines:
+        raise InputError(lines)
+    fields = dict(data)
+    fields["teacher"], fields["teacher_ref"] = _model_field(data["teacher"], "teacher", source, base)
+    fields["student"], fields["student_ref"] = _model_field(data["student"], "student", source, base)
+    try:
+        return Job(**fields)
+    except ValidationError as e:
+        raise from_validation(e, source) from None
+
+
+def load_job(ref: str | None = None, teacher: str | None = None, student: str | None = None) -> Job:
+    """A job from a file or bundled name; `teacher`/`student` replace the job's models."""
+    path = _find(ref or DEFAULT_JOB, "jobs", None)
+    data = read_mapping(path)
+    if teacher:
+        data["teacher"] = str(Path(teacher).resolve()) if Path(teacher).exists() else teacher
+    if student:
+        data["student"] = str(Path(student).resolve()) if Path(student).exists() else student
+    data.setdefault("name", path.stem)
+    return job_from_mapping(data, str(path), path.parent)

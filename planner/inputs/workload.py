@@ -1,0 +1,46 @@
+"""The distillation workload: batch, lengths, GKD knobs, dtypes and memory-saving switches."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from planner.inputs.model import Dtype, Strict
+
+
+class Workload(Strict):
+    """A GKD training job (Agarwal et al. 2023, arXiv 2306.13649) as TRL's GKDTrainer runs it."""
+
+    global_batch: int = Field(64, gt=0, description="Samples per optimizer step, over all data-parallel ranks.")
+    micro_batch_max: int = Field(8, gt=0, description="Largest micro-batch per rank the search may try.")
+    micro_batch_min: int = Field(1, gt=0, description="Smallest micro-batch per rank the search may try.")
+    prompt_len: int = Field(512, gt=0, description="Prompt tokens per sample.")
+    completion_len: int = Field(512, gt=0, description="Completion tokens per sample (max_new_tokens when generating).")
+    lmbda: float = Field(0.5, ge=0, le=1, description="Probability that a micro-step uses student-generated completions (on-policy).")
+    beta: float = Field(0.5, ge=0, le=1, description="Generalized JSD interpolation (0: forward KL, 1: reverse KL).")
+    temperature: float = Field(0.9, gt=0, description="Softmax temperature of the loss and of generation.")
+    student_dtype: Dtype = Field("bf16", description="Compute dtype of the student (weights held in this dtype, fp32 master copy in the optimizer).")
+    teacher_dtype: Dtype | None = Field(None, description="Dtype of the teacher weights; default the teacher's own dtype.")
+    logits_dtype: Literal["fp32", "bf16"] = Field("fp32", description="Dtype logits are upcast to for the loss (TRL: fp32).")
+    grad_dtype: Literal["fp32", "bf16"] = Field("bf16", description="Dtype of student gradients.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Student optimizer: AdamW (fp32 master, two moments) or SGD with momentum.")
+    grad_checkpointing: Literal["none", "selective", "full"] = Field("none", description="Student activation recomputation.")
+    flash_attention: bool = Field(True, description="Attention kernel that never materialises the s x s score matrix.")
+    loss: Literal["full", "chunked"] = Field("full", description="Full-vocabulary JSD over [B, S, V] at once (TRL) or in sequence chunks.")
+    loss_chunk_tokens: int = Field(1024, gt=0, description="Tokens per chunk for the chunked loss.")
+    teacher_output: Literal["logits", "topk"] = Field("logits", description="What crosses the network from a remote teacher: full logits or top-k.")
+    topk: int = Field(64, gt=0, description="k for teacher_output: topk (values + int32 indices).")
+    generation_kv_cache: bool = Field(True, description="Student generation uses a KV cache (TRL disables it with gradient checkpointing).")
+
+    @model_validator(mode="after")
+    def _rules(self) -> "Workload":
+        if self.micro_batch_min > self.micro_batch_max:
+            raise ValueError(f"micro_batch_min ({self.micro_batch_min}) must not exceed micro_batch_max ({self.micro_batch_max})")
+        if self.micro_batch_min > self.global_batch:
+            raise ValueError(f"micro_batch_min ({self.micro_batch_min}) must not exceed global_batch ({self.global_batch})")
+        return self
+
+    @property
+    def seq_len(self) -> int:
+        return self.prompt_len + self.completion_len

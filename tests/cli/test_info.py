@@ -1,0 +1,58 @@
+"""The real `planner show / list / schema` commands, driven through typer's CliRunner."""
+
+import json
+
+from planner.cli import app
+
+
+def test_show_model_json(runner):
+    r = runner.invoke(app, ["show", "llama-3.1-8b", "--format", "json"])
+    assert r.exit_code == 0
+    data = json.loads(r.stdout)
+    assert data["params"] == 8_030_261_248 and isinstance(data["params"], int)
+    assert sum(data["breakdown"].values()) == data["params"]
+    assert data["flops_per_token"]["train"] == 3 * data["flops_per_token"]["forward"]
+
+
+def test_show_model_table(runner):
+    r = runner.invoke(app, ["show", "qwen2.5-7b"])
+    assert r.exit_code == 0 and "7,615,616,512" in r.stdout and "lm_head" in r.stdout
+
+
+def test_show_cluster(runner):
+    r = runner.invoke(app, ["show", "--cluster", "dgx-h100", "--nodes", "4", "-f", "json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["world"] == 32
+
+
+def test_list(runner):
+    r = runner.invoke(app, ["list", "-f", "json"])
+    data = json.loads(r.stdout)
+    assert len([m for m in data["models"] if not m.startswith("tiny")]) >= 12
+    assert len(data["topologies"]) >= 7 and "cpu-local" in data["topologies"]
+
+
+def test_schema(runner):
+    for kind in ("model", "cluster", "workload", "job"):
+        r = runner.invoke(app, ["schema", kind])
+        assert r.exit_code == 0 and "properties" in json.loads(r.stdout)
+    r = runner.invoke(app, ["schema", "nope"])
+    assert r.exit_code == 1 and "unknown kind 'nope'" in r.stderr
+
+
+def test_bad_input_exits_1_without_traceback(runner, tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("num_layers: 2\nhidden: 64\nnum_heads: 4\nffn: 128\nvocab: 100\nfoo: 1\n")
+    r = runner.invoke(app, ["show", str(p)])
+    assert r.exit_code == 1
+    assert f"{p}: foo: unknown key" in r.stderr and "Traceback" not in r.stderr + r.stdout
+
+
+def test_missing_model_exits_1(runner):
+    r = runner.invoke(app, ["show", "gpt-17"])
+    assert r.exit_code == 1 and "gpt-17: not found" in r.stderr
+
+
+def test_usage_error_exits_2(runner):
+    assert runner.invoke(app, ["show", "--no-such-flag"]).exit_code == 2
+    assert runner.invoke(app, ["show", "llama-3.1-8b", "--seq-len", "0"]).exit_code == 2
+    assert runner.invoke(app, ["show"]).exit_code == 1
