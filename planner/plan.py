@@ -1,0 +1,123 @@
+"""The plan file: the whole interface between the planner, the launcher export and the executor.
+
+A plan says how the teacher and the student are split (strategy and degrees), where (which
+global ranks hold which model, over which network tier), with which micro-batch and gradient
+accumulation, and what the cost model predicts for it. See DESIGN.md section 6.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from planner.inputs.errors import InputError, from_validation
+from planner.inputs.model import ModelShape, Strict
+from planner.inputs.workload import Workload
+from planner.inputs.yamlio import dump_yaml, read_mapping
+
+TeacherStrategy = Literal["replicate", "shard", "pipeline", "tp", "hybrid"]
+StudentStrategy = Literal["ddp", "zero1", "zero2", "zero3", "hsdp"]
+Tier = Literal["none", "intra_node", "inter_node"]
+
+
+class TeacherPlan(Strict):
+    """How the frozen teacher is split over the ranks in `ranks`."""
+
+    ref: str = Field(description="Bundled model name or path to a config.json / checkpoint folder.")
+    shape: ModelShape = Field(description="The teacher's shape (copied so the plan stands alone).")
+    strategy: TeacherStrategy = Field(description="replicate | shard (FSDP) | pipeline (layer stages) | tp | hybrid (pipeline in node x replicas).")
+    pp: int = Field(1, gt=0, description="Pipeline stages per teacher replica.")
+    tp: int = Field(1, gt=0, description="Tensor-parallel degree.")
+    shard: int = Field(1, gt=0, description="Ranks one teacher copy is sharded over (FSDP); 1 = not sharded.")
+    ranks: list[int] = Field(description="Global ranks that hold a piece of the teacher, in stage order within each group.")
+    group_tier: Tier = Field("none", description="Network tier of the teacher's widest group (pipeline, tp or shard).")
+
+    @property
+    def group_size(self) -> int:
+        return self.pp * self.tp * self.shard
+
+    @property
+    def replicas(self) -> int:
+        return len(self.ranks) // self.group_size
+
+
+class StudentPlan(Strict):
+    """How the trained student is split over the ranks in `ranks` (always data parallel)."""
+
+    ref: str = Field(description="Bundled model name or path to a config.json / checkpoint folder.")
+    shape: ModelShape = Field(description="The student's shape.")
+    strategy: StudentStrategy = Field(description="ddp | zero1 | zero2 | zero3 (FSDP) | hsdp (shard in node, replicate across).")
+    shard: int = Field(1, gt=0, description="Ranks the sharded state is split over (1 for ddp).")
+    ranks: list[int] = Field(description="Global ranks that train the student.")
+    group_tier: Tier = Field("none", description="Network tier of the gradient synchronisation.")
+
+
+class Predicted(Strict):
+    """What the cost model predicts for this plan (per device, per optimizer step)."""
+
+    samples_per_s: float = Field(ge=0, description="Global batch / step time.")
+    step_time_s: float = Field(ge=0, description="Predicted optimizer-step time, s.")
+    memory_bytes_per_device: float = Field(ge=0, description="Peak bytes on the busiest device.")
+    memory_bytes: dict[str, float] = Field(description="Peak memory by term, bytes.")
+    time_s: dict[str, float] = Field(description="Step time by term, s.")
+    speedup_vs_baseline: float | None = Field(None, description="samples/s over the trl-zero3 baseline.")
+
+
+class Plan(Strict):
+    """One way to run a distillation job on a cluster."""
+
+    version: Literal[1] = Field(1, description="Plan file format version.")
+    job: str = Field("job", description="Job name.")
+    cluster: str = Field(description="Cluster topology (bundled name or path).")
+    nodes: int = Field(gt=0, description="Nodes the plan runs on.")
+    gpus_per_node: int = Field(gt=0, description="Processes per node.")
+    backend: Literal["nccl", "gloo"] = Field("nccl", description="torch.distributed backend.")
+    placement: Literal["colocated", "disaggregated"] = Field(description="Both models on every rank, or disjoint teacher and student ranks.")
+    teacher: TeacherPlan
+    student: StudentPlan
+    micro_batch: int = Field(gt=0, description="Samples per student rank per micro-step.")
+    grad_accum: int = Field(gt=0, description="Micro-steps per optimizer step.")
+    workload: Workload = Field(description="The workload the plan was made for.")
+    predicted: Predicted | None = Field(None, description="Cost-model figures (absent in a hand-written plan).")
+    tokenizer: str | None = Field(None, description="Local tokenizer folder for the executor; default a byte-level tokenizer.")
+    dataset: str | None = Field(None, description="Local JSONL dataset for the executor; default synthetic prompts.")
+
+    @property
+    def world(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    @model_validator(mode="after")
+    def _layout(self) -> "Plan":
+        world = set(range(self.world))
+        for who in (self.teacher, self.student):
+            if not set(who.ranks) <= world or len(set(who.ranks)) != len(who.ranks):
+                raise ValueError(f"{'teacher' if who is self.teacher else 'student'}.ranks must be distinct ranks below the world size {self.world}")
+        if len(self.teacher.ranks) % self.teacher.group_size:
+            raise ValueError(f"teacher group (pp*tp*shard = {self.teacher.group_size}) must divide its {len(self.teacher.ranks)} ranks")
+        if self.placement == "colocated" and set(self.teacher.ranks) != set(self.student.ranks):
+            raise ValueError("colocated: teacher.ranks and student.ranks must be the same ranks")
+        if self.placement == "disaggregated" and set(self.teacher.ranks) & set(self.student.ranks):
+            raise ValueError("disaggregated: teacher.ranks and student.ranks must not overlap")
+        if self.micro_batch * self.grad_accum * len(self.student.ranks) != self.workload.global_batch:
+            raise ValueError(f"micro_batch x grad_accum x student ranks ({self.micro_batch} x {self.grad_accum} x {len(self.student.ranks)}) must equal workload.global_batch ({self.workload.global_batch})")
+        return self
+
+
+def load_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    data = read_mapping(path)
+    try:
+        return Plan(**data)
+    except ValidationError as e:
+        raise from_validation(e, str(path)) from None
+
+
+def write_plan(plan: Plan, path: str | Path, force: bool = False) -> None:
+    """Write a plan file; never overwrite an existing file unless `force`."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise InputError(f"{path}: exists; pass --force to overwrite it")
+    path.write_text("# kd-planner plan: run it with `torchrun ... -m planner run PLAN` or `planner export`.\n"
+                    + dump_yaml(plan.model_dump(mode="json")))
