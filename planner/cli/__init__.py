@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from planner.cli import info
+from planner.cli import estimate, info, recommend
 
 app = typer.Typer(
     name="planner",
@@ -14,6 +14,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 info.register(app)
+estimate.register(app)
+recommend.register(app)
 
 
 def main() -> None:

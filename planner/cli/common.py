@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from enum import Enum
 from typing import Any, Callable
 
@@ -13,8 +14,9 @@ from rich.console import Console
 from planner.inputs.errors import InputError
 from planner.inputs.yamlio import dump_yaml
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Piped output keeps whole table rows (rich would wrap at 80 columns); a terminal uses its width.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 150)
 
 
 class Format(str, Enum):
@@ -44,3 +46,20 @@ def emit(data: Any, fmt: Format) -> None:
         print(dump_yaml(data), end="")
     else:
         print(json.dumps(data, indent=2))
+
+
+def load_inputs(model: str | None, cluster: str | None, nodes: int | None, teacher: str | None = None,
+                student: str | None = None):
+    """The job and cluster a planning command works on, and the line that says which they are."""
+    from planner.inputs import load
+
+    job = load.load_job(model, teacher, student)
+    cl = load.load_cluster(cluster or load.DEFAULT_CLUSTER, nodes)
+    default = "the bundled default job " if model is None and not (teacher or student) else "job "
+    line = (f"Planning {default}'{job.name}': {job.teacher.name} teacher -> {job.student.name} student "
+            f"on {cl.nodes} x {cl.name} ({cl.world} x {cl.gpu.name}).")
+    return job, cl, cluster or load.DEFAULT_CLUSTER, line
+
+
+def gib(x: float) -> str:
+    return f"{x / 2**30:,.1f}"

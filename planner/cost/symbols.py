@@ -7,9 +7,11 @@ sympy can simplify and solve; integer-ness is enforced by the search, not by sym
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import sympy as sp
+
+from planner.cost.names import shape_values
 
 
 def _pos(name: str, desc: str) -> sp.Symbol:
@@ -45,6 +47,7 @@ class ModelSymbols:
     mlp_bias: sp.Symbol
     norms: sp.Symbol
     norm_bias: sp.Symbol
+    tag: str
 
     @classmethod
     def make(cls, tag: str, who: str) -> "ModelSymbols":
@@ -63,18 +66,63 @@ class ModelSymbols:
             mlp_bias=_nonneg(f"mlpb_{tag}", f"{who}: 1 if the MLP carries biases"),
             norms=_nonneg(f"nrm_{tag}", f"{who} norm vectors per layer"),
             norm_bias=_nonneg(f"nrmb_{tag}", f"{who}: 1 if norms carry a bias"),
+            tag=tag,
         )
 
     def values(self, shape) -> dict[sp.Symbol, int]:
         """Numbers for these symbols from a `ModelShape`."""
-        v = {
-            "L": shape.num_layers, "h": shape.hidden, "a": shape.num_heads, "g": shape.kv_heads,
-            "d": shape.head_width, "f": shape.ffn, "V": shape.vocab, "untied": int(not shape.tied_embeddings),
-            "gated": int(shape.gated_mlp), "qkv_bias": int(shape.qkv_bias), "o_bias": int(shape.o_bias),
-            "mlp_bias": int(shape.mlp_bias), "norms": shape.norms_per_layer, "norm_bias": int(shape.norm_bias),
-        }
-        return {getattr(self, f.name): v[f.name] for f in fields(self)}
+        by_name = shape_values(shape, self.tag)
+        return {s: by_name[s.name] for s in vars(self).values() if isinstance(s, sp.Symbol)}
 
 
 T = ModelSymbols.make("T", "teacher")
 S = ModelSymbols.make("S", "student")
+
+
+# --- workload ------------------------------------------------------------------------------
+B = _pos("B", "global batch, samples per optimizer step")
+b = _pos("b", "micro-batch, samples per student rank per micro-step")
+s_p = _pos("s_p", "prompt tokens per sample")
+s_c = _pos("s_c", "completion tokens per sample")
+lam = _nonneg("lam", "GKD lmbda: fraction of micro-steps with student generation")
+q_S = _pos("q_S", "bytes per student weight/activation element")
+q_T = _pos("q_T", "bytes per teacher weight/activation element")
+q_G = _pos("q_G", "bytes per student gradient element")
+q_L = _pos("q_L", "bytes per logit element in the loss (fp32: 4)")
+k_O = _nonneg("k_O", "optimizer bytes per student parameter (AdamW, 16-bit weights: 12)")
+flash = _nonneg("flash", "1 if attention never materialises s x s scores")
+rc_full = _nonneg("rc_full", "1 with full activation recomputation")
+rc_sel = _nonneg("rc_sel", "1 with selective (attention-core) recomputation")
+kv_cache = _nonneg("kvc", "1 if generation uses a KV cache")
+chunked = _nonneg("chunked", "1 for the sequence-chunked loss")
+C_loss = _pos("C", "tokens per loss chunk")
+topk = _nonneg("topk_on", "1 if a remote teacher sends top-k instead of full logits")
+K = _pos("K", "k of the top-k teacher output")
+n_buf = _pos("n_buf", "fp32 [tokens, V] buffers alive in the loss")
+
+# --- cluster -------------------------------------------------------------------------------
+F_S = _pos("F_S", "reached FLOP/s per device in the student dtype")
+F_T = _pos("F_T", "reached FLOP/s per device in the teacher dtype")
+H_bw = _pos("H", "reached device-memory bandwidth, bytes/s")
+
+# --- strategy (one candidate) --------------------------------------------------------------
+n_S = _pos("n_S", "ranks that train the student")
+n_T = _pos("n_T", "ranks that hold the teacher")
+disagg = _nonneg("D", "1 if teacher and student sit on disjoint ranks")
+pp = _pos("pp", "teacher pipeline stages")
+tp = _pos("tp", "teacher tensor-parallel degree")
+t_sh = _pos("t_sh", "ranks one teacher copy is sharded over (FSDP); 1 = none")
+bw_T = _pos("bw_T", "bandwidth of the teacher's group tier, bytes/s per GPU")
+al_T = _nonneg("al_T", "latency of the teacher's group tier, s")
+s_sh = _pos("s_sh", "ranks the student's sharded state is split over")
+z_o = _nonneg("z_o", "1 if optimizer state is sharded (ZeRO-1+)")
+z_g = _nonneg("z_g", "1 if gradients are sharded (ZeRO-2+)")
+z_p = _nonneg("z_p", "1 if parameters are sharded (ZeRO-3 / FSDP / HSDP)")
+bw_S = _pos("bw_S", "bandwidth of the student's shard / data-parallel group, bytes/s per GPU")
+al_S = _nonneg("al_S", "latency of the student's group tier, s")
+r_S = _pos("r_S", "student replicas across the shard groups (HSDP: nodes; else 1)")
+bw_R = _pos("bw_R", "bandwidth between student replicas (HSDP), bytes/s per GPU")
+al_R = _nonneg("al_R", "latency between student replicas, s")
+bw_X = _pos("bw_X", "bandwidth between teacher and student ranks (disaggregated), bytes/s per GPU")
+al_X = _nonneg("al_X", "latency between teacher and student ranks, s")
+gen = _nonneg("gen", "1 if lmbda > 0 (the student generates at all)")

@@ -1,0 +1,95 @@
+"""`planner estimate`: the cost model's figures for one plan, next to TRL's `trl-zero3`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from planner.cli import options as o
+from planner.cli.common import Format, emit, err, gib, handles_errors, load_inputs, out
+from planner.search import plans, rank, space
+
+
+def _figures(sc: rank.Scored | None) -> dict | None:
+    if sc is None:
+        return None
+    mem, tim = sc.memory_terms(), sc.time_terms()
+    return {
+        "teacher": sc.strategy.teacher_label, "student": sc.strategy.student_label,
+        "placement": sc.strategy.placement, "micro_batch": sc.strategy.b,
+        "memory_bytes": mem | {"total": sc.figures["mem_peak"]}, "time_s": tim | {"total": sc.figures["step_time"]},
+        "samples_per_s": sc.samples_per_s, "feasible": sc.feasible, "reason": sc.reason,
+    }
+
+
+def _symbolic(latex: bool) -> None:
+    import sympy as sp
+
+    from planner.cost.model import expressions
+
+    for name, e in expressions().items():
+        print(f"{name} = {sp.latex(e) if latex else sp.sstr(e)}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handles_errors
+    def estimate(
+        model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
+        teacher: o.Teacher = None, student: o.Student = None,
+        plan: Annotated[Optional[str], typer.Option("--plan", "-p", help="Re-evaluate a plan file (its job and strategy) instead of the flags below.")] = None,
+        teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] | hybrid[:k].")] = "shard",
+        student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp.")] = "zero3",
+        placement: Annotated[str, typer.Option(help="colocated | disaggregated[:TEACHER_GPUS].")] = "colocated",
+        micro_batch: Annotated[int, typer.Option(help="Samples per student rank per micro-step.", min=1)] = 1,
+        format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
+        symbolic: Annotated[bool, typer.Option(help="Print the model's expressions instead of numbers.")] = False,
+        latex: Annotated[bool, typer.Option(help="With --symbolic: LaTeX.")] = False,
+    ) -> None:
+        """Memory per device and step time, by term, for one plan next to the trl-zero3 baseline."""
+        if symbolic:
+            return _symbolic(latex)
+        if plan:
+            from planner.plan import load_plan
+            p = load_plan(plan)
+            job, cl, _, line = load_inputs(None, p.cluster, p.nodes)
+            job = job.model_copy(update={"name": p.job, "teacher": p.teacher.shape, "student": p.student.shape, "workload": p.workload})
+            st = plans.strategy_of(p)
+        else:
+            job, cl, _, line = load_inputs(model, cluster, nodes, teacher, student)
+            st = plans.parse_strategy(teacher_split, student_split, placement, micro_batch, cl)
+        why = None if job.workload.global_batch % (st.b * st.n_S) == 0 else "global batch not divisible by micro-batch x student ranks"
+        sc = rank.score([st], [why], job, cl)[0]
+        trl = space.baselines(job, cl)["trl-zero3"]
+        base = rank.best_baseline(rank.score(trl, [None] * len(trl), job, cl))
+        data = _figures(sc) | {"baseline": _figures(base), "speedup_vs_baseline": rank.speedup(sc, base)}
+        if format != Format.table:
+            err.print(line)
+            return emit(data, format)
+        out.print(line)
+        _tables(sc, base, rank.bind.usable_bytes(cl))
+
+
+def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float) -> None:
+    label = f"{sc.strategy.teacher_label} / {sc.strategy.student_label} / {sc.strategy.placement} / b={sc.strategy.b}"
+    blabel = f"trl-zero3 b={base.strategy.b}" if base else "trl-zero3 (n/a)"
+    bm, bt = (base.memory_terms(), base.time_terms()) if base else ({}, {})
+    t = Table(title=f"Memory per device (GiB), usable {gib(usable)}")
+    for c in ("term", label, blabel):
+        t.add_column(c, justify="left" if c == "term" else "right")
+    for k, v in sc.memory_terms().items():
+        t.add_row(k, gib(v), gib(bm[k]) if k in bm else "-")
+    t.add_row("[bold]total[/bold]", gib(sc.figures["mem_peak"]), gib(base.figures["mem_peak"]) if base else "-")
+    out.print(t)
+    t = Table(title="Step time (ms)")
+    for c in ("term", label, blabel):
+        t.add_column(c, justify="left" if c == "term" else "right")
+    for k, v in sc.time_terms().items():
+        t.add_row(k, f"{v * 1e3:,.1f}", f"{bt[k] * 1e3:,.1f}" if k in bt else "-")
+    t.add_row("[bold]step[/bold]", f"{sc.figures['step_time'] * 1e3:,.1f}", f"{base.figures['step_time'] * 1e3:,.1f}" if base else "-")
+    out.print(t)
+    status = "fits" if sc.feasible else f"INFEASIBLE: {sc.reason}"
+    out.print(f"{sc.samples_per_s:.2f} samples/s ({status}); trl-zero3: "
+              + (f"{base.samples_per_s:.2f} samples/s" + ("" if base.feasible else f" but {base.reason}") if base else "n/a"))

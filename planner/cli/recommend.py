@@ -1,0 +1,103 @@
+"""`planner recommend`: search every split of teacher and student and rank the plans."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from planner.cli import options as o
+from planner.cli.common import Format, emit, err, gib, handles_errors, load_inputs, out
+from planner.inputs.errors import InputError
+from planner.plan import write_plan
+from planner.search import plans, rank
+
+
+class Objective(str, Enum):
+    throughput = "throughput"
+    memory = "memory"
+
+
+def _entry(sc: rank.Scored, base: rank.Scored | None, job) -> dict:
+    st = sc.strategy
+    pred = plans.predicted(sc, base).model_dump()
+    return {"teacher": st.teacher_label, "student": st.student_label, "placement": st.placement,
+            "teacher_gpus": st.n_T, "student_gpus": st.n_S, "micro_batch": st.b,
+            "grad_accum": job.workload.global_batch // (st.b * st.n_S), "predicted": pred,
+            "speedup_vs_baseline": pred["speedup_vs_baseline"]}
+
+
+def _largest(sc: rank.Scored) -> str:
+    terms = sc.memory_terms()
+    return max(terms, key=terms.get)
+
+
+def _table(res: rank.SearchResult, top: int) -> Table:
+    t = Table(title=f"Top {min(top, len(res.ranked))} of {len(res.ranked)} feasible plans ({res.evaluated} evaluated)")
+    for c in ("#", "teacher", "student", "placement", "micro-batch", "peak GiB (largest term)", "step s", "samples/s", "vs trl-zero3", "vs trl-ddp"):
+        t.add_column(c, justify="right" if c not in ("teacher", "student", "placement", "peak GiB (largest term)") else "left", no_wrap=True)
+    z3, ddp = res.baselines.get("trl-zero3"), res.baselines.get("trl-ddp")
+    rows = [(str(i + 1), sc) for i, sc in enumerate(res.ranked[:top])]
+    rows += [(name, sc) for name, sc in res.baselines.items() if sc is not None]
+    for label, sc in rows:
+        st = sc.strategy
+        sp, sd = (rank.speedup(sc, z3), rank.speedup(sc, ddp)) if sc.feasible else (None, None)
+        mem = f"{gib(sc.figures['mem_peak'])} ({_largest(sc)})" + ("" if sc.feasible else " [red]OOM[/red]")
+        place = st.placement if st.placement == "colocated" else f"disagg {st.n_T}T+{st.n_S}S"
+        t.add_row(label, st.teacher_label, st.student_label, place, str(st.b), mem, f"{sc.figures['step_time']:.3f}",
+                  f"{sc.samples_per_s:.2f}", f"{sp:.2f}x" if sp else "-", f"{sd:.2f}x" if sd else "-")
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handles_errors
+    def recommend(
+        model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
+        teacher: o.Teacher = None, student: o.Student = None,
+        top: Annotated[int, typer.Option("--top", "-k", help="How many plans to show.", min=1)] = 5,
+        objective: Annotated[Objective, typer.Option(help="Rank by samples/s (throughput) or by peak memory.")] = Objective.throughput,
+        output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the best plan to this YAML file.")] = None,
+        force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
+        format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
+    ) -> None:
+        """Rank every teacher x student split on the cluster and write the best plan."""
+        job, cl, cl_ref, line = load_inputs(model, cluster, nodes, teacher, student)
+        if output and not force:
+            from pathlib import Path
+            if Path(output).exists():
+                raise InputError(f"{output}: exists; pass --force to overwrite it")
+        (err if format != Format.table else out).print(line)
+        res = rank.search(job, cl, objective.value)
+        z3 = res.baselines.get("trl-zero3")
+        if format != Format.table:
+            data = {"baseline": {name: (_entry(sc, z3, job) | {"feasible": sc.feasible}) if sc else None for name, sc in res.baselines.items()},
+                    "plans": [_entry(sc, z3, job) for sc in res.ranked[:top]], "rejected": res.rejected,
+                    "evaluated": res.evaluated}
+            emit(data, format)
+        else:
+            _print(res, top, cl)
+        if not res.ranked:
+            raise typer.Exit(1)
+        if output:
+            write_plan(plans.to_plan(res.ranked[0], job, cl, cl_ref, z3), output, force=force)
+            err.print(f"Wrote the best plan to {output}. Next: `planner estimate --plan {output}` or `planner export {output} --to slurm`.")
+
+
+def _print(res: rank.SearchResult, top: int, cl) -> None:
+    if not res.ranked:
+        c = res.closest
+        out.print("[red]No plan fits in memory.[/red]")
+        if c is not None:
+            out.print(f"Closest: teacher {c.strategy.teacher_label}, student {c.strategy.student_label}, {c.strategy.placement}, "
+                      f"micro-batch {c.strategy.b}: {gib(c.figures['mem_peak'])} GiB of {gib(res.usable_bytes)} usable; "
+                      f"largest term {_largest(c)}.")
+        out.print("Next: more nodes (--nodes), a smaller micro_batch_min, `loss: chunked`, gradient checkpointing, "
+                  "or an fp8 teacher (teacher_dtype: fp8) in the job's workload.")
+    else:
+        out.print(_table(res, top))
+        out.print(f"Why #1 wins: {rank.why_it_wins(res.ranked[0], res.baselines.get('trl-zero3'), cl)}.")
+    if res.rejected:
+        out.print("Rejected: " + "; ".join(f"{n} {why}" for why, n in res.rejected.items()))

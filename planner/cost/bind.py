@@ -1,0 +1,104 @@
+"""Numbers for the cost model's symbols: from a job and a cluster (fixed for a search) and from one
+strategy (arrays over candidates). No formulas here, only the mapping from inputs to symbols."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.cost.names import shape_values
+from planner.inputs.cluster import Cluster, NetworkTier
+from planner.inputs.errors import InputError
+from planner.inputs.load import Job
+from planner.inputs.model import BYTES_PER_DTYPE
+
+# TRL 1.16 `GKDTrainer.generalized_jsd_loss` at 0 < beta < 1 keeps about ten fp32 [B, S-1, V]
+# tensors alive (log-softmaxes, their stack for the mixture, logsumexp, two KL terms, products).
+LOSS_BUFFERS = 10
+
+
+def _peak(cluster: Cluster, dtype: str, who: str) -> float:
+    g = cluster.gpu
+    if dtype not in g.peak_tflops:
+        raise InputError(f"{cluster.name}: gpu.peak_tflops: no '{dtype}' entry for the {who} dtype; add it or change the dtype")
+    return g.peak_tflops[dtype] * 1e12 * g.compute_efficiency
+
+
+def job_values(job: Job, cluster: Cluster) -> dict[str, float]:
+    """Values of every symbol that a job and a cluster fix."""
+    w = job.workload
+    teacher_dtype = w.teacher_dtype or job.teacher.dtype
+    q_S = BYTES_PER_DTYPE[w.student_dtype]
+    k_O = (8 if w.optimizer == "adamw" else 4) + (4 if q_S < 4 else 0)  # moments (+ fp32 master)
+    v: dict[str, float] = shape_values(job.student, "S") | shape_values(job.teacher, "T")
+    v |= {
+        "B": w.global_batch, "s_p": w.prompt_len, "s_c": w.completion_len, "lam": w.lmbda,
+        "gen": float(w.lmbda > 0), "q_S": q_S, "q_T": BYTES_PER_DTYPE[teacher_dtype],
+        "q_G": BYTES_PER_DTYPE[w.grad_dtype], "q_L": BYTES_PER_DTYPE[w.logits_dtype], "k_O": k_O,
+        "flash": float(w.flash_attention), "rc_full": float(w.grad_checkpointing == "full"),
+        "rc_sel": float(w.grad_checkpointing == "selective"), "kvc": float(w.generation_kv_cache),
+        "chunked": float(w.loss == "chunked"), "C": w.loss_chunk_tokens,
+        "topk_on": float(w.teacher_output == "topk"), "K": w.topk, "n_buf": LOSS_BUFFERS,
+        "F_S": _peak(cluster, w.student_dtype, "student"), "F_T": _peak(cluster, teacher_dtype, "teacher"),
+        "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
+    }
+    return v
+
+
+def usable_bytes(cluster: Cluster) -> float:
+    return (cluster.gpu.mem_gib - cluster.gpu.reserved_mem_gib) * 2**30
+
+
+def tier_for(group: int, cluster: Cluster) -> str:
+    """A group of `group` consecutive ranks stays inside a node when it fits: intra-node tier."""
+    if group <= 1:
+        return "none"
+    return "intra_node" if group <= cluster.gpus_per_node and cluster.gpus_per_node % group == 0 else "inter_node"
+
+
+def tier(name: str, cluster: Cluster) -> NetworkTier:
+    return cluster.inter_node if name == "inter_node" else cluster.intra_node
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One candidate: teacher and student split, placement and micro-batch (plain numbers)."""
+
+    teacher: str  # replicate | shard | pipeline | tp | hybrid
+    student: str  # ddp | zero1 | zero2 | zero3 | hsdp
+    placement: str  # colocated | disaggregated
+    n_T: int
+    n_S: int
+    pp: int = 1
+    tp: int = 1
+    t_sh: int = 1
+    s_sh: int = 1
+    r_S: int = 1
+    b: int = 1
+
+    @property
+    def teacher_label(self) -> str:
+        degree = self.pp * self.tp * self.t_sh
+        return self.teacher if degree == 1 else f"{self.teacher}:{degree}"
+
+    @property
+    def student_label(self) -> str:
+        return self.student if self.student != "hsdp" else f"hsdp:{self.s_sh}x{self.r_S}"
+
+
+STUDENT_SWITCHES = {"ddp": (0, 0, 0), "zero1": (1, 0, 0), "zero2": (1, 1, 0), "zero3": (1, 1, 1), "hsdp": (1, 1, 1)}
+
+
+def strategy_values(st: Strategy, cluster: Cluster) -> dict[str, float]:
+    """Values of the strategy symbols for one candidate, tiers chosen from the rank layout."""
+    z_o, z_g, z_p = STUDENT_SWITCHES[st.student]
+    t_tier = tier(tier_for(st.pp * st.tp * st.t_sh, cluster), cluster)
+    s_tier = tier(tier_for(st.s_sh, cluster), cluster)
+    x_tier = tier("intra_node" if st.n_T + st.n_S <= cluster.gpus_per_node else "inter_node", cluster)
+    return {
+        "n_S": st.n_S, "n_T": st.n_T, "D": float(st.placement == "disaggregated"), "pp": st.pp, "tp": st.tp,
+        "t_sh": st.t_sh, "s_sh": st.s_sh, "r_S": st.r_S, "z_o": z_o, "z_g": z_g, "z_p": z_p, "b": st.b,
+        "bw_T": t_tier.bytes_per_s, "al_T": t_tier.latency_us * 1e-6,
+        "bw_S": s_tier.bytes_per_s, "al_S": s_tier.latency_us * 1e-6,
+        "bw_R": cluster.inter_node.bytes_per_s, "al_R": cluster.inter_node.latency_us * 1e-6,
+        "bw_X": x_tier.bytes_per_s, "al_X": x_tier.latency_us * 1e-6,
+    }

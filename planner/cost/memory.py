@@ -1,0 +1,89 @@
+"""Memory per device, by term, in bytes.
+
+Student model states follow ZeRO (Rajbhandari et al. 2020, sec. 5): 16-bit weights, gradients
+and k_O bytes of optimizer state per parameter (AdamW with an fp32 master copy: 4 + 4 + 4 = 12),
+each divided by the shard degree once its ZeRO stage shards it. The teacher keeps weights only.
+Activations come from `planner.cost.activations` (checked against autograd's saved bytes).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from planner.cost import activations
+from planner.cost import symbols as y
+from planner.cost.names import STUDENT_TERMS, TEACHER_TERMS
+from planner.cost.params import total_params
+
+S, T = y.S, y.T
+seq = y.s_p + y.s_c
+
+
+def _split(degree, on) -> sp.Expr:
+    """Divisor of a state that is sharded over `degree` ranks when `on` is 1."""
+    return 1 + on * (degree - 1)
+
+
+def student_weights() -> sp.Expr:
+    return total_params(S) * y.q_S / _split(y.s_sh, y.z_p)
+
+
+def student_gathered() -> sp.Expr:
+    """ZeRO-3/FSDP: the current and the prefetched layer, gathered in full."""
+    return y.z_p * 2 * total_params(S) / S.L * y.q_S
+
+
+def student_grads() -> sp.Expr:
+    return total_params(S) * y.q_G / _split(y.s_sh, y.z_g)
+
+
+def student_optimizer() -> sp.Expr:
+    return total_params(S) * y.k_O / _split(y.s_sh, y.z_o)
+
+
+def student_activations() -> sp.Expr:
+    """Saved activations of one micro-batch, by recomputation mode (0/1 switches rc_full, rc_sel)."""
+    args = (S.L, y.b, seq, S.h, S.a, S.g, S.d, S.f, S.V, y.q_S, y.flash)
+    none, sel, full = (activations.model_saved_bytes(*args, ckpt=m) for m in ("none", "selective", "full"))
+    return y.rc_full * full + (1 - y.rc_full) * ((1 - y.rc_sel) * none + y.rc_sel * sel)
+
+
+def student_kv_cache() -> sp.Expr:
+    """KV cache of on-policy generation (lmbda > 0, cache on): 2 * L * g * d * b * s elements."""
+    return y.gen * y.kv_cache * 2 * S.L * S.g * S.d * y.b * seq * y.q_S
+
+
+def logits() -> sp.Expr:
+    """Student and teacher logits [b, s, V] in their model dtypes, for the owner's micro-batch."""
+    return y.b * seq * (S.V * y.q_S + T.V * y.q_T)
+
+
+def loss_buffers() -> sp.Expr:
+    """fp32 [tokens, V] intermediates of the generalized JSD: n_buf of them over all b*s tokens
+    (TRL's full-vocabulary loss) or over C tokens at a time (chunked)."""
+    tokens = (1 - y.chunked) * y.b * seq + y.chunked * sp.Min(y.C_loss, y.b * seq)
+    return y.n_buf * tokens * S.V * y.q_L
+
+
+def teacher_weights() -> sp.Expr:
+    """Weights only: pipeline stages, tensor-parallel slices and FSDP shards each hold 1/degree
+    (embedding imbalance between pipeline stages ignored)."""
+    return total_params(T) * y.q_T / (y.pp * y.tp * y.t_sh)
+
+
+def teacher_gathered() -> sp.Expr:
+    """FSDP teacher: the current and the prefetched layer, gathered in full."""
+    return (1 - 1 / y.t_sh) * 2 * total_params(T) / T.L * y.q_T
+
+
+def teacher_activations() -> sp.Expr:
+    """Forward-only: one layer's transient tensors (residual, norm, attention and MLP inner widths)
+    plus, in a pipeline, the stage outputs of the pp micro-batches in flight."""
+    return y.b * seq * y.q_T * (4 * T.h + 2 * T.f / y.tp + (y.pp - 1) * T.h)
+
+
+
+
+def terms() -> dict[str, sp.Expr]:
+    """Every memory term by its stable name."""
+    return {name: globals()[name]() for name in STUDENT_TERMS + TEACHER_TERMS}

@@ -1,0 +1,30 @@
+"""The whole cost model as named sympy expressions: memory and time terms and their totals."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import sympy as sp
+
+from planner.cost import memory, timeline
+from planner.cost import symbols as y
+
+
+@lru_cache(maxsize=1)
+def expressions() -> dict[str, sp.Expr]:
+    """`mem.<term>`, `mem_student_side`, `mem_teacher_side`, `mem_peak`, `time.<term>`, `step_time`,
+    `samples_per_s`. In a disaggregated plan teacher and student terms live on different devices,
+    so the peak is the larger side; colocated, their sum."""
+    mem = memory.terms()
+    student_side = sp.Add(*(mem[k] for k in memory.STUDENT_TERMS))
+    teacher_side = sp.Add(*(mem[k] for k in memory.TEACHER_TERMS))
+    peak = (1 - y.disagg) * (student_side + teacher_side) + y.disagg * sp.Max(student_side, teacher_side)
+    time = timeline.terms()
+    step = sp.Add(*time.values())
+    out = {f"mem.{k}": v for k, v in mem.items()}
+    out |= {"mem_student_side": student_side, "mem_teacher_side": teacher_side, "mem_peak": peak}
+    out |= {f"time.{k}": v for k, v in time.items()}
+    out |= {"step_time": step, "samples_per_s": y.B / step}
+    return out
+
+

@@ -1,0 +1,22 @@
+"""Names shared by the cost model and its numeric users, importable without sympy.
+
+The compiled model (planner.cost.compile) is addressed by these strings, so the search, the CLI
+and the plan file never need to import sympy on the hot path.
+"""
+
+from __future__ import annotations
+
+STUDENT_TERMS = ("student_weights", "student_gathered", "student_grads", "student_optimizer",
+                 "student_activations", "student_kv_cache", "logits", "loss_buffers")
+TEACHER_TERMS = ("teacher_weights", "teacher_gathered", "teacher_activations")
+MEMORY_TERMS = STUDENT_TERMS + TEACHER_TERMS
+
+SHAPE_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "untied", "gated", "qkvb", "ob", "mlpb", "nrm", "nrmb")
+
+
+def shape_values(shape, tag: str) -> dict[str, int]:
+    """`{"L_T": 80, "h_T": 8192, ...}`: a `ModelShape` as the model's symbol values (tag T or S)."""
+    v = (shape.num_layers, shape.hidden, shape.num_heads, shape.kv_heads, shape.head_width, shape.ffn,
+         shape.vocab, int(not shape.tied_embeddings), int(shape.gated_mlp), int(shape.qkv_bias),
+         int(shape.o_bias), int(shape.mlp_bias), shape.norms_per_layer, int(shape.norm_bias))
+    return {f"{k}_{tag}": x for k, x in zip(SHAPE_FIELDS, v)}

@@ -1,0 +1,134 @@
+"""Step time by term, in seconds, for one optimizer step on the busiest student rank.
+
+The timeline is TRL's serial GKD micro-step, repeated `ga` times, then the gradient sync and the
+optimizer step: [generate (lmbda)] -> student forward -> teacher forward -> loss -> backward.
+Overlap is modelled only where the executor overlaps: FSDP prefetch hides all-gathers behind
+compute (only the excess, `Max(0, comm - compute)`, is charged), and a disaggregated teacher
+works on the next batch while the students train (only the wait for the slower side is charged).
+FLOPs: forward 2 per matmul weight per token plus attention (Kaplan et al. 2020; Narayanan et al.
+2021), backward 2x forward, full recomputation one more forward.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from planner.cost import comm
+from planner.cost import symbols as y
+from planner.cost.params import forward_flops_per_token, matmul_params, total_params
+
+S, T = y.S, y.T
+seq = y.s_p + y.s_c
+ga = y.B / (y.b * y.n_S)  # micro-steps per optimizer step on a student rank
+ga_T = y.B / (y.b * y.n_T)  # teacher micro-batches per step per teacher rank (disaggregated)
+causal = 1 - y.flash / 2  # flash kernels skip the masked half of the scores
+
+
+def student_fwd_flops() -> sp.Expr:
+    return y.b * seq * forward_flops_per_token(S, seq, causal)
+
+
+def generation() -> sp.Expr:
+    """One generation of s_c tokens for b samples (Agarwal et al. 2023 on-policy GKD).
+
+    Each decode step reads every weight once (bandwidth bound, `P*q/H`) or does the token's matmuls
+    (compute bound); without a KV cache (TRL with gradient checkpointing) each step recomputes the
+    whole prefix, on average s_p + s_c/2 tokens. A ZeRO-3 student is gathered first (TRL's
+    `unwrap_model_for_generation`).
+    """
+    per_token_flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (y.s_p + y.s_c / 2 - 1))
+    step = sp.Max(total_params(S) * y.q_S / y.H_bw, per_token_flops / y.F_S)
+    return y.s_c * step + y.z_p * comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.bw_S, y.al_S)
+
+
+def loss_pass() -> sp.Expr:
+    """Generalized JSD forward and backward: n_buf fp32 [b*s, V] tensors each written and read,
+    twice (forward and backward); elementwise, so bound by device-memory bandwidth."""
+    return 4 * y.n_buf * y.b * seq * S.V * y.q_L / y.H_bw
+
+
+def teacher_ticks() -> sp.Expr:
+    """Forward-only pipeline over pp stages with m = pp*tp*b one-sample micro-batches: m + pp - 1 ticks."""
+    return y.pp * y.tp * y.b + y.pp - 1
+
+
+def teacher_compute() -> sp.Expr:
+    """Teacher forward of one micro-step as the busiest (last) stage sees it: per tick, its share of
+    the layers and the LM head (which the last stage runs alone) over one sample."""
+    layers = matmul_params(T) - T.V * T.h
+    per_tick = seq * (2 * layers / (y.pp * y.tp) + 2 * T.V * T.h / y.tp
+                      + 4 * causal * T.L * seq * T.a * T.d / (y.pp * y.tp)) / y.F_T
+    return y.pp * y.tp * y.b * per_tick  # ticks without the bubble; the bubble is its own term
+
+
+def teacher_bubble() -> sp.Expr:
+    """Fill and drain: (pp-1) extra ticks, (pp-1)/m of the compute (DESIGN.md section 2)."""
+    return teacher_compute() * (y.pp - 1) / (y.pp * y.tp * y.b)
+
+
+def teacher_gather() -> sp.Expr:
+    """FSDP / ZeRO-3 teacher: all-gather of the whole teacher every forward, one collective per layer."""
+    return (1 - 1 / y.t_sh) * total_params(T) * y.q_T / (y.pp * y.tp) / y.bw_T + (y.t_sh - 1) * T.L * y.al_T
+
+
+def teacher_comm() -> sp.Expr:
+    """Pipeline: the fill chain of pp-1 activation sends [1, s, h] (the rest overlaps compute) plus
+    the logits of (pp-1) owners' micro-batches sent back from the last stage. Tensor parallel: two
+    all-reduces of [tp*b, s, h] per layer plus gathering the vocabulary-split logits."""
+    out = seq * T.V * y.q_L
+    pipe = (y.pp - 1) * comm.p2p(seq * T.h * y.q_T, y.bw_T, y.al_T) + (y.pp - 1) * y.b * out / y.bw_T
+    tens = 2 * T.L * comm.all_reduce(y.tp, y.tp * y.b * seq * T.h * y.q_T, y.bw_T, y.al_T) \
+        + (y.tp - 1) / y.tp * y.b * out / y.bw_T
+    return pipe + tens
+
+
+def teacher_output_bytes() -> sp.Expr:
+    """What a remote teacher sends per sample: full logits, or top-k values and int32 indices."""
+    return seq * ((1 - y.topk) * T.V * y.q_L + y.topk * y.K * (y.q_L + 4))
+
+
+def teacher_microstep() -> sp.Expr:
+    return teacher_compute() + teacher_bubble() + sp.Max(0, teacher_gather() - teacher_compute()) + teacher_comm()
+
+
+def student_sync() -> sp.Expr:
+    """Once per step: all-reduce (DDP) or reduce-scatter + all-gather (ZeRO-1/2) of the gradients
+    over the shard group; HSDP adds an all-reduce of the shard across replicas."""
+    P = total_params(S)
+    ddp = comm.all_reduce(y.s_sh, P * y.q_G, y.bw_S, y.al_S)
+    zero12 = comm.reduce_scatter(y.s_sh, P * y.q_G, y.bw_S, y.al_S) + comm.all_gather(y.s_sh, P * y.q_S, y.bw_S, y.al_S)
+    across = comm.all_reduce(y.r_S, P * y.q_G / y.s_sh, y.bw_R, y.al_R)
+    return (1 - y.z_o) * ddp + y.z_o * (1 - y.z_p) * zero12 + y.z_p * across
+
+
+def student_fsdp_comm() -> sp.Expr:
+    """ZeRO-3 / FSDP per micro-step: all-gather in forward and in backward, reduce-scatter of grads."""
+    P = total_params(S)
+    return y.z_p * (2 * comm.all_gather(y.s_sh, P * y.q_S, y.bw_S, y.al_S) + comm.reduce_scatter(y.s_sh, P * y.q_G, y.bw_S, y.al_S))
+
+
+def terms() -> dict[str, sp.Expr]:
+    """Step time by stable term name; the step time is their sum."""
+    fwd = student_fwd_flops() / y.F_S
+    bwd = 2 * fwd + y.rc_full * fwd
+    colo = 1 - y.disagg
+    t_side = ga_T * teacher_microstep() + ga_T * y.b * teacher_output_bytes() / y.bw_X
+    s_side_xfer = ga * y.b * teacher_output_bytes() / y.bw_X
+    P_local = total_params(S) / (1 + y.z_o * (y.s_sh - 1))
+    t = {
+        "generation": ga * y.lam * generation(),
+        "student_forward": ga * fwd,
+        "student_backward": ga * bwd,
+        "loss": ga * loss_pass(),
+        "student_fsdp_exposed": ga * sp.Max(0, student_fsdp_comm() - fwd - bwd),
+        "grad_sync": student_sync(),
+        "optimizer": 2 * P_local * (y.k_O + y.q_S + y.q_G) / y.H_bw,
+        "teacher_forward": colo * ga * teacher_compute(),
+        "teacher_bubble": colo * ga * teacher_bubble(),
+        "teacher_gather_exposed": colo * ga * sp.Max(0, teacher_gather() - teacher_compute()),
+        "teacher_comm": colo * ga * teacher_comm(),
+        "teacher_transfer": y.disagg * s_side_xfer,
+    }
+    student_side = sp.Add(*(v for k, v in t.items() if not k.startswith("teacher_")))
+    t["teacher_wait"] = y.disagg * sp.Max(0, t_side - student_side - s_side_xfer)
+    return t

@@ -1,0 +1,1 @@
+"""Search the partition space with the compiled cost model and rank the plans."""
