@@ -1,0 +1,76 @@
+"""`planner estimate` and `planner recommend` through the real CLI."""
+
+import json
+
+import yaml
+
+from planner.cli import app
+from planner.plan import load_plan
+
+
+def test_estimate_default_replicate_infeasible(runner):
+    r = runner.invoke(app, ["estimate", "--teacher-split", "replicate", "--student-split", "ddp", "-f", "json"])
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["feasible"] is False and "out of memory" in d["reason"]
+    for key in ("student_weights", "student_grads", "student_optimizer", "student_activations", "teacher_weights", "logits", "loss_buffers", "total"):
+        assert key in d["memory_bytes"]
+    assert d["time_s"]["total"] == sum(v for k, v in d["time_s"].items() if k != "total")
+
+
+def test_estimate_trl_zero3_largest_comm_is_teacher_gather(runner):
+    d = json.loads(runner.invoke(app, ["estimate", "--micro-batch", "4", "-f", "json"]).stdout)
+    comm = {k: v for k, v in d["time_s"].items() if any(w in k for w in ("gather", "sync", "comm", "fsdp", "transfer"))}
+    assert max(comm, key=comm.get) == "teacher_gather_exposed"
+    assert d["samples_per_s"] > 0 and d["feasible"] is True
+
+
+def test_estimate_table_and_symbolic(runner):
+    r = runner.invoke(app, ["estimate", "--teacher-split", "pipeline:8", "--student-split", "zero2", "--micro-batch", "2"])
+    assert r.exit_code == 0 and "teacher_bubble" in r.stdout and "trl-zero3" in r.stdout
+    r = runner.invoke(app, ["estimate", "--symbolic"])
+    assert r.exit_code == 0 and "step_time =" in r.stdout
+
+
+def test_estimate_bad_split_is_one_line(runner):
+    r = runner.invoke(app, ["estimate", "--teacher-split", "pipeline:x"])
+    assert r.exit_code == 1 and "--teacher-split" in r.stderr and "Traceback" not in r.stderr
+    r = runner.invoke(app, ["estimate", "--teacher-split", "shard:3"])
+    assert r.exit_code == 1 and "does not divide" in r.stderr
+
+
+def test_recommend_default_says_so_and_ranks(runner):
+    r = runner.invoke(app, ["recommend"])
+    assert r.exit_code == 0
+    assert r.stdout.splitlines()[0].startswith("Planning the bundled default job 'llama70b-to-8b'")
+    assert "trl-zero3" in r.stdout and "Why #1 wins" in r.stdout and "Rejected:" in r.stdout
+
+
+def test_recommend_json_keys(runner):
+    r = runner.invoke(app, ["recommend", "--format", "json", "--top", "3"])
+    d = json.loads(r.stdout)
+    assert set(d) >= {"baseline", "plans", "rejected"} and "trl-zero3" in d["baseline"]
+    assert len(d["plans"]) == 3
+    for p in d["plans"]:
+        assert {"teacher", "student", "placement", "micro_batch", "grad_accum", "predicted", "speedup_vs_baseline"} <= set(p)
+        assert {"samples_per_s", "step_time_s", "memory_bytes_per_device", "memory_bytes", "time_s"} <= set(p["predicted"])
+    assert d["plans"][0]["speedup_vs_baseline"] > 1
+    assert yaml.safe_load(runner.invoke(app, ["recommend", "-f", "yaml"]).stdout)["plans"]
+
+
+def test_recommend_writes_plan_and_refuses_overwrite(runner, tmp_path):
+    out = tmp_path / "plan.yaml"
+    assert runner.invoke(app, ["recommend", "-o", str(out)]).exit_code == 0
+    plan = load_plan(out)
+    assert plan.predicted.speedup_vs_baseline > 1 and plan.teacher.shape.name == "llama-3.1-70b"
+    before = out.read_text()
+    r = runner.invoke(app, ["recommend", "--nodes", "1", "-o", str(out)])
+    assert r.exit_code == 1 and "--force" in r.stderr and out.read_text() == before
+    assert runner.invoke(app, ["recommend", "--nodes", "1", "-o", str(out), "--force"]).exit_code == 0
+    r = runner.invoke(app, ["estimate", "--plan", str(out), "-f", "json"])
+    assert json.loads(r.stdout)["samples_per_s"] == load_plan(out).predicted.samples_per_s
+
+
+def test_recommend_teacher_student_flags_and_nothing_fits(runner):
+    r = runner.invoke(app, ["recommend", "--teacher", "llama-3.1-405b", "--student", "llama-3.1-70b", "-c", "l40s-pcie", "--nodes", "1"])
+    assert r.exit_code == 1 and "No plan fits" in r.stdout and "Closest" in r.stdout and "Next:" in r.stdout

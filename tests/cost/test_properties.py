@@ -1,0 +1,91 @@
+"""Property tests of the whole cost model (hypothesis): signs, sums, monotonicity, and that the
+compiled numpy function equals the sympy expressions."""
+
+import math
+
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planner.cost.bind import Strategy, job_values, strategy_values
+from planner.cost.compile import evaluate
+from planner.cost.model import expressions
+from planner.cost.names import MEMORY_TERMS
+from planner.inputs.load import bundled_names, load_cluster, load_job
+
+JOBS = ["llama70b-to-8b", "qwen32b-to-1.5b", "tiny-cpu"]
+CLUSTERS = [n for n in bundled_names("topologies")]
+
+
+@st.composite
+def scenario(draw):
+    job = load_job(draw(st.sampled_from(JOBS)))
+    cluster = load_cluster(draw(st.sampled_from(CLUSTERS)), draw(st.integers(1, 4)))
+    W, G = cluster.world, cluster.gpus_per_node
+    disagg = W > 1 and draw(st.booleans())
+    n_T = draw(st.integers(1, W - 1)) if disagg else W
+    n_S = W - n_T if disagg else W
+    kind = draw(st.sampled_from(["replicate", "shard", "pipeline", "tp"]))
+    k = draw(st.sampled_from([d for d in range(1, n_T + 1) if n_T % d == 0]))
+    deg = {"replicate": {}, "shard": {"t_sh": k}, "pipeline": {"pp": k}, "tp": {"tp": k}}[kind]
+    student = draw(st.sampled_from(["ddp", "zero1", "zero2", "zero3"]))
+    strat = Strategy(kind, student, "disaggregated" if disagg else "colocated", n_T, n_S, s_sh=n_S,
+                     b=draw(st.integers(1, 16)), **deg)
+    return job, cluster, strat
+
+
+def figures(job, cluster, strat):
+    return {k: float(v) for k, v in evaluate(job_values(job, cluster) | strategy_values(strat, cluster)).items()}
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenario())
+def test_terms_non_negative_and_totals_are_sums(case):
+    f = figures(*case)
+    assert all(v >= 0 and math.isfinite(v) for v in f.values())
+    time_terms = [v for k, v in f.items() if k.startswith("time.")]
+    assert f["step_time"] == pytest.approx(sum(time_terms), rel=1e-12)
+    student = sum(f[f"mem.{k}"] for k in MEMORY_TERMS if not k.startswith("teacher"))
+    teacher = sum(f[f"mem.{k}"] for k in MEMORY_TERMS if k.startswith("teacher"))
+    expect = max(student, teacher) if case[2].placement == "disaggregated" else student + teacher
+    assert f["mem_peak"] == pytest.approx(expect, rel=1e-12)
+    assert f["samples_per_s"] == pytest.approx(case[0].workload.global_batch / f["step_time"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenario(), st.sampled_from([2, 4, 8]))
+def test_weights_never_grow_with_degree(case, factor):
+    job, cluster, strat = case
+    f1 = figures(job, cluster, strat)
+    from dataclasses import replace
+    for field in ("t_sh", "pp", "tp"):
+        bigger = figures(job, cluster, replace(strat, **{field: getattr(strat, field) * factor}))
+        assert bigger["mem.teacher_weights"] <= f1["mem.teacher_weights"]
+    for student in ("zero1", "zero2", "zero3"):
+        f2 = figures(job, cluster, replace(strat, student=student, s_sh=strat.s_sh * factor))
+        for term in ("student_weights", "student_grads", "student_optimizer"):
+            assert f2[f"mem.{term}"] <= figures(job, cluster, replace(strat, student="ddp"))[f"mem.{term}"]
+
+
+@settings(max_examples=15, deadline=None)
+@given(scenario())
+def test_numpy_equals_sympy(case):
+    job, cluster, strat = case
+    values = job_values(job, cluster) | strategy_values(strat, cluster)
+    f = figures(job, cluster, strat)
+    for name in ("step_time", "mem_peak", "time.teacher_gather_exposed", "mem.student_activations", "time.generation"):
+        e = expressions()[name]
+        subs = {s: sp.Float(values[s.name], 30) for s in e.free_symbols}
+        assert f[name] == pytest.approx(float(e.xreplace(subs)), rel=1e-9, abs=1e-12)
+
+
+def test_vectorised_equals_one_by_one():
+    job, cluster = load_job("llama70b-to-8b"), load_cluster("dgx-h100")
+    strats = [Strategy("shard", "zero3", "colocated", 16, 16, t_sh=16, s_sh=16, b=b) for b in (1, 2, 4)]
+    from planner.search.space import columns
+    arr = evaluate(job_values(job, cluster) | columns(strats, cluster))
+    for i, s in enumerate(strats):
+        assert arr["step_time"][i] == pytest.approx(figures(job, cluster, s)["step_time"], rel=1e-12)
+    assert np.all(np.diff(arr["mem_peak"]) > 0)

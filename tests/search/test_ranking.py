@@ -1,0 +1,72 @@
+"""The search's ranking logic on cases whose right answer can be worked out by hand."""
+
+import pytest
+
+from planner.inputs.load import load_cluster, load_job
+from planner.search import rank
+
+
+def best(res, pred):
+    return max((s for s in res.ranked if pred(s.strategy)), key=lambda s: s.samples_per_s)
+
+
+def test_default_top_plan_is_asymmetric_fits_and_beats_trl():
+    job, cl = load_job(), load_cluster("dgx-h100")
+    res = rank.search(job, cl)
+    top, z3 = res.ranked[0], res.baselines["trl-zero3"]
+    assert top.feasible and top.figures["mem_peak"] <= res.usable_bytes
+    assert (top.strategy.teacher, top.strategy.t_sh) != ("shard", cl.world)  # not TRL's symmetric ZeRO-3 teacher
+    assert rank.speedup(top, z3) > 1.0
+    assert not res.baselines["trl-ddp"].feasible  # a 70B replica does not fit in 80 GB
+
+
+def test_teacher_fits_replicate_beats_shard_on_slow_link():
+    """Qwen2.5-7B teacher (15 GB) fits everywhere: gathering it over 25 GB/s Ethernet shared by 4
+    GPUs every micro-step costs more than it saves, so a replica beats world-wide ZeRO-3."""
+    job = load_job(None, teacher="qwen2.5-7b", student="qwen2.5-0.5b")
+    cl = load_cluster("l40s-pcie")
+    res = rank.search(job, cl)
+    replicate = best(res, lambda s: s.teacher == "replicate" and s.placement == "colocated")
+    shard_world = best(res, lambda s: s.teacher == "shard" and s.t_sh == cl.world and s.placement == "colocated")
+    assert replicate.samples_per_s > shard_world.samples_per_s
+    assert res.ranked[0].strategy.teacher != "shard" or res.ranked[0].strategy.t_sh < cl.world
+
+
+def test_teacher_too_big_pipeline_in_node_beats_zero3_across_nodes():
+    """A 70B teacher cannot be replicated on 80 GB; a pipeline inside the node moves only activations
+    over NVLink while ZeRO-3 across nodes all-gathers 141 GB over InfiniBand every micro-step."""
+    job, cl = load_job(), load_cluster("dgx-h100")
+    res = rank.search(job, cl)
+    assert not any(s.strategy.teacher == "replicate" for s in res.ranked)
+    pipe = best(res, lambda s: s.teacher in ("pipeline", "hybrid") and s.pp <= cl.gpus_per_node and s.placement == "colocated")
+    z3 = best(res, lambda s: s.teacher == "shard" and s.t_sh == cl.world and s.placement == "colocated")
+    assert pipe.samples_per_s > z3.samples_per_s
+
+
+def test_one_nvlink_node_narrows_the_gap():
+    job = load_job()
+    two = rank.search(job, load_cluster("dgx-h100", 2))
+    one = rank.search(job, load_cluster("dgx-h100", 1))
+    gap = lambda r: rank.speedup(r.ranked[0], r.baselines["trl-zero3"])  # noqa: E731
+    assert 1.0 <= gap(one) < gap(two)
+
+
+def test_nothing_fits_reports_closest():
+    job = load_job(None, teacher="llama-3.1-405b", student="llama-3.1-70b")
+    res = rank.search(job, load_cluster("l40s-pcie", 1))
+    assert res.ranked == [] and res.closest is not None
+    assert any(k.startswith("out of memory") for k in res.rejected)
+
+
+def test_rejections_are_counted_by_reason():
+    res = rank.search(load_job(), load_cluster("dgx-h100"))
+    assert sum(res.rejected.values()) + len(res.ranked) == res.evaluated
+    assert "global batch not divisible by micro-batch x student ranks" in res.rejected
+
+
+@pytest.mark.parametrize("objective", ["throughput", "memory"])
+def test_objective_orders(objective):
+    res = rank.search(load_job(), load_cluster("dgx-h100"), objective)
+    key = (lambda s: -s.samples_per_s) if objective == "throughput" else (lambda s: s.figures["mem_peak"])
+    values = [key(s) for s in res.ranked]
+    assert values == sorted(values)
