@@ -72,9 +72,11 @@ def enumerate_candidates(job: Job, cluster: Cluster) -> tuple[list[Strategy], li
 
 
 def columns(cands: list[Strategy], cluster: Cluster) -> dict[str, np.ndarray]:
-    """Strategy symbol values as arrays over the candidates (one column per symbol)."""
+    """Strategy symbol values as arrays over the candidates (one column per symbol); a column
+    that is the same for every candidate stays a scalar, so numpy broadcasts instead of computing."""
     rows = [strategy_values(c, cluster) for c in cands]
-    return {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]} if rows else {}
+    cols = {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]} if rows else {}
+    return {k: (float(v[0]) if len(v) > 1 and np.all(v == v[0]) else v) for k, v in cols.items()}
 
 
 def baselines(job: Job, cluster: Cluster) -> dict[str, list[Strategy]]:
