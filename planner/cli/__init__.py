@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from planner.cli import estimate, info, recommend
+from planner.cli import estimate, inflection, info, recommend, sweep
 
 app = typer.Typer(
     name="planner",
@@ -16,6 +16,8 @@ app = typer.Typer(
 info.register(app)
 estimate.register(app)
 recommend.register(app)
+inflection.register(app)
+sweep.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,77 @@
+"""`planner inflection`: where the choice of split changes, and which side of it the job sits on."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from planner.cli import options as o
+from planner.cli.common import Format, emit, err, handles_errors, load_inputs, out
+
+
+def _sentence(c, job_value: float, now_winner: str) -> str:
+    """Which side the job is on and how far, in words."""
+    v = c.variable
+    side_winner = c.winner_below if job_value < c.value else c.winner_above
+    other = c.winner_above if job_value < c.value else c.winner_below
+    direction = "exceed" if job_value < c.value else "fall below"
+    ratio = c.value / job_value if job_value else float("inf")
+    return (f"{v.describe} is {job_value:g} {v.unit}: {side_winner} wins here; it would have to {direction} "
+            f"{c.value:.4g} {v.unit} ({ratio:.2f}x the job's value) for {other} to win")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handles_errors
+    def inflection(
+        model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
+        teacher: o.Teacher = None, student: o.Student = None,
+        between: Annotated[Optional[list[str]], typer.Option(help="Two regimes: best, trl-zero3, trl-ddp or TEACHER/STUDENT[/PLACEMENT[/MICRO_BATCH]] (give the option twice).")] = None,
+        in_: Annotated[Optional[list[str]], typer.Option("--in", help="Free variable(s): inter_bw, micro_batch, completion_len, teacher_layers, nodes (default: all).")] = None,
+        latex: Annotated[bool, typer.Option(help="Print the equations as LaTeX.")] = False,
+        format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
+    ) -> None:
+        """Closed-form crossings between splitting regimes and the memory boundaries around the job."""
+        from planner.inflection import crossing, regimes
+        from planner.inputs.errors import InputError
+        from planner.search import rank
+
+        job, cl, _, line = load_inputs(model, cluster, nodes, teacher, student)
+        (err if format != Format.table else out).print(line)
+        res = rank.search(job, cl)
+        variables = [regimes.variable(v) for v in (in_ or list(crossing.VARIABLES))]
+        if between and len(between) != 2:
+            raise InputError("--between: give exactly two regimes (the option twice)")
+        pairs = [tuple(between)] if between else regimes.default_pairs(res)
+        rows = []
+        for a_text, b_text in pairs:
+            a, b = regimes.resolve(a_text, job, cl, res), regimes.resolve(b_text, job, cl, res)
+            for var in variables:
+                found = regimes.between(a, b, var, job, cl)
+                jv = regimes.job_value(var, job, cl, a.strategy)
+                if not found:
+                    rows.append({"between": [a.name, b.name], "variable": var.name, "value": None, "job_value": jv,
+                                 "expression": None, "latex": None, "root": None, "winner_below": None, "winner_above": None,
+                                 "text": f"{var.describe}: no crossing between {var.lo:g} and {var.hi:g} {var.unit}"})
+                for c in found:
+                    rows.append({"between": [a.name, b.name], "variable": var.name, "value": c.value, "job_value": jv,
+                                 "expression": crossing.describe(c), "latex": crossing.describe(c, latex=True),
+                                 "root": None if c.closed is None else str(c.closed[1]),
+                                 "winner_below": c.winner_below, "winner_above": c.winner_above,
+                                 "text": _sentence(c, jv, a.name)})
+        if not between and res.ranked:
+            a = regimes.resolve("replicate/zero3/colocated/1", job, cl, res)
+            for c in regimes.memory_boundary(a, crossing.VARIABLES["teacher_layers"], job, cl):
+                rows.append({"between": [a.name, "out of memory"], "variable": "teacher_layers", "value": c.value,
+                             "job_value": job.teacher.num_layers, "expression": crossing.describe(c),
+                             "latex": crossing.describe(c, latex=True), "root": None if c.closed is None else str(c.closed[1]),
+                             "winner_below": "fits", "winner_above": "out of memory",
+                             "text": f"a replicated teacher fits up to {c.value:.4g} layers of this shape; the job's has {job.teacher.num_layers}"})
+        if format != Format.table:
+            return emit({"crossings": rows}, format)
+        for r in rows:
+            out.print(f"[bold]{r['between'][0]}[/bold] vs [bold]{r['between'][1]}[/bold] in {r['variable']}:")
+            if r["expression"]:
+                out.print(f"  {r['latex'] if latex else r['expression']}   (x = {r['value']:.6g})")
+            out.print(f"  {r['text']}")

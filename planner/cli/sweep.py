@@ -1,0 +1,55 @@
+"""`planner sweep`: the regime map over two variables, as CSV and PNG/SVG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import Progress
+
+from planner.cli import options as o
+from planner.cli.common import err, handles_errors, load_inputs, out
+from planner.inputs.errors import InputError
+
+VARS = "inter_bw, micro_batch, completion_len, teacher_layers, nodes"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handles_errors
+    def sweep(
+        x: Annotated[str, typer.Option("--x", help=f"x variable: {VARS}.")] = "inter_bw",
+        y: Annotated[str, typer.Option("--y", help=f"y variable: {VARS}.")] = "teacher_layers",
+        x_range: Annotated[str, typer.Option(help="LO:HI or LO:HI:log.")] = "5:800:log",
+        y_range: Annotated[str, typer.Option(help="LO:HI or LO:HI:log.")] = "8:160",
+        points: Annotated[int, typer.Option(help="Grid points per axis.", min=2, max=400)] = 24,
+        model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
+        teacher: o.Teacher = None, student: o.Student = None,
+        csv_out: Annotated[str, typer.Option("--csv", help="CSV of the best plan at every grid point.")] = "regimes.csv",
+        plot_out: Annotated[Optional[str], typer.Option("--plot", help="Regime map image (.png or .svg); needs matplotlib.")] = "regimes.png",
+        force: Annotated[bool, typer.Option(help="Overwrite existing output files.")] = False,
+    ) -> None:
+        """Best plan over a grid of two variables: a CSV and a regime map with the crossings on top."""
+        from planner.inflection import sweep as sw
+
+        if x == y:
+            raise InputError("--x and --y must differ")
+        for path in (csv_out, plot_out):
+            if path and Path(path).exists() and not force:
+                raise InputError(f"{path}: exists; pass --force to overwrite it")
+        job, cl, _, line = load_inputs(model, cluster, nodes, teacher, student)
+        out.print(line)
+        xs, ys = sw.axis(x_range, x, points), sw.axis(y_range, y, points)
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("searching the grid", total=len(xs) * len(ys))
+            m = sw.sweep(job, cl, x, xs, y, ys, progress=lambda n: bar.advance(task, n))
+        sw.write_csv(m, Path(csv_out))
+        if plot_out:
+            sw.plot(m, Path(plot_out), title=f"{job.teacher.name} -> {job.student.name} on {cl.name}")
+        counts: dict[str, int] = {}
+        for row in m.labels:
+            for lab in row:
+                counts[lab] = counts.get(lab, 0) + 1
+        out.print(f"{len(xs)} x {len(ys)} grid: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
+        out.print(f"Wrote {csv_out}" + (f" and {plot_out}" if plot_out else "") + f"; {len(m.boundaries)} crossing points drawn.")

@@ -1,0 +1,1 @@
+"""Inflection points between splitting regimes: closed-form crossings, memory boundaries, regime maps."""

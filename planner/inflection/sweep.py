@@ -1,0 +1,159 @@
+"""Regime maps: the best plan over a grid of two variables, with the crossings drawn on top.
+
+Each grid point is a full `planner recommend` search (compiled model, vectorised over candidates)
+on the job and cluster changed along the two axes, so the map agrees with the search point by
+point. The boundary between two neighbouring winners in a row is the crossing of their step
+times in the x variable (`planner.inflection.crossing`), not an interpolation.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from planner.inflection import regimes
+from planner.inflection.crossing import VARIABLES
+from planner.inputs.cluster import Cluster
+from planner.inputs.errors import InputError
+from planner.inputs.load import Job
+from planner.search import rank
+
+
+def with_value(var: str, x: float, job: Job, cluster: Cluster) -> tuple[Job, Cluster]:
+    """The job and cluster with `var` set to x (rounded where it must be whole)."""
+    n = max(1, int(round(x)))
+    if var == "nodes":
+        return job, cluster.resized(n)
+    if var == "inter_bw":
+        return job, cluster.model_copy(update={"inter_node": cluster.inter_node.model_copy(update={"bw_gb_per_s": float(x)})})
+    if var == "teacher_layers":
+        return job.model_copy(update={"teacher": job.teacher.model_copy(update={"num_layers": n})}), cluster
+    w = job.workload
+    if var == "micro_batch":
+        return job.model_copy(update={"workload": w.model_copy(update={"micro_batch_min": n, "micro_batch_max": n})}), cluster
+    if var == "completion_len":
+        return job.model_copy(update={"workload": w.model_copy(update={"completion_len": n})}), cluster
+    raise InputError(f"sweep: '{var}' is not one of {', '.join(VARIABLES)}")
+
+
+def regime_label(sc: rank.Scored | None, cluster: Cluster) -> str:
+    """A regime's name on the map: the teacher split family and the placement."""
+    if sc is None:
+        return "nothing fits"
+    st = sc.strategy
+    name = st.teacher
+    if name == "shard":
+        name = "shard (whole world)" if st.t_sh == st.n_T and st.n_T > cluster.gpus_per_node else "shard (in node)"
+    return name + (" / disaggregated" if st.placement == "disaggregated" else "")
+
+
+def axis(spec: str, var: str, points: int) -> np.ndarray:
+    """`LO:HI` (linear) or `LO:HI:log` -> grid values."""
+    parts = spec.split(":")
+    try:
+        lo, hi = float(parts[0]), float(parts[1])
+    except (IndexError, ValueError):
+        raise InputError(f"--{var}-range: '{spec}' is not LO:HI or LO:HI:log") from None
+    if not 0 < lo < hi:
+        raise InputError(f"--{var}-range: need 0 < LO < HI, got {spec}")
+    grid = np.geomspace(lo, hi, points) if parts[2:] == ["log"] else np.linspace(lo, hi, points)
+    if VARIABLES[var].integer:
+        grid = np.unique(np.maximum(1, np.round(grid)))
+    return grid
+
+
+@dataclass
+class RegimeMap:
+    x_var: str
+    y_var: str
+    xs: np.ndarray
+    ys: np.ndarray
+    labels: list[list[str]]  # [y][x]
+    best: list[list[rank.Scored | None]]
+    boundaries: list[tuple[float, float]]  # (x, y) points where the winner changes
+    job_point: tuple[float, float]
+
+
+def sweep(job: Job, cluster: Cluster, x_var: str, xs: np.ndarray, y_var: str, ys: np.ndarray,
+          progress: Callable[[int], None] | None = None) -> RegimeMap:
+    labels, best, bounds = [], [], []
+    for y in ys:
+        jy, cy = with_value(y_var, y, job, cluster)
+        row, row_best = [], []
+        for x in xs:
+            j, c = with_value(x_var, x, jy, cy)
+            res = rank.search(j, c)
+            sc = res.ranked[0] if res.ranked else None
+            row.append(regime_label(sc, c))
+            row_best.append(sc)
+            if progress:
+                progress(1)
+        for i in range(len(xs) - 1):
+            a, b = row_best[i], row_best[i + 1]
+            if a and b and row[i] != row[i + 1] and x_var in ("inter_bw", "completion_len", "teacher_layers", "micro_batch"):
+                j, c = with_value(x_var, xs[i], jy, cy)
+                found = regimes.between(regimes.Regime(row[i], a.strategy), regimes.Regime(row[i + 1], b.strategy),
+                                        VARIABLES[x_var], j, c)
+                bounds += [(cr.value, float(y)) for cr in found if xs[i] <= cr.value <= xs[i + 1]]
+        labels.append(row)
+        best.append(row_best)
+    job_point = (regimes.job_value(VARIABLES[x_var], job, cluster, _any(best)), regimes.job_value(VARIABLES[y_var], job, cluster, _any(best)))
+    return RegimeMap(x_var, y_var, xs, ys, labels, best, bounds, job_point)
+
+
+def _any(best):
+    for row in best:
+        for sc in row:
+            if sc is not None:
+                return sc.strategy
+    from planner.cost.bind import Strategy
+    return Strategy("replicate", "ddp", "colocated", 1, 1)
+
+
+def write_csv(m: RegimeMap, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([m.x_var, m.y_var, "regime", "teacher", "student", "placement", "micro_batch", "samples_per_s", "mem_peak_bytes"])
+        for yi, y in enumerate(m.ys):
+            for xi, x in enumerate(m.xs):
+                sc = m.best[yi][xi]
+                st = sc.strategy if sc else None
+                w.writerow([x, y, m.labels[yi][xi], st.teacher_label if st else "", st.student_label if st else "",
+                            st.placement if st else "", st.b if st else "", sc.samples_per_s if sc else "",
+                            sc.figures["mem_peak"] if sc else ""])
+
+
+def plot(m: RegimeMap, path: Path, title: str = "") -> None:
+    """One colour per winning regime, crossings as black dots, the job as a star."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("plotting needs matplotlib: pip install 'kd-planner[notebooks]'") from None
+    names = sorted({lab for row in m.labels for lab in row})
+    idx = np.array([[names.index(lab) for lab in row] for row in m.labels])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cmap = plt.get_cmap("tab10", max(len(names), 2))
+    ax.pcolormesh(m.xs, m.ys, idx, cmap=cmap, vmin=-0.5, vmax=max(len(names), 2) - 0.5, shading="nearest")
+    for i, n in enumerate(names):
+        ax.scatter([], [], color=cmap(i), marker="s", label=n)
+    if m.boundaries:
+        bx, by = zip(*m.boundaries)
+        ax.scatter(bx, by, color="black", s=10, label="closed-form crossing")
+    ax.scatter([m.job_point[0]], [m.job_point[1]], marker="*", s=200, color="white", edgecolor="black", label="this job")
+    for name, setter in ((m.x_var, ax.set_xscale), (m.y_var, ax.set_yscale)):
+        arr = m.xs if name == m.x_var else m.ys
+        if len(arr) > 2 and arr[-1] / arr[0] > 20:
+            setter("log")
+    ax.set_xlabel(f"{VARIABLES[m.x_var].describe} ({VARIABLES[m.x_var].unit})")
+    ax.set_ylabel(f"{VARIABLES[m.y_var].describe} ({VARIABLES[m.y_var].unit})")
+    ax.set_title(title or "best teacher split")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
