@@ -59,10 +59,13 @@ def substitutions(var: Variable, values: dict[str, float], inter: dict[str, bool
     elif var.name == "teacher_layers":
         v["L_T"] = X
     elif var.name == "nodes":
-        world = cluster.world
+        world, G = cluster.world, cluster.gpus_per_node
+        rest = world - values["n_T"]  # a disaggregated student owns every GPU the teacher does not
         for k in ("n_S", "n_T", "t_sh", "s_sh", "r_S"):
             if v[k] == world and world > 1:
-                v[k] = X * cluster.gpus_per_node
+                v[k] = X * G
+            elif values["D"] and k in ("n_S", "s_sh") and v[k] == rest:
+                v[k] = X * G - values["n_T"]
         if v.get("r_S") == cluster.nodes and cluster.nodes > 1:
             v["r_S"] = X
     return v
@@ -72,7 +75,7 @@ def _numeric(subs: dict[str, object], x: np.ndarray) -> dict[str, np.ndarray]:
     vals = {}
     for k, e in subs.items():
         vals[k] = sp.lambdify(X, e, "numpy")(x) if isinstance(e, sp.Expr) and e.free_symbols else float(e)
-    return evaluate(vals)
+    return {k: np.broadcast_to(r, np.shape(x)) for k, r in evaluate(vals).items()}
 
 
 def _bound(expr_name: str, subs: dict[str, object]) -> sp.Expr:

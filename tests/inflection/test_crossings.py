@@ -1,0 +1,88 @@
+"""Crossings agree with the model they come from; regime maps agree with the search."""
+
+import json
+
+import numpy as np
+import pytest
+
+from planner.cli import app
+from planner.inflection import crossing, regimes, sweep
+from planner.inputs.load import load_cluster, load_job
+from planner.search import rank
+
+JOB, CLUSTER = load_job(), load_cluster("dgx-h100")
+RES = rank.search(JOB, CLUSTER)
+
+
+def step(regime, var, x):
+    subs = regimes._subs(regime.strategy if var.name != "micro_batch" else regimes.replace(regime.strategy, b=1), JOB, CLUSTER, var)
+    return float(crossing._numeric(subs, np.array([x]))["step_time"][0])
+
+
+PAIRS = regimes.default_pairs(RES)
+
+
+@pytest.mark.parametrize("pair", PAIRS[1:3])
+@pytest.mark.parametrize("var", list(crossing.VARIABLES))
+def test_every_crossing_is_a_tie_with_the_reported_winners_around_it(pair, var):
+    a, b = (regimes.resolve(p, JOB, CLUSTER, RES) for p in pair)
+    v = crossing.VARIABLES[var]
+    for c in regimes.between(a, b, v, JOB, CLUSTER):
+        ta, tb = step(a, v, c.value), step(b, v, c.value)
+        assert abs(ta - tb) / max(ta, tb) < 1e-6
+        below, above = c.value * (1 - 1e-3), c.value * (1 + 1e-3)
+        win_below = a.name if step(a, v, below) < step(b, v, below) else b.name
+        win_above = a.name if step(a, v, above) < step(b, v, above) else b.name
+        assert (win_below, win_above) == (c.winner_below, c.winner_above)
+        if c.closed is not None:  # a closed form is only ever reported when it is the root
+            assert float(c.closed[1]) == pytest.approx(c.value, rel=1e-9)
+
+
+def test_some_crossing_has_a_closed_form():
+    a, b = (regimes.resolve(p, JOB, CLUSTER, RES) for p in PAIRS[1])
+    found = regimes.between(a, b, crossing.VARIABLES["inter_bw"], JOB, CLUSTER)
+    assert found and found[0].closed is not None and "x" in crossing.describe(found[0])
+
+
+def test_memory_boundary_of_a_replicated_teacher():
+    a = regimes.resolve("replicate/zero3/colocated/1", JOB, CLUSTER, RES)
+    (c,) = regimes.memory_boundary(a, crossing.VARIABLES["teacher_layers"], JOB, CLUSTER)
+    subs = regimes._subs(a.strategy, JOB, CLUSTER, crossing.VARIABLES["teacher_layers"])
+    mem = float(crossing._numeric(subs, np.array([c.value]))["mem_peak"][0])
+    assert mem == pytest.approx(rank.bind.usable_bytes(CLUSTER), rel=1e-6)
+    assert c.value < JOB.teacher.num_layers  # which is why the default cannot replicate the 70B teacher
+
+
+def test_regime_map_agrees_with_search_point_by_point():
+    xs, ys = np.array([10.0, 50.0, 400.0]), np.array([40.0, 80.0])
+    m = sweep.sweep(JOB, CLUSTER, "inter_bw", xs, "teacher_layers", ys)
+    for yi, y in enumerate(ys):
+        for xi, x in enumerate(xs):
+            j, c = sweep.with_value("inter_bw", x, *sweep.with_value("teacher_layers", y, JOB, CLUSTER))
+            res = rank.search(j, c)
+            assert m.best[yi][xi].strategy == res.ranked[0].strategy
+            assert m.labels[yi][xi] == sweep.regime_label(res.ranked[0], c)
+
+
+def test_inflection_cli_explains_the_default(runner):
+    r = runner.invoke(app, ["inflection", "--in", "inter_bw", "--in", "teacher_layers", "-f", "json"])
+    assert r.exit_code == 0, r.stderr
+    rows = json.loads(r.stdout)["crossings"]
+    found = [x for x in rows if x["value"] is not None and x["between"][0].startswith("best")]
+    assert found
+    for x in found:
+        assert {"expression", "latex", "variable", "value", "job_value", "winner_below", "winner_above"} <= set(x)
+    r = runner.invoke(app, ["inflection", "--between", "best", "--between", "trl-zero3", "--in", "nodes"])
+    assert r.exit_code == 0 and "trl-zero3" in r.stdout
+    r = runner.invoke(app, ["inflection", "--in", "colour"])
+    assert r.exit_code == 1 and "--in: 'colour'" in r.stderr
+
+
+def test_sweep_cli_writes_csv_and_map(runner, tmp_path):
+    csv_path, png = tmp_path / "m.csv", tmp_path / "m.png"
+    pytest.importorskip("matplotlib")
+    r = runner.invoke(app, ["sweep", "--points", "3", "--csv", str(csv_path), "--plot", str(png)])
+    assert r.exit_code == 0, r.stderr
+    assert csv_path.read_text().count("\n") == 10 and png.stat().st_size > 1000
+    r = runner.invoke(app, ["sweep", "--points", "3", "--csv", str(csv_path), "--plot", str(png)])
+    assert r.exit_code == 1 and "--force" in r.stderr
