@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from planner.cli import estimate, inflection, info, recommend, sweep
+from planner.cli import calibrate, estimate, inflection, info, recommend, sweep
+from planner.cli import export
 
 app = typer.Typer(
     name="planner",
@@ -18,6 +19,8 @@ estimate.register(app)
 recommend.register(app)
 inflection.register(app)
 sweep.register(app)
+calibrate.register(app)
+export.register(app)
 
 
 def main() -> None:

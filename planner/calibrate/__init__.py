@@ -1,0 +1,1 @@
+"""Measure the machine at hand (torch micro-benchmarks) for the topology file."""

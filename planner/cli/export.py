@@ -1,0 +1,50 @@
+"""`planner export PLAN --to torchrun|slurm`: the command (or sbatch script) that runs a plan."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from planner.cli.common import err, handles_errors
+
+
+class To(str, Enum):
+    torchrun = "torchrun"
+    slurm = "slurm"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handles_errors
+    def export(
+        plan: Annotated[Path, typer.Argument(help="Plan file (YAML) from `planner recommend` or written by hand.")],
+        to: Annotated[To, typer.Option("--to", "-t", help="torchrun (a command for one node, or for each node) or slurm (an sbatch script).")],
+        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the script here (made executable) instead of stdout.")] = None,
+        force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
+        job_name: Annotated[Optional[str], typer.Option(help="Job name (default: the plan's `job`).")] = None,
+        partition: Annotated[Optional[str], typer.Option(help="Slurm partition (default: the topology's hint; none: left out).")] = None,
+        account: Annotated[Optional[str], typer.Option(help="Slurm account (default: the topology's hint; none: left out).")] = None,
+        time: Annotated[Optional[str], typer.Option("--time", help="Slurm time limit, HH:MM:SS (default: the topology's hint).")] = None,
+        port: Annotated[int, typer.Option(help="Rendezvous port on the head node.", min=1, max=65535)] = 29500,
+        steps: Annotated[Optional[int], typer.Option(help="Passed to `planner run --steps`.", min=1)] = None,
+        metrics_out: Annotated[Optional[Path], typer.Option(help="Passed to `planner run --metrics-out` (made absolute).")] = None,
+        python: Annotated[Optional[str], typer.Option(help="Python with kd-planner and torch that runs torchrun (default: this one, by absolute path; `python3`: the one on PATH).")] = None,
+    ) -> None:
+        """Write the torchrun command or Slurm sbatch script that runs PLAN with `planner run`."""
+        from planner.launch import render, write_script
+
+        if to == To.torchrun:
+            for flag, value in (("--partition", partition), ("--account", account), ("--time", time)):
+                if value is not None:
+                    raise typer.BadParameter("only applies to --to slurm", param_hint=flag)
+        text = render(plan, None, to.value, job_name=job_name, partition=partition, account=account, time=time,
+                      port=port, steps=steps, metrics_out=metrics_out, python=python)
+        if output is None:
+            print(text, end="")
+            return
+        write_script(text, output, force=force)
+        run = f"sbatch {output}" if to == To.slurm else f"bash {output}" + (" on every node" if "NODE_RANK" in text else "")
+        err.print(f"Wrote the {to.value} script to {output}. Next: `{run}`.", markup=False)

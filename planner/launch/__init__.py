@@ -1,0 +1,51 @@
+"""Launcher export: turn a plan file into a `torchrun` command or a Slurm `sbatch` script.
+
+`render(plan_path, plan, "slurm", steps=3)` is the one entry point (the CLI's `planner export`
+and anything else that wants a script call it); `write_script` writes it without clobbering.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Literal
+
+from planner.inputs.cluster import Cluster
+from planner.inputs.errors import InputError
+from planner.inputs.load import load_cluster
+from planner.launch import slurm, torchrun
+from planner.launch.options import LaunchOptions
+from planner.plan import Plan, load_plan
+
+Target = Literal["torchrun", "slurm"]
+RENDERERS = {"torchrun": torchrun.render, "slurm": slurm.render}
+
+__all__ = ["LaunchOptions", "Target", "plan_cluster", "render", "write_script"]
+
+
+def plan_cluster(plan_path: str | Path, plan: Plan) -> Cluster:
+    """The plan's topology: a bundled name, a path from the current folder, or one next to the plan."""
+    beside = Path(plan_path).expanduser().resolve().parent / plan.cluster
+    return load_cluster(str(beside) if beside.is_file() else plan.cluster)
+
+
+def render(plan_path: str | Path, plan: Plan | None = None, to: Target = "slurm", **opts) -> str:
+    """The launch script for the plan file at `plan_path` (loaded when `plan` is None).
+
+    `opts` are `LaunchOptions` fields: job_name, partition, account, time, port, steps,
+    metrics_out, python. The plan path is written absolute; every value is shell-quoted.
+    """
+    if to not in RENDERERS:
+        raise InputError(f"--to: {to!r}: choose one of {', '.join(RENDERERS)}")
+    plan = plan if plan is not None else load_plan(plan_path)
+    return RENDERERS[to](plan_path, plan, plan_cluster(plan_path, plan), LaunchOptions(**opts))
+
+
+def write_script(text: str, path: str | Path, force: bool = False) -> Path:
+    """Write an executable script; never overwrite an existing file unless `force`."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise InputError(f"{path}: exists; pass --force to overwrite it")
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path

@@ -1,0 +1,31 @@
+"""Environment variables the topology asks for (its `nccl_env`), as `export` lines."""
+
+from __future__ import annotations
+
+import re
+
+from planner.inputs.cluster import Cluster
+from planner.inputs.errors import InputError
+from planner.launch.options import q
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def variables(cluster: Cluster, backend: str) -> dict[str, str]:
+    """The topology's `nccl_env`; on gloo also GLOO_SOCKET_IFNAME, copied from NCCL_SOCKET_IFNAME
+    when that is a plain interface list (gloo has no `^exclude` syntax)."""
+    env = dict(cluster.nccl_env)
+    nic = env.get("NCCL_SOCKET_IFNAME")
+    if backend == "gloo" and nic and not nic.startswith("^") and "GLOO_SOCKET_IFNAME" not in env:
+        env["GLOO_SOCKET_IFNAME"] = nic
+    bad = [k for k in env if not _NAME.fullmatch(k)]
+    if bad:
+        raise InputError(f"topology {cluster.name}: nccl_env: {', '.join(map(repr, bad))}: not a valid variable name")
+    return env
+
+
+def exports(cluster: Cluster, backend: str) -> list[str]:
+    env = variables(cluster, backend)
+    if not env:
+        return []
+    return [f"# Network settings from the topology {cluster.name} (nccl_env)."] + [f"export {k}={q(v)}" for k, v in env.items()]

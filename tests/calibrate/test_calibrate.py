@@ -1,0 +1,29 @@
+"""`planner calibrate` measures this machine and writes a topology the planner can use."""
+
+import json
+
+import pytest
+
+from planner.calibrate.measure import fit_alpha_beta
+from planner.cli import app
+from planner.inputs.load import load_cluster
+
+pytest.importorskip("torch")
+
+
+def test_fit_alpha_beta_recovers_a_line():
+    sizes = [2**k for k in range(10, 20)]
+    times = [5e-6 + 1.5 * s / 2e9 for s in sizes]  # alpha 5 us, bus factor 1.5, 2 GB/s
+    bw, alpha = fit_alpha_beta(sizes, times, 1.5)
+    assert bw == pytest.approx(2.0, rel=1e-6) and alpha == pytest.approx(5.0, rel=1e-6)
+
+
+def test_calibrate_writes_a_loadable_topology(runner, tmp_path):
+    out = tmp_path / "me.yaml"
+    r = runner.invoke(app, ["calibrate", "--quick", "--world", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.stderr
+    c = load_cluster(str(out))
+    assert c.backend == "gloo" and c.gpus_per_node == 2 and c.gpu.peak_tflops["fp32"] > 0
+    raw = json.loads(out.with_suffix(".raw.json").read_text())
+    assert raw["all_reduce_s"] and raw["memory_gb_per_s"] > 0
+    assert runner.invoke(app, ["calibrate", "--quick", "-o", str(out)]).exit_code == 1  # no overwrite
