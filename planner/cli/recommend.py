@@ -59,16 +59,24 @@ def register(app: typer.Typer) -> None:
         teacher: o.Teacher = None, student: o.Student = None,
         top: Annotated[int, typer.Option("--top", "-k", help="How many plans to show.", min=1)] = 5,
         objective: Annotated[Objective, typer.Option(help="Rank by samples/s (throughput) or by peak memory.")] = Objective.throughput,
-        output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the best plan to this YAML file.")] = None,
+        output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the best plan to this YAML file (with --export: the script; the plan goes to --plan-out).")] = None,
+        export: Annotated[Optional[str], typer.Option(help="Also write the launch script: slurm or torchrun (needs -o).")] = None,
+        plan_out: Annotated[Optional[str], typer.Option(help="With --export: where the plan goes (default: next to the script, .plan.yaml).")] = None,
         force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
     ) -> None:
         """Rank every teacher x student split on the cluster and write the best plan."""
+        from pathlib import Path
+
+        if export and export not in ("slurm", "torchrun"):
+            raise InputError(f"--export: '{export}' is not slurm or torchrun")
+        if export and not output:
+            raise InputError("--export: give the script's path with -o")
+        plan_path = (plan_out or str(Path(output).with_suffix(".plan.yaml"))) if export else output
+        for path in {output, plan_path} - {None}:
+            if Path(path).exists() and not force:
+                raise InputError(f"{path}: exists; pass --force to overwrite it")
         job, cl, cl_ref, line = load_inputs(model, cluster, nodes, teacher, student)
-        if output and not force:
-            from pathlib import Path
-            if Path(output).exists():
-                raise InputError(f"{output}: exists; pass --force to overwrite it")
         (err if format != Format.table else out).print(line)
         res = rank.search(job, cl, objective.value)
         z3 = res.baselines.get("trl-zero3")
@@ -81,9 +89,17 @@ def register(app: typer.Typer) -> None:
             _print(res, top, cl)
         if not res.ranked:
             raise typer.Exit(1)
-        if output:
-            write_plan(plans.to_plan(res.ranked[0], job, cl, cl_ref, z3), output, force=force)
-            err.print(f"Wrote the best plan to {output}. Next: `planner estimate --plan {output}` or `planner export {output} --to slurm`.")
+        if plan_path:
+            plan = plans.to_plan(res.ranked[0], job, cl, cl_ref, z3)
+            write_plan(plan, plan_path, force=force)
+            err.print(f"Wrote the best plan to {plan_path}.")
+            if export:
+                from planner.launch import render, write_script
+                write_script(render(plan_path, plan, export), output, force=force)
+                err.print(f"Wrote the {export} launch script to {output}. Next: `sbatch {output}`" if export == "slurm" else
+                          f"Wrote the {export} launch script to {output}. Next: `bash {output}` on each node.")
+            else:
+                err.print(f"Next: `planner estimate --plan {plan_path}` or `planner export {plan_path} --to slurm`.")
 
 
 def _print(res: rank.SearchResult, top: int, cl) -> None:

@@ -74,3 +74,15 @@ def test_recommend_writes_plan_and_refuses_overwrite(runner, tmp_path):
 def test_recommend_teacher_student_flags_and_nothing_fits(runner):
     r = runner.invoke(app, ["recommend", "--teacher", "llama-3.1-405b", "--student", "llama-3.1-70b", "-c", "l40s-pcie", "--nodes", "1"])
     assert r.exit_code == 1 and "No plan fits" in r.stdout and "Closest" in r.stdout and "Next:" in r.stdout
+
+
+def test_recommend_export_shortcut(runner, tmp_path):
+    script = tmp_path / "job.sbatch"
+    r = runner.invoke(app, ["recommend", "--export", "slurm", "-o", str(script)])
+    assert r.exit_code == 0, r.stderr
+    text = script.read_text()
+    assert text.startswith("#!") and "#SBATCH --nodes=2" in text and str(tmp_path / "job.plan.yaml") in text
+    assert load_plan(tmp_path / "job.plan.yaml").nodes == 2
+    r = runner.invoke(app, ["recommend", "--export", "slurm", "-o", str(script)])
+    assert r.exit_code == 1 and "--force" in r.stderr
+    assert runner.invoke(app, ["recommend", "--export", "pbs", "-o", str(script)]).exit_code == 1
