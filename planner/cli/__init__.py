@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from planner.cli import calibrate, estimate, inflection, info, recommend, sweep
+from planner.cli import run
 from planner.cli import export
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ recommend.register(app)
 inflection.register(app)
 sweep.register(app)
 calibrate.register(app)
+run.register(app)
 export.register(app)
 
 

@@ -1,0 +1,63 @@
+"""`planner run PLAN`: run GKD training with exactly the plan's partitioning (one process of torchrun)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from planner.cli.common import err, handles_errors
+from planner.inputs.errors import InputError
+
+
+def _override(plan, teacher: str | None, student: str | None, tokenizer: str | None, dataset: str | None):
+    from planner.inputs.load import load_model
+
+    update = {}
+    for key, ref in (("teacher", teacher), ("student", student)):
+        if ref:
+            part = getattr(plan, key)
+            update[key] = part.model_copy(update={"ref": ref, "shape": load_model(ref)})
+    if tokenizer:
+        update["tokenizer"] = tokenizer
+    if dataset:
+        if not Path(dataset).is_file():
+            raise InputError(f"--dataset: {dataset}: not found; give a local JSONL file")
+        update["dataset"] = dataset
+    return plan.model_copy(update=update) if update else plan
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handles_errors
+    def run(
+        plan: Annotated[Path, typer.Argument(help="Plan file (YAML) from `planner recommend` or written by hand.")],
+        steps: Annotated[int, typer.Option(help="Optimizer steps to reach (a resumed run continues to this count).", min=1)] = 10,
+        seed: Annotated[int, typer.Option(help="Seed of the weights, the data order and on-policy sampling.")] = 0,
+        metrics_out: Annotated[Optional[Path], typer.Option(help="Write measured samples/s, losses and memory (JSON) here.")] = None,
+        checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Folder of student checkpoints; the run resumes from the newest complete one.")] = None,
+        checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps (0: never).", min=0)] = 0,
+        warmup_steps: Annotated[int, typer.Option(help="Steps left out of samples/s.", min=0)] = 2,
+        teacher: Annotated[Optional[str], typer.Option(help="Replace the plan's teacher (bundled name, config.json or local checkpoint folder).")] = None,
+        student: Annotated[Optional[str], typer.Option(help="Replace the plan's student (bundled name, config.json or local checkpoint folder).")] = None,
+        tokenizer: Annotated[Optional[str], typer.Option(help="Local tokenizer folder (default: the plan's, else bytes).")] = None,
+        dataset: Annotated[Optional[str], typer.Option(help="Local JSONL dataset (default: the plan's, else synthetic prompts).")] = None,
+        progress: Annotated[bool, typer.Option(help="Progress bar on the first student rank.")] = True,
+    ) -> None:
+        """Train the student by GKD with the plan's split of both models; launch with `torchrun --nproc-per-node N -m planner run PLAN`."""
+        from planner.plan import load_plan
+
+        p = _override(load_plan(plan), teacher, student, tokenizer, dataset)
+        if checkpoint_every and not checkpoint_dir:
+            raise InputError("--checkpoint-every needs --checkpoint-dir")
+        try:
+            from planner.executor.loop import RunOptions, run as run_plan
+        except ImportError as e:
+            raise InputError(f"the executor needs torch and transformers ({e.name} is missing); pip install 'kd-planner[executor]'") from None
+        out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, checkpoint_dir=checkpoint_dir,
+                                     checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress))
+        if out is not None:
+            sps = out["samples_per_s"]
+            err.print(f"done: steps {out['start_step']}..{out['end_step']}, last loss {out['loss'][-1] if out['loss'] else float('nan'):.4f}, "
+                      f"{sps:.2f} samples/s" if sps else "done")

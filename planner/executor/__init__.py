@@ -1,0 +1,16 @@
+"""The executor: run GKD training with exactly a plan's partitioning (`planner run PLAN` under torchrun).
+
+A thin PyTorch program, one file per concern:
+
+- `groups`: process groups and each rank's role, from the plan's rank lists;
+- `build`: teacher, student and tokenizer (seeded random init from a config, or a local checkpoint);
+- `data`: fixed-shape micro-batches from a local JSONL file or synthetic seeded prompts;
+- `generate`: on-policy student completions with a KV cache;
+- `loss`: the generalized Jensen-Shannon divergence of GKD, in sequence chunks;
+- `teacher`: replicate, shard (FSDP2), pipeline (torch.distributed.pipelining), remote (disaggregated);
+- `student`: ddp, zero1 (ZeroRedundancyOptimizer), zero2 / zero3 / hsdp (FSDP2);
+- `loop`: the training loop; `checkpoint`: torch.distributed.checkpoint; `metrics`: what is measured;
+- `reference`: the same training in one process, no torch.distributed, for the tests.
+
+The executor holds no cost logic: it only reads the plan.
+"""

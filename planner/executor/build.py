@@ -1,0 +1,100 @@
+"""Build the teacher, the student and the tokenizer the plan names; never touches the hub.
+
+A model reference is resolved like `planner.inputs.load`: a folder with weights is loaded with
+`from_pretrained(local_files_only=True)`; a config.json (a path, a folder, or a bundled name) gives
+`AutoConfig.for_model(**config)` with seeded random weights; anything else (a YAML shape) gives a
+`LlamaConfig` built from the plan's `shape`. Seeding right before construction makes every rank
+build identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from planner.inputs.load import bundled_dir
+from planner.inputs.model import ModelShape
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def resolve(ref: str) -> Path | None:
+    """The checkpoint folder or config.json that `ref` names, or None (build from the shape)."""
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        if any((p / f).is_file() for f in WEIGHT_FILES):
+            return p
+        return p / "config.json" if (p / "config.json").is_file() else None
+    if p.is_file():
+        return p if p.suffix == ".json" else None
+    bundled = bundled_dir("models") / f"{ref.lower()}.json"
+    return bundled if bundled.is_file() else None
+
+
+def config_from_shape(shape: ModelShape):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.ffn,
+        num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.kv_heads, head_dim=shape.head_width,
+        max_position_embeddings=shape.max_positions, tie_word_embeddings=shape.tied_embeddings,
+        attention_bias=shape.qkv_bias, mlp_bias=shape.mlp_bias,
+    )
+
+
+def build_model(ref: str, shape: ModelShape, dtype: str, seed: int) -> nn.Module:
+    """A causal LM on the CPU, in `dtype`, with weights that depend only on (`ref`, `seed`)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch_dtype = TORCH_DTYPES.get(dtype, torch.float32)
+    path = resolve(ref)
+    if path is not None and path.is_dir():
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype, attn_implementation="sdpa")
+    else:
+        if path is not None:
+            data = json.loads(path.read_text())
+            data.pop("torch_dtype", None), data.pop("dtype", None)
+            config = AutoConfig.for_model(**data)
+        else:
+            config = config_from_shape(shape)
+        config._attn_implementation = "sdpa"
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config).to(torch_dtype)
+    model.config.use_cache = False
+    return model
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """The teacher: eval mode, no gradients, no wrapper."""
+    return model.eval().requires_grad_(False)
+
+
+class ByteTokenizer:
+    """Bytes as tokens: pad 0, bos 1, eos 2, byte b -> b + 3 (needs a vocabulary of at least 259)."""
+
+    pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
+    vocab_size = 259
+    chat_template = None
+
+    def encode(self, text: str) -> list[int]:
+        return [b + 3 for b in text.encode("utf-8")]
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i - 3 for i in ids if i >= 3).decode("utf-8", errors="replace")
+
+
+def build_tokenizer(ref: str | None):
+    """A local Hugging Face tokenizer folder, or the byte-level fallback."""
+    if ref is None:
+        return ByteTokenizer()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(Path(ref).expanduser(), local_files_only=True)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok

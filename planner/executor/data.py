@@ -1,0 +1,115 @@
+"""Fixed-shape micro-batches: a local JSONL file (TRL chat `messages`, or `prompt`/`completion`)
+or synthetic seeded token prompts.
+
+Every sample is `prompt_len + completion_len` tokens: the prompt left-padded (or cut to its last
+tokens), the completion right-padded (or cut). `labels` hold the completion tokens and -100 on the
+prompt and the padding, as TRL's GKD collator does. Sample `i` depends only on (seed, i), so any
+rank can build any micro-batch and a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from planner.inputs.errors import InputError
+
+IGNORE = -100
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [b, P + C] int64
+    attention_mask: torch.Tensor  # [b, P + C] int64, 0 on padding
+    labels: torch.Tensor  # [b, C] completion tokens, IGNORE on padding
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+
+
+def read_jsonl(path: str | Path, tokenizer) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids) per line of a JSONL file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"{path}: dataset not found; give a local JSONL file with `messages` or `prompt`/`completion` per line")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+        if "messages" in row:
+            msgs = row["messages"]
+            if not msgs or msgs[-1].get("role") != "assistant":
+                raise InputError(f"{path}:{n}: messages: the last message must be the assistant's completion")
+            prompt, completion = _render(msgs[:-1], tokenizer), msgs[-1]["content"]
+        elif "prompt" in row and "completion" in row:
+            prompt, completion = row["prompt"], row["completion"]
+        else:
+            raise InputError(f"{path}:{n}: expected `messages` or `prompt` and `completion`")
+        rows.append((_ids(prompt, tokenizer), _ids(completion, tokenizer)))
+    if not rows:
+        raise InputError(f"{path}: no samples")
+    return rows
+
+
+def _render(msgs: list[dict], tokenizer) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
+
+
+def _ids(text, tokenizer) -> list[int]:
+    if isinstance(text, list):  # pre-tokenized or a list of messages
+        return text if all(isinstance(t, int) for t in text) else _ids(_render(text, tokenizer), tokenizer)
+    ids = tokenizer.encode(text)
+    return ids if isinstance(ids, list) else list(ids)
+
+
+class Samples:
+    """Sample `i` of the run, padded to (prompt_len, completion_len)."""
+
+    def __init__(self, prompt_len: int, completion_len: int, vocab: int, seed: int, tokenizer, rows=None):
+        self.P, self.C, self.vocab, self.seed, self.rows = prompt_len, completion_len, vocab, seed, rows
+        self.pad, self.eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+
+    def sample(self, i: int) -> tuple[list[int], list[int]]:
+        if self.rows is None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+            ids = torch.randint(3, self.vocab, (self.P + self.C,), generator=g).tolist()
+            return ids[: self.P], ids[self.P:]
+        epoch, k = divmod(i, len(self.rows))
+        order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        prompt, completion = self.rows[order[k]]
+        return prompt, completion + [self.eos]
+
+    def batch(self, indices: list[int]) -> Batch:
+        ids, mask, labels = [], [], []
+        for i in indices:
+            p, c = self.sample(i)
+            p, c = p[-self.P:], c[: self.C]
+            lp, lc = self.P - len(p), self.C - len(c)
+            ids.append([self.pad] * lp + p + c + [self.pad] * lc)
+            mask.append([0] * lp + [1] * (len(p) + len(c)) + [0] * lc)
+            labels.append(c + [IGNORE] * lc)
+        return Batch(torch.tensor(ids), torch.tensor(mask), torch.tensor(labels))
+
+
+def micro_batch_indices(step: int, micro: int, dp_rank: int, dp_size: int, micro_batch: int, grad_accum: int) -> list[int]:
+    """The samples one student rank trains on at one micro-step: a global batch per optimizer step."""
+    start = step * micro_batch * grad_accum * dp_size + (micro * dp_size + dp_rank) * micro_batch
+    return list(range(start, start + micro_batch))
+
+
+def make_samples(plan, tokenizer, seed: int, dataset: str | None) -> Samples:
+    w = plan.workload
+    vocab = min(plan.teacher.shape.vocab, plan.student.shape.vocab)
+    if getattr(tokenizer, "vocab_size", 0) > vocab:
+        raise InputError(f"tokenizer: {tokenizer.vocab_size} tokens do not fit the models' vocabulary of {vocab}")
+    rows = read_jsonl(dataset, tokenizer) if dataset else None
+    return Samples(w.prompt_len, w.completion_len, vocab, seed, tokenizer, rows)

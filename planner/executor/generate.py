@@ -1,0 +1,35 @@
+"""On-policy completions: the student samples `completion_len` tokens after each prompt, with a KV cache.
+
+Always exactly `completion_len` tokens (no early stop), so every rank runs the same number of
+forwards: a sharded (FSDP2) student all-gathers its weights at each one. Sampling is seeded per
+(seed, step, micro-step, rank), so a resumed run draws the same tokens. As in TRL's GKDTrainer,
+sampling uses the loss temperature and no top-k/top-p.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from planner.executor.data import IGNORE, Batch
+
+
+@torch.no_grad()
+def generate(model: torch.nn.Module, batch: Batch, prompt_len: int, temperature: float, seed: int) -> Batch:
+    """The batch with its completion replaced by the student's own samples."""
+    ids = batch.input_ids[:, :prompt_len]
+    mask = batch.attention_mask[:, :prompt_len]
+    n_new = batch.input_ids.shape[1] - prompt_len
+    gen = torch.Generator(device=ids.device).manual_seed(seed)
+    out = model(input_ids=ids, attention_mask=mask, use_cache=True)
+    cache, new = out.cache, []
+    ones = torch.ones_like(mask[:, :1])
+    for i in range(n_new):
+        probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
+        token = torch.multinomial(probs, 1, generator=gen)
+        new.append(token)
+        mask = torch.cat([mask, ones], dim=1)
+        if i + 1 < n_new:
+            out = model(input_ids=token, attention_mask=mask, cache=cache, use_cache=True)
+            cache = out.cache
+    completion = torch.cat(new, dim=1)
+    return Batch(torch.cat([ids, completion], dim=1), mask, completion.masked_fill(completion < 0, IGNORE))

@@ -1,0 +1,135 @@
+"""Process groups and each rank's role, read from the plan's rank lists.
+
+Every rank creates every group, in the same order (torch.distributed requires it), then keeps the
+ones it belongs to. The rank grid of a model is one tensor view, `tensor(ranks).view(replicas, k)`,
+as in picotron: rows are the groups that hold one copy, columns the copies.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh
+
+from planner.inputs.errors import InputError
+from planner.plan import Plan
+
+
+@dataclass
+class Layout:
+    """Where this rank sits: its device, its roles and the groups it talks over."""
+
+    rank: int
+    world: int
+    device: torch.device
+    is_teacher: bool
+    is_student: bool
+    student_ranks: list[int]
+    teacher_ranks: list[int]
+    student_group: dist.ProcessGroup | None = None
+    student_mesh: DeviceMesh | None = None  # FSDP2 student (zero2/zero3/hsdp)
+    teacher_mesh: DeviceMesh | None = None  # FSDP2 teacher (shard)
+    pipe_group: dist.ProcessGroup | None = None  # this rank's pipeline replica (teacher pipeline)
+    pipe_ranks: list[int] = field(default_factory=list)
+
+    @property
+    def dp_rank(self) -> int:
+        """Index of this student rank among the student ranks (its share of the data)."""
+        return self.student_ranks.index(self.rank)
+
+    @property
+    def dp_size(self) -> int:
+        return len(self.student_ranks)
+
+    @property
+    def coordinator(self) -> int:
+        """The global rank that writes files: the first student rank."""
+        return self.student_ranks[0]
+
+
+def init_distributed(plan: Plan) -> tuple[str, torch.device]:
+    """Start torch.distributed from torchrun's environment: NCCL on a GPU, else gloo."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != plan.world:
+        raise InputError(f"the plan needs {plan.world} processes ({plan.nodes} node(s) x {plan.gpus_per_node}) but "
+                         f"WORLD_SIZE is {world}; launch with `torchrun --nproc-per-node {plan.gpus_per_node} -m planner run PLAN`")
+    cuda = torch.cuda.is_available() and plan.backend == "nccl"
+    backend = "nccl" if cuda else "gloo"
+    if cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if "RANK" not in os.environ:  # one process without torchrun: a world of one
+        os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29511"))
+    if not dist.is_initialized():
+        dist.init_process_group(backend, store=_store(), rank=int(os.environ["RANK"]), world_size=world,
+                                device_id=device if cuda else None)
+    return backend, device
+
+
+def _store() -> dist.Store:
+    """torchrun's store, with a prefix per restart: after `--max-restarts` the agent's store still
+    holds the dead workers' addresses, and gloo would connect to them (seen with torch 2.13)."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent and rank == 0, multi_tenant=not agent)
+    return dist.PrefixStore(f"planner/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
+def _mesh(device: torch.device, ranks: list[int], shard: int, names: tuple[str, str]) -> DeviceMesh:
+    """A 1-D mesh (pure sharding) or a 2-D (replicate, shard) mesh for HSDP, over `ranks`."""
+    grid = torch.tensor(ranks).view(-1, shard)
+    if grid.shape[0] == 1:
+        return DeviceMesh(device.type, grid[0], mesh_dim_names=(names[1],))
+    return DeviceMesh(device.type, grid, mesh_dim_names=names)
+
+
+def build_layout(plan: Plan, device: torch.device) -> Layout:
+    rank, world = dist.get_rank(), dist.get_world_size()
+    t, s = plan.teacher, plan.student
+    lay = Layout(rank, world, device, rank in t.ranks, rank in s.ranks, list(s.ranks), list(t.ranks))
+    # Every rank calls every constructor below, in this order.
+    lay.student_group = dist.new_group(s.ranks)
+    if s.strategy in ("zero2", "zero3", "hsdp"):
+        shard = s.shard if s.strategy == "hsdp" else len(s.ranks)
+        if len(s.ranks) % shard:
+            raise InputError(f"student.shard ({shard}) must divide the {len(s.ranks)} student ranks")
+        lay.student_mesh = _mesh(device, s.ranks, shard, ("replicate", "shard"))
+    if t.strategy == "shard":
+        lay.teacher_mesh = _mesh(device, t.ranks, t.shard, ("replicate", "shard"))
+    if t.strategy in ("pipeline", "hybrid"):
+        for row in torch.tensor(t.ranks).view(-1, t.pp).tolist():
+            g = dist.new_group(row)
+            if rank in row:
+                lay.pipe_group, lay.pipe_ranks = g, row
+    return lay
+
+
+def check_supported(plan: Plan) -> None:
+    """Refuse, as one line each, the plan features this executor does not run."""
+    t, s, w = plan.teacher, plan.student, plan.workload
+    lines = []
+    if t.tp > 1 or t.strategy == "tp":
+        lines.append("teacher.tp: tensor parallelism is not implemented by the executor; use replicate, shard or pipeline")
+    if t.strategy in ("pipeline", "hybrid") and t.shard > 1:
+        lines.append("teacher: pipeline with shard > 1 is not implemented by the executor")
+    if t.strategy in ("pipeline", "hybrid") and t.pp > t.shape.num_layers:
+        lines.append(f"teacher.pp ({t.pp}) exceeds the teacher's {t.shape.num_layers} layers")
+    if plan.placement == "disaggregated":
+        if t.strategy not in ("replicate", "shard"):
+            lines.append(f"teacher.strategy: '{t.strategy}' with disaggregated placement is not implemented; use replicate or shard")
+        elif t.strategy == "replicate" and t.group_size != 1:
+            lines.append("teacher: replicate needs pp = tp = shard = 1")
+        if len(s.ranks) % len(t.ranks):
+            lines.append(f"disaggregated: the {len(t.ranks)} teacher ranks must divide the {len(s.ranks)} student ranks")
+    if t.shape.vocab != s.shape.vocab:
+        lines.append(f"teacher and student vocabularies differ ({t.shape.vocab} vs {s.shape.vocab}); GKD needs one tokenizer")
+    if w.teacher_output != "logits":
+        lines.append("workload.teacher_output: only 'logits' is implemented by the executor (top-k is not)")
+    if lines:
+        raise InputError(lines)

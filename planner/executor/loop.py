@@ -1,0 +1,191 @@
+"""The GKD training loop under torch.distributed, applied in this order: groups, models, strategies,
+optimizer, resume, steps, metrics.
+
+Per micro-step and student rank: [student generation, with probability lmbda] -> teacher logits
+(no grad) -> student forward -> chunked generalized JSD -> backward; then clip and step.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import deque
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from planner.executor import build, checkpoint, groups, metrics, student as stu, teacher as tea
+from planner.executor.data import make_samples, micro_batch_indices
+from planner.executor.generate import generate
+from planner.executor.loss import generalized_jsd
+from planner.plan import Plan
+
+LOGITS_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class RunOptions:
+    steps: int = 10
+    seed: int = 0
+    metrics_out: Path | None = None
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 0
+    warmup_steps: int = 2
+    lr: float = 1e-4  # the plan has no learning rate (see docs/executor.md)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # TRL's default
+    progress: bool = True
+
+
+def on_policy(seed: int, step: int, micro: int, lmbda: float) -> bool:
+    """The same coin on every rank: does this micro-step train on student-generated completions?"""
+    return lmbda > 0 and random.Random(f"{seed}/{step}/{micro}").random() < lmbda
+
+
+def sample_seed(seed: int, step: int, micro: int, dp_rank: int) -> int:
+    return (seed * 1_000_003 + step * 10_007 + micro * 101 + dp_rank) % (2**63)
+
+
+def autocast(device: torch.device, dtype: str):
+    if dtype in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=build.TORCH_DTYPES[dtype])
+    return nullcontext()
+
+
+def _maybe_fail(rank: int, steps_done: int) -> None:
+    """Test hook: PLANNER_EXECUTOR_FAIL_AT_STEP=k kills PLANNER_EXECUTOR_FAIL_RANK (default 1) once,
+    before step k, leaving PLANNER_EXECUTOR_FAIL_MARKER behind so the restarted run goes on."""
+    at, marker = os.environ.get("PLANNER_EXECUTOR_FAIL_AT_STEP"), os.environ.get("PLANNER_EXECUTOR_FAIL_MARKER")
+    if at is None or marker is None or int(at) != steps_done or rank != int(os.environ.get("PLANNER_EXECUTOR_FAIL_RANK", "1")):
+        return
+    if not Path(marker).exists():
+        Path(marker).write_text(f"rank {rank} exited before step {steps_done}\n")
+        os._exit(17)
+
+
+def build_teacher(plan: Plan, lay: groups.Layout, seed: int):
+    t, w = plan.teacher, plan.workload
+    model = build.freeze(build.build_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, seed))
+    if t.strategy == "shard":
+        return tea.Sharded(model, lay.device, w.completion_len, lay.teacher_mesh)
+    if t.strategy in ("pipeline", "hybrid"):
+        return tea.Pipelined(model, lay.device, w.completion_len, lay.pipe_group, lay.pipe_ranks)
+    return tea.Replicated(model, lay.device, w.completion_len)
+
+
+def _progress(enabled: bool, total: int, done: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]GKD[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)
+    return bar, bar.add_task("train", total=total, completed=done, info="")
+
+
+def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dict | None:
+    w, seed = plan.workload, opts.seed
+    ldtype = LOGITS_DTYPES[w.logits_dtype]
+    # Models: each rank builds only what it holds; seeds make every copy identical.
+    teacher = build_teacher(plan, lay, seed) if lay.is_teacher else None
+    model = opt = None
+    if lay.is_student:
+        s = plan.student
+        model = stu.wrap(build.build_model(s.ref, s.shape, "fp32", seed + 1), s.strategy, lay)
+        opt = stu.optimizer(model, s.strategy, lay, opts.lr, opts.weight_decay, w.optimizer)
+    # Resume from the newest complete checkpoint; every rank learns the step.
+    start = [0]
+    found = checkpoint.latest(opts.checkpoint_dir)
+    if lay.is_student and found:
+        start[0] = checkpoint.load(found[1], model, opt, lay)
+    dist.broadcast_object_list(start, src=lay.coordinator)
+    start = start[0]
+    record = {"rank": lay.rank, "device": str(lay.device), "loss": [], "grad_norm": [], "on_policy": [], "step_times_s": [],
+              "role": "student" if not lay.is_teacher else ("teacher" if not lay.is_student else "both")}
+    if lay.is_teacher and not lay.is_student:  # disaggregated teacher: answer the student ranks
+        mine = [r for i, r in enumerate(lay.student_ranks) if tea.teacher_rank_of(i, lay.teacher_ranks) == lay.rank]
+        t0 = time.perf_counter()
+        tea.serve(teacher, mine, (opts.steps - start) * plan.grad_accum, plan.micro_batch, w.seq_len, ldtype, lay.device)
+        record["serve_time_s"] = time.perf_counter() - t0
+        record["memory"] = metrics.memory(lay.device, {}, teacher.model if hasattr(teacher, "model") else teacher.stage_module)
+        return _finish(plan, lay, opts, record, start, backend)
+    if plan.placement == "disaggregated":
+        teacher = tea.Remote(tea.teacher_rank_of(lay.dp_rank, lay.teacher_ranks), plan.teacher.shape.vocab, w.completion_len, ldtype, lay.device)
+    tokenizer = build.build_tokenizer(plan.tokenizer)
+    samples = make_samples(plan, tokenizer, seed, plan.dataset)
+    ahead = 1 if isinstance(teacher, tea.Remote) else 0  # a remote teacher computes micro-step k+1 while the student trains on k
+    chunk = w.loss_chunk_tokens if w.loss == "chunked" else None
+    bar, task = _progress(opts.progress and lay.rank == lay.coordinator, opts.steps, start)
+
+    def make(step: int, micro: int):
+        idx = micro_batch_indices(step, micro, lay.dp_rank, lay.dp_size, plan.micro_batch, plan.grad_accum)
+        batch = samples.batch(idx).to(lay.device)
+        gen = on_policy(seed, step, micro, w.lmbda)
+        if gen:
+            with autocast(lay.device, w.student_dtype):
+                batch = generate(stu.unwrapped(model), batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank))
+        return batch, teacher.request(batch), gen
+
+    with bar:
+        for step in range(start, opts.steps):
+            _maybe_fail(lay.rank, step)
+            if lay.device.type == "cuda":
+                torch.cuda.synchronize(lay.device)
+            t0 = time.perf_counter()
+            queue, total, gens = deque(), torch.zeros((), device=lay.device, dtype=torch.float64), 0
+            for micro in range(plan.grad_accum):
+                while len(queue) + micro <= min(micro + ahead, plan.grad_accum - 1):
+                    queue.append(make(step, micro + len(queue)))
+                batch, wait, gen = queue.popleft()
+                gens += gen
+                last = micro == plan.grad_accum - 1
+                with stu.grad_sync(model, last), autocast(lay.device, w.student_dtype):
+                    s_logits = tea.completion_logits(model, batch.input_ids, batch.attention_mask, w.completion_len)
+                    loss = generalized_jsd(s_logits, wait(), batch.labels, w.beta, w.temperature, chunk, ldtype)
+                    (loss / plan.grad_accum).backward()
+                total += loss.detach().double()
+            norm = stu.clip_grad_norm(model, opts.max_grad_norm)
+            opt.step()
+            state = stu.state_bytes(model, opt)  # gradients and optimizer state both alive here
+            opt.zero_grad(set_to_none=True)
+            dist.all_reduce(total, group=lay.student_group)
+            if lay.device.type == "cuda":
+                torch.cuda.synchronize(lay.device)
+            record["step_times_s"].append(time.perf_counter() - t0)
+            record["loss"].append(total.item() / (plan.grad_accum * lay.dp_size))
+            record["grad_norm"].append(norm)
+            record["on_policy"].append(gens)
+            if opts.checkpoint_dir and opts.checkpoint_every and (step + 1) % opts.checkpoint_every == 0:
+                checkpoint.save(opts.checkpoint_dir, step + 1, model, opt, lay)
+            bar.update(task, advance=1, info=f"loss {record['loss'][-1]:.4f}")
+    record["memory"] = metrics.memory(lay.device, state if opts.steps > start else stu.state_bytes(model, opt),
+                                      None if teacher is None or isinstance(teacher, tea.Remote) else getattr(teacher, "model", None) or teacher.stage_module)
+    return _finish(plan, lay, opts, record, start, backend)
+
+
+def _finish(plan: Plan, lay: groups.Layout, opts: RunOptions, record: dict, start: int, backend: str) -> dict | None:
+    records = [None] * lay.world
+    dist.all_gather_object(records, record)
+    if lay.rank != 0:
+        return None
+    out = metrics.summarize(plan, records, start, opts.warmup_steps, backend)
+    if opts.metrics_out:
+        metrics.write(out, opts.metrics_out)
+    return out
+
+
+def run(plan: Plan, opts: RunOptions, keep_process_group: bool = False) -> dict | None:
+    """Run the plan's training on this process (one of the plan's world, launched by torchrun).
+
+    `keep_process_group` leaves torch.distributed up for another run in the same job (tests, bench).
+    """
+    groups.check_supported(plan)
+    backend, device = groups.init_distributed(plan)
+    try:
+        lay = groups.build_layout(plan, device)
+        return train(plan, lay, opts, backend)
+    finally:
+        if not keep_process_group:
+            dist.destroy_process_group()

@@ -1,0 +1,78 @@
+"""What the executor measures, and the metrics JSON it writes next to the plan's predictions.
+
+- `samples_per_s`: global batch x steady steps / their wall time (the first `warmup_steps`
+  steps of this process are excluded: they pay for allocator growth, pipeline shape inference
+  and first collectives); `tokens_per_s` counts prompt + completion tokens of every sample.
+- `step_times_s`, `loss`, `grad_norm`: per optimizer step, as seen by the first student rank
+  (the loss is the global-batch mean, all-reduced over the student ranks).
+- `peak_memory_bytes[rank]`: on a GPU `cuda_max_allocated`; on the CPU `peak_rss` (the process
+  high-water mark, everything included); on both, the exact bytes of the student's parameters,
+  gradients and optimizer state and of the teacher's parameters held by that rank.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import planner
+
+
+def _local_bytes(model: nn.Module | None) -> int:
+    if model is None:
+        return 0
+    ts = [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters()]
+    return sum(t.numel() * t.element_size() for t in ts)
+
+
+def memory(device: torch.device, student_state: dict[str, int], teacher: nn.Module | None) -> dict[str, int]:
+    mem = dict(student_state) | {"teacher_params": _local_bytes(teacher)}
+    if device.type == "cuda":
+        mem["cuda_max_allocated"] = torch.cuda.max_memory_allocated(device)
+    mem["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return mem
+
+
+def versions() -> dict[str, str]:
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "planner": planner.__version__}
+
+
+def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: str) -> dict:
+    """One metrics document from every rank's record (gathered on rank 0)."""
+    lead = next(r for r in records if r["role"] != "teacher")
+    times = lead["step_times_s"]
+    warm = min(warmup, max(len(times) - 1, 0))
+    steady = times[warm:]
+    sps = plan.workload.global_batch * len(steady) / sum(steady) if steady and sum(steady) > 0 else None
+    t, s = plan.teacher, plan.student
+    return {
+        "job": plan.job,
+        "placement": plan.placement,
+        "teacher": {"ref": t.ref, "strategy": t.strategy, "pp": t.pp, "shard": t.shard, "ranks": t.ranks},
+        "student": {"ref": s.ref, "strategy": s.strategy, "shard": s.shard, "ranks": s.ranks},
+        "world": plan.world, "backend": backend, "device": lead["device"],
+        "global_batch": plan.workload.global_batch, "micro_batch": plan.micro_batch, "grad_accum": plan.grad_accum,
+        "seq_len": plan.workload.seq_len,
+        "start_step": start_step, "end_step": start_step + len(times), "warmup_steps": warm,
+        "samples_per_s": sps,
+        "tokens_per_s": sps * plan.workload.seq_len if sps is not None else None,
+        "step_times_s": times, "loss": lead["loss"], "grad_norm": lead["grad_norm"], "on_policy": lead["on_policy"],
+        "peak_memory_bytes": {str(r["rank"]): r["memory"] for r in records},
+        "roles": {str(r["rank"]): r["role"] for r in records},
+        "predicted": plan.predicted.model_dump() if plan.predicted else None,
+        "versions": versions(),
+    }
+
+
+def write(metrics: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,75 @@
+"""The trained student: one wrapper per strategy, applied over the student ranks only.
+
+- ddp: `DistributedDataParallel` over the student group (its own `new_group` when disaggregated).
+- zero1: DDP gradients + `ZeroRedundancyOptimizer` (optimizer state sharded 1/N).
+- zero2: FSDP2 `fully_shard(reshard_after_forward=False)`: parameters stay gathered between
+  forward and backward, gradients and optimizer state are sharded (torchtitan's ZeRO-2 analogue).
+- zero3: FSDP2 `fully_shard` per decoder layer and at the root (parameters sharded too).
+- hsdp: the same over a 2-D (replicate, shard) mesh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from planner.executor.groups import Layout
+
+FSDP_STRATEGIES = ("zero2", "zero3", "hsdp")
+
+
+def wrap(model: nn.Module, strategy: str, lay: Layout) -> nn.Module:
+    model.to(lay.device).train()
+    if strategy in FSDP_STRATEGIES:
+        from torch.distributed.fsdp import fully_shard
+
+        reshard = strategy != "zero2"
+        for layer in model.model.layers:
+            fully_shard(layer, mesh=lay.student_mesh, reshard_after_forward=reshard)
+        fully_shard(model, mesh=lay.student_mesh, reshard_after_forward=reshard)
+        return model
+    ids = [lay.device] if lay.device.type == "cuda" else None
+    return DDP(model, device_ids=ids, process_group=lay.student_group)
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The module to call for generation (DDP's forward is for training only)."""
+    return model.module if isinstance(model, DDP) else model
+
+
+def optimizer(model: nn.Module, strategy: str, lay: Layout, lr: float, weight_decay: float, kind: str) -> torch.optim.Optimizer:
+    cls, kw = (torch.optim.AdamW, dict(lr=lr, weight_decay=weight_decay)) if kind == "adamw" else (torch.optim.SGD, dict(lr=lr, momentum=0.9))
+    if strategy == "zero1":
+        return ZeroRedundancyOptimizer(model.parameters(), optimizer_class=cls, process_group=lay.student_group, **kw)
+    return cls(model.parameters(), **kw)
+
+
+def grad_sync(model: nn.Module, sync: bool):
+    """Skip the gradient all-reduce / reduce-scatter on all but the last micro-step of a step."""
+    if isinstance(model, DDP):
+        return contextlib.nullcontext() if sync else model.no_sync()
+    model.set_requires_gradient_sync(sync)
+    return contextlib.nullcontext()
+
+
+def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, int]:
+    """Exact bytes this rank holds for the student's parameters, gradients and optimizer state."""
+    params = list(model.parameters())
+    nbytes = lambda ts: sum(_local(t).numel() * _local(t).element_size() for t in ts)  # noqa: E731
+    inner = opt.optim if isinstance(opt, ZeroRedundancyOptimizer) else opt
+    states = [v for s in inner.state.values() for v in s.values() if torch.is_tensor(v)]
+    return {"student_params": nbytes(params), "student_grads": nbytes(p.grad for p in params if p.grad is not None),
+            "student_optimizer": nbytes(states)}

@@ -1,0 +1,55 @@
+"""Helpers for the executor tests (imported by name: tests/ has no packages): small plan variants and 2-process gloo jobs under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import torch  # noqa: E402
+
+# One thread, like each torchrun worker (OMP_NUM_THREADS=1): two OpenMP threads on a busy 2-core
+# machine spin against each other and made the single-process reference 30x slower.
+torch.set_num_threads(1)
+
+from planner.inputs.yamlio import dump_yaml  # noqa: E402
+from planner.plan import load_plan  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def tiny_plan(tmp: Path, example: str, name: str | None = None, *, student: str | None = None, teacher: str | None = None,
+              **workload) -> Path:
+    """An example plan with short sequences (and optionally another student/teacher strategy)."""
+    data = load_plan(ROOT / "examples" / f"tiny-{example}.yaml").model_dump(mode="json")
+    data["workload"].update({"prompt_len": 8, "completion_len": 8} | workload)
+    if student:
+        data["student"]["strategy"] = student
+        data["student"]["shard"] = 1 if student in ("ddp", "zero1") else len(data["student"]["ranks"])
+    if teacher:
+        data["teacher"].update(strategy=teacher, shard=2 if teacher == "shard" else 1, pp=2 if teacher == "pipeline" else 1)
+    path = tmp / f"{name or example}.yaml"
+    path.write_text(dump_yaml(data))
+    return path
+
+
+def torchrun(args: list[str], *, env: dict | None = None, max_restarts: int = 0, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node 2 <args>` with gloo; fails the test on a non-zero exit."""
+    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", f"--max-restarts={max_restarts}", *args]
+    full_env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)} | (env or {})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def run_plan(plan: Path, out: Path, steps: int, *extra: str, **kw) -> dict:
+    torchrun(["-m", "planner", "run", str(plan), "--steps", str(steps), "--metrics-out", str(out), "--no-progress", *extra], **kw)
+    return json.loads(out.read_text())
