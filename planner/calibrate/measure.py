@@ -93,3 +93,34 @@ def collective(world: int, backend: str, sizes: list[int]) -> dict[int, float]:
     for p in procs:
         p.join(timeout=60)
     return res
+
+
+def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3) -> tuple[float, float]:
+    """Fit a training step (forward + backward) of a real model of `shape` to
+    t = 3 * (flops_fwd / F + L * overhead) over (batch, sequence) sizes: (F in TFLOP/s, overhead in us).
+
+    This is what the cost model's `compute_efficiency` and `layer_overhead_us` stand for; the FLOP
+    count is the cost model's own (`planner.cost.params`)."""
+    import torch
+
+    from planner.cost import params
+    from planner.cost.symbols import S
+    from planner.executor.build import build_model
+
+    model = build_model(shape.name, shape, "fp32", seed=0).to(device)
+    model.train()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    rows, times = [], []
+    vals = S.values(shape)
+    for b, s in sizes:
+        ids = torch.randint(0, shape.vocab, (b, s), device=device)
+
+        def step():
+            model(input_ids=ids).logits.float().sum().backward()
+
+        times.append(_timeit(step, sync, reps))
+        fwd = float(params.forward_flops_per_token(S, s, 1).subs(vals)) * b * s
+        rows.append((3 * fwd, 3 * shape.num_layers))
+    A = np.array([[f, layers] for f, layers in rows])
+    (inv_f, ov), *_ = np.linalg.lstsq(A, np.array(times), rcond=None)
+    return float(1 / max(inv_f, 1e-18) / 1e12), float(max(ov, 0.0) * 1e6)

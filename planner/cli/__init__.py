@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from planner.cli import calibrate, estimate, inflection, info, recommend, sweep
+from planner.cli import calibrate, estimate, inflection, info, recommend, sweep, validate
 from planner.cli import run
 from planner.cli import export
 
@@ -21,6 +21,7 @@ recommend.register(app)
 inflection.register(app)
 sweep.register(app)
 calibrate.register(app)
+validate.register(app)
 run.register(app)
 export.register(app)
 

@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         world: Annotated[int, typer.Option(help="Local processes for the collective benchmark (GPUs on a GPU machine).", min=1)] = 2,
         name: Annotated[str, typer.Option(help="Name of the topology.")] = "my-machine",
         quick: Annotated[bool, typer.Option(help="Smaller problems (seconds instead of a minute).")] = False,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Also time training steps of this model (a bundled name or config.json) to fit compute efficiency and per-layer overhead.")] = None,
         force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
     ) -> None:
         """Short micro-benchmarks (matmul FLOP/s, memory bandwidth, all-reduce) -> a topology file."""
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
         sizes = [2**k for k in (range(12, 23, 2) if quick else range(12, 25, 2))]
         raw: dict = {"device": device, "backend": backend, "world": world}
         with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("calibrating", total=len(dtypes) + 2)
+            task = bar.add_task("calibrating", total=len(dtypes) + 3)
             raw["matmul_tflops"] = {}
             for dt in dtypes:
                 raw["matmul_tflops"][dt] = measure.matmul_tflops(dt, device, n)
@@ -54,6 +55,13 @@ def register(app: typer.Typer) -> None:
             raw["memory_gb_per_s"] = measure.memory_gb_per_s(device, 256 if quick else 1024)
             bar.advance(task)
             raw["all_reduce_s"] = measure.collective(world, backend, sizes) if world > 1 else {}
+            bar.advance(task)
+            if model:
+                from planner.inputs.load import load_model
+                shape = load_model(model)
+                fit = [(1, 16), (1, 64), (2, 64), (4, 64), (4, 128)] if not cuda else [(1, 128), (4, 512), (8, 1024), (16, 1024)]
+                tflops, overhead = measure.layer_costs(shape, device, fit)
+                raw["model_fit"] = {"model": shape.name, "sizes": fit, "tflops": tflops, "layer_overhead_us": overhead}
             bar.advance(task)
         if raw["all_reduce_s"]:
             s = sorted(raw["all_reduce_s"])
@@ -71,11 +79,13 @@ def register(app: typer.Typer) -> None:
             "name": name, "description": f"measured by planner calibrate on {device} ({backend}, {world} processes)",
             "nodes": 1, "gpus_per_node": world,
             "gpu": {"name": dev_name, "mem_gib": round(mem_gib, 2), "reserved_mem_gib": round(min(1.0, mem_gib / 8), 2),
-                    "peak_tflops": {k: round(v, 5) for k, v in raw["matmul_tflops"].items()}, "compute_efficiency": 1.0,
-                    "hbm_bw_gb_per_s": round(raw["memory_gb_per_s"], 3), "hbm_efficiency": 1.0},
+                    "peak_tflops": {k: round(v, 5) for k, v in raw["matmul_tflops"].items()},
+                    "compute_efficiency": round(min(1.0, raw["model_fit"]["tflops"] / raw["matmul_tflops"]["fp32"]), 4) if model else 1.0,
+                    "hbm_bw_gb_per_s": round(raw["memory_gb_per_s"], 3), "hbm_efficiency": 1.0,
+                    "layer_overhead_us": round(raw["model_fit"]["layer_overhead_us"], 2) if model else 0.0},
             "intra_node": {"name": f"{backend} all-reduce, measured", "bw_gb_per_s": round(bw, 4), "latency_us": round(alpha, 2), "efficiency": 1.0},
             "inter_node": {"name": "not measured (one node)", "bw_gb_per_s": round(bw, 4), "latency_us": round(alpha, 2), "efficiency": 1.0},
-            "backend": backend,
+            "backend": backend, "comm_overlap": 1.0 if cuda else 0.0,
         }
         Cluster(**topo)  # what we write must load
         text = "# Written by `planner calibrate`: measured peaks are what matmuls reached, so efficiencies are 1.\n" + dump_yaml(topo)

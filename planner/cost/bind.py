@@ -40,6 +40,7 @@ def job_values(job: Job, cluster: Cluster) -> dict[str, float]:
         "topk_on": float(w.teacher_output == "topk"), "K": w.topk, "n_buf": LOSS_BUFFERS,
         "F_S": _peak(cluster, w.student_dtype, "student"), "F_T": _peak(cluster, teacher_dtype, "teacher"),
         "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
+        "ov": cluster.gpu.layer_overhead_us * 1e-6, "ovl": cluster.comm_overlap,
     }
     return v
 
@@ -96,6 +97,7 @@ def strategy_values(st: Strategy, cluster: Cluster) -> dict[str, float]:
     x_tier = tier("intra_node" if st.n_T + st.n_S <= cluster.gpus_per_node else "inter_node", cluster)
     return {
         "n_S": st.n_S, "n_T": st.n_T, "D": float(st.placement == "disaggregated"), "pp": st.pp, "tp": st.tp,
+        "pipe": float(st.pp > 1),
         "t_sh": st.t_sh, "s_sh": st.s_sh, "r_S": st.r_S, "z_o": z_o, "z_g": z_g, "z_p": z_p, "b": st.b,
         "bw_T": t_tier.bytes_per_s, "al_T": t_tier.latency_us * 1e-6,
         "bw_S": s_tier.bytes_per_s, "al_S": s_tier.latency_us * 1e-6,

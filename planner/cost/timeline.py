@@ -3,10 +3,12 @@
 The timeline is TRL's serial GKD micro-step, repeated `ga` times, then the gradient sync and the
 optimizer step: [generate (lmbda)] -> student forward -> teacher forward -> loss -> backward.
 Overlap is modelled only where the executor overlaps: FSDP prefetch hides all-gathers behind
-compute (only the excess, `Max(0, comm - compute)`, is charged), and a disaggregated teacher
+compute (only the excess, `Max(0, comm - ovl * compute)`, is charged; `ovl` is the topology's
+`comm_overlap`, 0 for gloo on CPU), and a disaggregated teacher
 works on the next batch while the students train (only the wait for the slower side is charged).
 FLOPs: forward 2 per matmul weight per token plus attention (Kaplan et al. 2020; Narayanan et al.
-2021), backward 2x forward, full recomputation one more forward.
+2021), backward 2x forward, full recomputation one more forward. Every forward pass of a layer
+also costs a fixed `ov` (kernel launches, framework; the topology's `layer_overhead_us`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def generation() -> sp.Expr:
     """
     per_token_flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (y.s_p + y.s_c / 2 - 1))
     step = sp.Max(total_params(S) * y.q_S / y.H_bw, per_token_flops / y.F_S)
-    return y.s_c * step + y.z_p * comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.bw_S, y.al_S)
+    return y.s_c * (step + S.L * y.ov) + y.z_p * comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.bw_S, y.al_S)
 
 
 def loss_pass() -> sp.Expr:
@@ -52,18 +54,28 @@ def teacher_ticks() -> sp.Expr:
     return y.pp * y.tp * y.b + y.pp - 1
 
 
-def teacher_compute() -> sp.Expr:
-    """Teacher forward of one micro-step as the busiest (last) stage sees it: per tick, its share of
-    the layers and the LM head (which the last stage runs alone) over one sample."""
+def teacher_per_sample() -> sp.Expr:
+    """FLOP time of one sample through the busiest (last) stage: its share of the layers and the
+    LM head, which the last stage runs alone."""
     layers = matmul_params(T) - T.V * T.h
-    per_tick = seq * (2 * layers / (y.pp * y.tp) + 2 * T.V * T.h / y.tp
-                      + 4 * causal * T.L * seq * T.a * T.d / (y.pp * y.tp)) / y.F_T
-    return y.pp * y.tp * y.b * per_tick  # ticks without the bubble; the bubble is its own term
+    return seq * (2 * layers / (y.pp * y.tp) + 2 * T.V * T.h / y.tp
+                  + 4 * causal * T.L * seq * T.a * T.d / (y.pp * y.tp)) / y.F_T
+
+
+def teacher_passes() -> sp.Expr:
+    """Forward passes a stage runs per micro-step: one over the whole micro-batch, or, pipelined,
+    one per one-sample pipeline micro-batch (m = pp*b); each costs L/pp layer overheads."""
+    return 1 + y.pipe * (y.pp * y.b - 1)
+
+
+def teacher_compute() -> sp.Expr:
+    """Teacher forward of one micro-step: the group's pp*tp*b samples, bubble excluded."""
+    return y.pp * y.tp * y.b * teacher_per_sample() + teacher_passes() * T.L / y.pp * y.ov
 
 
 def teacher_bubble() -> sp.Expr:
-    """Fill and drain: (pp-1) extra ticks, (pp-1)/m of the compute (DESIGN.md section 2)."""
-    return teacher_compute() * (y.pp - 1) / (y.pp * y.tp * y.b)
+    """Fill and drain: pp-1 extra ticks of one sample each, (pp-1)/m of the compute (DESIGN.md sec. 2)."""
+    return y.pipe * (y.pp - 1) * (teacher_per_sample() + T.L / y.pp * y.ov)
 
 
 def teacher_gather() -> sp.Expr:
@@ -88,7 +100,7 @@ def teacher_output_bytes() -> sp.Expr:
 
 
 def teacher_microstep() -> sp.Expr:
-    return teacher_compute() + teacher_bubble() + sp.Max(0, teacher_gather() - teacher_compute()) + teacher_comm()
+    return teacher_compute() + teacher_bubble() + sp.Max(0, teacher_gather() - y.ovl * teacher_compute()) + teacher_comm()
 
 
 def student_sync() -> sp.Expr:
@@ -102,15 +114,17 @@ def student_sync() -> sp.Expr:
 
 
 def student_fsdp_comm() -> sp.Expr:
-    """ZeRO-3 / FSDP per micro-step: all-gather in forward and in backward, reduce-scatter of grads."""
-    P = total_params(S)
-    return y.z_p * (2 * comm.all_gather(y.s_sh, P * y.q_S, y.bw_S, y.al_S) + comm.reduce_scatter(y.s_sh, P * y.q_G, y.bw_S, y.al_S))
+    """ZeRO-3 / FSDP per micro-step: all-gather in forward and in backward, reduce-scatter of grads;
+    one collective per FSDP unit (each layer and the root), so L+1 latencies each."""
+    P, units = total_params(S), S.L + 1
+    return y.z_p * (2 * comm.all_gather(y.s_sh, P * y.q_S, y.bw_S, units * y.al_S)
+                    + comm.reduce_scatter(y.s_sh, P * y.q_G, y.bw_S, units * y.al_S))
 
 
 def terms() -> dict[str, sp.Expr]:
     """Step time by stable term name; the step time is their sum."""
-    fwd = student_fwd_flops() / y.F_S
-    bwd = 2 * fwd + y.rc_full * fwd
+    fwd = student_fwd_flops() / y.F_S + S.L * y.ov
+    bwd = (2 + y.rc_full) * fwd
     colo = 1 - y.disagg
     t_side = ga_T * teacher_microstep() + ga_T * y.b * teacher_output_bytes() / y.bw_X
     s_side_xfer = ga * y.b * teacher_output_bytes() / y.bw_X
@@ -120,12 +134,12 @@ def terms() -> dict[str, sp.Expr]:
         "student_forward": ga * fwd,
         "student_backward": ga * bwd,
         "loss": ga * loss_pass(),
-        "student_fsdp_exposed": ga * sp.Max(0, student_fsdp_comm() - fwd - bwd),
+        "student_fsdp_exposed": ga * sp.Max(0, student_fsdp_comm() - y.ovl * (fwd + bwd)),
         "grad_sync": student_sync(),
         "optimizer": 2 * P_local * (y.k_O + y.q_S + y.q_G) / y.H_bw,
         "teacher_forward": colo * ga * teacher_compute(),
         "teacher_bubble": colo * ga * teacher_bubble(),
-        "teacher_gather_exposed": colo * ga * sp.Max(0, teacher_gather() - teacher_compute()),
+        "teacher_gather_exposed": colo * ga * sp.Max(0, teacher_gather() - y.ovl * teacher_compute()),
         "teacher_comm": colo * ga * teacher_comm(),
         "teacher_transfer": y.disagg * s_side_xfer,
     }

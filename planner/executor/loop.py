@@ -73,7 +73,7 @@ def build_teacher(plan: Plan, lay: groups.Layout, seed: int):
     if t.strategy == "shard":
         return tea.Sharded(model, lay.device, w.completion_len, lay.teacher_mesh)
     if t.strategy in ("pipeline", "hybrid"):
-        return tea.Pipelined(model, lay.device, w.completion_len, lay.pipe_group, lay.pipe_ranks)
+        return tea.Pipelined(model, lay.device, w.completion_len, lay.pipe_group, lay.pipe_ranks, plan.micro_batch)
     return tea.Replicated(model, lay.device, w.completion_len)
 
 

@@ -98,7 +98,7 @@ def layer_split(num_layers: int, stages: int) -> list[tuple[int, int]]:
 
 class Pipelined:
     def __init__(self, model: nn.Module, device: torch.device, completion_len: int, group: dist.ProcessGroup,
-                 group_ranks: list[int]):
+                 group_ranks: list[int], micro_batch: int):
         from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
         self.group, self.ranks, self.C, self.device = group, sorted(group_ranks), completion_len, device
@@ -106,7 +106,8 @@ class Pipelined:
         lo, hi = layer_split(model.config.num_hidden_layers, k)[self.index]
         self.stage_module = Stage(model, lo, hi, completion_len).to(device)
         stage = PipelineStage(self.stage_module, self.index, k, device, group=group)
-        self.schedule = ScheduleGPipe(stage, n_microbatches=k)
+        # one sample per pipeline micro-batch: k*b of them, so fill and drain cost (k-1)/(k*b+k-1)
+        self.schedule = ScheduleGPipe(stage, n_microbatches=k * micro_batch)
 
     @torch.no_grad()
     def request(self, batch: Batch) -> Wait:

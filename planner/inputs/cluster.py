@@ -17,6 +17,7 @@ class Accelerator(Strict):
     compute_efficiency: float = Field(0.5, gt=0, le=1, description="Fraction of peak reached by training matmuls (model FLOPs utilisation).")
     hbm_bw_gb_per_s: float = Field(gt=0, description="Device memory bandwidth, GB/s (1e9 bytes/s).")
     hbm_efficiency: float = Field(0.8, gt=0, le=1, description="Fraction of memory bandwidth reached by decoding.")
+    layer_overhead_us: float = Field(0.0, ge=0, description="Fixed time per decoder layer per forward pass (kernel launches, framework), microseconds; a backward counts twice. Measured by `planner calibrate --model`.")
 
     @model_validator(mode="after")
     def _peaks(self) -> "Accelerator":
@@ -65,6 +66,7 @@ class Cluster(Strict):
     intra_node: NetworkTier = Field(description="Tier between GPUs of one node (NVLink, xGMI, PCIe, shared memory).")
     inter_node: NetworkTier = Field(description="Tier between nodes (InfiniBand, RoCE, Ethernet).")
     backend: str = Field("nccl", pattern="^(nccl|gloo)$", description="torch.distributed backend: 'nccl' on GPUs, 'gloo' on CPU.")
+    comm_overlap: float = Field(1.0, ge=0, le=1, description="Fraction of a prefetched collective (FSDP all-gather) that hides behind compute: 1 on GPUs (separate copy engines), 0 for gloo on CPU (the same cores do both).")
     nccl_env: dict[str, str] = Field(default_factory=dict, description="Environment variables exported before launch.")
     slurm: Slurm = Field(default_factory=Slurm, description="Slurm hints for `planner export`.")
 

@@ -1,0 +1,76 @@
+"""`planner validate`: the plan's predicted figures next to what the executor measured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from planner.cli.common import Format, emit, err, handles_errors, out
+from planner.inputs.errors import InputError
+
+
+def run_plan(plan_path: str, nproc: int, steps: int, metrics_out: Path) -> None:
+    """Run the executor on this machine (one node) and wait for its metrics."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "planner", "run", plan_path, "--steps", str(steps), "--metrics-out", str(metrics_out), "--no-progress"]
+    err.print("Running: " + " ".join(cmd))
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise InputError([f"{plan_path}: the executor failed (exit {done.returncode})"] + tail)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handles_errors
+    def validate(
+        plan: Annotated[str, typer.Argument(help="Plan file.")],
+        metrics: Annotated[Optional[str], typer.Option(help="Metrics JSON written by `planner run --metrics-out`.")] = None,
+        run: Annotated[bool, typer.Option("--run", help="Run the executor here (one node, torchrun) and use its metrics.")] = False,
+        cluster: Annotated[Optional[str], typer.Option("--cluster", "-c", help="Predict on this topology (e.g. one from `planner calibrate`); default: the plan's.")] = None,
+        steps: Annotated[int, typer.Option(help="With --run: optimizer steps.", min=2)] = 6,
+        format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
+    ) -> None:
+        """Predicted vs measured per term (step time, samples/s, model-state memory) with the relative error."""
+        from planner import validate as v
+        from planner.inputs.load import load_cluster
+        from planner.plan import load_plan
+
+        if bool(metrics) == run:
+            raise InputError("give exactly one of --metrics FILE or --run")
+        p = load_plan(plan)
+        cl = load_cluster(cluster or p.cluster, None if cluster else p.nodes)
+        if run:
+            if p.nodes != 1:
+                raise InputError(f"{plan}: --run starts one node; this plan needs {p.nodes} (use `planner export`)")
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "metrics.json"
+                run_plan(plan, p.gpus_per_node, steps, path)
+                data = json.loads(path.read_text())
+        else:
+            try:
+                data = json.loads(Path(metrics).read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise InputError(f"{metrics}: cannot read metrics: {e}") from None
+        rows = v.compare(p, data, cl)
+        verdict = v.verdict(rows)
+        if format != Format.table:
+            return emit({"rows": [{"what": r.what, "predicted": r.predicted, "measured": r.measured, "rel_error": r.rel_error,
+                                   "tolerance": r.tolerance, "ok": r.ok} for r in rows], "verdict": verdict,
+                         "cluster": cl.name}, format)
+        t = Table(title=f"{plan}: predicted on {cl.name} vs measured")
+        for c in ("figure", "predicted", "measured", "error", "within"):
+            t.add_column(c, justify="left" if c == "figure" else "right")
+        for r in rows:
+            fmt = (lambda x: f"{x:,.4g}") if "bytes" not in r.what else (lambda x: f"{x:,.0f}")
+            t.add_row(r.what, fmt(r.predicted), fmt(r.measured), f"{r.rel_error:+.1%}",
+                      "-" if r.ok is None else ("yes" if r.ok else f"[red]no[/red] (±{r.tolerance:.0%})"))
+        out.print(t)
+        out.print(f"Verdict: {verdict}.")
