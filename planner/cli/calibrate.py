@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
             "backend": backend, "comm_overlap": 1.0 if cuda else 0.0,
         }
         Cluster(**topo)  # what we write must load
-        text = "# Written by `planner calibrate`: measured peaks are what matmuls reached, so efficiencies are 1.\n" + dump_yaml(topo)
+        text = "# Written by `planner calibrate`: peaks are what large matmuls reached; with --model, compute_efficiency and layer_overhead_us come from timed training steps of that model.\n" + dump_yaml(topo)
         raw["all_reduce_s"] = {str(k): v for k, v in raw["all_reduce_s"].items()}
         if output:
             Path(output).write_text(text)

@@ -82,6 +82,15 @@ def score(cands: list[bind.Strategy], reasons: list[str | None], job: Job, clust
     return out
 
 
+TEACHER_ORDER = {"replicate": 0, "shard": 1, "tp": 2, "pipeline": 3, "hybrid": 3}
+STUDENT_ORDER = {"ddp": 0, "zero1": 1, "zero2": 2, "zero3": 3, "hsdp": 4}
+
+
+def complexity(st: bind.Strategy) -> tuple[int, int, int]:
+    """How much machinery a plan needs (placement, teacher, student): breaks near-ties."""
+    return (st.placement == "disaggregated", TEACHER_ORDER[st.teacher], STUDENT_ORDER[st.student])
+
+
 def best_baseline(scored: list[Scored]) -> Scored | None:
     """TRL's best micro-batch that fits; if none fits, the smallest-memory one (marked infeasible)."""
     if not scored:
@@ -99,8 +108,10 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput") -> SearchR
     fit = [s for s in scored if s.feasible]
     if objective == "memory":
         fit.sort(key=lambda s: (s.figures["mem_peak"], -s.samples_per_s))
-    else:
-        fit.sort(key=lambda s: (-s.samples_per_s, s.figures["mem_peak"]))
+    elif fit:
+        top = max(s.samples_per_s for s in fit)
+        # within 1% of each other plans tie; then the simpler one ranks first
+        fit.sort(key=lambda s: (-round(s.samples_per_s / top, 2), complexity(s.strategy), -s.samples_per_s))
     rejected = Counter(s.reason for s in scored if not s.feasible)
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]
     closest = None if fit or not runnable else min(runnable, key=lambda s: s.figures["mem_peak"])
