@@ -60,6 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", default=str(ROOT / "docs" / "validation.md"))
+    ap.add_argument("--with-trl", action="store_true", help="also run bench/vs_trl.py (needs the bench extra) and include it")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -78,10 +79,16 @@ def main() -> None:
             print(f"{name:32} predicted {rows[0].predicted * 1e3:8.1f} ms  measured {rows[0].measured * 1e3:8.1f} ms  "
                   f"error {rows[0].rel_error:+.1%}", flush=True)
         topo_text = topo.read_text()
-    write_report(Path(args.out), results, topo_text, args.steps)
+    trl = None
+    if args.with_trl:  # needs the bench extra (trl, deepspeed, accelerate)
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "vs_trl.py")], capture_output=True, text=True)
+        text = done.stdout
+        trl = text[text.index("GKD on tiny Llamas"):] if "GKD on tiny Llamas" in text else f"vs_trl.py failed:\n{done.stderr[-2000:]}"
+        print(trl)
+    write_report(Path(args.out), results, topo_text, args.steps, trl)
 
 
-def write_report(out: Path, results, topo_text: str, steps: int) -> None:
+def write_report(out: Path, results, topo_text: str, steps: int, trl: str | None) -> None:
     pred = [r[0].predicted for _, r in results]
     meas = [r[0].measured for _, r in results]
     errs = [abs(r[0].rel_error) for _, r in results]
@@ -103,6 +110,11 @@ def write_report(out: Path, results, topo_text: str, steps: int) -> None:
               f"max error **{max(state):.2%}** (target <= 1%).",
               f"- Ranking of strategies by step time, Spearman predicted vs measured: **{spearman(pred, meas):.2f}** (target >= 0.8).",
               "", "Calibrated topology used for the predictions:", "", "```yaml", topo_text.strip(), "```", ""]
+    if trl:
+        lines += ["## Side by side with TRL", "", "`bench/vs_trl.py` (same models, weights, tokenizer, data order, batch, "
+                  "lengths, GKD settings and optimizer on both sides; TRL 1.16 `GKDTrainer` under torchrun with DDP, and "
+                  "with DeepSpeed ZeRO-3 where the per-rank budget (`topologies/cpu-tight.yaml`) does not hold a teacher "
+                  "replica; our side runs the plan `planner recommend` chooses for the same budget):", "", "```", trl.strip(), "```", ""]
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
 

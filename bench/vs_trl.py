@@ -161,7 +161,7 @@ def main() -> None:
             if trl is not None:
                 sh(torchrun(plan.world) + [ROOT / "bench" / "trl_gkd_worker.py", "--mode", mode, "--teacher", teacher, "--student", student,
                                       "--tokenizer", work / "tokenizer", "--data", data, "--out", trl,
-                                      "--micro-batch", plan.micro_batch, "--grad-accum", plan.grad_accum, "--completion-len", C,
+                                      "--micro-batch", plan.micro_batch, "--grad-accum", trl_accum(plan), "--completion-len", C,
                                       "--steps", args.steps, "--warmup", args.warmup, "--seed", args.seed,
                                       "--lmbda", w.lmbda, "--beta", w.beta, "--temperature", w.temperature], env, log)
                 runs.setdefault(f"trl-{mode}", []).append(json.loads(trl.read_text()))
@@ -169,6 +169,15 @@ def main() -> None:
     report(args, plans, pairs, runs, w)
     if args.keep:
         print(f"work folder (plans, metrics, runs.log): {work}")
+
+
+def trl_accum(plan) -> int:
+    """TRL always trains on every rank: the accumulation that gives the plan's global batch there
+    (a disaggregated plan trains its student on fewer ranks with more accumulation)."""
+    per_step = plan.world * plan.micro_batch
+    if plan.workload.global_batch % per_step:
+        sys.exit(f"global batch {plan.workload.global_batch} is not a multiple of {plan.world} ranks x micro-batch {plan.micro_batch}")
+    return plan.workload.global_batch // per_step
 
 
 def report(args, plans, pairs, runs, w) -> None:
@@ -179,13 +188,13 @@ def report(args, plans, pairs, runs, w) -> None:
           f"lmbda {w.lmbda}, beta {w.beta}, T {w.temperature}, P+C {w.prompt_len}+{w.completion_len}, global batch {w.global_batch}")
     print(f"samples/s: median of {args.rounds} alternating round(s), {args.steps - args.warmup} steady steps per run "
           f"(first {args.warmup} left out)\n")
-    print(f"{'budget':10} {'side':34} {'mb x ga':>8} {'samples/s':>10} {'runs':>22} {'ratio':>7}")
+    print(f"{'budget':10} {'side':38} {'mb x ga':>8} {'samples/s':>10} {'runs':>22} {'ratio':>7}")
     failed, shown = False, set()
     for topo, mode in pairs:
         plan = load_plan(plans[topo])
         ours, trl = f"ours-{topo}", f"trl-{mode}"
         layout = f"planner run: T {plan.teacher.strategy}" + (f":{plan.teacher.shard}" if plan.teacher.shard > 1 else "") \
-            + f" / S {plan.student.strategy}"
+            + f" / S {plan.student.strategy}" + (" disagg" if plan.placement == "disaggregated" else "")
         trl_name = {"zero3": "TRL GKDTrainer + DeepSpeed ZeRO-3", "ddp": "TRL GKDTrainer + DDP (T replica)"}[mode]
         for name, label in ((trl, trl_name), (ours, layout)):
             if name in shown:
@@ -193,7 +202,8 @@ def report(args, plans, pairs, runs, w) -> None:
             shown.add(name)
             each = ", ".join(f"{x['samples_per_s']:.1f}" for x in runs[name])
             ratio = f"{med[ours] / med[trl]:.2f}x" if name == ours else "1.00x"
-            print(f"{topo:10} {label:34} {plan.micro_batch:>3} x {plan.grad_accum:<2} {med[name]:>10.1f} {each:>22} {ratio:>7}")
+            ga = plan.grad_accum if name == ours else trl_accum(plan)
+            print(f"{topo:10} {label:38} {plan.micro_batch:>3} x {ga:<2} {med[name]:>10.1f} {each:>22} {ratio:>7}")
         if w.lmbda == 0:
             a, b = runs[ours][0]["loss"][: args.check_steps], runs[trl][0]["loss"][: args.check_steps]
             diff = max(abs(x - y) for x, y in zip(a, b)) if None not in b else float("inf")
