@@ -52,11 +52,21 @@ def memory_gb_per_s(device: str, mib: int, reps: int = 5) -> float:
     return 2 * x.numel() * 4 / t / 1e9
 
 
-def fit_alpha_beta(sizes: list[int], times: list[float], factor: float) -> tuple[float, float]:
-    """Least squares t = steps*alpha + factor*bytes/bw -> (bw GB/s, alpha us per step)."""
-    A = np.stack([np.ones(len(sizes)), factor * np.array(sizes, dtype=float)], axis=1)
+def fit_alpha_beta(sizes: list[int], times: list[float], factor: float, steps: float = 1.0) -> tuple[float, float]:
+    """Least squares t = steps*alpha + factor*bytes/bw -> (bw GB/s, alpha us per step), with the
+    cost model's own factors (planner.cost.comm): e.g. all-reduce factor 2(n-1)/n, steps 2(n-1)."""
+    A = np.stack([np.full(len(sizes), float(steps)), factor * np.array(sizes, dtype=float)], axis=1)
     (alpha, inv_bw), *_ = np.linalg.lstsq(A, np.array(times), rcond=None)
     return float(1 / max(inv_bw, 1e-15) / 1e9), float(max(alpha, 0.0) * 1e6)
+
+
+# collective -> (bytes factor, latency steps) for n ranks, as in planner.cost.comm
+FACTORS = {
+    "all_reduce": lambda n: (2 * (n - 1) / n, 2 * (n - 1)),
+    "all_gather": lambda n: ((n - 1) / n, n - 1),
+    "reduce_scatter": lambda n: ((n - 1) / n, n - 1),
+    "p2p": lambda n: (1.0, 1.0),
+}
 
 
 def _collective_worker(rank: int, world: int, port: int, backend: str, sizes: list[int], out) -> None:
@@ -67,18 +77,34 @@ def _collective_worker(rank: int, world: int, port: int, backend: str, sizes: li
     dist.init_process_group(backend, rank=rank, world_size=world)
     device = f"cuda:{rank}" if backend == "nccl" else "cpu"
     sync = (lambda: torch.cuda.synchronize(device)) if backend == "nccl" else (lambda: None)
-    res = {}
+    res: dict[str, dict[int, float]] = {k: {} for k in FACTORS}
     for nbytes in sizes:
-        x = torch.ones(nbytes // 4, device=device)
-        dist.barrier()
-        res[nbytes] = _timeit(lambda: dist.all_reduce(x), sync, 5)
+        full = torch.ones(nbytes // 4, device=device)
+        part = torch.ones(nbytes // 4 // world, device=device)
+        peer = (rank + 1) % world if rank % 2 == 0 else (rank - 1) % world
+
+        def p2p():
+            if rank % 2 == 0:
+                dist.send(full, peer)
+            else:
+                dist.recv(full, peer)
+
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # what FSDP2 calls
+        scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+        ops = {"all_reduce": lambda: dist.all_reduce(full),
+               "all_gather": lambda: gather(full[: part.numel() * world], part),
+               "reduce_scatter": lambda: scatter(part, full[: part.numel() * world]),
+               "p2p": p2p}
+        for name, op in ops.items():
+            dist.barrier()
+            res[name][nbytes] = _timeit(op, sync, 5)
     if rank == 0:
         out.put(res)
     dist.destroy_process_group()
 
 
-def collective(world: int, backend: str, sizes: list[int]) -> dict[int, float]:
-    """Median all-reduce time per message size over `world` local processes."""
+def collective(world: int, backend: str, sizes: list[int]) -> dict[str, dict[int, float]]:
+    """Median time per collective and message size over `world` local processes."""
     import torch.multiprocessing as mp
 
     with socket.socket() as s:
@@ -93,6 +119,16 @@ def collective(world: int, backend: str, sizes: list[int]) -> dict[int, float]:
     for p in procs:
         p.join(timeout=60)
     return res
+
+
+def fit_collectives(res: dict[str, dict[int, float]], world: int) -> dict[str, tuple[float, float]]:
+    """Per collective: (bandwidth GB/s, latency us per step)."""
+    out = {}
+    for name, times in res.items():
+        sizes = sorted(times)
+        factor, steps = FACTORS[name](world)
+        out[name] = fit_alpha_beta(sizes, [times[s] for s in sizes], factor, steps)
+    return out
 
 
 def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3) -> tuple[float, float]:
@@ -124,3 +160,66 @@ def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3)
     A = np.array([[f, layers] for f, layers in rows])
     (inv_f, ov), *_ = np.linalg.lstsq(A, np.array(times), rcond=None)
     return float(1 / max(inv_f, 1e-18) / 1e12), float(max(ov, 0.0) * 1e6)
+
+
+def _fsdp_worker(rank: int, world: int, port: int, shape, sizes: list[tuple[int, int]], threads: int, out) -> None:
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from planner.executor.build import build_model
+
+    torch.set_num_threads(threads)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    model = build_model(shape.name, shape, "fp32", seed=0).eval()
+    batches = [torch.randint(0, shape.vocab, (b, s)) for b, s in sizes]
+
+    def forward_all():
+        with torch.no_grad():
+            for ids in batches:
+                model(input_ids=ids)
+                if hasattr(model, "reshard"):
+                    model.reshard()
+
+    dist.barrier()
+    plain = _timeit(forward_all, lambda: None, 5)
+    mesh = init_device_mesh("cpu", (world,))
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    dist.barrier()
+    sharded = _timeit(forward_all, dist.barrier, 5)
+    if rank == 0:
+        out.put((plain, sharded))
+    dist.destroy_process_group()
+
+
+def shard_unit_overhead(shape, world: int, all_gather: tuple[float, float], threads: int) -> float:
+    """Fixed time per FSDP2 unit per collective beyond the all-gather itself (copy-in/out, hooks,
+    DTensor), microseconds: forward passes of a real model of `shape` sharded over `world` CPU
+    processes, minus the same unsharded, minus the fitted all-gather time, per unit gather."""
+    import torch.multiprocessing as mp
+
+    sizes = [(1, 16), (2, 32)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_fsdp_worker, args=(r, world, port, shape, sizes, threads, q)) for r in range(world)]
+    for p in procs:
+        p.start()
+    plain, sharded = q.get(timeout=600)
+    for p in procs:
+        p.join(timeout=60)
+    from planner.cost import params
+    from planner.cost.symbols import S
+
+    units = shape.num_layers + 1
+    gathers = len(sizes) * units
+    param_bytes = 4 * float(params.total_params(S).subs(S.values(shape)))
+    bw, alpha = all_gather  # GB/s, us per step
+    modeled = len(sizes) * ((world - 1) / world * param_bytes / (bw * 1e9) + units * (world - 1) * alpha * 1e-6)
+    return max(0.0, (sharded - plain - modeled) / gathers * 1e6)

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Optional[str], typer.Option("--model", "-m", help="Also time training steps of this model (a bundled name or config.json) to fit compute efficiency and per-layer overhead.")] = None,
         force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
     ) -> None:
-        """Short micro-benchmarks (matmul FLOP/s, memory bandwidth, all-reduce) -> a topology file."""
+        """Short micro-benchmarks (matmul FLOP/s, memory bandwidth, each collective; with --model, training steps) -> a topology file."""
         try:
             import torch
         except ImportError:
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
                 bar.advance(task)
             raw["memory_gb_per_s"] = measure.memory_gb_per_s(device, 256 if quick else 1024)
             bar.advance(task)
-            raw["all_reduce_s"] = measure.collective(world, backend, sizes) if world > 1 else {}
+            raw["collectives_s"] = measure.collective(world, backend, sizes) if world > 1 else {}
             bar.advance(task)
             if model:
                 from planner.inputs.load import load_model
@@ -62,13 +62,13 @@ def register(app: typer.Typer) -> None:
                 fit = [(1, 16), (1, 64), (2, 64), (4, 64), (4, 128)] if not cuda else [(1, 128), (4, 512), (8, 1024), (16, 1024)]
                 tflops, overhead = measure.layer_costs(shape, device, fit)
                 raw["model_fit"] = {"model": shape.name, "sizes": fit, "tflops": tflops, "layer_overhead_us": overhead}
+                if not cuda and world > 1 and raw["collectives_s"]:
+                    ag = measure.fit_collectives(raw["collectives_s"], world)["all_gather"]
+                    raw["model_fit"]["shard_unit_overhead_us"] = measure.shard_unit_overhead(shape, world, ag, torch.get_num_threads())
             bar.advance(task)
-        if raw["all_reduce_s"]:
-            s = sorted(raw["all_reduce_s"])
-            bw, alpha = measure.fit_alpha_beta(s, [raw["all_reduce_s"][k] for k in s], 2 * (world - 1) / world)
-            alpha /= max(1, 2 * (world - 1))
-        else:
-            bw, alpha = 1000.0, 1.0
+        fits = measure.fit_collectives(raw["collectives_s"], world) if raw["collectives_s"] else {}
+        bw, alpha = fits.get("all_reduce", (1000.0, 1.0))
+        per_collective = {k: {"bw_gb_per_s": round(b, 4), "latency_us": round(a, 2)} for k, (b, a) in fits.items()}
         if cuda:
             props = torch.cuda.get_device_properties(0)
             dev_name, mem_gib = props.name, props.total_memory / 2**30
@@ -82,14 +82,16 @@ def register(app: typer.Typer) -> None:
                     "peak_tflops": {k: round(v, 5) for k, v in raw["matmul_tflops"].items()},
                     "compute_efficiency": round(min(1.0, raw["model_fit"]["tflops"] / raw["matmul_tflops"]["fp32"]), 4) if model else 1.0,
                     "hbm_bw_gb_per_s": round(raw["memory_gb_per_s"], 3), "hbm_efficiency": 1.0,
-                    "layer_overhead_us": round(raw["model_fit"]["layer_overhead_us"], 2) if model else 0.0},
-            "intra_node": {"name": f"{backend} all-reduce, measured", "bw_gb_per_s": round(bw, 4), "latency_us": round(alpha, 2), "efficiency": 1.0},
+                    "layer_overhead_us": round(raw["model_fit"]["layer_overhead_us"], 2) if model else 0.0,
+                    "shard_unit_overhead_us": round(raw.get("model_fit", {}).get("shard_unit_overhead_us", 0.0), 2)},
+            "intra_node": {"name": f"{backend}, measured", "bw_gb_per_s": round(bw, 4), "latency_us": round(alpha, 2), "efficiency": 1.0,
+                           "collectives": per_collective},
             "inter_node": {"name": "not measured (one node)", "bw_gb_per_s": round(bw, 4), "latency_us": round(alpha, 2), "efficiency": 1.0},
             "backend": backend, "comm_overlap": 1.0 if cuda else 0.0,
         }
         Cluster(**topo)  # what we write must load
-        text = "# Written by `planner calibrate`: peaks are what large matmuls reached; with --model, compute_efficiency and layer_overhead_us come from timed training steps of that model.\n" + dump_yaml(topo)
-        raw["all_reduce_s"] = {str(k): v for k, v in raw["all_reduce_s"].items()}
+        text = "# Written by `planner calibrate`: peaks are what large matmuls reached; with --model, compute_efficiency, layer_overhead_us and shard_unit_overhead_us come from timed passes of that model.\n" + dump_yaml(topo)
+        raw["collectives_s"] = {c: {str(k): v for k, v in d.items()} for c, d in raw["collectives_s"].items()}
         if output:
             Path(output).write_text(text)
             Path(output).with_suffix(".raw.json").write_text(json.dumps(raw, indent=2))

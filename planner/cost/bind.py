@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.cost.names import shape_values
-from planner.inputs.cluster import Cluster, NetworkTier
+from planner.inputs.cluster import COLLECTIVES, Cluster, NetworkTier
 from planner.inputs.errors import InputError
 from planner.inputs.load import Job
 from planner.inputs.model import BYTES_PER_DTYPE
@@ -41,6 +41,7 @@ def job_values(job: Job, cluster: Cluster) -> dict[str, float]:
         "F_S": _peak(cluster, w.student_dtype, "student"), "F_T": _peak(cluster, teacher_dtype, "teacher"),
         "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
         "ov": cluster.gpu.layer_overhead_us * 1e-6, "ovl": cluster.comm_overlap,
+        "ov_sh": cluster.gpu.shard_unit_overhead_us * 1e-6,
     }
     return v
 
@@ -86,21 +87,21 @@ class Strategy:
         return self.student if self.student != "hsdp" else f"hsdp:{self.s_sh}x{self.r_S}"
 
 
+COLLECTIVE_SYMBOLS = ("ar", "ag", "rs", "p2p")  # planner.cost.symbols.COLLECTIVES, in COLLECTIVES' order
 STUDENT_SWITCHES = {"ddp": (0, 0, 0), "zero1": (1, 0, 0), "zero2": (1, 1, 0), "zero3": (1, 1, 1), "hsdp": (1, 1, 1)}
 
 
 def strategy_values(st: Strategy, cluster: Cluster) -> dict[str, float]:
     """Values of the strategy symbols for one candidate, tiers chosen from the rank layout."""
     z_o, z_g, z_p = STUDENT_SWITCHES[st.student]
-    t_tier = tier(tier_for(st.pp * st.tp * st.t_sh, cluster), cluster)
-    s_tier = tier(tier_for(st.s_sh, cluster), cluster)
-    x_tier = tier("intra_node" if st.n_T + st.n_S <= cluster.gpus_per_node else "inter_node", cluster)
-    return {
+    tiers = {"T": tier(tier_for(st.pp * st.tp * st.t_sh, cluster), cluster),
+             "S": tier(tier_for(st.s_sh, cluster), cluster), "R": cluster.inter_node,
+             "X": tier("intra_node" if st.n_T + st.n_S <= cluster.gpus_per_node else "inter_node", cluster)}
+    values = {
         "n_S": st.n_S, "n_T": st.n_T, "D": float(st.placement == "disaggregated"), "pp": st.pp, "tp": st.tp,
-        "pipe": float(st.pp > 1),
-        "t_sh": st.t_sh, "s_sh": st.s_sh, "r_S": st.r_S, "z_o": z_o, "z_g": z_g, "z_p": z_p, "b": st.b,
-        "bw_T": t_tier.bytes_per_s, "al_T": t_tier.latency_us * 1e-6,
-        "bw_S": s_tier.bytes_per_s, "al_S": s_tier.latency_us * 1e-6,
-        "bw_R": cluster.inter_node.bytes_per_s, "al_R": cluster.inter_node.latency_us * 1e-6,
-        "bw_X": x_tier.bytes_per_s, "al_X": x_tier.latency_us * 1e-6,
+        "pipe": float(st.pp > 1), "t_sh": st.t_sh, "s_sh": st.s_sh, "r_S": st.r_S, "z_o": z_o, "z_g": z_g, "z_p": z_p, "b": st.b,
     }
+    for group, t in tiers.items():
+        for short, name in zip(COLLECTIVE_SYMBOLS, COLLECTIVES):
+            values[f"bw_{short}_{group}"], values[f"al_{short}_{group}"] = t.fit(name)
+    return values

@@ -3,8 +3,9 @@
 Time = bytes moved per GPU / bandwidth + steps * latency. The bytes factors are nccl-tests'
 bus-bandwidth factors (NVIDIA nccl-tests, doc/PERFORMANCE.md): all-reduce moves 2(n-1)/n of
 the buffer per GPU, all-gather and reduce-scatter (n-1)/n of the full (gathered) buffer.
-`bw` is what one GPU gets on the tier its group spans (the tier's `bytes_per_s`); a group that
-crosses nodes runs at the inter-node tier.
+`link` is the (bandwidth, latency) pair of that collective on the group's tier
+(`planner.cost.symbols.link`): a group that crosses nodes runs at the inter-node tier, and a
+calibrated topology may give each collective its own measured pair.
 """
 
 from __future__ import annotations
@@ -12,21 +13,24 @@ from __future__ import annotations
 import sympy as sp
 
 
-def all_reduce(n, nbytes, bw, alpha) -> sp.Expr:
-    """Ring all-reduce of `nbytes` over n ranks: 2(n-1)/n * bytes / bw + 2(n-1) * alpha."""
-    return 2 * (n - 1) / n * nbytes / bw + 2 * (n - 1) * alpha
+def all_reduce(n, nbytes, link, calls=1) -> sp.Expr:
+    """Ring all-reduce of `nbytes` over n ranks in `calls` collectives: 2(n-1)/n * bytes / bw + calls * 2(n-1) * alpha."""
+    bw, alpha = link
+    return 2 * (n - 1) / n * nbytes / bw + calls * 2 * (n - 1) * alpha
 
 
-def all_gather(n, nbytes, bw, alpha) -> sp.Expr:
-    """Ring all-gather producing `nbytes` on every rank: (n-1)/n * bytes / bw + (n-1) * alpha."""
-    return (n - 1) / n * nbytes / bw + (n - 1) * alpha
+def all_gather(n, nbytes, link, calls=1) -> sp.Expr:
+    """Ring all-gather producing `nbytes` on every rank: (n-1)/n * bytes / bw + calls * (n-1) * alpha."""
+    bw, alpha = link
+    return (n - 1) / n * nbytes / bw + calls * (n - 1) * alpha
 
 
-def reduce_scatter(n, nbytes, bw, alpha) -> sp.Expr:
-    """Ring reduce-scatter of an `nbytes` input: same volume as all-gather."""
-    return all_gather(n, nbytes, bw, alpha)
+def reduce_scatter(n, nbytes, link, calls=1) -> sp.Expr:
+    """Ring reduce-scatter of an `nbytes` input: the all-gather volume."""
+    return all_gather(n, nbytes, link, calls)
 
 
-def p2p(nbytes, bw, alpha) -> sp.Expr:
-    """One point-to-point send: bytes / bw + alpha."""
-    return nbytes / bw + alpha
+def p2p(nbytes, link, calls=1) -> sp.Expr:
+    """Point-to-point: bytes / bw + calls * alpha."""
+    bw, alpha = link
+    return nbytes / bw + calls * alpha

@@ -66,6 +66,14 @@ def forward_flops_per_token(m: ModelSymbols, s: sp.Expr, causal: sp.Expr = sp.Ra
     return 2 * matmul_params(m) + 4 * causal * m.L * s * m.a * m.d
 
 
+def param_tensors(m: ModelSymbols) -> sp.Expr:
+    """Parameter tensors (what a per-tensor collective such as ZeroRedundancyOptimizer's broadcast
+    issues one call for): per layer q, k, v, o, the MLP matrices, norms and biases; embedding,
+    final norm and an untied head."""
+    per_layer = 4 + (2 + m.gated) + m.norms * (1 + m.norm_bias) + 3 * m.qkv_bias + m.o_bias + m.mlp_bias * (2 + m.gated)
+    return m.L * per_layer + 1 + (1 + m.norm_bias) + m.untied
+
+
 def evaluate(expr: sp.Expr, m: ModelSymbols, shape) -> int:
     """Exact integer value of a shape-only expression for a `ModelShape`."""
     return int(expr.subs(m.values(shape)))

@@ -105,6 +105,7 @@ F_S = _pos("F_S", "reached FLOP/s per device in the student dtype")
 F_T = _pos("F_T", "reached FLOP/s per device in the teacher dtype")
 H_bw = _pos("H", "reached device-memory bandwidth, bytes/s")
 ov = _nonneg("ov", "fixed time per decoder layer per forward pass, s")
+ov_sh = _nonneg("ov_sh", "fixed time per FSDP unit per gather or reduce-scatter, s")
 ovl = _nonneg("ovl", "fraction of a prefetched collective hidden behind compute")
 
 # --- strategy (one candidate) --------------------------------------------------------------
@@ -115,17 +116,32 @@ pp = _pos("pp", "teacher pipeline stages")
 tp = _pos("tp", "teacher tensor-parallel degree")
 pipe = _nonneg("pipe", "1 if the teacher is pipelined (pp > 1)")
 t_sh = _pos("t_sh", "ranks one teacher copy is sharded over (FSDP); 1 = none")
-bw_T = _pos("bw_T", "bandwidth of the teacher's group tier, bytes/s per GPU")
-al_T = _nonneg("al_T", "latency of the teacher's group tier, s")
 s_sh = _pos("s_sh", "ranks the student's sharded state is split over")
 z_o = _nonneg("z_o", "1 if optimizer state is sharded (ZeRO-1+)")
 z_g = _nonneg("z_g", "1 if gradients are sharded (ZeRO-2+)")
 z_p = _nonneg("z_p", "1 if parameters are sharded (ZeRO-3 / FSDP / HSDP)")
-bw_S = _pos("bw_S", "bandwidth of the student's shard / data-parallel group, bytes/s per GPU")
-al_S = _nonneg("al_S", "latency of the student's group tier, s")
 r_S = _pos("r_S", "student replicas across the shard groups (HSDP: nodes; else 1)")
-bw_R = _pos("bw_R", "bandwidth between student replicas (HSDP), bytes/s per GPU")
-al_R = _nonneg("al_R", "latency between student replicas, s")
-bw_X = _pos("bw_X", "bandwidth between teacher and student ranks (disaggregated), bytes/s per GPU")
-al_X = _nonneg("al_X", "latency between teacher and student ranks, s")
 gen = _nonneg("gen", "1 if lmbda > 0 (the student generates at all)")
+
+
+# --- links: bandwidth (bytes/s per GPU) and latency (s) of each collective on each group ------
+GROUPS = {"T": "the teacher's group", "S": "the student's shard / data-parallel group",
+          "R": "student replicas (HSDP)", "X": "teacher to student ranks (disaggregated)"}
+COLLECTIVES = ("ar", "ag", "rs", "p2p")  # all-reduce, all-gather, reduce-scatter, send/recv
+
+
+def _make_links() -> dict[tuple[str, str], tuple[sp.Symbol, sp.Symbol]]:
+    links = {}
+    for g, who in GROUPS.items():
+        for c in COLLECTIVES:
+            links[(g, c)] = (_pos(f"bw_{c}_{g}", f"{c} bandwidth of {who}, bytes/s per GPU"),
+                             _nonneg(f"al_{c}_{g}", f"{c} latency of {who}, s"))
+    return links
+
+
+LINKS = _make_links()
+
+
+def link(group: str, collective: str) -> tuple[sp.Symbol, sp.Symbol]:
+    """(bandwidth, latency) symbols of one collective on one group."""
+    return LINKS[(group, collective)]

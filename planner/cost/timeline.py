@@ -17,7 +17,7 @@ import sympy as sp
 
 from planner.cost import comm
 from planner.cost import symbols as y
-from planner.cost.params import forward_flops_per_token, matmul_params, total_params
+from planner.cost.params import forward_flops_per_token, matmul_params, param_tensors, total_params
 
 S, T = y.S, y.T
 seq = y.s_p + y.s_c
@@ -40,7 +40,7 @@ def generation() -> sp.Expr:
     """
     per_token_flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (y.s_p + y.s_c / 2 - 1))
     step = sp.Max(total_params(S) * y.q_S / y.H_bw, per_token_flops / y.F_S)
-    return y.s_c * (step + S.L * y.ov) + y.z_p * comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.bw_S, y.al_S)
+    return y.s_c * (step + S.L * y.ov) + y.z_p * comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.link("S", "ag"))
 
 
 def loss_pass() -> sp.Expr:
@@ -79,46 +79,69 @@ def teacher_bubble() -> sp.Expr:
 
 
 def teacher_gather() -> sp.Expr:
-    """FSDP / ZeRO-3 teacher: all-gather of the whole teacher every forward, one collective per layer."""
-    return (1 - 1 / y.t_sh) * total_params(T) * y.q_T / (y.pp * y.tp) / y.bw_T + (y.t_sh - 1) * T.L * y.al_T
-
-
-def teacher_comm() -> sp.Expr:
-    """Pipeline: the fill chain of pp-1 activation sends [1, s, h] (the rest overlaps compute) plus
-    the logits of (pp-1) owners' micro-batches sent back from the last stage. Tensor parallel: two
-    all-reduces of [tp*b, s, h] per layer plus gathering the vocabulary-split logits."""
-    out = seq * T.V * y.q_L
-    pipe = (y.pp - 1) * comm.p2p(seq * T.h * y.q_T, y.bw_T, y.al_T) + (y.pp - 1) * y.b * out / y.bw_T
-    tens = 2 * T.L * comm.all_reduce(y.tp, y.tp * y.b * seq * T.h * y.q_T, y.bw_T, y.al_T) \
-        + (y.tp - 1) / y.tp * y.b * out / y.bw_T
-    return pipe + tens
+    """FSDP / ZeRO-3 teacher: all-gather of the whole teacher every forward, one collective per
+    FSDP unit (each layer and the root)."""
+    units = T.L + 1
+    return comm.all_gather(y.t_sh, total_params(T) * y.q_T / (y.pp * y.tp), y.link("T", "ag"), calls=units) \
+        + sp.Min(1, y.t_sh - 1) * units * y.ov_sh  # the overhead is per gather: 1 for any shard degree > 1
 
 
 def teacher_output_bytes() -> sp.Expr:
-    """What a remote teacher sends per sample: full logits, or top-k values and int32 indices."""
-    return seq * ((1 - y.topk) * T.V * y.q_L + y.topk * y.K * (y.q_L + 4))
+    """Teacher output per sample that travels: GKD's loss covers the completion tokens only, so
+    their logits (or top-k values and int32 indices)."""
+    return y.s_c * ((1 - y.topk) * T.V * y.q_L + y.topk * y.K * (y.q_L + 4))
+
+
+def teacher_comm() -> sp.Expr:
+    """Pipeline: an activation send [1, s, h] per tick and stage; the fill chain of pp-1 sends is
+    on the critical path, the other m-1 hide behind compute only as far as `ovl` allows; then the
+    last stage sends pp-1 owners their logits. Tensor parallel: two all-reduces of [tp*b, s, h] per
+    layer plus gathering the vocabulary-split logits."""
+    act = comm.p2p(seq * T.h * y.q_T, y.link("T", "p2p"))
+    sends = y.pipe * ((y.pp - 1) + (1 - y.ovl) * (y.pp * y.b - 1))
+    bw_p2p = y.link("T", "p2p")[0]
+    pipe = sends * act + (y.pp - 1) * y.b * teacher_output_bytes() / bw_p2p
+    tens = 2 * T.L * comm.all_reduce(y.tp, y.tp * y.b * seq * T.h * y.q_T, y.link("T", "ar")) \
+        + (y.tp - 1) / y.tp * y.b * teacher_output_bytes() / y.link("T", "ag")[0]
+    return pipe + tens
 
 
 def teacher_microstep() -> sp.Expr:
     return teacher_compute() + teacher_bubble() + sp.Max(0, teacher_gather() - y.ovl * teacher_compute()) + teacher_comm()
 
 
-def student_sync() -> sp.Expr:
-    """Once per step: all-reduce (DDP) or reduce-scatter + all-gather (ZeRO-1/2) of the gradients
-    over the shard group; HSDP adds an all-reduce of the shard across replicas."""
-    P = total_params(S)
-    ddp = comm.all_reduce(y.s_sh, P * y.q_G, y.bw_S, y.al_S)
-    zero12 = comm.reduce_scatter(y.s_sh, P * y.q_G, y.bw_S, y.al_S) + comm.all_gather(y.s_sh, P * y.q_S, y.bw_S, y.al_S)
-    across = comm.all_reduce(y.r_S, P * y.q_G / y.s_sh, y.bw_R, y.al_R)
-    return (1 - y.z_o) * ddp + y.z_o * (1 - y.z_p) * zero12 + y.z_p * across
+# Which student machinery runs (PyTorch's, as the executor applies it): DDP; ZeRO-1 =
+# DDP + ZeroRedundancyOptimizer; ZeRO-2 = FSDP2 without resharding after forward; ZeRO-3 and
+# HSDP = FSDP2. Gradients are synchronised only on the last micro-step of a step.
+is_ddp, is_z1 = 1 - y.z_o, y.z_o * (1 - y.z_g)
+is_z2, is_z3 = y.z_g * (1 - y.z_p), y.z_p
 
 
 def student_fsdp_comm() -> sp.Expr:
-    """ZeRO-3 / FSDP per micro-step: all-gather in forward and in backward, reduce-scatter of grads;
-    one collective per FSDP unit (each layer and the root), so L+1 latencies each."""
-    P, units = total_params(S), S.L + 1
-    return y.z_p * (2 * comm.all_gather(y.s_sh, P * y.q_S, y.bw_S, units * y.al_S)
-                    + comm.reduce_scatter(y.s_sh, P * y.q_G, y.bw_S, units * y.al_S))
+    """FSDP2 per micro-step: parameter all-gather in forward (ZeRO-2, ZeRO-3) and again in backward
+    (ZeRO-3), one collective per unit (each layer and the root)."""
+    units = S.L + 1
+    gather = comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.link("S", "ag"), calls=units) + units * y.ov_sh
+    return (is_z2 + 2 * is_z3) * gather
+
+
+def student_grad_reduction() -> sp.Expr:
+    """Once per step, during the last backward: DDP's all-reduce (also under ZeRO-1) or FSDP2's
+    per-unit reduce-scatter of the gradients."""
+    P = total_params(S)
+    ar = comm.all_reduce(y.s_sh, P * y.q_G, y.link("S", "ar"))
+    rs = comm.reduce_scatter(y.s_sh, P * y.q_G, y.link("S", "rs"), calls=S.L + 1) + (S.L + 1) * y.ov_sh
+    return (is_ddp + is_z1) * ar + (is_z2 + is_z3) * rs
+
+
+def student_after_step() -> sp.Expr:
+    """After the optimizer step, not hidden: ZeroRedundancyOptimizer broadcasts every parameter
+    tensor from its owner (all-gather volume, one call per tensor); HSDP all-reduces each shard's
+    gradients across the replicas."""
+    P = total_params(S)
+    bcast = comm.all_gather(y.s_sh, P * y.q_S, y.link("S", "ag"), calls=param_tensors(S))
+    across = comm.all_reduce(y.r_S, P * y.q_G / y.s_sh, y.link("R", "ar"))
+    return is_z1 * bcast + is_z3 * across
 
 
 def terms() -> dict[str, sp.Expr]:
@@ -126,8 +149,9 @@ def terms() -> dict[str, sp.Expr]:
     fwd = student_fwd_flops() / y.F_S + S.L * y.ov
     bwd = (2 + y.rc_full) * fwd
     colo = 1 - y.disagg
-    t_side = ga_T * teacher_microstep() + ga_T * y.b * teacher_output_bytes() / y.bw_X
-    s_side_xfer = ga * y.b * teacher_output_bytes() / y.bw_X
+    xfer = teacher_output_bytes() / y.link("X", "p2p")[0]
+    t_side = ga_T * teacher_microstep() + ga_T * y.b * xfer
+    s_side_xfer = ga * y.b * xfer
     P_local = total_params(S) / (1 + y.z_o * (y.s_sh - 1))
     t = {
         "generation": ga * y.lam * generation(),
@@ -135,7 +159,7 @@ def terms() -> dict[str, sp.Expr]:
         "student_backward": ga * bwd,
         "loss": ga * loss_pass(),
         "student_fsdp_exposed": ga * sp.Max(0, student_fsdp_comm() - y.ovl * (fwd + bwd)),
-        "grad_sync": student_sync(),
+        "grad_sync": sp.Max(0, student_grad_reduction() - y.ovl * bwd) + student_after_step(),
         "optimizer": 2 * P_local * (y.k_O + y.q_S + y.q_G) / y.H_bw,
         "teacher_forward": colo * ga * teacher_compute(),
         "teacher_bubble": colo * ga * teacher_bubble(),

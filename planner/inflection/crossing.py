@@ -48,10 +48,10 @@ def substitutions(var: Variable, values: dict[str, float], inter: dict[str, bool
     v: dict[str, object] = dict(values)
     if var.name == "inter_bw":
         tier = cluster.inter_node
-        per_gpu = X * 1e9 * tier.efficiency / tier.gpus_per_nic
-        for bw in ("bw_T", "bw_S", "bw_R", "bw_X"):
-            if inter.get(bw, bw == "bw_R"):
-                v[bw] = per_gpu
+        scale = X / tier.bw_gb_per_s  # every collective on an inter-node group scales with the link
+        for name in list(v):
+            if name.startswith("bw_") and inter.get(name.rsplit("_", 1)[1], False):
+                v[name] = v[name] * scale
     elif var.name == "micro_batch":
         v["b"] = X
     elif var.name == "completion_len":

@@ -47,9 +47,9 @@ def resolve(text: str, job: Job, cluster: Cluster, res: rank.SearchResult) -> Re
 
 def _subs(st: bind.Strategy, job: Job, cluster: Cluster, var: Variable) -> dict:
     values = bind.job_values(job, cluster) | bind.strategy_values(st, cluster)
-    inter = {"bw_T": bind.tier_for(st.pp * st.tp * st.t_sh, cluster) == "inter_node",
-             "bw_S": bind.tier_for(st.s_sh, cluster) == "inter_node",
-             "bw_X": st.n_T + st.n_S > cluster.gpus_per_node, "bw_R": True}
+    inter = {"T": bind.tier_for(st.pp * st.tp * st.t_sh, cluster) == "inter_node",
+             "S": bind.tier_for(st.s_sh, cluster) == "inter_node",
+             "X": st.n_T + st.n_S > cluster.gpus_per_node, "R": True}
     return substitutions(var, values, inter, cluster)
 
 

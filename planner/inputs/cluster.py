@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from planner.inputs.model import Dtype, Strict
@@ -18,6 +20,7 @@ class Accelerator(Strict):
     hbm_bw_gb_per_s: float = Field(gt=0, description="Device memory bandwidth, GB/s (1e9 bytes/s).")
     hbm_efficiency: float = Field(0.8, gt=0, le=1, description="Fraction of memory bandwidth reached by decoding.")
     layer_overhead_us: float = Field(0.0, ge=0, description="Fixed time per decoder layer per forward pass (kernel launches, framework), microseconds; a backward counts twice. Measured by `planner calibrate --model`.")
+    shard_unit_overhead_us: float = Field(0.0, ge=0, description="Fixed time per FSDP unit per all-gather or reduce-scatter beyond the collective itself (copy-in/out, hooks), microseconds. Measured by `planner calibrate --model` on CPU.")
 
     @model_validator(mode="after")
     def _peaks(self) -> "Accelerator":
@@ -30,6 +33,16 @@ class Accelerator(Strict):
         return self
 
 
+class CollectiveFit(Strict):
+    """A measured alpha-beta pair for one collective on a tier (`planner calibrate`)."""
+
+    bw_gb_per_s: float = Field(gt=0, description="Bandwidth one GPU reaches in this collective, GB/s (bus bandwidth: nccl-tests' convention).")
+    latency_us: float = Field(ge=0, description="Per-step latency of this collective, microseconds.")
+
+
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "p2p")
+
+
 class NetworkTier(Strict):
     """A level of the interconnect: bandwidth per GPU, one direction (alpha-beta model)."""
 
@@ -39,10 +52,20 @@ class NetworkTier(Strict):
     efficiency: float = Field(0.8, gt=0, le=1, description="Fraction of bw_gb_per_s that collectives reach (nccl-tests bus bandwidth / link rate).")
     gpus_per_nic: int = Field(1, gt=0, description="GPUs sharing one link or NIC; when all of them talk at once each gets bw_gb_per_s / gpus_per_nic.")
 
+    collectives: dict[Literal["all_reduce", "all_gather", "reduce_scatter", "p2p"], CollectiveFit] = Field(
+        default_factory=dict, description="Measured per-collective figures that replace bw_gb_per_s x efficiency and latency_us for that collective (gloo's all-gather is much slower than its all-reduce).")
+
     @property
     def bytes_per_s(self) -> float:
         """Bandwidth one GPU gets when every GPU talks: the rate the cost model uses."""
         return self.bw_gb_per_s * 1e9 * self.efficiency / self.gpus_per_nic
+
+    def fit(self, collective: str) -> tuple[float, float]:
+        """(bytes/s per GPU, latency s) of one collective on this tier."""
+        if collective in self.collectives:
+            c = self.collectives[collective]
+            return c.bw_gb_per_s * 1e9 / self.gpus_per_nic, c.latency_us * 1e-6
+        return self.bytes_per_s, self.latency_us * 1e-6
 
 
 class Slurm(Strict):

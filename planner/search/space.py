@@ -36,6 +36,8 @@ def teacher_splits(n_T: int, job: Job, cluster: Cluster) -> list[tuple[Strategy,
 
 def student_splits(n_S: int, cluster: Cluster) -> list[tuple[str, int, int]]:
     """(strategy, shard group, replicas) for the student on n_S ranks."""
+    if n_S == 1:
+        return [("ddp", 1, 1)]  # nothing to shard over
     out = [(s, n_S, 1) for s in ("ddp", "zero1", "zero2", "zero3")]
     G = cluster.gpus_per_node
     if n_S > G and n_S % G == 0:

@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 def test_fit_alpha_beta_recovers_a_line():
     sizes = [2**k for k in range(10, 20)]
     times = [5e-6 + 1.5 * s / 2e9 for s in sizes]  # alpha 5 us, bus factor 1.5, 2 GB/s
-    bw, alpha = fit_alpha_beta(sizes, times, 1.5)
+    bw, alpha = fit_alpha_beta(sizes, times, 1.5, 1.0)
     assert bw == pytest.approx(2.0, rel=1e-6) and alpha == pytest.approx(5.0, rel=1e-6)
 
 
@@ -25,5 +25,6 @@ def test_calibrate_writes_a_loadable_topology(runner, tmp_path):
     c = load_cluster(str(out))
     assert c.backend == "gloo" and c.gpus_per_node == 2 and c.gpu.peak_tflops["fp32"] > 0
     raw = json.loads(out.with_suffix(".raw.json").read_text())
-    assert raw["all_reduce_s"] and raw["memory_gb_per_s"] > 0
+    assert set(raw["collectives_s"]) == {"all_reduce", "all_gather", "reduce_scatter", "p2p"} and raw["memory_gb_per_s"] > 0
+    assert set(c.intra_node.collectives) == {"all_reduce", "all_gather", "reduce_scatter", "p2p"}
     assert runner.invoke(app, ["calibrate", "--quick", "-o", str(out)]).exit_code == 1  # no overwrite
