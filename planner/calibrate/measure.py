@@ -56,7 +56,9 @@ def fit_alpha_beta(sizes: list[int], times: list[float], factor: float, steps: f
     """Least squares t = steps*alpha + factor*bytes/bw -> (bw GB/s, alpha us per step), with the
     cost model's own factors (planner.cost.comm): e.g. all-reduce factor 2(n-1)/n, steps 2(n-1)."""
     A = np.stack([np.full(len(sizes), float(steps)), factor * np.array(sizes, dtype=float)], axis=1)
-    (alpha, inv_bw), *_ = np.linalg.lstsq(A, np.array(times), rcond=None)
+    t = np.array(times)
+    # relative residuals: small messages (latency) count as much as large ones (bandwidth)
+    (alpha, inv_bw), *_ = np.linalg.lstsq(A / t[:, None], np.ones_like(t), rcond=None)
     return float(1 / max(inv_bw, 1e-15) / 1e9), float(max(alpha, 0.0) * 1e6)
 
 
@@ -97,7 +99,7 @@ def _collective_worker(rank: int, world: int, port: int, backend: str, sizes: li
                "p2p": p2p}
         for name, op in ops.items():
             dist.barrier()
-            res[name][nbytes] = _timeit(op, sync, 5)
+            res[name][nbytes] = _timeit(op, sync, 9)
     if rank == 0:
         out.put(res)
     dist.destroy_process_group()
@@ -184,13 +186,13 @@ def _fsdp_worker(rank: int, world: int, port: int, shape, sizes: list[tuple[int,
                     model.reshard()
 
     dist.barrier()
-    plain = _timeit(forward_all, lambda: None, 5)
+    plain = _timeit(forward_all, dist.barrier, 7)
     mesh = init_device_mesh("cpu", (world,))
     for layer in model.model.layers:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     dist.barrier()
-    sharded = _timeit(forward_all, dist.barrier, 5)
+    sharded = _timeit(forward_all, dist.barrier, 7)
     if rank == 0:
         out.put((plain, sharded))
     dist.destroy_process_group()
