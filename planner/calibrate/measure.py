@@ -225,3 +225,27 @@ def shard_unit_overhead(shape, world: int, all_gather: tuple[float, float], thre
     bw, alpha = all_gather  # GB/s, us per step
     modeled = len(sizes) * ((world - 1) / world * param_bytes / (bw * 1e9) + units * (world - 1) * alpha * 1e-6)
     return max(0.0, (sharded - plain - modeled) / gathers * 1e6)
+
+
+def optimizer_tensor_overhead(shape, device: str, bandwidth_gb_per_s: float, reps: int = 7) -> float:
+    """Fixed time per parameter tensor of gradient clipping + an AdamW step (foreach kernels,
+    Python), microseconds: a timed `clip_grad_norm_` + `step` on a real model of `shape` minus its
+    bytes over the measured memory bandwidth (fp32: weights, grads and two moments read and written)."""
+    import torch
+
+    from planner.executor.build import build_model
+
+    model = build_model(shape.name, shape, "fp32", seed=0).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step():
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    t = _timeit(step, sync, reps)
+    nbytes = sum(p.numel() for p in params) * 4 * 4 * 2
+    return max(0.0, (t - nbytes / (bandwidth_gb_per_s * 1e9)) / len(params) * 1e6)

@@ -41,7 +41,7 @@ def job_values(job: Job, cluster: Cluster) -> dict[str, float]:
         "F_S": _peak(cluster, w.student_dtype, "student"), "F_T": _peak(cluster, teacher_dtype, "teacher"),
         "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
         "ov": cluster.gpu.layer_overhead_us * 1e-6, "ovl": cluster.comm_overlap,
-        "ov_sh": cluster.gpu.shard_unit_overhead_us * 1e-6,
+        "ov_sh": cluster.gpu.shard_unit_overhead_us * 1e-6, "ov_opt": cluster.gpu.optimizer_tensor_overhead_us * 1e-6,
     }
     return v
 

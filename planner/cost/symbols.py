@@ -105,6 +105,7 @@ F_S = _pos("F_S", "reached FLOP/s per device in the student dtype")
 F_T = _pos("F_T", "reached FLOP/s per device in the teacher dtype")
 H_bw = _pos("H", "reached device-memory bandwidth, bytes/s")
 ov = _nonneg("ov", "fixed time per decoder layer per forward pass, s")
+ov_opt = _nonneg("ov_opt", "fixed time per parameter tensor of clipping + optimizer step, s")
 ov_sh = _nonneg("ov_sh", "fixed time per FSDP unit per gather or reduce-scatter, s")
 ovl = _nonneg("ovl", "fraction of a prefetched collective hidden behind compute")
 
