@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,16 @@ def torchrun(args: list[str], *, env: dict | None = None, max_restarts: int = 0,
     """`torchrun --standalone --nproc-per-node 2 <args>` with gloo; fails the test on a non-zero exit."""
     cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", f"--max-restarts={max_restarts}", *args]
     full_env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)} | (env or {})
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT)
+    # its own session, so that a timeout kills torchrun's workers too instead of orphaning them
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=ROOT,
+                          start_new_session=True) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+            raise AssertionError(f"{' '.join(cmd)} timed out after {timeout} s:\n{err[-4000:]}") from None
+    proc = subprocess.CompletedProcess(cmd, p.returncode, out, err)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc
 
