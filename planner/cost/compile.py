@@ -79,3 +79,12 @@ def evaluate(values: dict[str, np.ndarray | float]) -> dict[str, np.ndarray]:
         results = fn(*(values[a] for a in arg_names))
     shape = np.broadcast_shapes(*(np.shape(values[a]) for a in arg_names))
     return {n: np.broadcast_to(np.asarray(r, dtype=float), shape) for n, r in zip(out_names, results)}
+
+
+@lru_cache(maxsize=256)
+def one_variable(expr, var) -> Callable:
+    """A small expression in one symbol (e.g. an inflection variable's substitution) as a numpy
+    function; cached, so a crossing search compiles each substitution once."""
+    import sympy as sp
+
+    return sp.lambdify(var, expr, "numpy")

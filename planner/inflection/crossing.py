@@ -16,7 +16,7 @@ import numpy as np
 import sympy as sp
 
 from planner.cost import symbols as y
-from planner.cost.compile import evaluate
+from planner.cost.compile import evaluate, one_variable
 from planner.cost.model import expressions
 
 X = sp.Symbol("x", positive=True)
@@ -74,7 +74,7 @@ def substitutions(var: Variable, values: dict[str, float], inter: dict[str, bool
 def _numeric(subs: dict[str, object], x: np.ndarray) -> dict[str, np.ndarray]:
     vals = {}
     for k, e in subs.items():
-        vals[k] = sp.lambdify(X, e, "numpy")(x) if isinstance(e, sp.Expr) and e.free_symbols else float(e)
+        vals[k] = one_variable(e, X)(x) if isinstance(e, sp.Expr) and e.free_symbols else float(e)
     return {k: np.broadcast_to(r, np.shape(x)) for k, r in evaluate(vals).items()}
 
 
