@@ -12,7 +12,7 @@ from planner.cli.common import Format, emit, handles_errors, out
 from planner.inputs import load
 from planner.inputs.errors import InputError
 
-SCHEMAS = ("model", "cluster", "workload", "job")
+SCHEMAS = ("model", "cluster", "workload", "job", "plan")
 
 
 def model_summary(ref: str, seq_len: int) -> dict:
@@ -110,7 +110,9 @@ def register(app: typer.Typer) -> None:
         from planner.inputs.model import ModelShape
         from planner.inputs.workload import Workload
 
-        models = {"model": ModelShape, "cluster": Cluster, "workload": Workload, "job": load.Job}
+        from planner.plan import Plan
+
+        models = {"model": ModelShape, "cluster": Cluster, "workload": Workload, "job": load.Job, "plan": Plan}
         if kind not in models:
             raise InputError(f"schema: unknown kind '{kind}'; choose one of {', '.join(models)}")
         print(json.dumps(models[kind].model_json_schema(), indent=2))

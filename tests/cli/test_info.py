@@ -32,7 +32,7 @@ def test_list(runner):
 
 
 def test_schema(runner):
-    for kind in ("model", "cluster", "workload", "job"):
+    for kind in ("model", "cluster", "workload", "job", "plan"):
         r = runner.invoke(app, ["schema", kind])
         assert r.exit_code == 0 and "properties" in json.loads(r.stdout)
     r = runner.invoke(app, ["schema", "nope"])
