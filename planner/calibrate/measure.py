@@ -249,3 +249,22 @@ def optimizer_tensor_overhead(shape, device: str, bandwidth_gb_per_s: float, rep
     t = _timeit(step, sync, reps)
     nbytes = sum(p.numel() for p in params) * 4 * 4 * 2
     return max(0.0, (t - nbytes / (bandwidth_gb_per_s * 1e9)) / len(params) * 1e6)
+
+
+def loss_element_ns(vocab: int, device: str, reps: int = 7) -> float:
+    """Time of the executor's generalized JSD, forward + backward, per [token x vocabulary] element,
+    nanoseconds: its exp/log work is compute-bound on a CPU, bandwidth-bound on a GPU."""
+    import torch
+
+    from planner.executor.loss import generalized_jsd
+
+    b, s = 4, 64
+    student = torch.randn(b, s, vocab, device=device, requires_grad=True)
+    teacher = torch.randn(b, s, vocab, device=device)
+    labels = torch.ones(b, s, dtype=torch.long, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step():
+        generalized_jsd(student, teacher, labels, 0.5, 1.0, None).backward()
+
+    return _timeit(step, sync, reps) / (b * s * vocab) * 1e9

@@ -62,7 +62,8 @@ def register(app: typer.Typer) -> None:
                 fit = [(1, 16), (1, 64), (2, 64), (4, 64), (4, 128)] if not cuda else [(1, 128), (4, 512), (8, 1024), (16, 1024)]
                 tflops, overhead = measure.layer_costs(shape, device, fit)
                 raw["model_fit"] = {"model": shape.name, "sizes": fit, "tflops": tflops, "layer_overhead_us": overhead,
-                                    "optimizer_tensor_overhead_us": measure.optimizer_tensor_overhead(shape, device, raw["memory_gb_per_s"])}
+                                    "optimizer_tensor_overhead_us": measure.optimizer_tensor_overhead(shape, device, raw["memory_gb_per_s"]),
+                                    "loss_element_ns": measure.loss_element_ns(shape.vocab, device)}
                 if not cuda and world > 1 and raw["collectives_s"]:
                     ag = measure.fit_collectives(raw["collectives_s"], world)["all_gather"]
                     raw["model_fit"]["shard_unit_overhead_us"] = measure.shard_unit_overhead(shape, world, ag, torch.get_num_threads())
@@ -85,7 +86,8 @@ def register(app: typer.Typer) -> None:
                     "hbm_bw_gb_per_s": round(raw["memory_gb_per_s"], 3), "hbm_efficiency": 1.0,
                     "layer_overhead_us": round(raw["model_fit"]["layer_overhead_us"], 2) if model else 0.0,
                     "shard_unit_overhead_us": round(raw.get("model_fit", {}).get("shard_unit_overhead_us", 0.0), 2),
-                    "optimizer_tensor_overhead_us": round(raw.get("model_fit", {}).get("optimizer_tensor_overhead_us", 0.0), 2)},
+                    "optimizer_tensor_overhead_us": round(raw.get("model_fit", {}).get("optimizer_tensor_overhead_us", 0.0), 2),
+                    "loss_element_ns": round(raw.get("model_fit", {}).get("loss_element_ns", 0.0), 3)},
             "intra_node": {"name": f"{backend}, measured", "bw_gb_per_s": round(bw, 4), "latency_us": round(alpha, 2), "efficiency": 1.0,
                            "collectives": per_collective},
             "inter_node": {"name": "not measured (one node)", "bw_gb_per_s": round(bw, 4), "latency_us": round(alpha, 2), "efficiency": 1.0},

@@ -42,6 +42,7 @@ def job_values(job: Job, cluster: Cluster) -> dict[str, float]:
         "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
         "ov": cluster.gpu.layer_overhead_us * 1e-6, "ovl": cluster.comm_overlap,
         "ov_sh": cluster.gpu.shard_unit_overhead_us * 1e-6, "ov_opt": cluster.gpu.optimizer_tensor_overhead_us * 1e-6,
+        "loss_el": cluster.gpu.loss_element_ns * 1e-9,
     }
     return v
 

@@ -45,8 +45,9 @@ def generation() -> sp.Expr:
 
 def loss_pass() -> sp.Expr:
     """Generalized JSD forward and backward: n_buf fp32 [b*s, V] tensors each written and read,
-    twice (forward and backward); elementwise, so bound by device-memory bandwidth."""
-    return 4 * y.n_buf * y.b * seq * S.V * y.q_L / y.H_bw
+    twice (forward and backward), bound by device-memory bandwidth; or, where its exp/log work is
+    slower (CPUs), the calibrated time per element over the completion tokens the loss covers."""
+    return sp.Max(4 * y.n_buf * y.b * seq * S.V * y.q_L / y.H_bw, y.b * y.s_c * S.V * y.loss_el)
 
 
 def teacher_ticks() -> sp.Expr:

@@ -20,6 +20,7 @@ class Accelerator(Strict):
     hbm_bw_gb_per_s: float = Field(gt=0, description="Device memory bandwidth, GB/s (1e9 bytes/s).")
     hbm_efficiency: float = Field(0.8, gt=0, le=1, description="Fraction of memory bandwidth reached by decoding.")
     layer_overhead_us: float = Field(0.0, ge=0, description="Fixed time per decoder layer per forward pass (kernel launches, framework), microseconds; a backward counts twice. Measured by `planner calibrate --model`.")
+    loss_element_ns: float = Field(0.0, ge=0, description="Compute time of the GKD loss (forward + backward) per [token x vocabulary] element, nanoseconds; 0 = bandwidth-bound only (GPUs). Measured by `planner calibrate --model`.")
     optimizer_tensor_overhead_us: float = Field(0.0, ge=0, description="Fixed time per parameter tensor of gradient clipping and the optimizer step (foreach kernels, Python), microseconds. Measured by `planner calibrate --model`.")
     shard_unit_overhead_us: float = Field(0.0, ge=0, description="Fixed time per FSDP unit per all-gather or reduce-scatter beyond the collective itself (copy-in/out, hooks), microseconds. Measured by `planner calibrate --model` on CPU.")
 
