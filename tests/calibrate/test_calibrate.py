@@ -18,13 +18,22 @@ def test_fit_alpha_beta_recovers_a_line():
     assert bw == pytest.approx(2.0, rel=1e-6) and alpha == pytest.approx(5.0, rel=1e-6)
 
 
+def test_median_of_rounds():
+    from planner.calibrate.topology import median_of
+    rounds = [{"a": 1.0, "b": {"c": 5}, "d": "x"}, {"a": 3.0, "b": {"c": 1}, "d": "y"}, {"a": 2.0, "b": {"c": 3}, "d": "z"}]
+    assert median_of(rounds) == {"a": 2.0, "b": {"c": 3}, "d": "x"}
+
+
 def test_calibrate_writes_a_loadable_topology(runner, tmp_path):
     out = tmp_path / "me.yaml"
-    r = runner.invoke(app, ["calibrate", "--quick", "--world", "2", "-o", str(out)])
+    r = runner.invoke(app, ["calibrate", "--quick", "--world", "2", "--repeat", "2", "-o", str(out)])
     assert r.exit_code == 0, r.stderr
     c = load_cluster(str(out))
     assert c.backend == "gloo" and c.gpus_per_node == 2 and c.gpu.peak_tflops["fp32"] > 0
     raw = json.loads(out.with_suffix(".raw.json").read_text())
-    assert set(raw["collectives_s"]) == {"all_reduce", "all_gather", "reduce_scatter", "p2p"} and raw["memory_gb_per_s"] > 0
+    assert set(raw["collectives"]) == {"all_reduce", "all_gather", "reduce_scatter", "p2p"} and raw["memory_gb_per_s"] > 0
+    assert len(raw["rounds"]) == 2
+    assert raw["memory_gb_per_s"] == pytest.approx(sorted(r["memory_gb_per_s"] for r in raw["rounds"])[0] / 2
+                                                   + sorted(r["memory_gb_per_s"] for r in raw["rounds"])[1] / 2)
     assert set(c.intra_node.collectives) == {"all_reduce", "all_gather", "reduce_scatter", "p2p"}
     assert runner.invoke(app, ["calibrate", "--quick", "-o", str(out)]).exit_code == 1  # no overwrite
