@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.cost.names import shape_values
+from planner.cost.names import COLLECTIVE_SHORT, shape_values
 from planner.inputs.cluster import COLLECTIVES, Cluster, NetworkTier
 from planner.inputs.errors import InputError
 from planner.inputs.load import Job
@@ -88,7 +88,6 @@ class Strategy:
         return self.student if self.student != "hsdp" else f"hsdp:{self.s_sh}x{self.r_S}"
 
 
-COLLECTIVE_SYMBOLS = ("ar", "ag", "rs", "p2p")  # planner.cost.symbols.COLLECTIVES, in COLLECTIVES' order
 STUDENT_SWITCHES = {"ddp": (0, 0, 0), "zero1": (1, 0, 0), "zero2": (1, 1, 0), "zero3": (1, 1, 1), "hsdp": (1, 1, 1)}
 
 
@@ -103,6 +102,6 @@ def strategy_values(st: Strategy, cluster: Cluster) -> dict[str, float]:
         "pipe": float(st.pp > 1), "t_sh": st.t_sh, "s_sh": st.s_sh, "r_S": st.r_S, "z_o": z_o, "z_g": z_g, "z_p": z_p, "b": st.b,
     }
     for group, t in tiers.items():
-        for short, name in zip(COLLECTIVE_SYMBOLS, COLLECTIVES):
+        for short, name in zip(COLLECTIVE_SHORT, COLLECTIVES):
             values[f"bw_{short}_{group}"], values[f"al_{short}_{group}"] = t.fit(name)
     return values

@@ -11,6 +11,10 @@ STUDENT_TERMS = ("student_weights", "student_gathered", "student_grads", "studen
 TEACHER_TERMS = ("teacher_weights", "teacher_gathered", "teacher_activations")
 MEMORY_TERMS = STUDENT_TERMS + TEACHER_TERMS
 
+# Short names of the collectives in symbol names (`bw_ag_T`), in the order of
+# planner.inputs.cluster.COLLECTIVES: all-reduce, all-gather, reduce-scatter, send/recv.
+COLLECTIVE_SHORT = ("ar", "ag", "rs", "p2p")
+
 SHAPE_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "untied", "gated", "qkvb", "ob", "mlpb", "nrm", "nrmb")
 
 

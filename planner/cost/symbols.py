@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from planner.cost.names import shape_values
+from planner.cost.names import COLLECTIVE_SHORT, shape_values
 
 
 def _pos(name: str, desc: str) -> sp.Symbol:
@@ -129,13 +129,12 @@ gen = _nonneg("gen", "1 if lmbda > 0 (the student generates at all)")
 # --- links: bandwidth (bytes/s per GPU) and latency (s) of each collective on each group ------
 GROUPS = {"T": "the teacher's group", "S": "the student's shard / data-parallel group",
           "R": "student replicas (HSDP)", "X": "teacher to student ranks (disaggregated)"}
-COLLECTIVES = ("ar", "ag", "rs", "p2p")  # all-reduce, all-gather, reduce-scatter, send/recv
 
 
 def _make_links() -> dict[tuple[str, str], tuple[sp.Symbol, sp.Symbol]]:
     links = {}
     for g, who in GROUPS.items():
-        for c in COLLECTIVES:
+        for c in COLLECTIVE_SHORT:
             links[(g, c)] = (_pos(f"bw_{c}_{g}", f"{c} bandwidth of {who}, bytes/s per GPU"),
                              _nonneg(f"al_{c}_{g}", f"{c} latency of {who}, s"))
     return links
