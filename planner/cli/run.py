@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         tokenizer: Annotated[Optional[str], typer.Option(help="Local tokenizer folder (default: the plan's, else bytes).")] = None,
         dataset: Annotated[Optional[str], typer.Option(help="Local JSONL dataset (default: the plan's, else synthetic prompts).")] = None,
         progress: Annotated[bool, typer.Option(help="Progress bar on the first student rank.")] = True,
+        phases: Annotated[bool, typer.Option(help="Also time each phase of a step into the metrics (on a GPU this synchronizes at every phase).")] = False,
     ) -> None:
         """Train the student by GKD with the plan's split of both models; launch with `torchrun --nproc-per-node N -m planner run PLAN`."""
         from planner.plan import load_plan
@@ -56,7 +57,8 @@ def register(app: typer.Typer) -> None:
         except ImportError as e:
             raise InputError(f"the executor needs torch and transformers ({e.name} is missing); pip install 'kd-planner[executor]'") from None
         out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, checkpoint_dir=checkpoint_dir,
-                                     checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress))
+                                     checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress,
+                                     phases=phases))
         if out is not None:
             sps = out["samples_per_s"]
             err.print(f"done: steps {out['start_step']}..{out['end_step']}, last loss {out['loss'][-1] if out['loss'] else float('nan'):.4f}, "

@@ -39,6 +39,7 @@ class RunOptions:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  # TRL's default
     progress: bool = True
+    phases: bool = False  # also time each phase of a step (on a GPU this synchronizes at every boundary)
 
 
 def on_policy(seed: int, step: int, micro: int, lmbda: float) -> bool:
@@ -118,6 +119,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     ahead = 1 if isinstance(teacher, tea.Remote) else 0  # a remote teacher computes micro-step k+1 while the student trains on k
     chunk = w.loss_chunk_tokens if w.loss == "chunked" else None
     bar, task = _progress(opts.progress and lay.rank == lay.coordinator, opts.steps, start)
+    clock = metrics.PhaseClock(lay.device, opts.phases)
 
     def make(step: int, micro: int):
         idx = micro_batch_indices(step, micro, lay.dp_rank, lay.dp_size, plan.micro_batch, plan.grad_accum)
@@ -135,27 +137,38 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
                 torch.cuda.synchronize(lay.device)
             t0 = time.perf_counter()
             queue, total, gens = deque(), torch.zeros((), device=lay.device, dtype=torch.float64), 0
+            clock.start()
             for micro in range(plan.grad_accum):
                 while len(queue) + micro <= min(micro + ahead, plan.grad_accum - 1):
                     queue.append(make(step, micro + len(queue)))
                 batch, wait, gen = queue.popleft()
                 gens += gen
                 last = micro == plan.grad_accum - 1
+                clock.lap("teacher")  # with generation, when on-policy
                 with stu.grad_sync(model, last), autocast(lay.device, w.student_dtype):
                     s_logits = tea.completion_logits(model, batch.input_ids, batch.attention_mask, w.completion_len)
-                    loss = generalized_jsd(s_logits, wait(), batch.labels, w.beta, w.temperature, chunk, ldtype)
+                    clock.lap("student_forward")
+                    t_logits = wait()
+                    clock.lap("teacher")
+                    loss = generalized_jsd(s_logits, t_logits, batch.labels, w.beta, w.temperature, chunk, ldtype)
+                    clock.lap("loss_forward")
                     (loss / plan.grad_accum).backward()
+                    clock.lap("backward")
                 total += loss.detach().double()
             norm = stu.clip_grad_norm(model, opts.max_grad_norm)
             opt.step()
+            clock.lap("optimizer")
             if step == opts.steps - 1:  # counted once, on the last step, and kept out of its time
                 t_count = time.perf_counter()
                 state = stu.state_bytes(model, opt)  # gradients and optimizer state both alive here
                 t0 += time.perf_counter() - t_count
+                clock.lap(None)
             opt.zero_grad(set_to_none=True)
             dist.all_reduce(total, group=lay.student_group)
             if lay.device.type == "cuda":
                 torch.cuda.synchronize(lay.device)
+            clock.lap("optimizer")
+            clock.stop()
             record["step_times_s"].append(time.perf_counter() - t0)
             record["loss"].append(total.item() / (plan.grad_accum * lay.dp_size))
             record["grad_norm"].append(norm)
@@ -163,6 +176,8 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
             if opts.checkpoint_dir and opts.checkpoint_every and (step + 1) % opts.checkpoint_every == 0:
                 checkpoint.save(opts.checkpoint_dir, step + 1, model, opt, lay)
             bar.update(task, advance=1, info=f"loss {record['loss'][-1]:.4f}")
+    if opts.phases:
+        record["phase_times_s"] = clock.steps
     record["memory"] = metrics.memory(lay.device, state if opts.steps > start else stu.state_bytes(model, opt),
                                       None if teacher is None or isinstance(teacher, tea.Remote) else getattr(teacher, "model", None) or teacher.stage_module)
     return _finish(plan, lay, opts, record, start, backend)

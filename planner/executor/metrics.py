@@ -5,6 +5,9 @@
   and first collectives); `tokens_per_s` counts prompt + completion tokens of every sample.
 - `step_times_s`, `loss`, `grad_norm`: per optimizer step, as seen by the first student rank
   (the loss is the global-batch mean, all-reduced over the student ranks).
+- `phase_times_s` (with `--phases`): per step, seconds spent in teacher (logits, and generation
+  when on-policy), student_forward, loss_forward, backward (loss and student, with the gradient
+  sync) and optimizer (clip, step, zero_grad, loss all-reduce), as seen by the first student rank.
 - `peak_memory_bytes[rank]`: on a GPU `cuda_max_allocated`; on the CPU `peak_rss` (the process
   high-water mark, everything included); on both, the exact bytes of the student's parameters,
   gradients and optimizer state and of the teacher's parameters held by that rank.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import resource
+import time
 from pathlib import Path
 
 import torch
@@ -27,6 +31,35 @@ def _local_bytes(model: nn.Module | None) -> int:
         return 0
     ts = [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters()]
     return sum(t.numel() * t.element_size() for t in ts)
+
+
+class PhaseClock:
+    """Wall time per phase of each step (`planner run --phases`): `lap(name)` charges the time since
+    the previous lap to `name` (None: to nothing); on a GPU each lap synchronizes first. Off, it
+    does nothing."""
+
+    def __init__(self, device: torch.device, enabled: bool):
+        self.device, self.enabled, self.steps, self._now, self._step = device, enabled, [], 0.0, {}
+
+    def start(self) -> None:
+        if self.enabled:
+            self._step, self._now = {}, self._time()
+
+    def lap(self, name: str | None) -> None:
+        if self.enabled:
+            now = self._time()
+            if name is not None:
+                self._step[name] = self._step.get(name, 0.0) + now - self._now
+            self._now = now
+
+    def stop(self) -> None:
+        if self.enabled:
+            self.steps.append(self._step)
+
+    def _time(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
 
 def memory(device: torch.device, student_state: dict[str, int], teacher: nn.Module | None) -> dict[str, int]:
@@ -64,6 +97,7 @@ def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: 
         "tokens_per_s": sps * plan.workload.seq_len if sps is not None else None,
         "step_times_s": times, "loss": lead["loss"], "grad_norm": lead["grad_norm"], "on_policy": lead["on_policy"],
         "peak_memory_bytes": {str(r["rank"]): r["memory"] for r in records},
+        **({"phase_times_s": lead["phase_times_s"]} if "phase_times_s" in lead else {}),
         "roles": {str(r["rank"]): r["role"] for r in records},
         "predicted": plan.predicted.model_dump() if plan.predicted else None,
         "versions": versions(),
