@@ -52,7 +52,7 @@ def plan_for(tmp: Path, name: str, base: str, change: dict) -> Path:
     plan = load_plan(ROOT / "examples" / f"{base}.yaml")
     upd = {k: getattr(plan, k).model_copy(update=v) for k, v in change.items()}
     path = tmp / (name.replace(" / ", "-").replace(" ", "-") + ".yaml")
-    write_plan(plan.model_copy(update=upd), path)
+    write_plan(plan.model_copy(update=upd), path, force=True)
     return path
 
 

@@ -18,16 +18,58 @@ from typing import Callable
 import numpy as np
 
 
-def _timeit(fn: Callable[[], None], sync: Callable[[], None], reps: int) -> float:
+def _timeit(fn: Callable[[], None], sync: Callable[[], None], reps: int, before: Callable[[], None] | None = None) -> float:
+    """Median seconds of `fn` over `reps` runs after one untimed run; `before` runs untimed ahead of each."""
     fn()
     sync()
     times = []
     for _ in range(reps):
+        if before is not None:
+            before()
+            sync()
         t0 = time.perf_counter()
         fn()
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def cache_flusher(device: str, mib: int = 64) -> Callable[[], None] | None:
+    """On a CPU, a function that sweeps `mib` MiB through the caches: in a GKD step the other
+    model's pass runs between two passes of one model, so nothing it needs is still cached. On a
+    GPU, None (weights of real models are far larger than its L2)."""
+    if device != "cpu":
+        return None
+    import torch
+
+    junk = torch.zeros(mib * 2**20 // 4)
+    return lambda: junk.add_(1.0)
+
+
+def _concurrent_worker(rank: int, threads: int, barrier, out, fn: Callable, args: tuple) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    barrier.wait()
+    result = fn(*args)
+    if rank == 0:
+        out.put(result)
+
+
+def on_every_process(world: int, threads: int, fn: Callable, *args):
+    """Run `fn(*args)` in `world` processes at once, as the executor's ranks share a CPU, and return
+    the first one's result (module-level `fn` only: the processes are spawned)."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q, barrier = ctx.Queue(), ctx.Barrier(world)
+    procs = [ctx.Process(target=_concurrent_worker, args=(r, threads, barrier, q, fn, args)) for r in range(world)]
+    for p in procs:
+        p.start()
+    result = q.get(timeout=600)
+    for p in procs:
+        p.join(timeout=60)
+    return result
 
 
 def matmul_tflops(dtype: str, device: str, n: int, reps: int = 5) -> float:
@@ -138,7 +180,8 @@ def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3)
     t = 3 * (flops_fwd / F + L * overhead) over (batch, sequence) sizes: (F in TFLOP/s, overhead in us).
 
     This is what the cost model's `compute_efficiency` and `layer_overhead_us` stand for; the FLOP
-    count is the cost model's own (`planner.cost.params`)."""
+    count is the cost model's own (`planner.cost.params`). The fit weighs relative residuals, so
+    small steps count as much as large ones; on a CPU the caches are swept before each step."""
     import torch
 
     from planner.cost import params
@@ -148,6 +191,7 @@ def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3)
     model = build_model(shape.name, shape, "fp32", seed=0).to(device)
     model.train()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    flush = cache_flusher(device)
     rows, times = [], []
     vals = S.values(shape)
     for b, s in sizes:
@@ -156,15 +200,16 @@ def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3)
         def step():
             model(input_ids=ids).logits.float().sum().backward()
 
-        times.append(_timeit(step, sync, reps))
+        times.append(_timeit(step, sync, reps, flush))
         fwd = float(params.forward_flops_per_token(S, s, 1).subs(vals)) * b * s
         rows.append((3 * fwd, 3 * shape.num_layers))
-    A = np.array([[f, layers] for f, layers in rows])
-    (inv_f, ov), *_ = np.linalg.lstsq(A, np.array(times), rcond=None)
+    t = np.array(times)
+    A = np.array([[f, layers] for f, layers in rows]) / t[:, None]
+    (inv_f, ov), *_ = np.linalg.lstsq(A, np.ones_like(t), rcond=None)
     return float(1 / max(inv_f, 1e-18) / 1e12), float(max(ov, 0.0) * 1e6)
 
 
-def _fsdp_worker(rank: int, world: int, port: int, shape, sizes: list[tuple[int, int]], threads: int, out) -> None:
+def _fsdp_worker(rank: int, world: int, port: int, shapes: list, sizes: list[tuple[int, int]], threads: int, out) -> None:
     import torch
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
@@ -175,56 +220,142 @@ def _fsdp_worker(rank: int, world: int, port: int, shape, sizes: list[tuple[int,
     torch.set_num_threads(threads)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    model = build_model(shape.name, shape, "fp32", seed=0).eval()
-    batches = [torch.randint(0, shape.vocab, (b, s)) for b, s in sizes]
-
-    def forward_all():
-        with torch.no_grad():
-            for ids in batches:
-                model(input_ids=ids)
-                if hasattr(model, "reshard"):
-                    model.reshard()
-
-    dist.barrier()
-    plain = _timeit(forward_all, dist.barrier, 7)
     mesh = init_device_mesh("cpu", (world,))
-    for layer in model.model.layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    dist.barrier()
-    sharded = _timeit(forward_all, dist.barrier, 7)
+    results = []
+    for shape in shapes:
+        model = build_model(shape.name, shape, "fp32", seed=0).eval()
+        batches = [torch.randint(0, shape.vocab, (b, s)) for b, s in sizes]
+
+        def forward_all():
+            with torch.no_grad():
+                for ids in batches:
+                    model(input_ids=ids)
+                    if hasattr(model, "reshard"):
+                        model.reshard()
+
+        dist.barrier()
+        plain = _timeit(forward_all, dist.barrier, 7)
+        for layer in model.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        dist.barrier()
+        results.append((plain, _timeit(forward_all, dist.barrier, 7)))
     if rank == 0:
-        out.put((plain, sharded))
+        out.put(results)
     dist.destroy_process_group()
 
 
-def shard_unit_overhead(shape, world: int, all_gather: tuple[float, float], threads: int) -> float:
-    """Fixed time per FSDP2 unit per collective beyond the all-gather itself (copy-in/out, hooks,
-    DTensor), microseconds: forward passes of a real model of `shape` sharded over `world` CPU
-    processes, minus the same unsharded, minus the fitted all-gather time, per unit gather."""
+def widened(shape):
+    """The same model at twice the width (hidden, heads, MLP): per-unit bytes about 4x."""
+    return shape.model_copy(update={"name": shape.name + "-x2", "hidden": 2 * shape.hidden, "ffn": 2 * shape.ffn,
+                                    "num_heads": 2 * shape.num_heads, "num_kv_heads": 2 * shape.kv_heads})
+
+
+def shard_overheads(shape, world: int, all_gather: tuple[float, float], threads: int) -> tuple[float, float]:
+    """FSDP2's cost beyond the all-gather itself (copy-in/out, hooks, DTensor), fitted as a fixed
+    time per unit gather plus a time per gathered byte: forward passes of a real model of `shape`
+    and of the same model at twice the width, sharded over `world` CPU processes, minus the same
+    unsharded, minus the fitted all-gather time. Returns (microseconds per unit, GB/s per byte; 0
+    where no per-byte cost was found)."""
     import torch.multiprocessing as mp
 
-    sizes = [(1, 16), (2, 32)]
+    from planner.cost import params
+    from planner.cost.symbols import S
+
+    shapes, sizes = [shape, widened(shape)], [(1, 16), (2, 32)]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_fsdp_worker, args=(r, world, port, shape, sizes, threads, q)) for r in range(world)]
+    procs = [ctx.Process(target=_fsdp_worker, args=(r, world, port, shapes, sizes, threads, q)) for r in range(world)]
     for p in procs:
         p.start()
-    plain, sharded = q.get(timeout=600)
+    results = q.get(timeout=600)
     for p in procs:
         p.join(timeout=60)
-    from planner.cost import params
-    from planner.cost.symbols import S
-
-    units = shape.num_layers + 1
-    gathers = len(sizes) * units
-    param_bytes = 4 * float(params.total_params(S).subs(S.values(shape)))
     bw, alpha = all_gather  # GB/s, us per step
-    modeled = len(sizes) * ((world - 1) / world * param_bytes / (bw * 1e9) + units * (world - 1) * alpha * 1e-6)
-    return max(0.0, (sharded - plain - modeled) / gathers * 1e6)
+    rows, extra = [], []
+    for sh, (plain, sharded) in zip(shapes, results):
+        units = sh.num_layers + 1
+        param_bytes = 4 * float(params.total_params(S).subs(S.values(sh)))
+        modeled = len(sizes) * ((world - 1) / world * param_bytes / (bw * 1e9) + units * (world - 1) * alpha * 1e-6)
+        gathers = len(sizes) * units
+        rows.append((1.0, param_bytes / units))
+        extra.append(max(0.0, sharded - plain - modeled) / gathers)
+    (per_unit, per_byte), *_ = np.linalg.lstsq(np.array(rows), np.array(extra), rcond=None)
+    if per_byte <= 0:  # no per-byte cost: all of it per unit (the mean)
+        return float(statistics.mean(extra) * 1e6), 0.0
+    if per_unit < 0:  # all of it per byte
+        return 0.0, float(1 / (sum(e * r[1] for e, r in zip(extra, rows)) / sum(r[1] ** 2 for r in rows)) / 1e9)
+    return float(per_unit * 1e6), float(1 / per_byte / 1e9)
+
+
+def _pipeline_worker(rank: int, world: int, port: int, shape, seq: int, batches: list[int], threads: int, out) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from planner.executor.build import build_model
+    from planner.executor.data import Batch
+    from planner.executor.teacher import Pipelined, Stage, layer_split
+
+    torch.set_num_threads(threads)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    C = seq // 2
+    model = build_model(shape.name, shape, "fp32", seed=0).eval()
+    lo, hi = layer_split(shape.num_layers, world)[rank]
+    stage = Stage(model, lo, hi, C)
+    one = torch.randint(0, shape.vocab, (1, seq))
+    hidden = torch.randn(1, seq, shape.hidden)
+    x = one if lo == 0 else hidden
+    with torch.no_grad():
+        alone = _timeit(lambda: stage(x, torch.ones_like(one)), lambda: None, 7)
+    group = dist.new_group(list(range(world)))
+    piped = {}
+    for b in batches:
+        pipe = Pipelined(build_model(shape.name, shape, "fp32", seed=0).eval(), torch.device("cpu"), C, group, list(range(world)), b)
+        ids = torch.randint(0, shape.vocab, (b, seq))
+        batch = Batch(ids, torch.ones_like(ids), ids[:, C:])
+        dist.barrier()
+        piped[b] = _timeit(lambda: pipe.request(batch)(), dist.barrier, 5)
+    slowest = [None] * world
+    dist.all_gather_object(slowest, alone)
+    if rank == 0:
+        out.put((max(slowest), piped))
+    dist.destroy_process_group()
+
+
+def pipeline_tick_overhead(shape, world: int, p2p: tuple[float, float], threads: int, seq: int = 64) -> float:
+    """Fixed time per pipeline tick beyond the stage's own forward and the activation send
+    (`torch.distributed.pipelining`'s schedule, the gathers of the inputs and the scatter of the
+    logits, spread over the ticks), microseconds: the executor's forward-only GPipe over `world`
+    CPU processes at two batch sizes, minus (micro-batches + stages - 1) forwards of the slowest
+    stage on one sample, minus the modelled sends."""
+    import torch.multiprocessing as mp
+
+    batches = [1, 3]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_pipeline_worker, args=(r, world, port, shape, seq, batches, threads, q)) for r in range(world)]
+    for p in procs:
+        p.start()
+    stage, piped = q.get(timeout=600)
+    for p in procs:
+        p.join(timeout=60)
+    bw, alpha = p2p
+    act = seq * shape.hidden * 4 / (bw * 1e9) + alpha * 1e-6
+    per_tick = []
+    for b in batches:
+        m = world * b
+        ticks = m + world - 1
+        sends = (world - 1) + (m - 1)  # the cost model's activation sends (no overlap on gloo)
+        logits = (world - 1) * b * (seq // 2) * shape.vocab * 4 / (bw * 1e9)
+        per_tick.append((piped[b] - ticks * stage - sends * act - logits) / ticks)
+    return max(0.0, statistics.mean(per_tick) * 1e6)
 
 
 def optimizer_tensor_overhead(shape, device: str, bandwidth_gb_per_s: float, reps: int = 7) -> float:
@@ -251,20 +382,27 @@ def optimizer_tensor_overhead(shape, device: str, bandwidth_gb_per_s: float, rep
     return max(0.0, (t - nbytes / (bandwidth_gb_per_s * 1e9)) / len(params) * 1e6)
 
 
-def loss_element_ns(vocab: int, device: str, reps: int = 7) -> float:
-    """Time of the executor's generalized JSD, forward + backward, per [token x vocabulary] element,
-    nanoseconds: its exp/log work is compute-bound on a CPU, bandwidth-bound on a GPU."""
+def loss_costs(vocab: int, device: str, reps: int = 7) -> tuple[float, float]:
+    """The executor's generalized JSD, forward + backward, fitted to t = call + elements * per_element
+    over two sizes of [tokens x vocabulary]: (nanoseconds per element, microseconds per call). Its
+    exp/log work is compute-bound on a CPU, bandwidth-bound on a GPU."""
     import torch
 
     from planner.executor.loss import generalized_jsd
 
-    b, s = 4, 64
-    student = torch.randn(b, s, vocab, device=device, requires_grad=True)
-    teacher = torch.randn(b, s, vocab, device=device)
-    labels = torch.ones(b, s, dtype=torch.long, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    rows, times = [], []
+    for b, s in ((1, 32), (4, 64)):
+        student = torch.randn(b, s, vocab, device=device, requires_grad=True)
+        teacher = torch.randn(b, s, vocab, device=device)
+        labels = torch.ones(b, s, dtype=torch.long, device=device)
 
-    def step():
-        generalized_jsd(student, teacher, labels, 0.5, 1.0, None).backward()
+        def step():
+            generalized_jsd(student, teacher, labels, 0.5, 1.0, None).backward()
 
-    return _timeit(step, sync, reps) / (b * s * vocab) * 1e9
+        times.append(_timeit(step, sync, reps, cache_flusher(device)))
+        rows.append((b * s * vocab, 1.0))
+    (per_el, call), *_ = np.linalg.lstsq(np.array(rows, dtype=float), np.array(times), rcond=None)
+    if call < 0:
+        return times[-1] / rows[-1][0] * 1e9, 0.0
+    return max(float(per_el), 0.0) * 1e9, float(call) * 1e6

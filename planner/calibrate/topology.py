@@ -34,14 +34,19 @@ def measure_once(world: int, model: str | None, quick: bool, advance: Callable[[
 
         shape = load_model(model)
         fit = [(1, 16), (1, 64), (2, 64), (4, 64), (4, 128)] if not cuda else [(1, 128), (4, 512), (8, 1024), (16, 1024)]
-        tflops, overhead = measure.layer_costs(shape, device, fit)
+        # CPU processes share the machine as the executor's ranks do: time them all at once
+        at_once = (lambda fn, *a: measure.on_every_process(world, torch.get_num_threads(), fn, *a)) if not cuda and world > 1 else (lambda fn, *a: fn(*a))
+        tflops, overhead = at_once(measure.layer_costs, shape, device, fit)
         raw["model_fit"] = {"model": shape.name, "tflops": tflops, "layer_overhead_us": overhead,
-                            "optimizer_tensor_overhead_us": measure.optimizer_tensor_overhead(shape, device, raw["memory_gb_per_s"]),
-                            "loss_element_ns": measure.loss_element_ns(shape.vocab, device)}
+                            "optimizer_tensor_overhead_us": at_once(measure.optimizer_tensor_overhead, shape, device, raw["memory_gb_per_s"]),
+                            **dict(zip(("loss_element_ns", "loss_call_overhead_us"), at_once(measure.loss_costs, shape.vocab, device)))}
         if not cuda and world > 1 and raw["collectives"]:
             ag = raw["collectives"]["all_gather"]
-            raw["model_fit"]["shard_unit_overhead_us"] = measure.shard_unit_overhead(
-                shape, world, (ag["bw_gb_per_s"], ag["latency_us"]), torch.get_num_threads())
+            per_unit, copy_bw = measure.shard_overheads(shape, world, (ag["bw_gb_per_s"], ag["latency_us"]), torch.get_num_threads())
+            raw["model_fit"] |= {"shard_unit_overhead_us": per_unit, "shard_copy_gb_per_s": copy_bw}
+            p2p = raw["collectives"]["p2p"]
+            raw["model_fit"]["pipeline_tick_overhead_us"] = measure.pipeline_tick_overhead(
+                shape, world, (p2p["bw_gb_per_s"], p2p["latency_us"]), torch.get_num_threads())
     advance()
     return raw
 
@@ -83,8 +88,11 @@ def to_topology(raw: dict, name: str, world: int) -> dict:
                 "hbm_bw_gb_per_s": round(raw["memory_gb_per_s"], 3), "hbm_efficiency": 1.0,
                 "layer_overhead_us": round(fit.get("layer_overhead_us", 0.0), 2),
                 "shard_unit_overhead_us": round(fit.get("shard_unit_overhead_us", 0.0), 2),
+                **({"shard_copy_gb_per_s": round(fit["shard_copy_gb_per_s"], 4)} if fit.get("shard_copy_gb_per_s") else {}),
                 "optimizer_tensor_overhead_us": round(fit.get("optimizer_tensor_overhead_us", 0.0), 2),
-                "loss_element_ns": round(fit.get("loss_element_ns", 0.0), 3)},
+                "pipeline_tick_overhead_us": round(fit.get("pipeline_tick_overhead_us", 0.0), 2),
+                "loss_element_ns": round(fit.get("loss_element_ns", 0.0), 3),
+                "loss_call_overhead_us": round(fit.get("loss_call_overhead_us", 0.0), 2)},
         "intra_node": {"name": f"{raw['backend']}, measured", **link,
                        "collectives": {k: {kk: round(vv, 4) for kk, vv in c.items()} for k, c in raw["collectives"].items()}},
         "inter_node": {"name": "not measured (one node)", **link},

@@ -108,6 +108,9 @@ ov = _nonneg("ov", "fixed time per decoder layer per forward pass, s")
 loss_el = _nonneg("loss_el", "compute time of the loss per [token x vocabulary] element, s")
 ov_opt = _nonneg("ov_opt", "fixed time per parameter tensor of clipping + optimizer step, s")
 ov_sh = _nonneg("ov_sh", "fixed time per FSDP unit per gather or reduce-scatter, s")
+ov_loss = _nonneg("ov_loss", "fixed time per call of the loss (forward + backward), s")
+ov_pp = _nonneg("ov_pp", "fixed time per tick of a pipelined forward beyond its stage's layers and send, s")
+ov_shb = _nonneg("ov_shb", "FSDP copy-in/out time per gathered or reduce-scattered byte, s")
 ovl = _nonneg("ovl", "fraction of a prefetched collective hidden behind compute")
 
 # --- strategy (one candidate) --------------------------------------------------------------

@@ -46,8 +46,9 @@ def generation() -> sp.Expr:
 def loss_pass() -> sp.Expr:
     """Generalized JSD forward and backward: n_buf fp32 [b*s, V] tensors each written and read,
     twice (forward and backward), bound by device-memory bandwidth; or, where its exp/log work is
-    slower (CPUs), the calibrated time per element over the completion tokens the loss covers."""
-    return sp.Max(4 * y.n_buf * y.b * seq * S.V * y.q_L / y.H_bw, y.b * y.s_c * S.V * y.loss_el)
+    slower (CPUs), the calibrated time per element over the completion tokens the loss covers; plus a
+    fixed `ov_loss` per call."""
+    return sp.Max(4 * y.n_buf * y.b * seq * S.V * y.q_L / y.H_bw, y.b * y.s_c * S.V * y.loss_el) + y.ov_loss
 
 
 def teacher_ticks() -> sp.Expr:
@@ -79,12 +80,18 @@ def teacher_bubble() -> sp.Expr:
     return y.pipe * (y.pp - 1) * (teacher_per_sample() + T.L / y.pp * y.ov)
 
 
+def fsdp_overhead(units, nbytes) -> sp.Expr:
+    """FSDP2's own cost of one gather or reduce-scatter of a model in `units` units holding `nbytes`
+    gathered: a fixed `ov_sh` per unit (hooks, DTensor) and `ov_shb` per byte (copy-in/out)."""
+    return units * y.ov_sh + nbytes * y.ov_shb
+
+
 def teacher_gather() -> sp.Expr:
     """FSDP / ZeRO-3 teacher: all-gather of the whole teacher every forward, one collective per
     FSDP unit (each layer and the root)."""
-    units = T.L + 1
-    return comm.all_gather(y.t_sh, total_params(T) * y.q_T / (y.pp * y.tp), y.link("T", "ag"), calls=units) \
-        + sp.Min(1, y.t_sh - 1) * units * y.ov_sh  # the overhead is per gather: 1 for any shard degree > 1
+    units, nbytes = T.L + 1, total_params(T) * y.q_T / (y.pp * y.tp)
+    return comm.all_gather(y.t_sh, nbytes, y.link("T", "ag"), calls=units) \
+        + sp.Min(1, y.t_sh - 1) * fsdp_overhead(units, nbytes)  # the overhead is per gather: 1 for any shard degree > 1
 
 
 def teacher_output_bytes() -> sp.Expr:
@@ -96,12 +103,12 @@ def teacher_output_bytes() -> sp.Expr:
 def teacher_comm() -> sp.Expr:
     """Pipeline: an activation send [1, s, h] per tick and stage; the fill chain of pp-1 sends is
     on the critical path, the other m-1 hide behind compute only as far as `ovl` allows; then the
-    last stage sends pp-1 owners their logits. Tensor parallel: two all-reduces of [tp*b, s, h] per
+    last stage sends pp-1 owners their logits; every tick also costs the schedule's fixed `ov_pp`. Tensor parallel: two all-reduces of [tp*b, s, h] per
     layer plus gathering the vocabulary-split logits."""
     act = comm.p2p(seq * T.h * y.q_T, y.link("T", "p2p"))
     sends = y.pipe * ((y.pp - 1) + (1 - y.ovl) * (y.pp * y.b - 1))
     bw_p2p = y.link("T", "p2p")[0]
-    pipe = sends * act + (y.pp - 1) * y.b * teacher_output_bytes() / bw_p2p
+    pipe = sends * act + (y.pp - 1) * y.b * teacher_output_bytes() / bw_p2p + y.pipe * teacher_ticks() * y.ov_pp
     tens = 2 * T.L * comm.all_reduce(y.tp, y.tp * y.b * seq * T.h * y.q_T, y.link("T", "ar")) \
         + (y.tp - 1) / y.tp * y.b * teacher_output_bytes() / y.link("T", "ag")[0]
     return pipe + tens
@@ -122,7 +129,7 @@ def student_fsdp_comm() -> sp.Expr:
     """FSDP2 per micro-step: parameter all-gather in forward (ZeRO-2, ZeRO-3) and again in backward
     (ZeRO-3), one collective per unit (each layer and the root)."""
     units = S.L + 1
-    gather = comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.link("S", "ag"), calls=units) + units * y.ov_sh
+    gather = comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.link("S", "ag"), calls=units) + fsdp_overhead(units, total_params(S) * y.q_S)
     return (is_z2 + 2 * is_z3) * gather
 
 
@@ -131,7 +138,7 @@ def student_grad_reduction() -> sp.Expr:
     per-unit reduce-scatter of the gradients."""
     P = total_params(S)
     ar = comm.all_reduce(y.s_sh, P * y.q_G, y.link("S", "ar"))
-    rs = comm.reduce_scatter(y.s_sh, P * y.q_G, y.link("S", "rs"), calls=S.L + 1) + (S.L + 1) * y.ov_sh
+    rs = comm.reduce_scatter(y.s_sh, P * y.q_G, y.link("S", "rs"), calls=S.L + 1) + fsdp_overhead(S.L + 1, P * y.q_G)
     return (is_ddp + is_z1) * ar + (is_z2 + is_z3) * rs
 
 

@@ -21,8 +21,11 @@ class Accelerator(Strict):
     hbm_efficiency: float = Field(0.8, gt=0, le=1, description="Fraction of memory bandwidth reached by decoding.")
     layer_overhead_us: float = Field(0.0, ge=0, description="Fixed time per decoder layer per forward pass (kernel launches, framework), microseconds; a backward counts twice. Measured by `planner calibrate --model`.")
     loss_element_ns: float = Field(0.0, ge=0, description="Compute time of the GKD loss (forward + backward) per [token x vocabulary] element, nanoseconds; 0 = bandwidth-bound only (GPUs). Measured by `planner calibrate --model`.")
+    loss_call_overhead_us: float = Field(0.0, ge=0, description="Fixed time per call of the GKD loss (forward + backward; its small operations), microseconds. Measured by `planner calibrate --model`.")
     optimizer_tensor_overhead_us: float = Field(0.0, ge=0, description="Fixed time per parameter tensor of gradient clipping and the optimizer step (foreach kernels, Python), microseconds. Measured by `planner calibrate --model`.")
     shard_unit_overhead_us: float = Field(0.0, ge=0, description="Fixed time per FSDP unit per all-gather or reduce-scatter beyond the collective itself (copy-in/out, hooks), microseconds. Measured by `planner calibrate --model` on CPU.")
+    pipeline_tick_overhead_us: float = Field(0.0, ge=0, description="Fixed time per tick of a pipelined teacher forward beyond the stage's layers and its activation send (the schedule, the gathers of inputs and scatter of logits), microseconds. Measured by `planner calibrate --model` on CPU.")
+    shard_copy_gb_per_s: float | None = Field(None, gt=0, description="FSDP copy-in/out throughput per gathered or reduce-scattered byte, beyond the collective itself, GB/s; unset = free. Measured by `planner calibrate --model` on CPU.")
 
     @model_validator(mode="after")
     def _peaks(self) -> "Accelerator":

@@ -37,3 +37,23 @@ def test_calibrate_writes_a_loadable_topology(runner, tmp_path):
                                                    + sorted(r["memory_gb_per_s"] for r in raw["rounds"])[1] / 2)
     assert set(c.intra_node.collectives) == {"all_reduce", "all_gather", "reduce_scatter", "p2p"}
     assert runner.invoke(app, ["calibrate", "--quick", "-o", str(out)]).exit_code == 1  # no overwrite
+
+
+def test_calibrate_model_fits_every_overhead(runner, tmp_path):
+    """With --model every fixed cost the cost model uses on a CPU is measured (none left at 0)."""
+    out = tmp_path / "fit.yaml"
+    r = runner.invoke(app, ["calibrate", "--quick", "--world", "2", "--model", "tiny-student", "-o", str(out)])
+    assert r.exit_code == 0, r.stderr
+    g = load_cluster(str(out)).gpu
+    assert 0 < g.compute_efficiency <= 1 and g.layer_overhead_us > 0 and g.loss_element_ns > 0
+    assert g.pipeline_tick_overhead_us > 0 and g.optimizer_tensor_overhead_us > 0
+    assert g.shard_unit_overhead_us > 0 or g.shard_copy_gb_per_s  # FSDP costs more than its all-gathers
+
+
+def test_shard_overhead_fit_separates_per_unit_and_per_byte():
+    from planner.calibrate.measure import widened
+    from planner.inputs.load import load_model
+    s = load_model("tiny-student")
+    w = widened(s)
+    assert (w.hidden, w.ffn, w.num_heads, w.kv_heads, w.head_dim or w.hidden // w.num_heads) == (
+        2 * s.hidden, 2 * s.ffn, 2 * s.num_heads, 2 * s.kv_heads, s.head_dim or s.hidden // s.num_heads)

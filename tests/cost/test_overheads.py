@@ -1,0 +1,50 @@
+"""Each calibrated fixed cost enters the step time exactly where the executor pays it, and nowhere
+else: per loss call, per pipeline tick, per FSDP unit and per gathered byte."""
+
+import pytest
+
+from planner.cost.bind import Strategy, job_values, strategy_values
+from planner.cost.compile import evaluate
+from planner.inputs.load import load_cluster, load_job
+
+JOB = load_job("tiny-cpu")  # global batch 8, 2 ranks: b=2 gives 2 micro-steps
+BASE = load_cluster("cpu-local")
+
+
+def terms(strat: Strategy, **gpu) -> dict[str, float]:
+    cluster = BASE.model_copy(update={"gpu": BASE.gpu.model_copy(update=gpu)})
+    f = evaluate(job_values(JOB, cluster) | strategy_values(strat, cluster))
+    return {k[5:]: float(v) for k, v in f.items() if k.startswith("time.")}
+
+
+def delta(strat: Strategy, field: str, value: float) -> dict[str, float]:
+    """Which terms move, and by how much, when one overhead goes from 0 to `value`."""
+    zero = {"loss_call_overhead_us": 0.0, "pipeline_tick_overhead_us": 0.0, "shard_unit_overhead_us": 0.0, "shard_copy_gb_per_s": None}
+    a, b = terms(strat, **zero), terms(strat, **(zero | {field: value}))
+    return {k: b[k] - a[k] for k in a if abs(b[k] - a[k]) > 1e-12}
+
+
+PIPE = Strategy("pipeline", "ddp", "colocated", 2, 2, s_sh=2, b=2, pp=2)
+SHARD = Strategy("shard", "ddp", "colocated", 2, 2, s_sh=2, b=2, t_sh=2)
+REPL = Strategy("replicate", "ddp", "colocated", 2, 2, s_sh=2, b=2)
+
+
+def test_loss_call_overhead_once_per_micro_step():
+    assert delta(REPL, "loss_call_overhead_us", 1000.0) == {"loss": pytest.approx(2 * 1e-3)}
+
+
+def test_pipeline_tick_overhead_per_tick_of_pipelined_teachers_only():
+    # 2 micro-steps x (m + pp - 1) ticks, m = pp * b = 4 one-sample micro-batches
+    assert delta(PIPE, "pipeline_tick_overhead_us", 1000.0) == {"teacher_comm": pytest.approx(2 * (4 + 2 - 1) * 1e-3)}
+    assert delta(REPL, "pipeline_tick_overhead_us", 1000.0) == {}
+    assert delta(SHARD, "pipeline_tick_overhead_us", 1000.0) == {}
+
+
+def test_fsdp_copy_cost_per_gathered_byte():
+    teacher_bytes = 4 * 6_164_736  # tiny-teacher fp32 parameters, gathered whole at each forward
+    per_byte = 1 / 2e9
+    d = delta(SHARD, "shard_copy_gb_per_s", 2.0)
+    assert d == {"teacher_gather_exposed": pytest.approx(2 * teacher_bytes * per_byte, rel=1e-3)}
+    assert delta(REPL, "shard_copy_gb_per_s", 2.0) == {}
+    z3 = delta(Strategy("replicate", "zero3", "colocated", 2, 2, s_sh=2, b=2), "shard_copy_gb_per_s", 2.0)
+    assert set(z3) == {"student_fsdp_exposed", "grad_sync"}  # gathers in forward and backward, reduce-scatter once
