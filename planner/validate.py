@@ -43,6 +43,16 @@ def predict(plan: Plan, cluster: Cluster) -> rank.Scored:
     return rank.score([plans.strategy_of(plan)], [None], job_of(plan), cluster)[0]
 
 
+def split_time(sc: rank.Scored) -> dict[str, float]:
+    """Predicted step time on the teacher's side (its forward, bubble, gathers, transfers, the wait
+    for a remote teacher, and on-policy generation, which the executor times with the teacher's
+    request) and on the student's (forward, loss, backward, gradient sync, optimizer): what the
+    executor's `--phases` measure as `teacher` and as the other phases."""
+    terms = sc.time_terms()
+    teacher = sum(v for k, v in terms.items() if k.startswith("teacher_") or k == "generation")
+    return {"teacher": teacher, "student": sum(terms.values()) - teacher}
+
+
 def _max_over(metrics: dict, role: str, key: str) -> float:
     mem, roles = metrics["peak_memory_bytes"], metrics["roles"]
     vals = [m.get(key, 0) for r, m in mem.items() if role in roles[r] or roles[r] == "both"]
@@ -65,6 +75,12 @@ def compare(plan: Plan, metrics: dict, cluster: Cluster) -> list[Row]:
         measured = _max_over(metrics, role, key)
         if measured:
             rows.append(Row(f"{term} (bytes)", f[f"mem.{term}"], measured, STATE_TOLERANCE))
+    if metrics.get("phase_times_s"):
+        phases = metrics["phase_times_s"][warm:] or metrics["phase_times_s"]
+        measured = {side: statistics.median(sum(v for k, v in step.items() if (k == "teacher") == (side == "teacher")) for step in phases)
+                    for side in ("teacher", "student")}
+        for side, predicted in split_time(sc).items():
+            rows.append(Row(f"{side} side of the step (s)", predicted, measured[side], None))
     peak_key = "cuda_max_allocated" if "cuda" in str(metrics.get("device", "")) else "peak_rss"
     rows.append(Row(f"peak memory (bytes, vs {peak_key})", f["mem_peak"], max(m.get(peak_key, 0) for m in metrics["peak_memory_bytes"].values()), None))
     return rows

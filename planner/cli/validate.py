@@ -19,7 +19,7 @@ from planner.inputs.errors import InputError
 def run_plan(plan_path: str, nproc: int, steps: int, metrics_out: Path) -> None:
     """Run the executor on this machine (one node) and wait for its metrics."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "planner", "run", plan_path, "--steps", str(steps), "--metrics-out", str(metrics_out), "--no-progress"]
+           "-m", "planner", "run", plan_path, "--steps", str(steps), "--metrics-out", str(metrics_out), "--no-progress", "--phases"]
     err.print("Running: " + " ".join(cmd))
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option(help="With --run: optimizer steps.", min=2)] = 6,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
     ) -> None:
-        """Predicted vs measured per term (step time, samples/s, model-state memory) with the relative error."""
+        """Predicted vs measured per term (step time, samples/s, teacher and student sides of the step, model-state memory) with the relative error."""
         from planner import validate as v
         from planner.inputs.load import load_cluster
         from planner.plan import load_plan

@@ -48,3 +48,8 @@ def test_validate_run_measures_exact_state_bytes(runner, root):
     rows = {x["what"]: x for x in json.loads(r.stdout)["rows"]}
     for term in ("student_weights", "student_grads", "student_optimizer", "teacher_weights"):
         assert abs(rows[f"{term} (bytes)"]["rel_error"]) < 0.01
+    # --run times the phases: the teacher and student sides add up to the step
+    t, s = rows["teacher side of the step (s)"], rows["student side of the step (s)"]
+    assert t["measured"] > 0 and s["measured"] > 0 and t["predicted"] > 0 and s["predicted"] > 0
+    assert t["measured"] + s["measured"] == pytest.approx(rows["step time (s)"]["measured"], rel=0.02)
+    assert t["predicted"] + s["predicted"] == pytest.approx(rows["step time (s)"]["predicted"], rel=1e-9)
