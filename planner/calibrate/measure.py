@@ -240,8 +240,20 @@ def _fsdp_worker(rank: int, world: int, port: int, shapes: list, sizes: list[tup
         fully_shard(model, mesh=mesh)
         dist.barrier()
         results.append((plain, _timeit(forward_all, dist.barrier, 7)))
+        if len(results) == 1:  # the model's own shape: clip + AdamW step on its sharded (DTensor) parameters
+            params = list(model.parameters())
+            for q in params:
+                q.grad = torch.zeros_like(q)
+            opt = torch.optim.AdamW(params, lr=1e-4)
+
+            def step():
+                norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+                norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+                opt.step()
+
+            optim = (_timeit(step, dist.barrier, 7), len(params), sum(q.to_local().numel() for q in params))
     if rank == 0:
-        out.put(results)
+        out.put((results, optim))
     dist.destroy_process_group()
 
 
@@ -251,12 +263,14 @@ def widened(shape):
                                     "num_heads": 2 * shape.num_heads, "num_kv_heads": 2 * shape.kv_heads})
 
 
-def shard_overheads(shape, world: int, all_gather: tuple[float, float], threads: int) -> tuple[float, float]:
+def shard_overheads(shape, world: int, all_gather: tuple[float, float], mem_bw: float, threads: int) -> tuple[float, float, float]:
     """FSDP2's cost beyond the all-gather itself (copy-in/out, hooks, DTensor), fitted as a fixed
     time per unit gather plus a time per gathered byte: forward passes of a real model of `shape`
     and of the same model at twice the width, sharded over `world` CPU processes, minus the same
-    unsharded, minus the fitted all-gather time. Returns (microseconds per unit, GB/s per byte; 0
-    where no per-byte cost was found)."""
+    unsharded, minus the fitted all-gather time; and clipping + an AdamW step on the sharded
+    parameters, minus their bytes over the memory bandwidth, per parameter tensor. Returns
+    (microseconds per unit, GB/s per byte or 0 where no per-byte cost was found, microseconds per
+    sharded parameter tensor of the optimizer)."""
     import torch.multiprocessing as mp
 
     from planner.cost import params
@@ -271,9 +285,11 @@ def shard_overheads(shape, world: int, all_gather: tuple[float, float], threads:
     procs = [ctx.Process(target=_fsdp_worker, args=(r, world, port, shapes, sizes, threads, q)) for r in range(world)]
     for p in procs:
         p.start()
-    results = q.get(timeout=600)
+    results, optim = q.get(timeout=600)
     for p in procs:
         p.join(timeout=60)
+    seconds, tensors, local = optim
+    per_tensor = max(0.0, seconds - 2 * local * 4 * 4 / (mem_bw * 1e9)) / tensors * 1e6
     bw, alpha = all_gather  # GB/s, us per step
     rows, extra = [], []
     for sh, (plain, sharded) in zip(shapes, results):
@@ -285,10 +301,10 @@ def shard_overheads(shape, world: int, all_gather: tuple[float, float], threads:
         extra.append(max(0.0, sharded - plain - modeled) / gathers)
     (per_unit, per_byte), *_ = np.linalg.lstsq(np.array(rows), np.array(extra), rcond=None)
     if per_byte <= 0:  # no per-byte cost: all of it per unit (the mean)
-        return float(statistics.mean(extra) * 1e6), 0.0
+        return float(statistics.mean(extra) * 1e6), 0.0, per_tensor
     if per_unit < 0:  # all of it per byte
-        return 0.0, float(1 / (sum(e * r[1] for e, r in zip(extra, rows)) / sum(r[1] ** 2 for r in rows)) / 1e9)
-    return float(per_unit * 1e6), float(1 / per_byte / 1e9)
+        return 0.0, float(1 / (sum(e * r[1] for e, r in zip(extra, rows)) / sum(r[1] ** 2 for r in rows)) / 1e9), per_tensor
+    return float(per_unit * 1e6), float(1 / per_byte / 1e9), per_tensor
 
 
 def _pipeline_worker(rank: int, world: int, port: int, shape, seq: int, batches: list[int], threads: int, out) -> None:

@@ -42,8 +42,10 @@ def measure_once(world: int, model: str | None, quick: bool, advance: Callable[[
                             **dict(zip(("loss_element_ns", "loss_call_overhead_us"), at_once(measure.loss_costs, shape.vocab, device)))}
         if not cuda and world > 1 and raw["collectives"]:
             ag = raw["collectives"]["all_gather"]
-            per_unit, copy_bw = measure.shard_overheads(shape, world, (ag["bw_gb_per_s"], ag["latency_us"]), torch.get_num_threads())
-            raw["model_fit"] |= {"shard_unit_overhead_us": per_unit, "shard_copy_gb_per_s": copy_bw}
+            per_unit, copy_bw, per_tensor = measure.shard_overheads(shape, world, (ag["bw_gb_per_s"], ag["latency_us"]),
+                                                                    raw["memory_gb_per_s"], torch.get_num_threads())
+            raw["model_fit"] |= {"shard_unit_overhead_us": per_unit, "shard_copy_gb_per_s": copy_bw,
+                                 "sharded_optimizer_tensor_overhead_us": per_tensor}
             p2p = raw["collectives"]["p2p"]
             raw["model_fit"]["pipeline_tick_overhead_us"] = measure.pipeline_tick_overhead(
                 shape, world, (p2p["bw_gb_per_s"], p2p["latency_us"]), torch.get_num_threads())
@@ -90,6 +92,8 @@ def to_topology(raw: dict, name: str, world: int) -> dict:
                 "shard_unit_overhead_us": round(fit.get("shard_unit_overhead_us", 0.0), 2),
                 **({"shard_copy_gb_per_s": round(fit["shard_copy_gb_per_s"], 4)} if fit.get("shard_copy_gb_per_s") else {}),
                 "optimizer_tensor_overhead_us": round(fit.get("optimizer_tensor_overhead_us", 0.0), 2),
+                **({"sharded_optimizer_tensor_overhead_us": round(fit["sharded_optimizer_tensor_overhead_us"], 2)}
+                   if "sharded_optimizer_tensor_overhead_us" in fit else {}),
                 "pipeline_tick_overhead_us": round(fit.get("pipeline_tick_overhead_us", 0.0), 2),
                 "loss_element_ns": round(fit.get("loss_element_ns", 0.0), 3),
                 "loss_call_overhead_us": round(fit.get("loss_call_overhead_us", 0.0), 2)},

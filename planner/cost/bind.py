@@ -43,6 +43,8 @@ def job_values(job: Job, cluster: Cluster) -> dict[str, float]:
         "ov": cluster.gpu.layer_overhead_us * 1e-6, "ovl": cluster.comm_overlap,
         "ov_sh": cluster.gpu.shard_unit_overhead_us * 1e-6, "ov_opt": cluster.gpu.optimizer_tensor_overhead_us * 1e-6,
         "loss_el": cluster.gpu.loss_element_ns * 1e-9,
+        "ov_opt_sh": (cluster.gpu.optimizer_tensor_overhead_us if cluster.gpu.sharded_optimizer_tensor_overhead_us is None
+                      else cluster.gpu.sharded_optimizer_tensor_overhead_us) * 1e-6,
         "ov_loss": cluster.gpu.loss_call_overhead_us * 1e-6,
         "ov_pp": cluster.gpu.pipeline_tick_overhead_us * 1e-6,
         "ov_shb": 1 / (cluster.gpu.shard_copy_gb_per_s * 1e9) if cluster.gpu.shard_copy_gb_per_s else 0.0,

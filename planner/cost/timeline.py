@@ -168,7 +168,8 @@ def terms() -> dict[str, sp.Expr]:
         "loss": ga * loss_pass(),
         "student_fsdp_exposed": ga * sp.Max(0, student_fsdp_comm() - y.ovl * (fwd + bwd)),
         "grad_sync": sp.Max(0, student_grad_reduction() - y.ovl * bwd) + student_after_step(),
-        "optimizer": 2 * P_local * (y.k_O + y.q_S + y.q_G) / y.H_bw + param_tensors(S) / (1 + is_z1 * (y.s_sh - 1)) * y.ov_opt,
+        "optimizer": 2 * P_local * (y.k_O + y.q_S + y.q_G) / y.H_bw
+        + param_tensors(S) / (1 + is_z1 * (y.s_sh - 1)) * ((1 - y.z_g) * y.ov_opt + y.z_g * y.ov_opt_sh),  # FSDP: DTensors
         "teacher_forward": colo * ga * teacher_compute(),
         "teacher_bubble": colo * ga * teacher_bubble(),
         "teacher_gather_exposed": colo * ga * sp.Max(0, teacher_gather() - y.ovl * teacher_compute()),

@@ -24,6 +24,7 @@ class Accelerator(Strict):
     loss_call_overhead_us: float = Field(0.0, ge=0, description="Fixed time per call of the GKD loss (forward + backward; its small operations), microseconds. Measured by `planner calibrate --model`.")
     optimizer_tensor_overhead_us: float = Field(0.0, ge=0, description="Fixed time per parameter tensor of gradient clipping and the optimizer step (foreach kernels, Python), microseconds. Measured by `planner calibrate --model`.")
     shard_unit_overhead_us: float = Field(0.0, ge=0, description="Fixed time per FSDP unit per all-gather or reduce-scatter beyond the collective itself (copy-in/out, hooks), microseconds. Measured by `planner calibrate --model` on CPU.")
+    sharded_optimizer_tensor_overhead_us: float | None = Field(None, ge=0, description="The same for FSDP-sharded (DTensor) parameters, whose clipping and step cost more per tensor; unset = optimizer_tensor_overhead_us. Measured by `planner calibrate --model` on CPU.")
     pipeline_tick_overhead_us: float = Field(0.0, ge=0, description="Fixed time per tick of a pipelined teacher forward beyond the stage's layers and its activation send (the schedule, the gathers of inputs and scatter of logits), microseconds. Measured by `planner calibrate --model` on CPU.")
     shard_copy_gb_per_s: float | None = Field(None, gt=0, description="FSDP copy-in/out throughput per gathered or reduce-scattered byte, beyond the collective itself, GB/s; unset = free. Measured by `planner calibrate --model` on CPU.")
 

@@ -19,7 +19,8 @@ def terms(strat: Strategy, **gpu) -> dict[str, float]:
 
 def delta(strat: Strategy, field: str, value: float) -> dict[str, float]:
     """Which terms move, and by how much, when one overhead goes from 0 to `value`."""
-    zero = {"loss_call_overhead_us": 0.0, "pipeline_tick_overhead_us": 0.0, "shard_unit_overhead_us": 0.0, "shard_copy_gb_per_s": None}
+    zero = {"loss_call_overhead_us": 0.0, "pipeline_tick_overhead_us": 0.0, "shard_unit_overhead_us": 0.0, "shard_copy_gb_per_s": None,
+            "optimizer_tensor_overhead_us": 0.0, "sharded_optimizer_tensor_overhead_us": 0.0}
     a, b = terms(strat, **zero), terms(strat, **(zero | {field: value}))
     return {k: b[k] - a[k] for k in a if abs(b[k] - a[k]) > 1e-12}
 
@@ -48,3 +49,12 @@ def test_fsdp_copy_cost_per_gathered_byte():
     assert delta(REPL, "shard_copy_gb_per_s", 2.0) == {}
     z3 = delta(Strategy("replicate", "zero3", "colocated", 2, 2, s_sh=2, b=2), "shard_copy_gb_per_s", 2.0)
     assert set(z3) == {"student_fsdp_exposed", "grad_sync"}  # gathers in forward and backward, reduce-scatter once
+
+
+def test_sharded_optimizer_overhead_for_fsdp_students_only():
+    tensors = 4 * 9 + 3  # tiny-student: 9 per Llama layer (7 matrices, 2 norms), embedding, final norm, head
+    z3 = Strategy("replicate", "zero3", "colocated", 2, 2, s_sh=2, b=2)
+    assert delta(z3, "sharded_optimizer_tensor_overhead_us", 1000.0) == {"optimizer": pytest.approx(tensors * 1e-3)}
+    assert delta(REPL, "sharded_optimizer_tensor_overhead_us", 1000.0) == {}
+    z1 = Strategy("replicate", "zero1", "colocated", 2, 2, s_sh=2, b=2)  # ZeroRedundancyOptimizer: half the tensors each
+    assert delta(z1, "optimizer_tensor_overhead_us", 1000.0) == {"optimizer": pytest.approx(tensors / 2 * 1e-3)}
