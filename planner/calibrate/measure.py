@@ -299,12 +299,81 @@ def shard_overheads(shape, world: int, all_gather: tuple[float, float], mem_bw: 
         gathers = len(sizes) * units
         rows.append((1.0, param_bytes / units))
         extra.append(max(0.0, sharded - plain - modeled) / gathers)
-    (per_unit, per_byte), *_ = np.linalg.lstsq(np.array(rows), np.array(extra), rcond=None)
-    if per_byte <= 0:  # no per-byte cost: all of it per unit (the mean)
-        return float(statistics.mean(extra) * 1e6), 0.0, per_tensor
-    if per_unit < 0:  # all of it per byte
-        return 0.0, float(1 / (sum(e * r[1] for e, r in zip(extra, rows)) / sum(r[1] ** 2 for r in rows)) / 1e9), per_tensor
-    return float(per_unit * 1e6), float(1 / per_byte / 1e9), per_tensor
+    return (*_fixed_plus_per_byte(rows, extra), per_tensor)
+
+
+def _ddp_worker(rank: int, world: int, port: int, shapes: list, seq: int, threads: int, out) -> None:
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from planner.executor.build import build_model
+
+    torch.set_num_threads(threads)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    flush = cache_flusher("cpu")
+    results = []
+    for shape in shapes:
+        model = DDP(build_model(shape.name, shape, "fp32", seed=0).train())
+        ids = torch.randint(0, shape.vocab, (2, seq))
+
+        def micro_step():
+            model(input_ids=ids, logits_to_keep=seq // 2 + 1).logits.sum().backward()
+
+        def unsynced():
+            with model.no_sync():
+                micro_step()
+
+        dist.barrier()
+        results.append((_timeit(unsynced, dist.barrier, 7, flush), _timeit(micro_step, dist.barrier, 7, flush)))
+    if rank == 0:
+        out.put(results)
+    dist.destroy_process_group()
+
+
+def ddp_sync_overheads(shape, world: int, all_reduce: tuple[float, float], threads: int, seq: int = 64) -> tuple[float, float]:
+    """DDP's gradient sync beyond the all-reduce itself (bucket copies, the reducer, gloo's thread
+    sharing the core with the backward), fitted as a fixed time per sync plus a time per gradient
+    byte: a training micro-step of a real model of `shape` and of the same model at twice the width,
+    under DDP over `world` CPU processes, with the sync minus without it, minus the fitted
+    all-reduce. Returns (microseconds per sync, GB/s per byte or 0 where no per-byte cost was found)."""
+    import torch.multiprocessing as mp
+
+    from planner.cost import params
+    from planner.cost.symbols import S
+
+    shapes = [shape, widened(shape)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, world, port, shapes, seq, threads, q)) for r in range(world)]
+    for p in procs:
+        p.start()
+    results = q.get(timeout=600)
+    for p in procs:
+        p.join(timeout=60)
+    bw, alpha = all_reduce
+    rows, extra = [], []
+    for sh, (unsynced, synced) in zip(shapes, results):
+        grad_bytes = 4 * float(params.total_params(S).subs(S.values(sh)))
+        modeled = 2 * (world - 1) / world * grad_bytes / (bw * 1e9) + 2 * (world - 1) * alpha * 1e-6
+        rows.append((1.0, grad_bytes))
+        extra.append(max(0.0, synced - unsynced - modeled))
+    return _fixed_plus_per_byte(rows, extra)
+
+
+def _fixed_plus_per_byte(rows: list[tuple[float, float]], extra: list[float]) -> tuple[float, float]:
+    """Least squares extra = fixed + bytes / bw over (1, bytes) rows: (fixed in us, bw in GB/s or 0
+    where no per-byte cost was found), neither negative."""
+    (fixed, per_byte), *_ = np.linalg.lstsq(np.array(rows), np.array(extra), rcond=None)
+    if per_byte <= 0:  # no per-byte cost: all of it fixed (the mean)
+        return float(statistics.mean(extra) * 1e6), 0.0
+    if fixed < 0:  # all of it per byte
+        return 0.0, float(1 / (sum(e * r[1] for e, r in zip(extra, rows)) / sum(r[1] ** 2 for r in rows)) / 1e9)
+    return float(fixed * 1e6), float(1 / per_byte / 1e9)
 
 
 def _pipeline_worker(rank: int, world: int, port: int, shape, seq: int, batches: list[int], threads: int, out) -> None:

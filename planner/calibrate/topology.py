@@ -46,6 +46,9 @@ def measure_once(world: int, model: str | None, quick: bool, advance: Callable[[
                                                                     raw["memory_gb_per_s"], torch.get_num_threads())
             raw["model_fit"] |= {"shard_unit_overhead_us": per_unit, "shard_copy_gb_per_s": copy_bw,
                                  "sharded_optimizer_tensor_overhead_us": per_tensor}
+            ar = raw["collectives"]["all_reduce"]
+            sync, ddp_bw = measure.ddp_sync_overheads(shape, world, (ar["bw_gb_per_s"], ar["latency_us"]), torch.get_num_threads())
+            raw["model_fit"] |= {"ddp_sync_overhead_us": sync, "ddp_copy_gb_per_s": ddp_bw}
             p2p = raw["collectives"]["p2p"]
             raw["model_fit"]["pipeline_tick_overhead_us"] = measure.pipeline_tick_overhead(
                 shape, world, (p2p["bw_gb_per_s"], p2p["latency_us"]), torch.get_num_threads())
@@ -95,6 +98,8 @@ def to_topology(raw: dict, name: str, world: int) -> dict:
                 **({"sharded_optimizer_tensor_overhead_us": round(fit["sharded_optimizer_tensor_overhead_us"], 2)}
                    if "sharded_optimizer_tensor_overhead_us" in fit else {}),
                 "pipeline_tick_overhead_us": round(fit.get("pipeline_tick_overhead_us", 0.0), 2),
+                "ddp_sync_overhead_us": round(fit.get("ddp_sync_overhead_us", 0.0), 2),
+                **({"ddp_copy_gb_per_s": round(fit["ddp_copy_gb_per_s"], 4)} if fit.get("ddp_copy_gb_per_s") else {}),
                 "loss_element_ns": round(fit.get("loss_element_ns", 0.0), 3),
                 "loss_call_overhead_us": round(fit.get("loss_call_overhead_us", 0.0), 2)},
         "intra_node": {"name": f"{raw['backend']}, measured", **link,

@@ -45,6 +45,8 @@ def job_values(job: Job, cluster: Cluster) -> dict[str, float]:
         "loss_el": cluster.gpu.loss_element_ns * 1e-9,
         "ov_opt_sh": (cluster.gpu.optimizer_tensor_overhead_us if cluster.gpu.sharded_optimizer_tensor_overhead_us is None
                       else cluster.gpu.sharded_optimizer_tensor_overhead_us) * 1e-6,
+        "ov_dd": cluster.gpu.ddp_sync_overhead_us * 1e-6,
+        "ov_ddb": 1 / (cluster.gpu.ddp_copy_gb_per_s * 1e9) if cluster.gpu.ddp_copy_gb_per_s else 0.0,
         "ov_loss": cluster.gpu.loss_call_overhead_us * 1e-6,
         "ov_pp": cluster.gpu.pipeline_tick_overhead_us * 1e-6,
         "ov_shb": 1 / (cluster.gpu.shard_copy_gb_per_s * 1e9) if cluster.gpu.shard_copy_gb_per_s else 0.0,

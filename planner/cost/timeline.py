@@ -134,10 +134,10 @@ def student_fsdp_comm() -> sp.Expr:
 
 
 def student_grad_reduction() -> sp.Expr:
-    """Once per step, during the last backward: DDP's all-reduce (also under ZeRO-1) or FSDP2's
-    per-unit reduce-scatter of the gradients."""
+    """Once per step, during the last backward: DDP's all-reduce (also under ZeRO-1) with its own
+    fixed `ov_dd` and per-byte `ov_ddb` costs, or FSDP2's per-unit reduce-scatter of the gradients."""
     P = total_params(S)
-    ar = comm.all_reduce(y.s_sh, P * y.q_G, y.link("S", "ar"))
+    ar = comm.all_reduce(y.s_sh, P * y.q_G, y.link("S", "ar")) + sp.Min(1, y.s_sh - 1) * (y.ov_dd + P * y.q_G * y.ov_ddb)
     rs = comm.reduce_scatter(y.s_sh, P * y.q_G, y.link("S", "rs"), calls=S.L + 1) + fsdp_overhead(S.L + 1, P * y.q_G)
     return (is_ddp + is_z1) * ar + (is_z2 + is_z3) * rs
 

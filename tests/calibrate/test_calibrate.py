@@ -48,6 +48,7 @@ def test_calibrate_model_fits_every_overhead(runner, tmp_path):
     assert 0 < g.compute_efficiency <= 1 and g.layer_overhead_us > 0 and g.loss_element_ns > 0
     assert g.pipeline_tick_overhead_us > 0 and g.optimizer_tensor_overhead_us > 0
     assert g.shard_unit_overhead_us > 0 or g.shard_copy_gb_per_s  # FSDP costs more than its all-gathers
+    assert g.ddp_sync_overhead_us > 0 or g.ddp_copy_gb_per_s  # and DDP more than its all-reduce
 
 
 def test_shard_overhead_fit_separates_per_unit_and_per_byte():

@@ -20,7 +20,8 @@ def terms(strat: Strategy, **gpu) -> dict[str, float]:
 def delta(strat: Strategy, field: str, value: float) -> dict[str, float]:
     """Which terms move, and by how much, when one overhead goes from 0 to `value`."""
     zero = {"loss_call_overhead_us": 0.0, "pipeline_tick_overhead_us": 0.0, "shard_unit_overhead_us": 0.0, "shard_copy_gb_per_s": None,
-            "optimizer_tensor_overhead_us": 0.0, "sharded_optimizer_tensor_overhead_us": 0.0}
+            "optimizer_tensor_overhead_us": 0.0, "sharded_optimizer_tensor_overhead_us": 0.0,
+            "ddp_sync_overhead_us": 0.0, "ddp_copy_gb_per_s": None}
     a, b = terms(strat, **zero), terms(strat, **(zero | {field: value}))
     return {k: b[k] - a[k] for k in a if abs(b[k] - a[k]) > 1e-12}
 
@@ -58,3 +59,13 @@ def test_sharded_optimizer_overhead_for_fsdp_students_only():
     assert delta(REPL, "sharded_optimizer_tensor_overhead_us", 1000.0) == {}
     z1 = Strategy("replicate", "zero1", "colocated", 2, 2, s_sh=2, b=2)  # ZeroRedundancyOptimizer: half the tensors each
     assert delta(z1, "optimizer_tensor_overhead_us", 1000.0) == {"optimizer": pytest.approx(tensors / 2 * 1e-3)}
+
+
+def test_ddp_sync_overhead_once_per_step_and_only_with_a_sync():
+    grad_bytes = 4 * 869_504  # tiny-student fp32 gradients
+    assert delta(REPL, "ddp_sync_overhead_us", 1000.0) == {"grad_sync": pytest.approx(1e-3)}
+    assert delta(REPL, "ddp_copy_gb_per_s", 2.0) == {"grad_sync": pytest.approx(grad_bytes / 2e9, rel=1e-3)}
+    z3 = Strategy("replicate", "zero3", "colocated", 2, 2, s_sh=2, b=2)
+    assert delta(z3, "ddp_sync_overhead_us", 1000.0) == {}
+    alone = Strategy("replicate", "ddp", "disaggregated", 1, 1, s_sh=1, b=2)  # one student rank: nothing to sync
+    assert delta(alone, "ddp_sync_overhead_us", 1000.0) == {}
