@@ -175,9 +175,10 @@ def fit_collectives(res: dict[str, dict[int, float]], world: int) -> dict[str, t
     return out
 
 
-def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3) -> tuple[float, float]:
-    """Fit a training step (forward + backward) of a real model of `shape` to
-    t = 3 * (flops_fwd / F + L * overhead) over (batch, sequence) sizes: (F in TFLOP/s, overhead in us).
+def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3) -> dict:
+    """Time a training step (forward + backward) of a real model of `shape` at (batch, sequence)
+    sizes, for the fit t = 3 * (flops_fwd / F + L * overhead) (`fit_layer_costs`): per size, its
+    FLOPs, layer passes and seconds.
 
     This is what the cost model's `compute_efficiency` and `layer_overhead_us` stand for; the FLOP
     count is the cost model's own (`planner.cost.params`). The fit weighs relative residuals, so
@@ -203,8 +204,14 @@ def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3)
         times.append(_timeit(step, sync, reps, flush))
         fwd = float(params.forward_flops_per_token(S, s, 1).subs(vals)) * b * s
         rows.append((3 * fwd, 3 * shape.num_layers))
-    t = np.array(times)
-    A = np.array([[f, layers] for f, layers in rows]) / t[:, None]
+    return {f"{b}x{s}": {"flops": f, "layer_passes": n, "seconds": t} for (b, s), (f, n), t in zip(sizes, rows, times)}
+
+
+def fit_layer_costs(points: dict) -> tuple[float, float]:
+    """Least squares of `layer_costs`' points, on relative residuals: (F in TFLOP/s, overhead in us)."""
+    pts = list(points.values())
+    t = np.array([p["seconds"] for p in pts])
+    A = np.array([[p["flops"], p["layer_passes"]] for p in pts]) / t[:, None]
     (inv_f, ov), *_ = np.linalg.lstsq(A, np.ones_like(t), rcond=None)
     return float(1 / max(inv_f, 1e-18) / 1e12), float(max(ov, 0.0) * 1e6)
 
@@ -234,12 +241,12 @@ def _fsdp_worker(rank: int, world: int, port: int, shapes: list, sizes: list[tup
                         model.reshard()
 
         dist.barrier()
-        plain = _timeit(forward_all, dist.barrier, 7)
+        plain = _timeit(forward_all, dist.barrier, 9)
         for layer in model.model.layers:
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
         dist.barrier()
-        results.append((plain, _timeit(forward_all, dist.barrier, 7)))
+        results.append((plain, _timeit(forward_all, dist.barrier, 9)))
         if len(results) == 1:  # the model's own shape: clip + AdamW step on its sharded (DTensor) parameters
             params = list(model.parameters())
             for q in params:
@@ -263,14 +270,14 @@ def widened(shape):
                                     "num_heads": 2 * shape.num_heads, "num_kv_heads": 2 * shape.kv_heads})
 
 
-def shard_overheads(shape, world: int, all_gather: tuple[float, float], mem_bw: float, threads: int) -> tuple[float, float, float]:
+def shard_overheads(shape, world: int, all_gather: tuple[float, float], mem_bw: float, threads: int) -> tuple[dict, float]:
     """FSDP2's cost beyond the all-gather itself (copy-in/out, hooks, DTensor), fitted as a fixed
     time per unit gather plus a time per gathered byte: forward passes of a real model of `shape`
     and of the same model at twice the width, sharded over `world` CPU processes, minus the same
     unsharded, minus the fitted all-gather time; and clipping + an AdamW step on the sharded
     parameters, minus their bytes over the memory bandwidth, per parameter tensor. Returns
-    (microseconds per unit, GB/s per byte or 0 where no per-byte cost was found, microseconds per
-    sharded parameter tensor of the optimizer)."""
+    ({model: {bytes per unit, extra seconds per unit gather}} for `fit_fixed_plus_per_byte`,
+    microseconds per sharded parameter tensor of the optimizer)."""
     import torch.multiprocessing as mp
 
     from planner.cost import params
@@ -291,15 +298,14 @@ def shard_overheads(shape, world: int, all_gather: tuple[float, float], mem_bw: 
     seconds, tensors, local = optim
     per_tensor = max(0.0, seconds - 2 * local * 4 * 4 / (mem_bw * 1e9)) / tensors * 1e6
     bw, alpha = all_gather  # GB/s, us per step
-    rows, extra = [], []
+    points = {}
     for sh, (plain, sharded) in zip(shapes, results):
         units = sh.num_layers + 1
         param_bytes = 4 * float(params.total_params(S).subs(S.values(sh)))
         modeled = len(sizes) * ((world - 1) / world * param_bytes / (bw * 1e9) + units * (world - 1) * alpha * 1e-6)
         gathers = len(sizes) * units
-        rows.append((1.0, param_bytes / units))
-        extra.append(max(0.0, sharded - plain - modeled) / gathers)
-    return (*_fixed_plus_per_byte(rows, extra), per_tensor)
+        points[sh.name] = {"bytes": param_bytes / units, "extra_s": max(0.0, sharded - plain - modeled) / gathers}
+    return points, per_tensor
 
 
 def _ddp_worker(rank: int, world: int, port: int, shapes: list, seq: int, threads: int, out) -> None:
@@ -326,18 +332,18 @@ def _ddp_worker(rank: int, world: int, port: int, shapes: list, seq: int, thread
                 micro_step()
 
         dist.barrier()
-        results.append((_timeit(unsynced, dist.barrier, 7, flush), _timeit(micro_step, dist.barrier, 7, flush)))
+        results.append((_timeit(unsynced, dist.barrier, 11, flush), _timeit(micro_step, dist.barrier, 11, flush)))
     if rank == 0:
         out.put(results)
     dist.destroy_process_group()
 
 
-def ddp_sync_overheads(shape, world: int, all_reduce: tuple[float, float], threads: int, seq: int = 64) -> tuple[float, float]:
+def ddp_sync_overheads(shape, world: int, all_reduce: tuple[float, float], threads: int, seq: int = 64) -> dict:
     """DDP's gradient sync beyond the all-reduce itself (bucket copies, the reducer, gloo's thread
     sharing the core with the backward), fitted as a fixed time per sync plus a time per gradient
     byte: a training micro-step of a real model of `shape` and of the same model at twice the width,
     under DDP over `world` CPU processes, with the sync minus without it, minus the fitted
-    all-reduce. Returns (microseconds per sync, GB/s per byte or 0 where no per-byte cost was found)."""
+    all-reduce. Returns {model: {gradient bytes, extra seconds per sync}} for `fit_fixed_plus_per_byte`."""
     import torch.multiprocessing as mp
 
     from planner.cost import params
@@ -356,18 +362,19 @@ def ddp_sync_overheads(shape, world: int, all_reduce: tuple[float, float], threa
     for p in procs:
         p.join(timeout=60)
     bw, alpha = all_reduce
-    rows, extra = [], []
+    points = {}
     for sh, (unsynced, synced) in zip(shapes, results):
         grad_bytes = 4 * float(params.total_params(S).subs(S.values(sh)))
         modeled = 2 * (world - 1) / world * grad_bytes / (bw * 1e9) + 2 * (world - 1) * alpha * 1e-6
-        rows.append((1.0, grad_bytes))
-        extra.append(max(0.0, synced - unsynced - modeled))
-    return _fixed_plus_per_byte(rows, extra)
+        points[sh.name] = {"bytes": grad_bytes, "extra_s": max(0.0, synced - unsynced - modeled)}
+    return points
 
 
-def _fixed_plus_per_byte(rows: list[tuple[float, float]], extra: list[float]) -> tuple[float, float]:
-    """Least squares extra = fixed + bytes / bw over (1, bytes) rows: (fixed in us, bw in GB/s or 0
-    where no per-byte cost was found), neither negative."""
+def fit_fixed_plus_per_byte(points: dict) -> tuple[float, float]:
+    """Least squares extra = fixed + bytes / bw through {bytes, extra_s} points: (fixed in us, bw in
+    GB/s or 0 where no per-byte cost was found), neither negative."""
+    rows = [(1.0, p["bytes"]) for p in points.values()]
+    extra = [p["extra_s"] for p in points.values()]
     (fixed, per_byte), *_ = np.linalg.lstsq(np.array(rows), np.array(extra), rcond=None)
     if per_byte <= 0:  # no per-byte cost: all of it fixed (the mean)
         return float(statistics.mean(extra) * 1e6), 0.0
@@ -467,10 +474,10 @@ def optimizer_tensor_overhead(shape, device: str, bandwidth_gb_per_s: float, rep
     return max(0.0, (t - nbytes / (bandwidth_gb_per_s * 1e9)) / len(params) * 1e6)
 
 
-def loss_costs(vocab: int, device: str, reps: int = 7) -> tuple[float, float]:
-    """The executor's generalized JSD, forward + backward, fitted to t = call + elements * per_element
-    over two sizes of [tokens x vocabulary]: (nanoseconds per element, microseconds per call). Its
-    exp/log work is compute-bound on a CPU, bandwidth-bound on a GPU."""
+def loss_costs(vocab: int, device: str, reps: int = 7) -> dict:
+    """The executor's generalized JSD, forward + backward, timed at two sizes of [tokens x
+    vocabulary] for the fit t = call + elements * per_element (`fit_loss_costs`). Its exp/log work
+    is compute-bound on a CPU, bandwidth-bound on a GPU."""
     import torch
 
     from planner.executor.loss import generalized_jsd
@@ -487,7 +494,14 @@ def loss_costs(vocab: int, device: str, reps: int = 7) -> tuple[float, float]:
 
         times.append(_timeit(step, sync, reps, cache_flusher(device)))
         rows.append((b * s * vocab, 1.0))
-    (per_el, call), *_ = np.linalg.lstsq(np.array(rows, dtype=float), np.array(times), rcond=None)
-    if call < 0:
-        return times[-1] / rows[-1][0] * 1e9, 0.0
-    return max(float(per_el), 0.0) * 1e9, float(call) * 1e6
+    return {str(n): {"elements": n, "seconds": t} for (n, _), t in zip(rows, times)}
+
+
+def fit_loss_costs(points: dict) -> tuple[float, float]:
+    """t = call + elements * per_element through `loss_costs`' points: (ns per element, us per call)."""
+    pts = sorted(points.values(), key=lambda p: p["elements"])
+    rows = np.array([[p["elements"], 1.0] for p in pts], dtype=float)
+    (per_el, call), *_ = np.linalg.lstsq(rows, np.array([p["seconds"] for p in pts]), rcond=None)
+    if call < 0 or per_el <= 0:
+        return pts[-1]["seconds"] / pts[-1]["elements"] * 1e9, 0.0
+    return float(per_el) * 1e9, float(call) * 1e6

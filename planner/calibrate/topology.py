@@ -36,19 +36,17 @@ def measure_once(world: int, model: str | None, quick: bool, advance: Callable[[
         fit = [(1, 16), (1, 64), (2, 64), (4, 64), (4, 128)] if not cuda else [(1, 128), (4, 512), (8, 1024), (16, 1024)]
         # CPU processes share the machine as the executor's ranks do: time them all at once
         at_once = (lambda fn, *a: measure.on_every_process(world, torch.get_num_threads(), fn, *a)) if not cuda and world > 1 else (lambda fn, *a: fn(*a))
-        tflops, overhead = at_once(measure.layer_costs, shape, device, fit)
-        raw["model_fit"] = {"model": shape.name, "tflops": tflops, "layer_overhead_us": overhead,
+        # raw timings only; the fits run on the per-figure medians of the rounds (to_topology)
+        raw["model_fit"] = {"model": shape.name, "train_steps": at_once(measure.layer_costs, shape, device, fit),
                             "optimizer_tensor_overhead_us": at_once(measure.optimizer_tensor_overhead, shape, device, raw["memory_gb_per_s"]),
-                            **dict(zip(("loss_element_ns", "loss_call_overhead_us"), at_once(measure.loss_costs, shape.vocab, device)))}
+                            "loss_calls": at_once(measure.loss_costs, shape.vocab, device)}
         if not cuda and world > 1 and raw["collectives"]:
             ag = raw["collectives"]["all_gather"]
-            per_unit, copy_bw, per_tensor = measure.shard_overheads(shape, world, (ag["bw_gb_per_s"], ag["latency_us"]),
-                                                                    raw["memory_gb_per_s"], torch.get_num_threads())
-            raw["model_fit"] |= {"shard_unit_overhead_us": per_unit, "shard_copy_gb_per_s": copy_bw,
-                                 "sharded_optimizer_tensor_overhead_us": per_tensor}
+            gathers, per_tensor = measure.shard_overheads(shape, world, (ag["bw_gb_per_s"], ag["latency_us"]),
+                                                          raw["memory_gb_per_s"], torch.get_num_threads())
+            raw["model_fit"] |= {"fsdp_gathers": gathers, "sharded_optimizer_tensor_overhead_us": per_tensor}
             ar = raw["collectives"]["all_reduce"]
-            sync, ddp_bw = measure.ddp_sync_overheads(shape, world, (ar["bw_gb_per_s"], ar["latency_us"]), torch.get_num_threads())
-            raw["model_fit"] |= {"ddp_sync_overhead_us": sync, "ddp_copy_gb_per_s": ddp_bw}
+            raw["model_fit"]["ddp_syncs"] = measure.ddp_sync_overheads(shape, world, (ar["bw_gb_per_s"], ar["latency_us"]), torch.get_num_threads())
             p2p = raw["collectives"]["p2p"]
             raw["model_fit"]["pipeline_tick_overhead_us"] = measure.pipeline_tick_overhead(
                 shape, world, (p2p["bw_gb_per_s"], p2p["latency_us"]), torch.get_num_threads())
@@ -70,6 +68,22 @@ def median_of(rounds: list[dict]) -> dict:
     return out
 
 
+def fitted(model_fit: dict) -> dict:
+    """The cost model's figures from the (median) raw timings of `measure_once`'s model_fit."""
+    from planner.calibrate import measure
+
+    if not model_fit:
+        return {}
+    out = {k: v for k, v in model_fit.items() if isinstance(v, (int, float))}
+    out["tflops"], out["layer_overhead_us"] = measure.fit_layer_costs(model_fit["train_steps"])
+    out["loss_element_ns"], out["loss_call_overhead_us"] = measure.fit_loss_costs(model_fit["loss_calls"])
+    if "fsdp_gathers" in model_fit:
+        out["shard_unit_overhead_us"], out["shard_copy_gb_per_s"] = measure.fit_fixed_plus_per_byte(model_fit["fsdp_gathers"])
+    if "ddp_syncs" in model_fit:
+        out["ddp_sync_overhead_us"], out["ddp_copy_gb_per_s"] = measure.fit_fixed_plus_per_byte(model_fit["ddp_syncs"])
+    return out
+
+
 def to_topology(raw: dict, name: str, world: int) -> dict:
     """The topology mapping (validated by the caller) for a calibrated one-node machine."""
     import torch
@@ -81,7 +95,7 @@ def to_topology(raw: dict, name: str, world: int) -> dict:
     else:
         dev_name = f"1 CPU process ({os.cpu_count()} cores shared)"
         mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 / world
-    fit = raw.get("model_fit", {})
+    fit = fitted(raw.get("model_fit", {}))
     ar = raw["collectives"].get("all_reduce", {"bw_gb_per_s": 1000.0, "latency_us": 1.0})
     link = {"bw_gb_per_s": round(ar["bw_gb_per_s"], 4), "latency_us": round(ar["latency_us"], 2), "efficiency": 1.0}
     return {
