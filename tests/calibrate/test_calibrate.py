@@ -58,3 +58,18 @@ def test_shard_overhead_fit_separates_per_unit_and_per_byte():
     w = widened(s)
     assert (w.hidden, w.ffn, w.num_heads, w.kv_heads, w.head_dim or w.hidden // w.num_heads) == (
         2 * s.hidden, 2 * s.ffn, 2 * s.num_heads, 2 * s.kv_heads, s.head_dim or s.hidden // s.num_heads)
+
+
+def test_fits_recover_known_costs():
+    from planner.calibrate.measure import fit_fixed_plus_per_byte, fit_layer_costs, fit_loss_costs
+    # extra = 800 us + bytes / 2 GB/s
+    pts = {m: {"bytes": b, "extra_s": 800e-6 + b / 2e9} for m, b in (("a", 1e6), ("b", 4e6))}
+    assert fit_fixed_plus_per_byte(pts) == pytest.approx((800.0, 2.0), rel=1e-9)
+    flat = {m: {"bytes": b, "extra_s": 1e-3} for m, b in (("a", 1e6), ("b", 4e6))}
+    assert fit_fixed_plus_per_byte(flat) == pytest.approx((1000.0, 0.0), abs=1e-9)  # no per-byte cost found
+    # t = 3 * (flops / 0.1 TFLOP/s + 4 layers * 300 us)
+    steps = {str(f): {"flops": 3 * f, "layer_passes": 12, "seconds": 3 * (f / 1e11 + 4 * 300e-6)} for f in (1e7, 1e8, 1e9)}
+    assert fit_layer_costs(steps) == pytest.approx((0.1, 300.0), rel=1e-6)
+    # t = 400 us + 15 ns per element
+    calls = {str(n): {"elements": n, "seconds": 400e-6 + 15e-9 * n} for n in (16384, 131072)}
+    assert fit_loss_costs(calls) == pytest.approx((15.0, 400.0), rel=1e-9)
