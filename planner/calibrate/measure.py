@@ -376,7 +376,7 @@ def fit_fixed_plus_per_byte(points: dict) -> tuple[float, float]:
     rows = [(1.0, p["bytes"]) for p in points.values()]
     extra = [p["extra_s"] for p in points.values()]
     (fixed, per_byte), *_ = np.linalg.lstsq(np.array(rows), np.array(extra), rcond=None)
-    if per_byte <= 0:  # no per-byte cost: all of it fixed (the mean)
+    if per_byte * max(r[1] for r in rows) <= 1e-3 * max(max(extra), 1e-12):  # no per-byte cost: all of it fixed (the mean)
         return float(statistics.mean(extra) * 1e6), 0.0
     if fixed < 0:  # all of it per byte
         return 0.0, float(1 / (sum(e * r[1] for e, r in zip(extra, rows)) / sum(r[1] ** 2 for r in rows)) / 1e9)
