@@ -2,7 +2,7 @@
 models, and put the cost model's predictions next to the measurements.
 
 Run: .venv/bin/python bench/validation_report.py [--steps 8] [--rounds 2] [--with-trl] [--out docs/validation.md]
-(about 3 minutes on the 2-core CI machine, 6 with --with-trl; keep the machine otherwise idle).
+(about 6 minutes on the 2-core CI machine with --rounds 3, 9 with --with-trl; keep the machine otherwise idle).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import tempfile
 from pathlib import Path
 
 from planner import validate
+from planner.calibrate.topology import median_of, to_topology
 from planner.inputs.load import load_cluster
+from planner.inputs.yamlio import dump_yaml
 from planner.plan import load_plan, write_plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,18 +67,27 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        topo = tmp / "this-machine.yaml"
-        subprocess.run(PLANNER + ["calibrate", "-m", "tiny-student", "--repeat", "3", "-o", str(topo), "--name", "this-machine"], check=True)
-        cluster = load_cluster(str(topo))
         paths = [plan_for(tmp, name, base, change) for name, base, change in CASES]
         runs: dict[str, list[dict]] = {p.stem: [] for p in paths}
-        for r in range(args.rounds):  # alternate the strategies so a drift of the machine hits them all alike
-            for path in paths:
+        calibrations = []
+        for r in range(args.rounds + 1):
+            # a calibration round before every round of runs and one after the last: the machine's
+            # drift over the report reaches the calibration as it reaches the measurements
+            cal = tmp / f"calibration-{r}.yaml"
+            subprocess.run(PLANNER + ["calibrate", "-m", "tiny-student", "-o", str(cal), "--name", "this-machine"], check=True)
+            calibrations += json.loads(cal.with_suffix(".raw.json").read_text())["rounds"]
+            if r == args.rounds:
+                break
+            for path in paths:  # alternate the strategies so a drift of the machine hits them all alike
                 metrics = tmp / f"{path.stem}-{r}.json"
                 subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "planner",
                                 "run", str(path), "--steps", str(args.steps), "--metrics-out", str(metrics), "--no-progress", "--phases"],
                                check=True, capture_output=True)
                 runs[path.stem].append(json.loads(metrics.read_text()))
+        topo = tmp / "this-machine.yaml"
+        topo.write_text(f"# `planner calibrate -m tiny-student`: per-figure median of {len(calibrations)} rounds, one before each "
+                        "round of runs and one after the last\n" + dump_yaml(to_topology(median_of(calibrations), "this-machine", 2)))
+        cluster = load_cluster(str(topo))
         results = []
         for (name, _, _), path in zip(CASES, paths):
             merged = dict(runs[path.stem][0])  # every round's steady steps together
@@ -108,8 +119,8 @@ def write_report(out: Path, results, topo_text: str, steps: int, trl: str | None
         f"{platform.machine()}, {platform.processor() or 'CPU'}; 2 gloo processes; tiny Llama teacher and student "
         f"(`jobs/tiny-cpu.yaml`); {steps} optimizer steps per strategy and round, rounds alternating, warm-up excluded, "
         "median of the pooled steady steps; the sides of the step are the executor's `--phases` (teacher: its logits, "
-        "or the wait for them; student: forward, loss, backward, optimizer) against the cost model's terms on each side; the cost model is evaluated on the topology `planner calibrate -m tiny-student "
-        "--repeat 3` measured just before (below).", "",
+        "or the wait for them; student: forward, loss, backward, optimizer) against the cost model's terms on each side; the cost model is evaluated on the topology of `planner calibrate -m tiny-student` "
+        "rounds taken before each round of runs and after the last (per-figure median, below).", "",
         "| strategy (teacher / student) | predicted step ms | measured step ms | error | teacher side ms, predicted / measured | student side ms, predicted / measured | state bytes max error |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]

@@ -402,7 +402,7 @@ def _pipeline_worker(rank: int, world: int, port: int, shape, seq: int, batches:
     hidden = torch.randn(1, seq, shape.hidden)
     x = one if lo == 0 else hidden
     with torch.no_grad():
-        alone = _timeit(lambda: stage(x, torch.ones_like(one)), lambda: None, 7)
+        alone = _timeit(lambda: stage(x, torch.ones_like(one)), lambda: None, 15)
     group = dist.new_group(list(range(world)))
     piped = {}
     for b in batches:
@@ -410,7 +410,7 @@ def _pipeline_worker(rank: int, world: int, port: int, shape, seq: int, batches:
         ids = torch.randint(0, shape.vocab, (b, seq))
         batch = Batch(ids, torch.ones_like(ids), ids[:, C:])
         dist.barrier()
-        piped[b] = _timeit(lambda: pipe.request(batch)(), dist.barrier, 5)
+        piped[b] = _timeit(lambda: pipe.request(batch)(), dist.barrier, 9)
     slowest = [None] * world
     dist.all_gather_object(slowest, alone)
     if rank == 0:

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         world: Annotated[int, typer.Option(help="Local processes for the collective benchmark (GPUs on a GPU machine).", min=1)] = 2,
         name: Annotated[str, typer.Option(help="Name of the topology.")] = "my-machine",
         quick: Annotated[bool, typer.Option(help="Smaller problems (seconds instead of a minute).")] = False,
-        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Also time training steps of this model (a bundled name or config.json) to fit compute efficiency and per-layer overhead.")] = None,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Also time this model (a bundled name or config.json): training steps (compute efficiency, per-layer overhead), the GKD loss, the optimizer step, and on CPU processes FSDP, DDP and pipeline overheads.")] = None,
         repeat: Annotated[int, typer.Option(help="Rounds of every measurement; the topology gets each figure's median.", min=1)] = 1,
         force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
     ) -> None:
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         raw = topology.median_of(rounds) | {"rounds": rounds}
         topo = topology.to_topology(raw, name, world)
         Cluster(**topo)  # what we write must load
-        text = "# Written by `planner calibrate`: peaks are what large matmuls reached; with --model, compute_efficiency and the *_overhead_us figures come from timed passes and steps of that model.\n" + dump_yaml(topo)
+        text = "# Written by `planner calibrate`: peaks are what large matmuls reached; with --model, compute_efficiency and the overhead figures are fitted to timed passes and steps of that model (raw timings in the .raw.json).\n" + dump_yaml(topo)
         if output:
             Path(output).write_text(text)
             Path(output).with_suffix(".raw.json").write_text(json.dumps(raw, indent=2))
