@@ -175,7 +175,7 @@ def fit_collectives(res: dict[str, dict[int, float]], world: int) -> dict[str, t
     return out
 
 
-def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3) -> dict:
+def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3, dtype: str = "fp32") -> dict:
     """Time a training step (forward + backward) of a real model of `shape` at (batch, sequence)
     sizes, for the fit t = 3 * (flops_fwd / F + L * overhead) (`fit_layer_costs`): per size, its
     FLOPs, layer passes and seconds.
@@ -189,7 +189,7 @@ def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3)
     from planner.cost.symbols import S
     from planner.executor.build import build_model
 
-    model = build_model(shape.name, shape, "fp32", seed=0).to(device)
+    model = build_model(shape.name, shape, dtype, seed=0).to(device)  # weights in the dtype the matmuls run in
     model.train()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     flush = cache_flusher(device)

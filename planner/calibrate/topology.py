@@ -37,7 +37,8 @@ def measure_once(world: int, model: str | None, quick: bool, advance: Callable[[
         # CPU processes share the machine as the executor's ranks do: time them all at once
         at_once = (lambda fn, *a: measure.on_every_process(world, torch.get_num_threads(), fn, *a)) if not cuda and world > 1 else (lambda fn, *a: fn(*a))
         # raw timings only; the fits run on the per-figure medians of the rounds (to_topology)
-        raw["model_fit"] = {"model": shape.name, "train_steps": at_once(measure.layer_costs, shape, device, fit),
+        fit_dtype = "bf16" if cuda else "fp32"  # what students train in there
+        raw["model_fit"] = {"model": shape.name, "dtype": fit_dtype, "train_steps": at_once(measure.layer_costs, shape, device, fit, 3, fit_dtype),
                             "optimizer_tensor_overhead_us": at_once(measure.optimizer_tensor_overhead, shape, device, raw["memory_gb_per_s"]),
                             "loss_calls": at_once(measure.loss_costs, shape.vocab, device)}
         if not cuda and world > 1 and raw["collectives"]:
@@ -75,6 +76,7 @@ def fitted(model_fit: dict) -> dict:
     if not model_fit:
         return {}
     out = {k: v for k, v in model_fit.items() if isinstance(v, (int, float))}
+    out["dtype"] = model_fit.get("dtype", "fp32")
     out["tflops"], out["layer_overhead_us"] = measure.fit_layer_costs(model_fit["train_steps"])
     out["loss_element_ns"], out["loss_call_overhead_us"] = measure.fit_loss_costs(model_fit["loss_calls"])
     if "fsdp_gathers" in model_fit:
@@ -103,7 +105,7 @@ def to_topology(raw: dict, name: str, world: int) -> dict:
         "nodes": 1, "gpus_per_node": world,
         "gpu": {"name": dev_name, "mem_gib": round(mem_gib, 2), "reserved_mem_gib": round(min(1.0, mem_gib / 8), 2),
                 "peak_tflops": {k: round(v, 5) for k, v in raw["matmul_tflops"].items()},
-                "compute_efficiency": round(min(1.0, fit["tflops"] / raw["matmul_tflops"]["fp32"]), 4) if fit else 1.0,
+                "compute_efficiency": round(min(1.0, fit["tflops"] / raw["matmul_tflops"][fit.get("dtype", "fp32")]), 4) if fit else 1.0,
                 "hbm_bw_gb_per_s": round(raw["memory_gb_per_s"], 3), "hbm_efficiency": 1.0,
                 "layer_overhead_us": round(fit.get("layer_overhead_us", 0.0), 2),
                 "shard_unit_overhead_us": round(fit.get("shard_unit_overhead_us", 0.0), 2),

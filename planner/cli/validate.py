@@ -50,6 +50,11 @@ def register(app: typer.Typer) -> None:
         if run:
             if p.nodes != 1:
                 raise InputError(f"{plan}: --run starts one node; this plan needs {p.nodes} (use `planner export`)")
+            try:
+                from planner.executor.groups import check_supported
+            except ImportError as e:
+                raise InputError(f"--run needs the executor ({e.name} is missing); pip install 'kd-planner[executor]'") from None
+            check_supported(p)  # refuse here, in one line, rather than from inside every rank
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "metrics.json"
                 run_plan(plan, p.gpus_per_node, steps, path)

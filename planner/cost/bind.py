@@ -27,13 +27,11 @@ def job_values(job: Job, cluster: Cluster) -> dict[str, float]:
     """Values of every symbol that a job and a cluster fix."""
     w = job.workload
     teacher_dtype = w.teacher_dtype or job.teacher.dtype
-    q_S = BYTES_PER_DTYPE[w.student_dtype]
-    k_O = (8 if w.optimizer == "adamw" else 4) + (4 if q_S < 4 else 0)  # moments (+ fp32 master)
     v: dict[str, float] = shape_values(job.student, "S") | shape_values(job.teacher, "T")
     v |= {
         "B": w.global_batch, "s_p": w.prompt_len, "s_c": w.completion_len, "lam": w.lmbda,
-        "gen": float(w.lmbda > 0), "q_S": q_S, "q_T": BYTES_PER_DTYPE[teacher_dtype],
-        "q_G": BYTES_PER_DTYPE[w.grad_dtype], "q_L": BYTES_PER_DTYPE[w.logits_dtype], "k_O": k_O,
+        "gen": float(w.lmbda > 0), "q_S": BYTES_PER_DTYPE[w.student_dtype], "q_W": w.weight_bytes, "q_T": BYTES_PER_DTYPE[teacher_dtype],
+        "q_G": w.grad_bytes, "q_L": BYTES_PER_DTYPE[w.logits_dtype], "k_O": w.optimizer_bytes,
         "flash": float(w.flash_attention), "rc_full": float(w.grad_checkpointing == "full"),
         "rc_sel": float(w.grad_checkpointing == "selective"), "kvc": float(w.generation_kv_cache),
         "chunked": float(w.loss == "chunked"), "C": w.loss_chunk_tokens,

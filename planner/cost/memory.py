@@ -1,8 +1,9 @@
 """Memory per device, by term, in bytes.
 
-Student model states follow ZeRO (Rajbhandari et al. 2020, sec. 5): 16-bit weights, gradients
-and k_O bytes of optimizer state per parameter (AdamW with an fp32 master copy: 4 + 4 + 4 = 12),
-each divided by the shard degree once its ZeRO stage shards it. The teacher keeps weights only.
+Student model states follow ZeRO (Rajbhandari et al. 2020, sec. 5): weights of q_W bytes,
+gradients of q_G and k_O bytes of optimizer state per parameter, each divided by the shard degree
+once its ZeRO stage shards it. Under autocast (PyTorch AMP, the executor) that is 4 + 4 + 8; with
+16-bit weights and an fp32 master copy (Megatron, DeepSpeed, the ZeRO paper) 2 + 2 + 12. The teacher keeps weights only.
 Activations come from `planner.cost.activations` (checked against autograd's saved bytes).
 """
 
@@ -25,7 +26,7 @@ def _split(degree, on) -> sp.Expr:
 
 
 def student_weights() -> sp.Expr:
-    return total_params(S) * y.q_S / _split(y.s_sh, y.z_p)
+    return total_params(S) * y.q_W / _split(y.s_sh, y.z_p)
 
 
 def student_gathered() -> sp.Expr:

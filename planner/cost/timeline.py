@@ -39,8 +39,8 @@ def generation() -> sp.Expr:
     `unwrap_model_for_generation`).
     """
     per_token_flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (y.s_p + y.s_c / 2 - 1))
-    step = sp.Max(total_params(S) * y.q_S / y.H_bw, per_token_flops / y.F_S)
-    return y.s_c * (step + S.L * y.ov) + y.z_p * comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.link("S", "ag"))
+    step = sp.Max(total_params(S) * y.q_W / y.H_bw, per_token_flops / y.F_S)
+    return y.s_c * (step + S.L * y.ov) + y.z_p * comm.all_gather(y.s_sh, total_params(S) * y.q_W, y.link("S", "ag"))
 
 
 def loss_pass() -> sp.Expr:
@@ -127,7 +127,8 @@ is_z2, is_z3 = y.z_g * (1 - y.z_p), y.z_p
 
 def student_fsdp_comm() -> sp.Expr:
     """FSDP2 per micro-step: parameter all-gather in forward (ZeRO-2, ZeRO-3) and again in backward
-    (ZeRO-3), one collective per unit (each layer and the root)."""
+    (ZeRO-3), one collective per unit (each layer and the root), in the compute dtype (FSDP2's
+    MixedPrecisionPolicy casts the fp32 shards of an autocast student before gathering)."""
     units = S.L + 1
     gather = comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.link("S", "ag"), calls=units) + fsdp_overhead(units, total_params(S) * y.q_S)
     return (is_z2 + 2 * is_z3) * gather
@@ -147,7 +148,7 @@ def student_after_step() -> sp.Expr:
     tensor from its owner (all-gather volume, one call per tensor); HSDP all-reduces each shard's
     gradients across the replicas."""
     P = total_params(S)
-    bcast = comm.all_gather(y.s_sh, P * y.q_S, y.link("S", "ag"), calls=param_tensors(S))
+    bcast = comm.all_gather(y.s_sh, P * y.q_W, y.link("S", "ag"), calls=param_tensors(S))
     across = comm.all_reduce(y.r_S, P * y.q_G / y.s_sh, y.link("R", "ar"))
     return is_z1 * bcast + is_z3 * across
 
@@ -168,7 +169,7 @@ def terms() -> dict[str, sp.Expr]:
         "loss": ga * loss_pass(),
         "student_fsdp_exposed": ga * sp.Max(0, student_fsdp_comm() - y.ovl * (fwd + bwd)),
         "grad_sync": sp.Max(0, student_grad_reduction() - y.ovl * bwd) + student_after_step(),
-        "optimizer": 2 * P_local * (y.k_O + y.q_S + y.q_G) / y.H_bw
+        "optimizer": 2 * P_local * (y.k_O + y.q_W + y.q_G) / y.H_bw
         + param_tensors(S) / (1 + is_z1 * (y.s_sh - 1)) * ((1 - y.z_g) * y.ov_opt + y.z_g * y.ov_opt_sh),  # FSDP: DTensors
         "teacher_forward": colo * ga * teacher_compute(),
         "teacher_bubble": colo * ga * teacher_bubble(),

@@ -129,6 +129,8 @@ def check_supported(plan: Plan) -> None:
             lines.append(f"disaggregated: the {len(t.ranks)} teacher ranks must divide the {len(s.ranks)} student ranks")
     if t.shape.vocab != s.shape.vocab:
         lines.append(f"teacher and student vocabularies differ ({t.shape.vocab} vs {s.shape.vocab}); GKD needs one tokenizer")
+    if w.mixed_precision == "master" and w.student_dtype != "fp32":
+        lines.append("workload.mixed_precision: master (16-bit weights, fp32 master copy) is not implemented by the executor; use autocast")
     if w.teacher_output != "logits":
         lines.append("workload.teacher_output: only 'logits' is implemented by the executor (top-k is not)")
     if lines:

@@ -94,7 +94,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     model = opt = None
     if lay.is_student:
         s = plan.student
-        model = stu.wrap(build.build_model(s.ref, s.shape, "fp32", seed + 1), s.strategy, lay)
+        model = stu.wrap(build.build_model(s.ref, s.shape, "fp32", seed + 1), s.strategy, lay, build.TORCH_DTYPES.get(w.student_dtype, torch.float32))
         opt = stu.optimizer(model, s.strategy, lay, opts.lr, opts.weight_decay, w.optimizer)
     # Resume from the newest complete checkpoint; every rank learns the step.
     start = [0]

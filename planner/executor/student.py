@@ -22,15 +22,18 @@ from planner.executor.groups import Layout
 FSDP_STRATEGIES = ("zero2", "zero3", "hsdp")
 
 
-def wrap(model: nn.Module, strategy: str, lay: Layout) -> nn.Module:
+def wrap(model: nn.Module, strategy: str, lay: Layout, compute_dtype: torch.dtype = torch.float32) -> nn.Module:
+    """`model` holds fp32 weights (autocast mixed precision); FSDP gathers them in `compute_dtype`
+    (MixedPrecisionPolicy, gradients reduced in fp32), as the cost model assumes."""
     model.to(lay.device).train()
     if strategy in FSDP_STRATEGIES:
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         reshard = strategy != "zero2"
+        mp = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
         for layer in model.model.layers:
-            fully_shard(layer, mesh=lay.student_mesh, reshard_after_forward=reshard)
-        fully_shard(model, mesh=lay.student_mesh, reshard_after_forward=reshard)
+            fully_shard(layer, mesh=lay.student_mesh, reshard_after_forward=reshard, mp_policy=mp)
+        fully_shard(model, mesh=lay.student_mesh, reshard_after_forward=reshard, mp_policy=mp)
         return model
     ids = [lay.device] if lay.device.type == "cuda" else None
     return DDP(model, device_ids=ids, process_group=lay.student_group)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from planner.inputs.model import Dtype, Strict
+from planner.inputs.model import BYTES_PER_DTYPE, Dtype, Strict
 
 
 class Workload(Strict):
@@ -20,10 +20,11 @@ class Workload(Strict):
     lmbda: float = Field(0.5, ge=0, le=1, description="Probability that a micro-step uses student-generated completions (on-policy).")
     beta: float = Field(0.5, ge=0, le=1, description="Generalized JSD interpolation (0: forward KL, 1: reverse KL).")
     temperature: float = Field(0.9, gt=0, description="Softmax temperature of the loss and of generation.")
-    student_dtype: Dtype = Field("bf16", description="Compute dtype of the student (weights held in this dtype, fp32 master copy in the optimizer).")
+    student_dtype: Dtype = Field("bf16", description="Compute dtype of the student (see mixed_precision for the dtype its weights are held in).")
+    mixed_precision: Literal["autocast", "master"] = Field("autocast", description="How a 16-bit student is trained: 'autocast' holds fp32 weights, gradients and optimizer state and computes in student_dtype (torch.autocast, Hugging Face Trainer bf16=True, the bundled executor); 'master' holds weights and gradients in student_dtype and an fp32 master copy in the optimizer (Megatron, DeepSpeed, the ZeRO paper).")
     teacher_dtype: Dtype | None = Field(None, description="Dtype of the teacher weights; default the teacher's own dtype.")
     logits_dtype: Literal["fp32", "bf16"] = Field("fp32", description="Dtype logits are upcast to for the loss (TRL: fp32).")
-    grad_dtype: Literal["fp32", "bf16"] = Field("bf16", description="Dtype of student gradients.")
+    grad_dtype: Literal["fp32", "bf16"] | None = Field(None, description="Dtype of student gradients (master only); default: fp32 under autocast (they follow the weights), student_dtype under master.")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Student optimizer: AdamW (fp32 master, two moments) or SGD with momentum.")
     grad_checkpointing: Literal["none", "selective", "full"] = Field("none", description="Student activation recomputation.")
     flash_attention: bool = Field(True, description="Attention kernel that never materialises the s x s score matrix.")
@@ -39,7 +40,24 @@ class Workload(Strict):
             raise ValueError(f"micro_batch_min ({self.micro_batch_min}) must not exceed micro_batch_max ({self.micro_batch_max})")
         if self.micro_batch_min > self.global_batch:
             raise ValueError(f"micro_batch_min ({self.micro_batch_min}) must not exceed global_batch ({self.global_batch})")
+        if self.mixed_precision == "autocast" and self.grad_dtype == "bf16":
+            raise ValueError("grad_dtype: bf16 gradients need mixed_precision: master (under autocast they follow the fp32 weights)")
         return self
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes per stored student weight: fp32 under autocast, the student dtype under master."""
+        return 4 if self.mixed_precision == "autocast" else BYTES_PER_DTYPE[self.student_dtype]
+
+    @property
+    def grad_bytes(self) -> int:
+        return BYTES_PER_DTYPE[self.grad_dtype] if self.grad_dtype else self.weight_bytes
+
+    @property
+    def optimizer_bytes(self) -> int:
+        """Optimizer state per student parameter: AdamW's two fp32 moments (SGD: one momentum), plus
+        an fp32 master copy where the weights themselves are 16-bit (master)."""
+        return (8 if self.optimizer == "adamw" else 4) + (4 if self.weight_bytes < 4 else 0)
 
     @property
     def seq_len(self) -> int:

@@ -53,3 +53,31 @@ def test_validate_run_measures_exact_state_bytes(runner, root):
     assert t["measured"] > 0 and s["measured"] > 0 and t["predicted"] > 0 and s["predicted"] > 0
     assert t["measured"] + s["measured"] == pytest.approx(rows["step time (s)"]["measured"], rel=0.02)
     assert t["predicted"] + s["predicted"] == pytest.approx(rows["step time (s)"]["predicted"], rel=1e-9)
+
+
+@pytest.mark.parametrize("student", ["ddp", "zero3"])
+def test_bf16_student_state_bytes_match_under_autocast(runner, root, tmp_path, student):
+    """A 16-bit student under autocast holds fp32 weights, gradients and AdamW moments (4 + 4 + 8
+    bytes per parameter), as the executor does; FSDP gathers it in bf16."""
+    pytest.importorskip("torch")
+    from planner.plan import write_plan
+    plan = load_plan(root / "examples/tiny-shard-zero3.yaml")
+    w = plan.workload.model_copy(update={"student_dtype": "bf16", "grad_dtype": None, "mixed_precision": "autocast"})
+    s = plan.student.model_copy(update={"strategy": student, "shard": 2 if student == "zero3" else 1})
+    path = tmp_path / "bf16.yaml"
+    write_plan(plan.model_copy(update={"workload": w, "student": s}), path)
+    r = runner.invoke(app, ["validate", str(path), "--run", "--steps", "3", "-f", "json"])
+    assert r.exit_code == 0, r.stderr
+    rows = {x["what"]: x for x in json.loads(r.stdout)["rows"]}
+    for term in ("student_weights", "student_grads", "student_optimizer", "teacher_weights"):
+        assert abs(rows[f"{term} (bytes)"]["rel_error"]) < 0.01, term
+
+
+def test_master_precision_is_refused_by_the_executor(runner, root, tmp_path):
+    from planner.plan import write_plan
+    plan = load_plan(root / PLAN)
+    w = plan.workload.model_copy(update={"student_dtype": "bf16", "grad_dtype": None, "mixed_precision": "master"})
+    path = tmp_path / "master.yaml"
+    write_plan(plan.model_copy(update={"workload": w}), path)
+    r = runner.invoke(app, ["validate", str(path), "--run", "--steps", "2"])
+    assert r.exit_code == 1 and "mixed_precision: master" in r.stderr

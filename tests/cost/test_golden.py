@@ -37,6 +37,6 @@ def test_zero_model_states(stage, switches, published_gb):
     z_o, z_g, z_p = switches
     states = memory.student_weights() + memory.student_grads() + memory.student_optimizer()
     P = params.total_params(y.S)
-    v = {y.q_S: 2, y.q_G: 2, y.k_O: 12, y.s_sh: 64, y.z_o: z_o, y.z_g: z_g, y.z_p: z_p}
+    v = {y.q_W: 2, y.q_G: 2, y.k_O: 12, y.s_sh: 64, y.z_o: z_o, y.z_g: z_g, y.z_p: z_p}
     per_param = sp.simplify(states.subs(v) / P)
     assert float(per_param * 7.5e9) / 1e9 == pytest.approx(published_gb, abs=0.05)
