@@ -36,11 +36,12 @@ def generation() -> sp.Expr:
     Each decode step reads every weight once (bandwidth bound, `P*q/H`) or does the token's matmuls
     (compute bound); without a KV cache (TRL with gradient checkpointing) each step recomputes the
     whole prefix, on average s_p + s_c/2 tokens. A ZeRO-3 student is gathered first (TRL's
-    `unwrap_model_for_generation`).
+    `unwrap_model_for_generation`). Weights are read in the compute dtype: autocast casts fp32
+    weights once per generation and caches the casts.
     """
     per_token_flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (y.s_p + y.s_c / 2 - 1))
-    step = sp.Max(total_params(S) * y.q_W / y.H_bw, per_token_flops / y.F_S)
-    return y.s_c * (step + S.L * y.ov) + y.z_p * comm.all_gather(y.s_sh, total_params(S) * y.q_W, y.link("S", "ag"))
+    step = sp.Max(total_params(S) * y.q_S / y.H_bw, per_token_flops / y.F_S)
+    return y.s_c * (step + S.L * y.ov) + y.z_p * comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.link("S", "ag"))
 
 
 def loss_pass() -> sp.Expr:

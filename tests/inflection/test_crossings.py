@@ -39,9 +39,13 @@ def test_every_crossing_is_a_tie_with_the_reported_winners_around_it(pair, var):
 
 
 def test_some_crossing_has_a_closed_form():
-    a, b = (regimes.resolve(p, JOB, CLUSTER, RES) for p in PAIRS[1])
-    found = regimes.between(a, b, crossing.VARIABLES["inter_bw"], JOB, CLUSTER)
-    assert found and found[0].closed is not None and "x" in crossing.describe(found[0])
+    """On the default job, some regime pair crosses over inter-node bandwidth at a point that
+    sympy solves exactly (the active branch of every Max is linear in 1/bw there)."""
+    closed = []
+    for pair in PAIRS[:4]:
+        a, b = (regimes.resolve(p, JOB, CLUSTER, RES) for p in pair)
+        closed += [c for c in regimes.between(a, b, crossing.VARIABLES["inter_bw"], JOB, CLUSTER) if c.closed is not None]
+    assert closed and "x" in crossing.describe(closed[0])
 
 
 def test_memory_boundary_of_a_replicated_teacher():
