@@ -46,7 +46,7 @@ def cache_flusher(device: str, mib: int = 64) -> Callable[[], None] | None:
     return lambda: junk.add_(1.0)
 
 
-def _concurrent_worker(rank: int, threads: int, barrier, out, fn: Callable, args: tuple) -> None:
+def _concurrent_worker(rank: int, world: int, port: int, threads: int, barrier, fn: Callable, args: tuple, out) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -61,15 +61,7 @@ def on_every_process(world: int, threads: int, fn: Callable, *args):
     the first one's result (module-level `fn` only: the processes are spawned)."""
     import torch.multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
-    q, barrier = ctx.Queue(), ctx.Barrier(world)
-    procs = [ctx.Process(target=_concurrent_worker, args=(r, threads, barrier, q, fn, args)) for r in range(world)]
-    for p in procs:
-        p.start()
-    result = q.get(timeout=600)
-    for p in procs:
-        p.join(timeout=60)
-    return result
+    return _spawn_world(_concurrent_worker, world, threads, mp.get_context("spawn").Barrier(world), fn, args)
 
 
 def matmul_tflops(dtype: str, device: str, n: int, reps: int = 5) -> float:
@@ -147,8 +139,9 @@ def _collective_worker(rank: int, world: int, port: int, backend: str, sizes: li
     dist.destroy_process_group()
 
 
-def collective(world: int, backend: str, sizes: list[int]) -> dict[str, dict[int, float]]:
-    """Median time per collective and message size over `world` local processes."""
+def _spawn_world(target: Callable, world: int, *args):
+    """Run `target(rank, world, port, *args, out)` in `world` spawned processes that form a
+    torch.distributed group on a free local port; return what rank 0 puts on `out`."""
     import torch.multiprocessing as mp
 
     with socket.socket() as s:
@@ -156,13 +149,18 @@ def collective(world: int, backend: str, sizes: list[int]) -> dict[str, dict[int
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_collective_worker, args=(r, world, port, backend, sizes, q)) for r in range(world)]
+    procs = [ctx.Process(target=target, args=(r, world, port, *args, q)) for r in range(world)]
     for p in procs:
         p.start()
-    res = q.get(timeout=600)
+    result = q.get(timeout=600)
     for p in procs:
         p.join(timeout=60)
-    return res
+    return result
+
+
+def collective(world: int, backend: str, sizes: list[int]) -> dict[str, dict[int, float]]:
+    """Median time per collective and message size over `world` local processes."""
+    return _spawn_world(_collective_worker, world, backend, sizes)
 
 
 def fit_collectives(res: dict[str, dict[int, float]], world: int) -> dict[str, tuple[float, float]]:
@@ -278,23 +276,11 @@ def shard_overheads(shape, world: int, all_gather: tuple[float, float], mem_bw: 
     parameters, minus their bytes over the memory bandwidth, per parameter tensor. Returns
     ({model: {bytes per unit, extra seconds per unit gather}} for `fit_fixed_plus_per_byte`,
     microseconds per sharded parameter tensor of the optimizer)."""
-    import torch.multiprocessing as mp
-
     from planner.cost import params
     from planner.cost.symbols import S
 
     shapes, sizes = [shape, widened(shape)], [(1, 16), (2, 32)]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_fsdp_worker, args=(r, world, port, shapes, sizes, threads, q)) for r in range(world)]
-    for p in procs:
-        p.start()
-    results, optim = q.get(timeout=600)
-    for p in procs:
-        p.join(timeout=60)
+    results, optim = _spawn_world(_fsdp_worker, world, shapes, sizes, threads)
     seconds, tensors, local = optim
     per_tensor = max(0.0, seconds - 2 * local * 4 * 4 / (mem_bw * 1e9)) / tensors * 1e6
     bw, alpha = all_gather  # GB/s, us per step
@@ -344,23 +330,11 @@ def ddp_sync_overheads(shape, world: int, all_reduce: tuple[float, float], threa
     byte: a training micro-step of a real model of `shape` and of the same model at twice the width,
     under DDP over `world` CPU processes, with the sync minus without it, minus the fitted
     all-reduce. Returns {model: {gradient bytes, extra seconds per sync}} for `fit_fixed_plus_per_byte`."""
-    import torch.multiprocessing as mp
-
     from planner.cost import params
     from planner.cost.symbols import S
 
     shapes = [shape, widened(shape)]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, world, port, shapes, seq, threads, q)) for r in range(world)]
-    for p in procs:
-        p.start()
-    results = q.get(timeout=600)
-    for p in procs:
-        p.join(timeout=60)
+    results = _spawn_world(_ddp_worker, world, shapes, seq, threads)
     bw, alpha = all_reduce
     points = {}
     for sh, (unsynced, synced) in zip(shapes, results):
@@ -424,20 +398,8 @@ def pipeline_tick_overhead(shape, world: int, p2p: tuple[float, float], threads:
     logits, spread over the ticks), microseconds: the executor's forward-only GPipe over `world`
     CPU processes at two batch sizes, minus (micro-batches + stages - 1) forwards of the slowest
     stage on one sample, minus the modelled sends."""
-    import torch.multiprocessing as mp
-
     batches = [1, 3]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_pipeline_worker, args=(r, world, port, shape, seq, batches, threads, q)) for r in range(world)]
-    for p in procs:
-        p.start()
-    stage, piped = q.get(timeout=600)
-    for p in procs:
-        p.join(timeout=60)
+    stage, piped = _spawn_world(_pipeline_worker, world, shape, seq, batches, threads)
     bw, alpha = p2p
     act = seq * shape.hidden * 4 / (bw * 1e9) + alpha * 1e-6
     per_tick = []
