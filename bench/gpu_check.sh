@@ -39,6 +39,6 @@ workload: {global_batch: 8, micro_batch_max: 8, prompt_len: 128, completion_len:
 EOF
 .venv/bin/planner recommend -m "$OUT/job.yaml" -c "$OUT/gpu.yaml" -o "$OUT/plan.yaml" --force | tee "$OUT/recommend.txt"
 timeout 240 .venv/bin/torchrun --standalone --nproc-per-node 1 -m planner run "$OUT/plan.yaml" \
-    --steps 12 --metrics-out "$OUT/metrics.json" --no-progress --phases | tail -5
+    --steps 12 --metrics-out "$OUT/metrics.json" --no-progress | tail -5
 .venv/bin/planner validate "$OUT/plan.yaml" --metrics "$OUT/metrics.json" -c "$OUT/gpu.yaml" | tee "$OUT/validate.txt"
 echo "gpu check done: see $OUT/"

@@ -9,6 +9,7 @@ cost model reads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import statistics
@@ -187,8 +188,9 @@ def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3,
     from planner.cost.symbols import S
     from planner.executor.build import build_model
 
-    model = build_model(shape.name, shape, dtype, seed=0).to(device)  # weights in the dtype the matmuls run in
+    model = build_model(shape.name, shape, "fp32", seed=0).to(device)  # fp32 weights, as the executor holds them
     model.train()
+    amp = torch.autocast(device, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]) if dtype != "fp32" else contextlib.nullcontext()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     flush = cache_flusher(device)
     rows, times = [], []
@@ -197,7 +199,9 @@ def layer_costs(shape, device: str, sizes: list[tuple[int, int]], reps: int = 3,
         ids = torch.randint(0, shape.vocab, (b, s), device=device)
 
         def step():
-            model(input_ids=ids).logits.float().sum().backward()
+            with amp:
+                loss = model(input_ids=ids).logits.float().sum()
+            loss.backward()
 
         times.append(_timeit(step, sync, reps, flush))
         fwd = float(params.forward_flops_per_token(S, s, 1).subs(vals)) * b * s

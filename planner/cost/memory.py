@@ -30,8 +30,13 @@ def student_weights() -> sp.Expr:
 
 
 def student_gathered() -> sp.Expr:
-    """ZeRO-3/FSDP: the current and the prefetched layer, gathered in full."""
-    return y.z_p * 2 * total_params(S) / S.L * y.q_S
+    """Unsharded 16-bit (compute-dtype) weights alive during a micro-step: ZeRO-3/FSDP the current
+    and the prefetched layer; ZeRO-2 (FSDP2 without resharding after forward) the whole model from
+    forward to backward; DDP/ZeRO-1 under autocast the cached casts of every fp32 weight (none when
+    the weights are already in the compute dtype)."""
+    P = total_params(S)
+    autocast_copies = sp.Min(1, y.q_W - y.q_S)  # 1 when fp32 weights are cast to a 16-bit compute dtype
+    return y.z_p * 2 * P / S.L * y.q_S + y.z_g * (1 - y.z_p) * P * y.q_S + (1 - y.z_g) * autocast_copies * P * y.q_S
 
 
 def student_grads() -> sp.Expr:

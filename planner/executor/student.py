@@ -30,10 +30,10 @@ def wrap(model: nn.Module, strategy: str, lay: Layout, compute_dtype: torch.dtyp
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         reshard = strategy != "zero2"
-        mp = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+        mp = {} if compute_dtype == torch.float32 else {"mp_policy": MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)}
         for layer in model.model.layers:
-            fully_shard(layer, mesh=lay.student_mesh, reshard_after_forward=reshard, mp_policy=mp)
-        fully_shard(model, mesh=lay.student_mesh, reshard_after_forward=reshard, mp_policy=mp)
+            fully_shard(layer, mesh=lay.student_mesh, reshard_after_forward=reshard, **mp)
+        fully_shard(model, mesh=lay.student_mesh, reshard_after_forward=reshard, **mp)
         return model
     ids = [lay.device] if lay.device.type == "cuda" else None
     return DDP(model, device_ids=ids, process_group=lay.student_group)

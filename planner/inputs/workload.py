@@ -21,11 +21,11 @@ class Workload(Strict):
     beta: float = Field(0.5, ge=0, le=1, description="Generalized JSD interpolation (0: forward KL, 1: reverse KL).")
     temperature: float = Field(0.9, gt=0, description="Softmax temperature of the loss and of generation.")
     student_dtype: Dtype = Field("bf16", description="Compute dtype of the student (see mixed_precision for the dtype its weights are held in).")
-    mixed_precision: Literal["autocast", "master"] = Field("autocast", description="How a 16-bit student is trained: 'autocast' holds fp32 weights, gradients and optimizer state and computes in student_dtype (torch.autocast, Hugging Face Trainer bf16=True, the bundled executor); 'master' holds weights and gradients in student_dtype and an fp32 master copy in the optimizer (Megatron, DeepSpeed, the ZeRO paper).")
+    mixed_precision: Literal["autocast", "master"] = Field("autocast", description="How a 16-bit student is trained (files without this key that set grad_dtype: bf16 read as master): 'autocast' holds fp32 weights, gradients and optimizer state and computes in student_dtype (torch.autocast, Hugging Face Trainer bf16=True, the bundled executor); 'master' holds weights and gradients in student_dtype and an fp32 master copy in the optimizer (Megatron, DeepSpeed, the ZeRO paper).")
     teacher_dtype: Dtype | None = Field(None, description="Dtype of the teacher weights; default the teacher's own dtype.")
     logits_dtype: Literal["fp32", "bf16"] = Field("fp32", description="Dtype logits are upcast to for the loss (TRL: fp32).")
     grad_dtype: Literal["fp32", "bf16"] | None = Field(None, description="Dtype of student gradients (master only); default: fp32 under autocast (they follow the weights), student_dtype under master.")
-    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Student optimizer: AdamW (fp32 master, two moments) or SGD with momentum.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Student optimizer: AdamW (two fp32 moments; plus the fp32 master copy under master) or SGD with momentum.")
     grad_checkpointing: Literal["none", "selective", "full"] = Field("none", description="Student activation recomputation.")
     flash_attention: bool = Field(True, description="Attention kernel that never materialises the s x s score matrix.")
     loss: Literal["full", "chunked"] = Field("full", description="Full-vocabulary JSD over [B, S, V] at once (TRL) or in sequence chunks.")
@@ -33,6 +33,15 @@ class Workload(Strict):
     teacher_output: Literal["logits", "topk"] = Field("logits", description="What crosses the network from a remote teacher: full logits or top-k.")
     topk: int = Field(64, gt=0, description="k for teacher_output: topk (values + int32 indices).")
     generation_kv_cache: bool = Field(True, description="Student generation uses a KV cache (TRL disables it with gradient checkpointing).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _precision(cls, data):
+        """Files written before mixed_precision existed say `grad_dtype: bf16` (the old default),
+        which only the master layout has: read them as master rather than refuse them."""
+        if isinstance(data, dict) and "mixed_precision" not in data and data.get("grad_dtype") == "bf16":
+            return data | {"mixed_precision": "master"}
+        return data
 
     @model_validator(mode="after")
     def _rules(self) -> "Workload":

@@ -69,3 +69,22 @@ def test_ddp_sync_overhead_once_per_step_and_only_with_a_sync():
     assert delta(z3, "ddp_sync_overhead_us", 1000.0) == {}
     alone = Strategy("replicate", "ddp", "disaggregated", 1, 1, s_sh=1, b=2)  # one student rank: nothing to sync
     assert delta(alone, "ddp_sync_overhead_us", 1000.0) == {}
+
+
+def test_unsharded_compute_copies_of_the_student():
+    """student_gathered: autocast's cached 16-bit casts under DDP, ZeRO-2's whole gathered model,
+    FSDP's two layers; nothing for an fp32 DDP student."""
+    from planner.cost import memory
+    from planner.cost import symbols as y
+    from planner.inputs.load import load_model
+    P, L = 869_504, 4  # tiny-student
+
+    def gathered(q_W, q_S, z_g, z_p):
+        vals = y.S.values(load_model("tiny-student")) | {y.q_W: q_W, y.q_S: q_S, y.z_g: z_g, y.z_p: z_p}
+        return float(memory.student_gathered().subs(vals))
+
+    assert gathered(4, 2, 0, 0) == pytest.approx(2 * P)  # DDP under autocast to bf16
+    assert gathered(4, 4, 0, 0) == 0  # fp32 DDP
+    assert gathered(2, 2, 0, 0) == 0  # bf16 weights (master): nothing to cast
+    assert gathered(4, 2, 1, 0) == pytest.approx(2 * P)  # ZeRO-2 keeps the whole model gathered in bf16
+    assert gathered(4, 2, 1, 1) == pytest.approx(2 * 2 * P / L)  # ZeRO-3: current + prefetched layer

@@ -161,3 +161,15 @@ def test_cluster_rules(tmp_path):
     assert "reserved_mem_gib (90.0) must be below mem_gib" in msg and "backend: String should match" in msg
     assert load.load_cluster("dgx-h100", nodes=4).world == 32
     assert "--nodes: must be at least 1" in error_of(load.load_cluster, "dgx-h100", 0)
+
+
+def test_mixed_precision_of_older_files_and_conflicts():
+    from pydantic import ValidationError
+
+    from planner.inputs.workload import Workload
+    old = Workload(student_dtype="bf16", grad_dtype="bf16")  # written before mixed_precision existed
+    assert old.mixed_precision == "master" and (old.weight_bytes, old.grad_bytes, old.optimizer_bytes) == (2, 2, 12)
+    new = Workload(student_dtype="bf16")
+    assert new.mixed_precision == "autocast" and (new.weight_bytes, new.grad_bytes, new.optimizer_bytes) == (4, 4, 8)
+    with pytest.raises(ValidationError, match="grad_dtype"):
+        Workload(student_dtype="bf16", grad_dtype="bf16", mixed_precision="autocast")
