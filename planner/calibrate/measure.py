@@ -140,6 +140,23 @@ def _collective_worker(rank: int, world: int, port: int, backend: str, sizes: li
     dist.destroy_process_group()
 
 
+def _link(bw_gb_per_s: float, latency_us: float) -> tuple[float, float]:
+    """A calibrated (GB/s, us) pair as the cost model's (bytes/s, s) link for `planner.cost.comm`."""
+    return bw_gb_per_s * 1e9, latency_us * 1e-6
+
+
+def _fp32_param_bytes(shape) -> float:
+    from planner.cost import params
+    from planner.cost.symbols import S
+
+    return 4 * float(params.total_params(S).subs(S.values(shape)))
+
+
+def _adamw_seconds(numel: int, bandwidth_gb_per_s: float) -> float:
+    """Memory traffic of clip + an fp32 AdamW step: weights, grads and two moments read and written."""
+    return numel * 4 * 4 * 2 / (bandwidth_gb_per_s * 1e9)
+
+
 def _spawn_world(target: Callable, world: int, *args):
     """Run `target(rank, world, port, *args, out)` in `world` spawned processes that form a
     torch.distributed group on a free local port; return what rank 0 puts on `out`."""
@@ -280,19 +297,17 @@ def shard_overheads(shape, world: int, all_gather: tuple[float, float], mem_bw: 
     parameters, minus their bytes over the memory bandwidth, per parameter tensor. Returns
     ({model: {bytes per unit, extra seconds per unit gather}} for `fit_fixed_plus_per_byte`,
     microseconds per sharded parameter tensor of the optimizer)."""
-    from planner.cost import params
-    from planner.cost.symbols import S
+    from planner.cost import comm
 
     shapes, sizes = [shape, widened(shape)], [(1, 16), (2, 32)]
     results, optim = _spawn_world(_fsdp_worker, world, shapes, sizes, threads)
     seconds, tensors, local = optim
-    per_tensor = max(0.0, seconds - 2 * local * 4 * 4 / (mem_bw * 1e9)) / tensors * 1e6
-    bw, alpha = all_gather  # GB/s, us per step
+    per_tensor = max(0.0, seconds - _adamw_seconds(local, mem_bw)) / tensors * 1e6
     points = {}
     for sh, (plain, sharded) in zip(shapes, results):
         units = sh.num_layers + 1
-        param_bytes = 4 * float(params.total_params(S).subs(S.values(sh)))
-        modeled = len(sizes) * ((world - 1) / world * param_bytes / (bw * 1e9) + units * (world - 1) * alpha * 1e-6)
+        param_bytes = _fp32_param_bytes(sh)
+        modeled = len(sizes) * comm.all_gather(world, param_bytes, _link(*all_gather), calls=units)
         gathers = len(sizes) * units
         points[sh.name] = {"bytes": param_bytes / units, "extra_s": max(0.0, sharded - plain - modeled) / gathers}
     return points, per_tensor
@@ -334,16 +349,13 @@ def ddp_sync_overheads(shape, world: int, all_reduce: tuple[float, float], threa
     byte: a training micro-step of a real model of `shape` and of the same model at twice the width,
     under DDP over `world` CPU processes, with the sync minus without it, minus the fitted
     all-reduce. Returns {model: {gradient bytes, extra seconds per sync}} for `fit_fixed_plus_per_byte`."""
-    from planner.cost import params
-    from planner.cost.symbols import S
-
+    from planner.cost import comm
     shapes = [shape, widened(shape)]
     results = _spawn_world(_ddp_worker, world, shapes, seq, threads)
-    bw, alpha = all_reduce
     points = {}
     for sh, (unsynced, synced) in zip(shapes, results):
-        grad_bytes = 4 * float(params.total_params(S).subs(S.values(sh)))
-        modeled = 2 * (world - 1) / world * grad_bytes / (bw * 1e9) + 2 * (world - 1) * alpha * 1e-6
+        grad_bytes = _fp32_param_bytes(sh)
+        modeled = comm.all_reduce(world, grad_bytes, _link(*all_reduce))
         points[sh.name] = {"bytes": grad_bytes, "extra_s": max(0.0, synced - unsynced - modeled)}
     return points
 
@@ -404,14 +416,16 @@ def pipeline_tick_overhead(shape, world: int, p2p: tuple[float, float], threads:
     stage on one sample, minus the modelled sends."""
     batches = [1, 3]
     stage, piped = _spawn_world(_pipeline_worker, world, shape, seq, batches, threads)
-    bw, alpha = p2p
-    act = seq * shape.hidden * 4 / (bw * 1e9) + alpha * 1e-6
+    from planner.cost import comm
+
+    link = _link(*p2p)
+    act = comm.p2p(seq * shape.hidden * 4, link)
     per_tick = []
     for b in batches:
         m = world * b
         ticks = m + world - 1
         sends = (world - 1) + (m - 1)  # the cost model's activation sends (no overlap on gloo)
-        logits = (world - 1) * b * (seq // 2) * shape.vocab * 4 / (bw * 1e9)
+        logits = comm.p2p((world - 1) * b * (seq // 2) * shape.vocab * 4, link, calls=0)
         per_tick.append((piped[b] - ticks * stage - sends * act - logits) / ticks)
     return max(0.0, statistics.mean(per_tick) * 1e6)
 
@@ -436,8 +450,7 @@ def optimizer_tensor_overhead(shape, device: str, bandwidth_gb_per_s: float, rep
         opt.step()
 
     t = _timeit(step, sync, reps)
-    nbytes = sum(p.numel() for p in params) * 4 * 4 * 2
-    return max(0.0, (t - nbytes / (bandwidth_gb_per_s * 1e9)) / len(params) * 1e6)
+    return max(0.0, (t - _adamw_seconds(sum(p.numel() for p in params), bandwidth_gb_per_s)) / len(params) * 1e6)
 
 
 def loss_costs(vocab: int, device: str, reps: int = 7) -> dict:
