@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.cost.names import COLLECTIVE_SHORT, shape_values
-from planner.inputs.cluster import COLLECTIVES, Cluster, NetworkTier
+from planner.inputs.cluster import COLLECTIVES, Cluster
 from planner.inputs.errors import InputError
 from planner.inputs.load import Job
 from planner.inputs.model import BYTES_PER_DTYPE
@@ -63,10 +63,6 @@ def tier_for(group: int, cluster: Cluster) -> str:
     return "intra_node" if group <= cluster.gpus_per_node and cluster.gpus_per_node % group == 0 else "inter_node"
 
 
-def tier(name: str, cluster: Cluster) -> NetworkTier:
-    return cluster.inter_node if name == "inter_node" else cluster.intra_node
-
-
 @dataclass(frozen=True)
 class Strategy:
     """One candidate: teacher and student split, placement and micro-batch (plain numbers)."""
@@ -99,14 +95,24 @@ STUDENT_SWITCHES = {"ddp": (0, 0, 0), "zero1": (1, 0, 0), "zero2": (1, 1, 0), "z
 def strategy_values(st: Strategy, cluster: Cluster) -> dict[str, float]:
     """Values of the strategy symbols for one candidate, tiers chosen from the rank layout."""
     z_o, z_g, z_p = STUDENT_SWITCHES[st.student]
-    tiers = {"T": tier(tier_for(st.pp * st.tp * st.t_sh, cluster), cluster),
-             "S": tier(tier_for(st.s_sh, cluster), cluster), "R": cluster.inter_node,
-             "X": tier("intra_node" if st.n_T + st.n_S <= cluster.gpus_per_node else "inter_node", cluster)}
+    groups = {"T": tier_for(st.pp * st.tp * st.t_sh, cluster), "S": tier_for(st.s_sh, cluster),
+              "R": "one_nic", "X": "intra_node" if st.n_T + st.n_S <= cluster.gpus_per_node else "one_nic"}
     values = {
         "n_S": st.n_S, "n_T": st.n_T, "D": float(st.placement == "disaggregated"), "pp": st.pp, "tp": st.tp,
         "pipe": float(st.pp > 1), "t_sh": st.t_sh, "s_sh": st.s_sh, "r_S": st.r_S, "z_o": z_o, "z_g": z_g, "z_p": z_p, "b": st.b,
     }
-    for group, t in tiers.items():
+    for group, where in groups.items():
         for short, name in zip(COLLECTIVE_SHORT, COLLECTIVES):
-            values[f"bw_{short}_{group}"], values[f"al_{short}_{group}"] = t.fit(name)
+            values[f"bw_{short}_{group}"], values[f"al_{short}_{group}"] = link_fit(where, name, cluster)
     return values
+
+
+def link_fit(where: str, collective: str, cluster: Cluster) -> tuple[float, float]:
+    """(bytes/s per GPU, latency s) of a collective on a group that stays in a node ("intra_node",
+    "none"), spans nodes over every rail ("inter_node": FSDP, ZeRO, DDP and tensor-parallel groups)
+    or uses one NIC per GPU ("one_nic": point-to-point, HSDP's rail-aligned replica groups)."""
+    if where == "inter_node":
+        return cluster.spanning_fit(collective)
+    if where == "one_nic":
+        return cluster.inter_node.fit(collective)
+    return cluster.intra_node.fit(collective)

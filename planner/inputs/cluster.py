@@ -105,6 +105,21 @@ class Cluster(Strict):
     def world(self) -> int:
         return self.nodes * self.gpus_per_node
 
+    def spanning_fit(self, collective: str) -> tuple[float, float]:
+        """(bytes/s per GPU, latency s) of a collective whose group spans nodes.
+
+        NCCL runs one ring (channel) per rail, so a node-spanning all-reduce, all-gather or
+        reduce-scatter moves its inter-node traffic over every NIC of the node at once: the bus
+        bandwidth is about min(GPUs per node x one GPU's NIC share, the intra-node rate) (NVIDIA
+        nccl-tests doc/PERFORMANCE.md; DESIGN.md sec. 4). A measured inter-node figure (`collectives`)
+        is already a bus bandwidth and is taken as it is. Point-to-point uses one NIC.
+        """
+        inter = self.inter_node
+        if collective == "p2p" or collective in inter.collectives:
+            return inter.fit(collective)
+        bw_nic, alpha = inter.fit(collective)
+        return min(self.gpus_per_node * bw_nic, self.intra_node.fit(collective)[0]), alpha
+
     def resized(self, nodes: int) -> "Cluster":
         """The same cluster with another node count."""
         return self.model_copy(update={"nodes": nodes})
