@@ -80,6 +80,7 @@ class Plan(Strict):
     micro_batch: int = Field(gt=0, description="Samples per student rank per micro-step.")
     grad_accum: int = Field(gt=0, description="Micro-steps per optimizer step.")
     workload: Workload = Field(description="The workload the plan was made for.")
+    runtime: str = Field("kd-planner", description="The runtime the predictions assume (bundled name or YAML path; `planner schema runtime`).")
     predicted: Predicted | None = Field(None, description="Cost-model figures (absent in a hand-written plan).")
     tokenizer: str | None = Field(None, description="Local tokenizer folder for the executor; default a byte-level tokenizer.")
     dataset: str | None = Field(None, description="Local JSONL dataset for the executor; default synthetic prompts.")

@@ -40,7 +40,8 @@ def job_of(plan: Plan) -> Job:
 
 
 def predict(plan: Plan, cluster: Cluster) -> rank.Scored:
-    return rank.score([plans.strategy_of(plan)], [None], job_of(plan), cluster)[0]
+    from planner.inputs.load import load_runtime
+    return rank.score([plans.strategy_of(plan)], [None], job_of(plan), cluster, load_runtime(plan.runtime))[0]
 
 
 def split_time(sc: rank.Scored) -> dict[str, float]:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from planner.cli import options as o
 from planner.cli.common import Format, emit, err, gib, handles_errors, load_inputs, out
-from planner.search import plans, rank, space
+from planner.search import plans, rank
 
 
 def _figures(sc: rank.Scored | None) -> dict | None:
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def estimate(
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
-        teacher: o.Teacher = None, student: o.Student = None,
+        teacher: o.Teacher = None, student: o.Student = None, runtime: o.RuntimeOpt = None,
         plan: Annotated[Optional[str], typer.Option("--plan", "-p", help="Re-evaluate a plan file (its job and strategy) instead of the flags below.")] = None,
         teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] | hybrid[:k].")] = "shard",
         student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp.")] = "zero3",
@@ -57,13 +57,14 @@ def register(app: typer.Typer) -> None:
             job, cl, _, line = load_inputs(None, p.cluster, p.nodes)
             job = job.model_copy(update={"name": p.job, "teacher": p.teacher.shape, "student": p.student.shape, "workload": p.workload})
             st = plans.strategy_of(p)
+            runtime = runtime or p.runtime
         else:
             job, cl, _, line = load_inputs(model, cluster, nodes, teacher, student)
             st = plans.parse_strategy(teacher_split, student_split, placement, micro_batch, cl)
         why = None if job.workload.global_batch % (st.b * st.n_S) == 0 else "global batch not divisible by micro-batch x student ranks"
-        sc = rank.score([st], [why], job, cl)[0]
-        trl = space.baselines(job, cl)["trl-zero3"]
-        base = rank.best_baseline(rank.score(trl, [None] * len(trl), job, cl))
+        from planner.inputs.load import DEFAULT_RUNTIME, load_runtime
+        sc = rank.score([st], [why], job, cl, load_runtime(runtime or DEFAULT_RUNTIME))[0]
+        base = rank.baselines(job, cl)["trl-zero3"]
         data = _figures(sc) | {"baseline": _figures(base), "speedup_vs_baseline": rank.speedup(sc, base)}
         if format != Format.table:
             err.print(line)

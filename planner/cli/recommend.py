@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def recommend(
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
-        teacher: o.Teacher = None, student: o.Student = None,
+        teacher: o.Teacher = None, student: o.Student = None, runtime: o.RuntimeOpt = None,
         top: Annotated[int, typer.Option("--top", "-k", help="How many plans to show.", min=1)] = 5,
         objective: Annotated[Objective, typer.Option(help="Rank by samples/s (throughput) or by peak memory.")] = Objective.throughput,
         output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the best plan to this YAML file (with --export: the script; the plan goes to --plan-out).")] = None,
@@ -78,7 +78,9 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"{path}: exists; pass --force to overwrite it")
         job, cl, cl_ref, line = load_inputs(model, cluster, nodes, teacher, student)
         (err if format != Format.table else out).print(line)
-        res = rank.search(job, cl, objective.value)
+        from planner.inputs.load import DEFAULT_RUNTIME, load_runtime
+        rt_ref = runtime or DEFAULT_RUNTIME
+        res = rank.search(job, cl, objective.value, load_runtime(rt_ref))
         z3 = res.baselines.get("trl-zero3")
         if format != Format.table:
             data = {"baseline": {name: (_entry(sc, z3, job) | {"feasible": sc.feasible}) if sc else None for name, sc in res.baselines.items()},
@@ -90,7 +92,7 @@ def register(app: typer.Typer) -> None:
         if not res.ranked:
             raise typer.Exit(1)
         if plan_path:
-            plan = plans.to_plan(res.ranked[0], job, cl, cl_ref, z3)
+            plan = plans.to_plan(res.ranked[0], job, cl, cl_ref, z3, rt_ref)
             write_plan(plan, plan_path, force=force)
             err.print(f"Wrote the best plan to {plan_path}.")
             if export:

@@ -8,13 +8,9 @@ from dataclasses import dataclass
 from planner.cost.names import COLLECTIVE_SHORT, shape_values
 from planner.inputs.cluster import COLLECTIVES, Cluster
 from planner.inputs.errors import InputError
-from planner.inputs.load import Job
+from planner.inputs.load import DEFAULT_RUNTIME, Job, load_runtime
 from planner.inputs.model import BYTES_PER_DTYPE
-
-# TRL 1.16 `GKDTrainer.generalized_jsd_loss` at 0 < beta < 1 keeps about ten fp32 [B, S-1, V]
-# tensors alive (log-softmaxes, their stack for the mixture, logsumexp, two KL terms, products).
-LOSS_BUFFERS = 10
-
+from planner.inputs.runtime import Runtime
 
 def _peak(cluster: Cluster, dtype: str, who: str) -> float:
     g = cluster.gpu
@@ -23,9 +19,9 @@ def _peak(cluster: Cluster, dtype: str, who: str) -> float:
     return g.peak_tflops[dtype] * 1e12 * g.compute_efficiency
 
 
-def job_values(job: Job, cluster: Cluster) -> dict[str, float]:
-    """Values of every symbol that a job and a cluster fix."""
-    w = job.workload
+def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> dict[str, float]:
+    """Values of every symbol that a job, a cluster and a runtime (default: the bundled executor's) fix."""
+    w, rt = job.workload, runtime or load_runtime(DEFAULT_RUNTIME)
     teacher_dtype = w.teacher_dtype or job.teacher.dtype
     v: dict[str, float] = shape_values(job.student, "S") | shape_values(job.teacher, "T")
     v |= {
@@ -34,8 +30,10 @@ def job_values(job: Job, cluster: Cluster) -> dict[str, float]:
         "q_G": w.grad_bytes, "q_L": BYTES_PER_DTYPE[w.logits_dtype], "k_O": w.optimizer_bytes,
         "flash": float(w.flash_attention), "rc_full": float(w.grad_checkpointing == "full"),
         "rc_sel": float(w.grad_checkpointing == "selective"), "kvc": float(w.generation_kv_cache),
-        "chunked": float(w.loss == "chunked"), "C": w.loss_chunk_tokens,
-        "topk_on": float(w.teacher_output == "topk"), "K": w.topk, "n_buf": LOSS_BUFFERS,
+        "chunked": float((rt.loss or w.loss) == "chunked"), "C": w.loss_chunk_tokens,
+        "topk_on": float(w.teacher_output == "topk"), "K": w.topk, "n_buf": rt.loss_buffers,
+        "ext": float(rt.logits == "sequence"), "ov_dec": rt.generation.layer_overhead_us * 1e-6,
+        "g_once": float(rt.generation.sharded_gather == "once"),
         "F_S": _peak(cluster, w.student_dtype, "student"), "F_T": _peak(cluster, teacher_dtype, "teacher"),
         "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
         "ov": cluster.gpu.layer_overhead_us * 1e-6, "ovl": cluster.comm_overlap,

@@ -14,10 +14,11 @@ import sympy as sp
 from planner.cost import activations
 from planner.cost import symbols as y
 from planner.cost.names import STUDENT_TERMS, TEACHER_TERMS
-from planner.cost.params import total_params
+from planner.cost.params import root_params, total_params
 
 S, T = y.S, y.T
 seq = y.s_p + y.s_c
+head_tokens = y.ext * seq + (1 - y.ext) * y.s_c  # per sample: positions the LM heads and the loss cover (runtime)
 
 
 def _split(degree, on) -> sp.Expr:
@@ -31,12 +32,13 @@ def student_weights() -> sp.Expr:
 
 def student_gathered() -> sp.Expr:
     """Unsharded 16-bit (compute-dtype) weights alive during a micro-step: ZeRO-3/FSDP the current
-    and the prefetched layer; ZeRO-2 (FSDP2 without resharding after forward) the whole model from
-    forward to backward; DDP/ZeRO-1 under autocast the cached casts of every fp32 weight (none when
-    the weights are already in the compute dtype)."""
-    P = total_params(S)
+    and the prefetched layer plus the root unit (embeddings, final norm, head), which FSDP2 keeps
+    gathered from forward to backward; ZeRO-2 (FSDP2 without resharding after forward) the whole
+    model from forward to backward; DDP/ZeRO-1 under autocast the cached casts of every fp32 weight
+    (none when the weights are already in the compute dtype)."""
+    P, root = total_params(S), root_params(S)
     autocast_copies = sp.Min(1, y.q_W - y.q_S)  # 1 when fp32 weights are cast to a 16-bit compute dtype
-    return y.z_p * 2 * P / S.L * y.q_S + y.z_g * (1 - y.z_p) * P * y.q_S + (1 - y.z_g) * autocast_copies * P * y.q_S
+    return y.z_p * (2 * (P - root) / S.L + root) * y.q_S + y.z_g * (1 - y.z_p) * P * y.q_S + (1 - y.z_g) * autocast_copies * P * y.q_S
 
 
 def student_grads() -> sp.Expr:
@@ -54,20 +56,28 @@ def student_activations() -> sp.Expr:
     return y.rc_full * full + (1 - y.rc_full) * ((1 - y.rc_sel) * none + y.rc_sel * sel)
 
 
-def student_kv_cache() -> sp.Expr:
-    """KV cache of on-policy generation (lmbda > 0, cache on): 2 * L * g * d * b * s elements."""
-    return y.gen * y.kv_cache * 2 * S.L * S.g * S.d * y.b * seq * y.q_S
+def student_generation() -> sp.Expr:
+    """What on-policy generation (lmbda > 0) holds beyond the training phase, which it precedes:
+    the KV cache, 2 * L * g * d * b * s elements, and a student gathered once per generation
+    (its whole model in the compute dtype, TRL's ds3_gather_for_generation) against the
+    activations, logits, loss buffers and gathered units of the training phase. Only the excess
+    counts, so the terms still sum to the peak."""
+    kv = y.kv_cache * 2 * S.L * S.g * S.d * y.b * seq * y.q_S
+    whole = y.z_p * y.g_once * (total_params(S) * y.q_S - student_gathered())
+    training = student_activations() + logits() + loss_buffers()
+    return y.gen * sp.Max(0, kv + whole - training)
 
 
 def logits() -> sp.Expr:
-    """Student and teacher logits [b, s, V] in their model dtypes, for the owner's micro-batch."""
-    return y.b * seq * (S.V * y.q_S + T.V * y.q_T)
+    """Student and teacher logits [b, tokens, V] in their model dtypes, for the owner's micro-batch,
+    over the positions the runtime's heads cover (every position, or the completion only)."""
+    return y.b * head_tokens * (S.V * y.q_S + T.V * y.q_T)
 
 
 def loss_buffers() -> sp.Expr:
-    """fp32 [tokens, V] intermediates of the generalized JSD: n_buf of them over all b*s tokens
-    (TRL's full-vocabulary loss) or over C tokens at a time (chunked)."""
-    tokens = (1 - y.chunked) * y.b * seq + y.chunked * sp.Min(y.C_loss, y.b * seq)
+    """fp32 [tokens, V] intermediates of the generalized JSD: n_buf of them over all the micro-batch's
+    covered tokens (TRL's full-vocabulary loss) or over C tokens at a time (chunked)."""
+    tokens = (1 - y.chunked) * y.b * head_tokens + y.chunked * sp.Min(y.C_loss, y.b * head_tokens)
     return y.n_buf * tokens * S.V * y.q_L
 
 
@@ -78,8 +88,10 @@ def teacher_weights() -> sp.Expr:
 
 
 def teacher_gathered() -> sp.Expr:
-    """FSDP teacher: the current and the prefetched layer, gathered in full."""
-    return (1 - 1 / y.t_sh) * 2 * total_params(T) / T.L * y.q_T
+    """FSDP teacher: the current and the prefetched layer, and the root unit (embeddings, final
+    norm, head) that FSDP2 keeps gathered through the forward, in full."""
+    P, root = total_params(T), root_params(T)
+    return (1 - 1 / y.t_sh) * (2 * (P - root) / T.L + root) * y.q_T
 
 
 def teacher_activations() -> sp.Expr:
@@ -87,6 +99,11 @@ def teacher_activations() -> sp.Expr:
     plus, in a pipeline, the stage outputs of the pp micro-batches in flight."""
     return y.b * seq * y.q_T * (4 * T.h + 2 * T.f / y.tp + (y.pp - 1) * T.h)
 
+
+def teacher_logits() -> sp.Expr:
+    """A disaggregated teacher's own output for one request: [b, tokens, V] logits in its dtype and
+    their copy in the loss dtype that is sent (colocated, `logits` counts them on the shared device)."""
+    return y.disagg * y.b * head_tokens * T.V * (y.q_T + y.q_L)
 
 
 

@@ -7,8 +7,8 @@ and the plan file never need to import sympy on the hot path.
 from __future__ import annotations
 
 STUDENT_TERMS = ("student_weights", "student_gathered", "student_grads", "student_optimizer",
-                 "student_activations", "student_kv_cache", "logits", "loss_buffers")
-TEACHER_TERMS = ("teacher_weights", "teacher_gathered", "teacher_activations")
+                 "student_activations", "logits", "loss_buffers", "student_generation")
+TEACHER_TERMS = ("teacher_weights", "teacher_gathered", "teacher_activations", "teacher_logits")
 MEMORY_TERMS = STUDENT_TERMS + TEACHER_TERMS
 
 # Short names of the collectives in symbol names (`bw_ag_T`), in the order of

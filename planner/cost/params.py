@@ -47,6 +47,11 @@ def params_breakdown(m: ModelSymbols) -> dict[str, sp.Expr]:
     }
 
 
+def root_params(m: ModelSymbols) -> sp.Expr:
+    """What is not in a decoder layer (FSDP's root unit): embeddings, final norm, untied head."""
+    return embedding_params(m) + lm_head_params(m) + (1 + m.norm_bias) * m.h
+
+
 def total_params(m: ModelSymbols) -> sp.Expr:
     return sp.Add(*params_breakdown(m).values())
 

@@ -101,6 +101,11 @@ topk = _nonneg("topk_on", "1 if a remote teacher sends top-k instead of full log
 K = _pos("K", "k of the top-k teacher output")
 n_buf = _pos("n_buf", "fp32 [tokens, V] buffers alive in the loss")
 
+# --- runtime (planner.inputs.runtime) ------------------------------------------------------
+ext = _nonneg("ext", "1 if the LM heads and the loss cover every position, 0 for the completion only")
+ov_dec = _nonneg("ov_dec", "host time per decoder layer per decode step (launches, Python), s")
+g_once = _nonneg("g_once", "1 if a sharded student is gathered once per generation, 0 at every decode step")
+
 # --- cluster -------------------------------------------------------------------------------
 F_S = _pos("F_S", "reached FLOP/s per device in the student dtype")
 F_T = _pos("F_T", "reached FLOP/s per device in the teacher dtype")

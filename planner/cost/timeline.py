@@ -5,7 +5,8 @@ optimizer step: [generate (lmbda)] -> student forward -> teacher forward -> loss
 Overlap is modelled only where the executor overlaps: FSDP prefetch hides all-gathers behind
 compute (only the excess, `Max(0, comm - ovl * compute)`, is charged; `ovl` is the topology's
 `comm_overlap`, 0 for gloo on CPU), and a disaggregated teacher
-works on the next batch while the students train (only the wait for the slower side is charged).
+works on the next micro-batch while the students train (`disaggregated_wait`: on policy, only what
+the student has generated can be scored).
 FLOPs: forward 2 per matmul weight per token plus attention (Kaplan et al. 2020; Narayanan et al.
 2021), backward 2x forward, full recomputation one more forward. Every forward pass of a layer
 also costs a fixed `ov` (kernel launches, framework; the topology's `layer_overhead_us`).
@@ -26,30 +27,59 @@ ga_T = y.B / (y.b * y.n_T)  # teacher micro-batches per step per teacher rank (d
 causal = 1 - y.flash / 2  # flash kernels skip the masked half of the scores
 
 
+head_tokens = y.ext * seq + (1 - y.ext) * y.s_c  # per sample: positions the LM heads and the loss cover (runtime)
+
+
+def forward_flops(m, tokens) -> sp.Expr:
+    """Forward FLOPs of `tokens` samples' full sequences: the layers over every position (Kaplan
+    et al. 2020; attention as in `forward_flops_per_token`), the LM head over the positions the
+    runtime keeps (every one, or the completion only: `logits_to_keep`)."""
+    head = 2 * m.V * m.h
+    return tokens * (seq * (forward_flops_per_token(m, seq, causal) - head) + head_tokens * head)
+
+
 def student_fwd_flops() -> sp.Expr:
-    return y.b * seq * forward_flops_per_token(S, seq, causal)
+    return forward_flops(S, y.b)
+
+
+def decode_step() -> sp.Expr:
+    """One decode step of b samples at the mean context s_p + s_c/2 (every step reads every weight
+    once plus the KV cache: bandwidth bound, or its matmuls: compute bound; without a cache the
+    whole prefix is recomputed, TRL with gradient checkpointing), or the host's launches, L x
+    ov_dec, whichever is slower: eager decoding is launch-bound at small batch (gpt-fast,
+    Hugging Face static-cache docs); plus the topology's fixed per-layer time."""
+    ctx = y.s_p + y.s_c / 2
+    kv_read = y.kv_cache * 2 * S.L * S.g * S.d * y.b * ctx * y.q_S
+    flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (ctx - 1)) + 4 * S.L * y.b * ctx * S.a * S.d
+    device = sp.Max((total_params(S) * y.q_S + kv_read) / y.H_bw, flops / y.F_S)
+    return sp.Max(device, S.L * y.ov_dec)
+
+
+def student_gather_for_generation() -> sp.Expr:
+    """One all-gather of a sharded student's weights (in the compute dtype), per FSDP unit."""
+    units, nbytes = S.L + 1, total_params(S) * y.q_S
+    return comm.all_gather(y.s_sh, nbytes, y.link("S", "ag"), calls=units) + fsdp_overhead(units, nbytes)
 
 
 def generation() -> sp.Expr:
-    """One generation of s_c tokens for b samples (Agarwal et al. 2023 on-policy GKD).
-
-    Each decode step reads every weight once (bandwidth bound, `P*q/H`) or does the token's matmuls
-    (compute bound); without a KV cache (TRL with gradient checkpointing) each step recomputes the
-    whole prefix, on average s_p + s_c/2 tokens. A ZeRO-3 student is gathered first (TRL's
-    `unwrap_model_for_generation`). Weights are read in the compute dtype: autocast casts fp32
-    weights once per generation and caches the casts.
-    """
-    per_token_flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (y.s_p + y.s_c / 2 - 1))
-    step = sp.Max(total_params(S) * y.q_S / y.H_bw, per_token_flops / y.F_S)
-    return y.s_c * (step + S.L * y.ov) + y.z_p * comm.all_gather(y.s_sh, total_params(S) * y.q_S, y.link("S", "ag"))
+    """One generation of s_c tokens for b samples (Agarwal et al. 2023 on-policy GKD): a prefill of
+    the b prompts (compute bound), then s_c decode steps. A ZeRO-3/FSDP student is gathered once
+    per generation (TRL's `unwrap_model_for_generation`) or, under FSDP2's hooks, layer by layer at
+    every decode step, where only the part that prefetch cannot hide behind the step is charged.
+    Weights are read in the compute dtype: autocast casts fp32 weights once per generation and
+    caches the casts."""
+    prefill = y.b * y.s_p * forward_flops_per_token(S, y.s_p, causal) / y.F_S + S.L * (y.ov + y.ov_dec)
+    step = decode_step()
+    per_step_gather = y.z_p * (1 - y.g_once) * sp.Max(0, student_gather_for_generation() - y.ovl * step)
+    return prefill + y.s_c * (step + S.L * y.ov + per_step_gather) + y.z_p * y.g_once * student_gather_for_generation()
 
 
 def loss_pass() -> sp.Expr:
-    """Generalized JSD forward and backward: n_buf fp32 [b*s, V] tensors each written and read,
-    twice (forward and backward), bound by device-memory bandwidth; or, where its exp/log work is
-    slower (CPUs), the calibrated time per element over the completion tokens the loss covers; plus a
-    fixed `ov_loss` per call."""
-    return sp.Max(4 * y.n_buf * y.b * seq * S.V * y.q_L / y.H_bw, y.b * y.s_c * S.V * y.loss_el) + y.ov_loss
+    """Generalized JSD forward and backward: n_buf fp32 [b*tokens, V] tensors each written and read,
+    twice (forward and backward), bound by device-memory bandwidth, over the tokens the runtime's
+    heads cover; or, where its exp/log work is slower (CPUs), the calibrated time per element over
+    the completion tokens the loss covers; plus a fixed `ov_loss` per call."""
+    return sp.Max(4 * y.n_buf * y.b * head_tokens * S.V * y.q_L / y.H_bw, y.b * y.s_c * S.V * y.loss_el) + y.ov_loss
 
 
 def teacher_ticks() -> sp.Expr:
@@ -61,8 +91,7 @@ def teacher_per_sample() -> sp.Expr:
     """FLOP time of one sample through the busiest (last) stage: its share of the layers and the
     LM head, which the last stage runs alone."""
     layers = matmul_params(T) - T.V * T.h
-    return seq * (2 * layers / (y.pp * y.tp) + 2 * T.V * T.h / y.tp
-                  + 4 * causal * T.L * seq * T.a * T.d / (y.pp * y.tp)) / y.F_T
+    return (seq * (2 * layers + 4 * causal * T.L * seq * T.a * T.d) / (y.pp * y.tp) + head_tokens * 2 * T.V * T.h / y.tp) / y.F_T
 
 
 def teacher_passes() -> sp.Expr:
@@ -135,13 +164,17 @@ def student_fsdp_comm() -> sp.Expr:
     return (is_z2 + 2 * is_z3) * gather
 
 
-def student_grad_reduction() -> sp.Expr:
-    """Once per step, during the last backward: DDP's all-reduce (also under ZeRO-1) with its own
-    fixed `ov_dd` and per-byte `ov_ddb` costs, or FSDP2's per-unit reduce-scatter of the gradients."""
+def student_ddp_reduction() -> sp.Expr:
+    """Once per step, during the last backward, DDP's all-reduce (also under ZeRO-1) with its own
+    fixed `ov_dd` and per-byte `ov_ddb` costs."""
     P = total_params(S)
-    ar = comm.all_reduce(y.s_sh, P * y.q_G, y.link("S", "ar")) + sp.Min(1, y.s_sh - 1) * (y.ov_dd + P * y.q_G * y.ov_ddb)
-    rs = comm.reduce_scatter(y.s_sh, P * y.q_G, y.link("S", "rs"), calls=S.L + 1) + fsdp_overhead(S.L + 1, P * y.q_G)
-    return (is_ddp + is_z1) * ar + (is_z2 + is_z3) * rs
+    return (is_ddp + is_z1) * (comm.all_reduce(y.s_sh, P * y.q_G, y.link("S", "ar")) + sp.Min(1, y.s_sh - 1) * (y.ov_dd + P * y.q_G * y.ov_ddb))
+
+
+def student_fsdp_reduction() -> sp.Expr:
+    """Once per step, during the last backward, FSDP2's per-unit reduce-scatter of the gradients."""
+    P = total_params(S)
+    return (is_z2 + is_z3) * (comm.reduce_scatter(y.s_sh, P * y.q_G, y.link("S", "rs"), calls=S.L + 1) + fsdp_overhead(S.L + 1, P * y.q_G))
 
 
 def student_after_step() -> sp.Expr:
@@ -154,30 +187,48 @@ def student_after_step() -> sp.Expr:
     return is_z1 * bcast + is_z3 * across
 
 
+def disaggregated_wait(teacher_step, gen, fwd, rest) -> sp.Expr:
+    """Students waiting for a disaggregated teacher, as the executor schedules it.
+
+    On policy the teacher can score a micro-batch only after the student generated it; the student
+    queues one micro-step ahead (it generates and sends k+1 before training on k) and the queue
+    starts empty every step. With tau = the teacher's time per micro-step of one student (its whole
+    step's work over the ga micro-steps), the first answer is awaited after the next generation and
+    the forward, max(0, tau - gen - fwd) (no next generation when ga = 1), and each later one after
+    a whole micro-step, max(0, tau - gen - fwd - rest); the optimizer step hides nothing.
+    """
+    tau = teacher_step / ga
+    first = sp.Max(0, tau - sp.Min(1, ga - 1) * gen - fwd)
+    return first + (ga - 1) * sp.Max(0, tau - gen - fwd - rest)
+
+
 def terms() -> dict[str, sp.Expr]:
     """Step time by stable term name; the step time is their sum."""
     fwd = student_fwd_flops() / y.F_S + S.L * y.ov
     bwd = (2 + y.rc_full) * fwd
+    window = y.ovl * (fwd + bwd)  # what one micro-step's compute can hide of the collectives on its link
     colo = 1 - y.disagg
     xfer = teacher_output_bytes() / y.link("X", "p2p")[0]
     t_side = ga_T * teacher_microstep() + ga_T * y.b * xfer
-    s_side_xfer = ga * y.b * xfer
     P_local = total_params(S) / (1 + y.z_o * (y.s_sh - 1))
+    gathers = student_fsdp_comm()
     t = {
         "generation": ga * y.lam * generation(),
         "student_forward": ga * fwd,
         "student_backward": ga * bwd,
         "loss": ga * loss_pass(),
-        "student_fsdp_exposed": ga * sp.Max(0, student_fsdp_comm() - y.ovl * (fwd + bwd)),
-        "grad_sync": sp.Max(0, student_grad_reduction() - y.ovl * bwd) + student_after_step(),
+        "student_fsdp_exposed": ga * sp.Max(0, gathers - window),
+        # the last backward's gradient collectives share the link with its gathers: charge what they add
+        "grad_sync": sp.Max(0, student_ddp_reduction() - y.ovl * bwd)
+        + sp.Max(0, gathers + student_fsdp_reduction() - window) - sp.Max(0, gathers - window) + student_after_step(),
         "optimizer": 2 * P_local * (y.k_O + y.q_W + y.q_G) / y.H_bw
         + param_tensors(S) / (1 + is_z1 * (y.s_sh - 1)) * ((1 - y.z_g) * y.ov_opt + y.z_g * y.ov_opt_sh),  # FSDP: DTensors
         "teacher_forward": colo * ga * teacher_compute(),
         "teacher_bubble": colo * ga * teacher_bubble(),
         "teacher_gather_exposed": colo * ga * sp.Max(0, teacher_gather() - y.ovl * teacher_compute()),
         "teacher_comm": colo * ga * teacher_comm(),
-        "teacher_transfer": y.disagg * s_side_xfer,
+        "teacher_transfer": y.disagg * ga * y.b * xfer,
     }
-    student_side = sp.Add(*(v for k, v in t.items() if not k.startswith("teacher_")))
-    t["teacher_wait"] = y.disagg * sp.Max(0, t_side - student_side - s_side_xfer)
+    rest = bwd + loss_pass() + sp.Max(0, gathers - window) + y.b * xfer
+    t["teacher_wait"] = y.disagg * disaggregated_wait(t_side, y.lam * generation(), fwd, rest)
     return t

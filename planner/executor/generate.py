@@ -1,7 +1,8 @@
 """On-policy completions: the student samples `completion_len` tokens after each prompt, with a KV cache.
 
 Always exactly `completion_len` tokens (no early stop), so every rank runs the same number of
-forwards: a sharded (FSDP2) student all-gathers its weights at each one. Sampling is seeded per
+forwards. A sharded (FSDP2) student is gathered once for the whole generation by the caller
+(`student.gathered_for_generation`), not at every decode step. Sampling is seeded per
 (seed, step, micro-step, rank), so a resumed run draws the same tokens. As in TRL's GKDTrainer,
 sampling uses the loss temperature and no top-k/top-p.
 """

@@ -44,6 +44,26 @@ def unwrapped(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DDP) else model
 
 
+@contextlib.contextmanager
+def gathered_for_generation(model: nn.Module, strategy: str):
+    """A ZeRO-3/HSDP (FSDP2) student gathered once for a whole generation instead of layer by layer
+    at every decode step (TRL's ds3_gather_for_generation; the runtime's `sharded_gather: once`):
+    its layer units stay unsharded after their first forward, then are resharded and set back. The
+    root unit stays gathered after forward anyway (FSDP2), ZeRO-2 never reshards after forward, and
+    DDP/ZeRO-1 hold their weights."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule) and m is not model] if strategy in ("zero3", "hsdp") else []
+    for m in units:
+        m.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield model
+    finally:
+        for m in units:
+            m.reshard()
+            m.set_reshard_after_forward(True, recurse=False)
+
+
 def optimizer(model: nn.Module, strategy: str, lay: Layout, lr: float, weight_decay: float, kind: str) -> torch.optim.Optimizer:
     cls, kw = (torch.optim.AdamW, dict(lr=lr, weight_decay=weight_decay)) if kind == "adamw" else (torch.optim.SGD, dict(lr=lr, momentum=0.9))
     if strategy == "zero1":

@@ -47,10 +47,20 @@ def substitutions(var: Variable, values: dict[str, float], inter: dict[str, bool
     """Symbol-name -> number or expression in X, for one regime's values."""
     v: dict[str, object] = dict(values)
     if var.name == "inter_bw":
+        from planner.cost.names import COLLECTIVE_SHORT
+        from planner.inputs.cluster import COLLECTIVES
+
         tier = cluster.inter_node
         scale = X / tier.bw_gb_per_s  # every collective on an inter-node group scales with the link
         for name in list(v):
-            if name.startswith("bw_") and inter.get(name.rsplit("_", 1)[1], False):
+            _, short, group = name.split("_") if name.startswith("bw_") else ("", "", "")
+            if not inter.get(group, False):
+                continue
+            collective = COLLECTIVES[COLLECTIVE_SHORT.index(short)]
+            if group in ("T", "S") and collective != "p2p" and collective not in tier.collectives:
+                # a node-spanning collective runs on every rail, up to the intra-node rate (Cluster.spanning_fit)
+                v[name] = sp.Min(cluster.gpus_per_node * tier.fit(collective)[0] * scale, cluster.intra_node.fit(collective)[0])
+            else:
                 v[name] = v[name] * scale
     elif var.name == "micro_batch":
         v["b"] = X

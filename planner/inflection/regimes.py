@@ -17,6 +17,7 @@ from planner.search import plans, rank
 class Regime:
     name: str
     strategy: bind.Strategy
+    runtime: str = "kd-planner"  # TRL's baselines run under trl-gkd
 
 
 def label(st: bind.Strategy) -> str:
@@ -29,12 +30,12 @@ def resolve(text: str, job: Job, cluster: Cluster, res: rank.SearchResult) -> Re
     if text == "best":
         if not res.ranked:
             raise InputError("best: no plan fits in memory on this cluster")
-        return Regime("best (" + label(res.ranked[0].strategy) + ")", res.ranked[0].strategy)
+        return Regime("best (" + label(res.ranked[0].strategy) + ")", res.ranked[0].strategy, res.runtime)
     if text in res.baselines:
         sc = res.baselines[text]
         if sc is None:
             raise InputError(f"{text}: no micro-batch reaches the global batch on this cluster")
-        return Regime(text, sc.strategy)
+        return Regime(text, sc.strategy, res.baseline_runtime)
     parts = text.split("/")
     if len(parts) < 2:
         raise InputError(f"--between: '{text}' is not best, trl-zero3, trl-ddp or TEACHER/STUDENT[/PLACEMENT[/MICRO_BATCH]]")
@@ -45,8 +46,10 @@ def resolve(text: str, job: Job, cluster: Cluster, res: rank.SearchResult) -> Re
     return Regime(label(st), st)
 
 
-def _subs(st: bind.Strategy, job: Job, cluster: Cluster, var: Variable) -> dict:
-    values = bind.job_values(job, cluster) | bind.strategy_values(st, cluster)
+def _subs(st: bind.Strategy, job: Job, cluster: Cluster, var: Variable, runtime: str = "kd-planner") -> dict:
+    from planner.inputs.load import load_runtime
+
+    values = bind.job_values(job, cluster, load_runtime(runtime)) | bind.strategy_values(st, cluster)
     inter = {"T": bind.tier_for(st.pp * st.tp * st.t_sh, cluster) == "inter_node",
              "S": bind.tier_for(st.s_sh, cluster) == "inter_node",
              "X": st.n_T + st.n_S > cluster.gpus_per_node, "R": True}
@@ -60,13 +63,13 @@ def job_value(var: Variable, job: Job, cluster: Cluster, st: bind.Strategy) -> f
 
 def between(a: Regime, b: Regime, var: Variable, job: Job, cluster: Cluster) -> list[Crossing]:
     if var.name == "micro_batch":
-        a, b = Regime(a.name, replace(a.strategy, b=1)), Regime(b.name, replace(b.strategy, b=1))
-    return crossings(a.name, _subs(a.strategy, job, cluster, var), b.name, _subs(b.strategy, job, cluster, var), var)
+        a, b = replace(a, strategy=replace(a.strategy, b=1)), replace(b, strategy=replace(b.strategy, b=1))
+    return crossings(a.name, _subs(a.strategy, job, cluster, var, a.runtime), b.name, _subs(b.strategy, job, cluster, var, b.runtime), var)
 
 
 def memory_boundary(a: Regime, var: Variable, job: Job, cluster: Cluster) -> list[Crossing]:
     """Where regime A's peak memory reaches the usable device memory."""
-    out = crossings(a.name, _subs(a.strategy, job, cluster, var), "out of memory", {}, var, what="mem_peak",
+    out = crossings(a.name, _subs(a.strategy, job, cluster, var, a.runtime), "out of memory", {}, var, what="mem_peak",
                     limit=bind.usable_bytes(cluster))
     return out
 

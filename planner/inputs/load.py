@@ -16,15 +16,18 @@ import planner
 from planner.inputs.cluster import Cluster
 from planner.inputs.errors import InputError, from_validation
 from planner.inputs.model import ModelShape, Strict, from_hf_config
+from planner.inputs.runtime import Runtime
 from planner.inputs.workload import Workload
 from planner.inputs.yamlio import read_mapping
 
 DEFAULT_JOB = "llama70b-to-8b"
 DEFAULT_CLUSTER = "dgx-h100"
+DEFAULT_RUNTIME = "kd-planner"  # what our plans run under; TRL's baselines run under "trl-gkd"
+BASELINE_RUNTIME = "trl-gkd"
 
 
 def bundled_dir(kind: str) -> Path:
-    """Folder of bundled `models`, `topologies` or `jobs` (inside a wheel, or the source tree)."""
+    """Folder of bundled `models`, `topologies`, `runtimes` or `jobs` (inside a wheel, or the source tree)."""
     pkg = Path(planner.__file__).parent
     inside = pkg / "_bundled" / kind
     return inside if inside.is_dir() else pkg.parent / kind
@@ -88,6 +91,16 @@ def load_cluster(ref: str, nodes: int | None = None) -> Cluster:
             raise InputError(f"--nodes: must be at least 1, got {nodes}")
         cluster = cluster.resized(nodes)
     return cluster
+
+
+def load_runtime(ref: str = DEFAULT_RUNTIME) -> Runtime:
+    """A runtime from a bundled name (`trl-gkd`, `trl-distillation`, `kd-planner`) or a YAML file."""
+    path = _find(ref, "runtimes", None)
+    data = read_mapping(path)
+    try:
+        return Runtime(**data)
+    except ValidationError as e:
+        raise from_validation(e, str(path)) from None
 
 
 class Job(Strict):

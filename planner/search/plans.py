@@ -63,7 +63,7 @@ def predicted(sc: Scored, baseline: Scored | None) -> Predicted:
                      time_s=sc.time_terms(), speedup_vs_baseline=speedup(sc, baseline))
 
 
-def to_plan(sc: Scored, job: Job, cluster: Cluster, cluster_ref: str, baseline: Scored | None) -> Plan:
+def to_plan(sc: Scored, job: Job, cluster: Cluster, cluster_ref: str, baseline: Scored | None, runtime: str = "kd-planner") -> Plan:
     """The plan file for one scored candidate: rank layout, tiers and predictions."""
     st, W = sc.strategy, cluster.world
     t_ranks = list(range(st.n_T))
@@ -77,4 +77,4 @@ def to_plan(sc: Scored, job: Job, cluster: Cluster, cluster_ref: str, baseline: 
     ga = job.workload.global_batch // (st.b * st.n_S)
     return Plan(job=job.name, cluster=cluster_ref, nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
                 backend=cluster.backend, placement=st.placement, teacher=teacher, student=student,
-                micro_batch=st.b, grad_accum=ga, workload=job.workload, predicted=predicted(sc, baseline))
+                micro_batch=st.b, grad_accum=ga, workload=job.workload, runtime=runtime, predicted=predicted(sc, baseline))

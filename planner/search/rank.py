@@ -11,7 +11,8 @@ from planner.cost import bind
 from planner.cost.compile import evaluate
 from planner.cost.names import STUDENT_TERMS, TEACHER_TERMS
 from planner.inputs.cluster import Cluster
-from planner.inputs.load import Job
+from planner.inputs.load import BASELINE_RUNTIME, DEFAULT_RUNTIME, Job, load_runtime
+from planner.inputs.runtime import Runtime
 from planner.search import space
 
 TERM_LABELS = {
@@ -58,13 +59,17 @@ class SearchResult:
     closest: Scored | None = None  # smallest-memory candidate when nothing fits
     usable_bytes: float = 0.0
     notes: list[str] = field(default_factory=list)
+    runtime: str = DEFAULT_RUNTIME  # what the ranked plans run under
+    baseline_runtime: str = BASELINE_RUNTIME  # what the baselines run under
 
 
-def score(cands: list[bind.Strategy], reasons: list[str | None], job: Job, cluster: Cluster) -> list[Scored]:
-    """Evaluate candidates in one vectorised call and attach feasibility."""
+def score(cands: list[bind.Strategy], reasons: list[str | None], job: Job, cluster: Cluster,
+          runtime: Runtime | None = None) -> list[Scored]:
+    """Evaluate candidates (run by `runtime`, default the bundled executor) in one vectorised call
+    and attach feasibility."""
     if not cands:
         return []
-    res = evaluate(bind.job_values(job, cluster) | space.columns(cands, cluster))
+    res = evaluate(bind.job_values(job, cluster, runtime) | space.columns(cands, cluster))
     usable = bind.usable_bytes(cluster)
     keys = list(res)
     table = np.stack([np.asarray(res[k], dtype=float) for k in keys], axis=1)
@@ -101,10 +106,19 @@ def best_baseline(scored: list[Scored]) -> Scored | None:
     return min(scored, key=lambda s: s.figures["mem_peak"])
 
 
-def search(job: Job, cluster: Cluster, objective: str = "throughput") -> SearchResult:
+def baselines(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> dict[str, Scored | None]:
+    """TRL's layouts (`space.baselines`) run by TRL's runtime (default `trl-gkd`), best micro-batch each."""
+    rt = runtime or load_runtime(BASELINE_RUNTIME)
+    return {name: best_baseline(score(c, [None] * len(c), job, cluster, rt)) for name, c in space.baselines(job, cluster).items()}
+
+
+def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: Runtime | None = None) -> SearchResult:
+    """Every candidate layout run by `runtime` (default the bundled executor), ranked, against TRL's
+    layouts run by TRL."""
+    runtime = runtime or load_runtime(DEFAULT_RUNTIME)
     cands, reasons = space.enumerate_candidates(job, cluster)
-    scored = score(cands, reasons, job, cluster)
-    base = {name: best_baseline(score(c, [None] * len(c), job, cluster)) for name, c in space.baselines(job, cluster).items()}
+    scored = score(cands, reasons, job, cluster, runtime)
+    base = baselines(job, cluster)
     fit = [s for s in scored if s.feasible]
     if objective == "memory":
         fit.sort(key=lambda s: (s.figures["mem_peak"], -s.samples_per_s))
@@ -115,7 +129,8 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput") -> SearchR
     rejected = Counter(s.reason for s in scored if not s.feasible)
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]
     closest = None if fit or not runnable else min(runnable, key=lambda s: s.figures["mem_peak"])
-    return SearchResult(fit, base, dict(rejected.most_common()), len(scored), closest, bind.usable_bytes(cluster))
+    return SearchResult(fit, base, dict(rejected.most_common()), len(scored), closest, bind.usable_bytes(cluster),
+                        runtime=runtime.name)
 
 
 def speedup(plan: Scored, baseline: Scored | None) -> float | None:

@@ -73,7 +73,8 @@ def test_ddp_sync_overhead_once_per_step_and_only_with_a_sync():
 
 def test_unsharded_compute_copies_of_the_student():
     """student_gathered: autocast's cached 16-bit casts under DDP, ZeRO-2's whole gathered model,
-    FSDP's two layers; nothing for an fp32 DDP student."""
+    FSDP's two layers plus its root unit (embeddings, final norm, head: FSDP2 keeps the root
+    gathered from forward to backward); nothing for an fp32 DDP student."""
     from planner.cost import memory
     from planner.cost import symbols as y
     from planner.inputs.load import load_model
@@ -87,4 +88,6 @@ def test_unsharded_compute_copies_of_the_student():
     assert gathered(4, 4, 0, 0) == 0  # fp32 DDP
     assert gathered(2, 2, 0, 0) == 0  # bf16 weights (master): nothing to cast
     assert gathered(4, 2, 1, 0) == pytest.approx(2 * P)  # ZeRO-2 keeps the whole model gathered in bf16
-    assert gathered(4, 2, 1, 1) == pytest.approx(2 * 2 * P / L)  # ZeRO-3: current + prefetched layer
+    m = load_model("tiny-student")
+    root = m.vocab * m.hidden * (2 - m.tied_embeddings) + m.hidden  # embedding, untied head, final RMSNorm
+    assert gathered(4, 2, 1, 1) == pytest.approx(2 * (2 * (P - root) / L + root))  # ZeRO-3: current + prefetched layer + root

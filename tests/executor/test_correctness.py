@@ -18,6 +18,7 @@ STEPS = 5
     ("pipeline-ddp", {}),
     ("disaggregated", {}),
     ("replicate-ddp", {"lmbda": 0.5}),  # on-policy: the student's samples match too
+    ("shard-zero3", {"lmbda": 0.5}),  # an FSDP2 student gathered once per generation samples the same
 ])
 def test_matches_single_process(tmp_path, example, workload):
     plan = tiny_plan(tmp_path, example, **workload)
