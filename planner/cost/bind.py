@@ -16,7 +16,7 @@ def _peak(cluster: Cluster, dtype: str, who: str) -> float:
     g = cluster.gpu
     if dtype not in g.peak_tflops:
         raise InputError(f"{cluster.name}: gpu.peak_tflops: no '{dtype}' entry for the {who} dtype; add it or change the dtype")
-    return g.peak_tflops[dtype] * 1e12 * g.compute_efficiency
+    return g.peak_tflops[dtype] * 1e12 * g.efficiency(dtype)
 
 
 def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> dict[str, float]:

@@ -13,7 +13,7 @@ from planner.cost import symbols as y
 @lru_cache(maxsize=1)
 def expressions() -> dict[str, sp.Expr]:
     """`mem.<term>`, `mem_student_side`, `mem_teacher_side`, `mem_peak`, `time.<term>`, `step_time`,
-    `samples_per_s`. In a disaggregated plan teacher and student terms live on different devices,
+    `samples_per_s`, and the parts of one generation (`generation.prefill`, `generation.decode_step`). In a disaggregated plan teacher and student terms live on different devices,
     so the peak is the larger side; colocated, their sum."""
     mem = memory.terms()
     student_side = sp.Add(*(mem[k] for k in memory.STUDENT_TERMS))
@@ -25,6 +25,7 @@ def expressions() -> dict[str, sp.Expr]:
     out |= {"mem_student_side": student_side, "mem_teacher_side": teacher_side, "mem_peak": peak}
     out |= {f"time.{k}": v for k, v in time.items()}
     out |= {"step_time": step, "samples_per_s": y.B / step}
+    out |= {"generation.prefill": timeline.prefill(), "generation.decode_step": timeline.decode_step()}
     return out
 
 

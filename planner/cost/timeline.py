@@ -55,6 +55,11 @@ def decode_step() -> sp.Expr:
     return sp.Max(device, S.L * y.ov_dec)
 
 
+def prefill() -> sp.Expr:
+    """The forward over b prompts that fills the KV cache: compute bound, one pass of layer overheads."""
+    return y.b * y.s_p * forward_flops_per_token(S, y.s_p, causal) / y.F_S + S.L * (y.ov + y.ov_dec)
+
+
 def student_gather_for_generation() -> sp.Expr:
     """One all-gather of a sharded student's weights (in the compute dtype), per FSDP unit."""
     units, nbytes = S.L + 1, total_params(S) * y.q_S
@@ -68,10 +73,9 @@ def generation() -> sp.Expr:
     every decode step, where only the part that prefetch cannot hide behind the step is charged.
     Weights are read in the compute dtype: autocast casts fp32 weights once per generation and
     caches the casts."""
-    prefill = y.b * y.s_p * forward_flops_per_token(S, y.s_p, causal) / y.F_S + S.L * (y.ov + y.ov_dec)
     step = decode_step()
     per_step_gather = y.z_p * (1 - y.g_once) * sp.Max(0, student_gather_for_generation() - y.ovl * step)
-    return prefill + y.s_c * (step + S.L * y.ov + per_step_gather) + y.z_p * y.g_once * student_gather_for_generation()
+    return prefill() + y.s_c * (step + S.L * y.ov + per_step_gather) + y.z_p * y.g_once * student_gather_for_generation()
 
 
 def loss_pass() -> sp.Expr:

@@ -16,7 +16,7 @@ class Accelerator(Strict):
     mem_gib: float = Field(gt=0, description="Device memory in GiB.")
     reserved_mem_gib: float = Field(0.0, ge=0, description="Memory held back for the runtime (CUDA context, NCCL buffers, allocator fragmentation), GiB.")
     peak_tflops: dict[Dtype, float] = Field(description="Peak dense matmul throughput per dtype, TFLOP/s (no sparsity).")
-    compute_efficiency: float = Field(0.5, gt=0, le=1, description="Fraction of peak reached by training matmuls (model FLOPs utilisation).")
+    compute_efficiency: float | dict[Dtype, float] = Field(0.5, description="Fraction of peak reached by training matmuls (model FLOPs utilisation): one number, or one per dtype (a dtype not listed gets the smallest listed).")
     hbm_bw_gb_per_s: float = Field(gt=0, description="Device memory bandwidth, GB/s (1e9 bytes/s).")
     hbm_efficiency: float = Field(0.8, gt=0, le=1, description="Fraction of memory bandwidth reached by decoding.")
     layer_overhead_us: float = Field(0.0, ge=0, description="Fixed time per decoder layer per forward pass (kernel launches, framework), microseconds; a backward counts twice. Measured by `planner calibrate --model`.")
@@ -36,9 +36,18 @@ class Accelerator(Strict):
             raise ValueError("peak_tflops: give at least one dtype")
         if any(v <= 0 for v in self.peak_tflops.values()):
             raise ValueError("peak_tflops: every value must be > 0")
+        effs = self.compute_efficiency.values() if isinstance(self.compute_efficiency, dict) else [self.compute_efficiency]
+        if not effs or any(not 0 < e <= 1 for e in effs):
+            raise ValueError("compute_efficiency: every value must be in (0, 1]")
         if self.reserved_mem_gib >= self.mem_gib:
             raise ValueError(f"reserved_mem_gib ({self.reserved_mem_gib}) must be below mem_gib ({self.mem_gib})")
         return self
+
+
+    def efficiency(self, dtype: str) -> float:
+        """Fraction of the dtype's peak that training matmuls reach."""
+        e = self.compute_efficiency
+        return e if not isinstance(e, dict) else e.get(dtype, min(e.values()))
 
 
 class CollectiveFit(Strict):
