@@ -14,7 +14,7 @@ import sympy as sp
 from planner.cost import activations
 from planner.cost import symbols as y
 from planner.cost.names import STUDENT_TERMS, TEACHER_TERMS
-from planner.cost.params import total_params
+from planner.cost.params import kv_cache_elements, total_params
 
 S, T = y.S, y.T
 seq = y.s_p + y.s_c
@@ -55,8 +55,9 @@ def student_activations() -> sp.Expr:
 
 
 def student_kv_cache() -> sp.Expr:
-    """KV cache of on-policy generation (lmbda > 0, cache on): 2 * L * g * d * b * s elements."""
-    return y.gen * y.kv_cache * 2 * S.L * S.g * S.d * y.b * seq * y.q_S
+    """KV cache of on-policy generation (lmbda > 0, cache on): 2 * L * g * d * b * s elements, a
+    sliding-window layer's capped at its window (`params.kv_cache_elements`)."""
+    return y.gen * y.kv_cache * kv_cache_elements(S, y.b, seq) * y.q_S
 
 
 def logits() -> sp.Expr:
