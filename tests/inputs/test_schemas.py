@@ -113,6 +113,29 @@ def test_unsupported_model_type(tmp_path, model_type, why):
     assert f"model_type: '{model_type}'" in msg and why in msg and "supported: llama" in msg and "qwen3_moe" in msg
 
 
+def test_new_families_read():
+    q = load.load_model("qwen3-0.6b")
+    assert q.qk_norm and q.tied_embeddings and q.head_width == 128 != q.hidden // q.num_heads and not q.qkv_bias
+    g = load.load_model("gemma-3-27b")
+    assert (g.norms_per_layer, g.qk_norm, g.sliding_window, g.sliding_layers, g.num_layers) == (4, True, 1024, 52, 62)
+    m = load.load_model("qwen3-235b-a22b")
+    assert (m.num_experts, m.experts_per_token, m.expert_ffn, m.expert_layers) == (128, 8, 1536, 94)
+    x = load.load_model("mixtral-8x7b")
+    assert (x.num_experts, x.experts_per_token, x.expert_ffn, x.ffn) == (8, 2, 14336, 14336)
+
+
+def test_gemma3_image_text_config_reads_its_language_model(tmp_path):
+    text = json.loads((load.bundled_dir("models") / "gemma-3-4b.json").read_text())
+    published = {k: text[k] for k in ("hidden_size", "intermediate_size", "model_type", "num_hidden_layers", "sliding_window")}
+    cfg = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"], "torch_dtype": "bfloat16",
+           "text_config": published, "vision_config": {"model_type": "siglip_vision_model"}}
+    (tmp_path / "g").mkdir()
+    write(tmp_path / "g", "config.json", json.dumps(cfg))
+    assert load.load_model(str(tmp_path / "g")).model_dump(exclude={"name"}) == load.load_model("gemma-3-4b").model_dump(exclude={"name"})
+    bad = write(tmp_path, "config.json", json.dumps({"model_type": "gemma3"}))
+    assert "text_config: missing" in error_of(load.load_model, str(bad))
+
+
 MOE = {"model_type": "qwen3_moe", "num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
        "vocab_size": 100, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
 
