@@ -27,6 +27,7 @@ def model_summary(ref: str, seq_len: int) -> dict:
     return {
         "name": shape.name,
         "params": sum(breakdown.values()),
+        "active_params": int(params.active_params(S).subs(vals)),
         "breakdown": breakdown,
         "flops_per_token": {"seq_len": seq_len, "forward": fwd, "train": 3 * fwd},
         "shape": shape.model_dump(),
@@ -42,7 +43,8 @@ def _show_model(ref: str, seq_len: int, fmt: Format) -> None:
     t.add_column("parameters", justify="right")
     t.add_column("share", justify="right")
     for k, v in s["breakdown"].items():
-        t.add_row(k, f"{v:,}", f"{100 * v / s['params']:.1f}%")
+        if v:  # a dense model has no experts or router, a pure MoE model no dense MLP
+            t.add_row(k, f"{v:,}", f"{100 * v / s['params']:.1f}%")
     t.add_row("[bold]total[/bold]", f"[bold]{s['params']:,}[/bold]", "100%")
     out.print(t)
     f = s["flops_per_token"]
@@ -51,6 +53,11 @@ def _show_model(ref: str, seq_len: int, fmt: Format) -> None:
     sh = s["shape"]
     out.print(f"shape: {sh['num_layers']} layers, hidden {sh['hidden']}, heads {sh['num_heads']} "
               f"(kv {sh['num_kv_heads'] or sh['num_heads']}), ffn {sh['ffn']}, vocab {sh['vocab']}, dtype {sh['dtype']}")
+    if sh["num_experts"]:
+        out.print(f"mixture of experts: {sh['num_experts']} experts of width {sh['expert_ffn']}, {sh['experts_per_token']} per token; "
+                  f"{s['active_params']:,} parameters active per token (FLOPs), all {s['params']:,} held (memory)")
+    if sh["sliding_layers"]:
+        out.print(f"sliding-window attention: {sh['sliding_layers']} of {sh['num_layers']} layers attend to the last {sh['sliding_window']} tokens")
 
 
 def _show_cluster(ref: str, nodes: int | None, fmt: Format) -> None:

@@ -14,7 +14,7 @@ import sympy as sp
 from planner.cost import activations
 from planner.cost import symbols as y
 from planner.cost.names import STUDENT_TERMS, TEACHER_TERMS
-from planner.cost.params import root_params, total_params
+from planner.cost.params import kv_cache_elements, root_params, total_params
 
 S, T = y.S, y.T
 seq = y.s_p + y.s_c
@@ -58,11 +58,12 @@ def student_activations() -> sp.Expr:
 
 def student_generation() -> sp.Expr:
     """What on-policy generation (lmbda > 0) holds beyond the training phase, which it precedes:
-    the KV cache, 2 * L * g * d * b * s elements, and a student gathered once per generation
-    (its whole model in the compute dtype, TRL's ds3_gather_for_generation) against the
-    activations, logits, loss buffers and gathered units of the training phase. Only the excess
-    counts, so the terms still sum to the peak."""
-    kv = y.kv_cache * 2 * S.L * S.g * S.d * y.b * seq * y.q_S
+    the KV cache, 2 * L * g * d * b * s elements (a sliding-window layer's capped at its window,
+    `params.kv_cache_elements`), and a student gathered once per generation (its whole model in
+    the compute dtype, TRL's ds3_gather_for_generation) against the activations, logits, loss
+    buffers and gathered units of the training phase. Only the excess counts, so the terms still
+    sum to the peak."""
+    kv = y.kv_cache * kv_cache_elements(S, y.b, seq) * y.q_S
     whole = y.z_p * y.g_once * (total_params(S) * y.q_S - student_gathered())
     training = student_activations() + logits() + loss_buffers()
     return y.gen * sp.Max(0, kv + whole - training)

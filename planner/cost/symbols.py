@@ -47,6 +47,16 @@ class ModelSymbols:
     mlp_bias: sp.Symbol
     norms: sp.Symbol
     norm_bias: sp.Symbol
+    fused: sp.Symbol
+    qk_norm: sp.Symbol
+    L_win: sp.Symbol
+    W: sp.Symbol
+    L_moe: sp.Symbol
+    E: sp.Symbol
+    E_act: sp.Symbol
+    f_e: sp.Symbol
+    f_sh: sp.Symbol
+    sh_gate: sp.Symbol
     tag: str
 
     @classmethod
@@ -66,6 +76,16 @@ class ModelSymbols:
             mlp_bias=_nonneg(f"mlpb_{tag}", f"{who}: 1 if the MLP carries biases"),
             norms=_nonneg(f"nrm_{tag}", f"{who} norm vectors per layer"),
             norm_bias=_nonneg(f"nrmb_{tag}", f"{who}: 1 if norms carry a bias"),
+            fused=_nonneg(f"fus_{tag}", f"{who}: 1 if q, k, v and gate, up are fused tensors (counts tensors, not parameters)"),
+            qk_norm=_nonneg(f"qkn_{tag}", f"{who}: 1 if every query and key head is RMS-normed (width d)"),
+            L_win=_nonneg(f"Lw_{tag}", f"{who} layers with sliding-window attention"),
+            W=_pos(f"W_{tag}", f"{who} sliding window, tokens"),
+            L_moe=_nonneg(f"Lm_{tag}", f"{who} layers with mixture-of-experts MLPs"),
+            E=_nonneg(f"E_{tag}", f"{who} routed experts per MoE layer"),
+            E_act=_nonneg(f"Ek_{tag}", f"{who} routed experts per token"),
+            f_e=_nonneg(f"fe_{tag}", f"{who} inner width of one routed expert"),
+            f_sh=_nonneg(f"fsh_{tag}", f"{who} inner width of the shared expert (0: none)"),
+            sh_gate=_nonneg(f"shg_{tag}", f"{who}: 1 if the shared expert has a sigmoid gate"),
             tag=tag,
         )
 

@@ -18,7 +18,8 @@ import sympy as sp
 
 from planner.cost import comm
 from planner.cost import symbols as y
-from planner.cost.params import forward_flops_per_token, matmul_params, param_tensors, total_params
+from planner.cost.params import (attention_flops_per_token, forward_flops_per_token, kv_cache_elements, matmul_params,
+                                 param_tensors, total_params)
 
 S, T = y.S, y.T
 seq = y.s_p + y.s_c
@@ -49,8 +50,8 @@ def decode_step() -> sp.Expr:
     ov_dec, whichever is slower: eager decoding is launch-bound at small batch (gpt-fast,
     Hugging Face static-cache docs); plus the topology's fixed per-layer time."""
     ctx = y.s_p + y.s_c / 2
-    kv_read = y.kv_cache * 2 * S.L * S.g * S.d * y.b * ctx * y.q_S
-    flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (ctx - 1)) + 4 * S.L * y.b * ctx * S.a * S.d
+    kv_read = y.kv_cache * kv_cache_elements(S, y.b, ctx) * y.q_S
+    flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (ctx - 1)) + y.b * attention_flops_per_token(S, ctx, 1)
     device = sp.Max((total_params(S) * y.q_S + kv_read) / y.H_bw, flops / y.F_S)
     return sp.Max(device, S.L * y.ov_dec)
 
@@ -95,7 +96,7 @@ def teacher_per_sample() -> sp.Expr:
     """FLOP time of one sample through the busiest (last) stage: its share of the layers and the
     LM head, which the last stage runs alone."""
     layers = matmul_params(T) - T.V * T.h
-    return (seq * (2 * layers + 4 * causal * T.L * seq * T.a * T.d) / (y.pp * y.tp) + head_tokens * 2 * T.V * T.h / y.tp) / y.F_T
+    return (seq * (2 * layers + attention_flops_per_token(T, seq, causal)) / (y.pp * y.tp) + head_tokens * 2 * T.V * T.h / y.tp) / y.F_T
 
 
 def teacher_passes() -> sp.Expr:

@@ -56,3 +56,13 @@ def test_usage_error_exits_2(runner):
     assert runner.invoke(app, ["show", "--no-such-flag"]).exit_code == 2
     assert runner.invoke(app, ["show", "llama-3.1-8b", "--seq-len", "0"]).exit_code == 2
     assert runner.invoke(app, ["show"]).exit_code == 1
+
+
+def test_show_moe_and_sliding_window(runner):
+    r = runner.invoke(app, ["show", "mixtral-8x7b", "--format", "json"])
+    data = json.loads(r.stdout)
+    assert data["params"] == 46_702_792_704 and data["active_params"] == 12_879_925_248
+    r = runner.invoke(app, ["show", "qwen3-235b-a22b"])
+    assert r.exit_code == 0 and "128 experts" in r.stdout and "8 per token" in r.stdout and "│ mlp " not in r.stdout
+    r = runner.invoke(app, ["show", "gemma-3-27b"])
+    assert "52 of 62 layers attend to the last 1024 tokens" in r.stdout and "experts" not in r.stdout

@@ -18,13 +18,15 @@ def test_llama3_405b_training_flops_6nd():
     assert total == pytest.approx(3.8e25, rel=0.05)
 
 
-@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-7b", "mistral-7b-v0.3", "gemma-2-9b"])
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-7b", "mistral-7b-v0.3", "gemma-2-9b", "qwen3-8b", "gemma-3-12b",
+                                  "mixtral-8x7b", "qwen3-30b-a3b"])
 def test_inference_flops_2n(name):
     """Kaplan et al. 2020 (eq. 2.2): forward ~ 2*N FLOPs per token at short context, N the
-    non-embedding parameters plus the LM head; within 1% at a 128-token context."""
+    non-embedding parameters plus the LM head, of a mixture-of-experts model only the experts a
+    token is routed to (Fedus et al. 2022); within 1% at a 128-token context."""
     shape = load_model(name)
     v = y.S.values(shape)
-    n = float((params.total_params(y.S) - params.embedding_params(y.S) * y.S.untied).subs(v))
+    n = float((params.active_params(y.S) - params.embedding_params(y.S) * y.S.untied).subs(v))
     assert float(params.forward_flops_per_token(y.S, 128).subs(v)) == pytest.approx(2 * n, rel=0.01)
 
 
@@ -40,3 +42,35 @@ def test_zero_model_states(stage, switches, published_gb):
     v = {y.q_W: 2, y.q_G: 2, y.k_O: 12, y.s_sh: 64, y.z_o: z_o, y.z_g: z_g, y.z_p: z_p}
     per_param = sp.simplify(states.subs(v) / P)
     assert float(per_param * 7.5e9) / 1e9 == pytest.approx(published_gb, abs=0.05)
+
+
+# KerasHub presets state the exact parameter count of each checkpoint they converted from the
+# Hugging Face weights (keras-team/keras-hub, keras_hub/src/models/{qwen3,qwen3_moe,mixtral,gemma3}/
+# *_presets.py, `params`). Tolerance: exact, except Gemma 3 4B/12B/27B: KerasHub's text-only presets
+# keep a 262,144-row embedding where the published config.json (and transformers) has 262,208 rows,
+# so ours is exactly 64 * hidden more.
+@pytest.mark.parametrize("name,published,extra_rows", [
+    ("qwen3-0.6b", 596_049_920, 0), ("qwen3-1.7b", 1_720_574_976, 0), ("qwen3-4b", 4_022_468_096, 0),
+    ("qwen3-8b", 8_190_735_360, 0), ("qwen3-14b", 14_768_307_200, 0), ("qwen3-32b", 32_762_123_264, 0),
+    ("qwen3-30b-a3b", 30_532_122_624, 0), ("qwen3-235b-a22b", 235_093_634_560, 0), ("mixtral-8x7b", 46_702_792_704, 0),
+    ("gemma-3-1b", 999_885_952, 0), ("gemma-3-4b", 3_880_099_328, 64), ("gemma-3-12b", 11_765_788_416, 64),
+    ("gemma-3-27b", 27_009_002_240, 64),
+])
+def test_published_totals_new_families(name, published, extra_rows):
+    shape = load_model(name)
+    assert params.evaluate(params.total_params(y.S), y.S, shape) == published + extra_rows * shape.hidden
+
+
+@pytest.mark.parametrize("name,active_b,tol_b", [
+    # Mistral AI, "Mixtral of experts" (2023 blog, quoted in Azure/azureml-assets
+    # assets/models/system/mistralai-Mixtral-8x7B-Instruct-v01/description.md): 46.7B total, 12.9B per token.
+    ("mixtral-8x7b", 12.9, 0.05),
+    # Qwen3 model cards, quoted in KerasHub's qwen3_moe_presets.py: "30.5 billion total parameters with 3.3
+    # billion activated", "235 billion ... with 22 billion activated". One decimal (3.353B is stated as
+    # 3.3B), and whole billions: tolerance 0.06B and 0.5B.
+    ("qwen3-30b-a3b", 3.3, 0.06), ("qwen3-235b-a22b", 22, 0.5),
+])
+def test_published_active_parameters(name, active_b, tol_b):
+    """Active parameters (embeddings and head included): the total less the experts a token skips."""
+    shape = load_model(name)
+    assert params.evaluate(params.active_params(y.S), y.S, shape) / 1e9 == pytest.approx(active_b, abs=tol_b)

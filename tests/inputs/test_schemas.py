@@ -106,11 +106,71 @@ def test_hf_config_dir_and_families(tmp_path):
     assert g.tied_embeddings and g.norms_per_layer == 4 and g.head_width == 256
 
 
-@pytest.mark.parametrize("model_type,why", [("mixtral", "mixture-of-experts"), ("qwen2_moe", "mixture-of-experts"), ("bert", "not a supported")])
+@pytest.mark.parametrize("model_type,why", [("deepseek_v3", "mixture-of-experts"), ("olmoe", "mixture-of-experts"), ("bert", "not a supported")])
 def test_unsupported_model_type(tmp_path, model_type, why):
     p = write(tmp_path, "config.json", json.dumps({"model_type": model_type, "hidden_size": 8}))
     msg = error_of(load.load_model, str(p))
-    assert f"model_type: '{model_type}'" in msg and why in msg and "supported: llama" in msg
+    assert f"model_type: '{model_type}'" in msg and why in msg and "supported: llama" in msg and "qwen3_moe" in msg
+
+
+def test_new_families_read():
+    q = load.load_model("qwen3-0.6b")
+    assert q.qk_norm and q.tied_embeddings and q.head_width == 128 != q.hidden // q.num_heads and not q.qkv_bias
+    g = load.load_model("gemma-3-27b")
+    assert (g.norms_per_layer, g.qk_norm, g.sliding_window, g.sliding_layers, g.num_layers) == (4, True, 1024, 52, 62)
+    m = load.load_model("qwen3-235b-a22b")
+    assert (m.num_experts, m.experts_per_token, m.expert_ffn, m.expert_layers) == (128, 8, 1536, 94)
+    x = load.load_model("mixtral-8x7b")
+    assert (x.num_experts, x.experts_per_token, x.expert_ffn, x.ffn) == (8, 2, 14336, 14336)
+
+
+def test_gemma3_image_text_config_reads_its_language_model(tmp_path):
+    text = json.loads((load.bundled_dir("models") / "gemma-3-4b.json").read_text())
+    published = {k: text[k] for k in ("hidden_size", "intermediate_size", "model_type", "num_hidden_layers", "sliding_window")}
+    cfg = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"], "torch_dtype": "bfloat16",
+           "text_config": published, "vision_config": {"model_type": "siglip_vision_model"}}
+    (tmp_path / "g").mkdir()
+    write(tmp_path / "g", "config.json", json.dumps(cfg))
+    assert load.load_model(str(tmp_path / "g")).model_dump(exclude={"name"}) == load.load_model("gemma-3-4b").model_dump(exclude={"name"})
+    bad = write(tmp_path, "config.json", json.dumps({"model_type": "gemma3"}))
+    assert "text_config: missing" in error_of(load.load_model, str(bad))
+
+
+MOE = {"model_type": "qwen3_moe", "num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
+       "vocab_size": 100, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+
+
+@pytest.mark.parametrize("change,expect", [
+    ({"num_experts_per_tok": 9}, "num_experts_per_tok: 9 must be between 1 and the 8 experts"),
+    ({"num_experts_per_tok": 0}, "num_experts_per_tok: 0 must be between 1 and the 8 experts"),
+    ({"moe_intermediate_size": None}, "moe_intermediate_size: missing (a qwen3_moe config needs it)"),
+    ({"num_experts": None}, "num_experts: missing"),
+    ({"model_type": "mixtral", "num_local_experts": None, "num_experts": None}, "num_local_experts: missing (a mixtral config needs it)"),
+    ({"model_type": "qwen2_moe"}, "shared_expert_intermediate_size: missing"),
+])
+def test_bad_moe_configs(tmp_path, change, expect):
+    cfg = {k: v for k, v in (MOE | change).items() if v is not None}
+    msg = error_of(load.load_model, str(write(tmp_path, "config.json", json.dumps(cfg))))
+    assert expect in msg and "config.json: " in msg
+
+
+def test_moe_layers_follow_sparse_step_and_dense_layers(tmp_path):
+    cfg = MOE | {"num_hidden_layers": 6, "decoder_sparse_step": 2, "mlp_only_layers": [3]}
+    m = load.load_model(str(write(tmp_path, "config.json", json.dumps(cfg))))
+    assert m.expert_layers == 2  # layers 1 and 5 (3 is listed dense; 0, 2, 4 fall between steps)
+
+
+@pytest.mark.parametrize("extra,expect", [
+    ("num_experts: 8\nexperts_per_token: 9\nexpert_ffn: 32\n", "experts_per_token (9) must be between 1 and num_experts (8)"),
+    ("num_experts: 8\nexperts_per_token: 2\n", "expert_ffn: missing"),
+    ("experts_per_token: 2\n", "need num_experts > 0"),
+    ("num_experts: 8\nexperts_per_token: 2\nexpert_ffn: 32\nmoe_layers: 3\n", "moe_layers (3) exceeds num_layers (2)"),
+    ("sliding_layers: 1\n", "sliding_layers (1) needs a sliding_window"),
+    ("sliding_window: 8\nsliding_layers: 3\n", "sliding_layers (3) exceeds num_layers (2)"),
+])
+def test_shape_moe_and_window_rules(tmp_path, extra, expect):
+    msg = error_of(load.load_model, str(write(tmp_path, "m.yaml", GOOD_SHAPE + extra)))
+    assert expect in msg
 
 
 def test_hf_config_missing_fields(tmp_path):
