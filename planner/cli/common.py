@@ -10,13 +10,17 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from planner.inputs.errors import InputError
 from planner.inputs.yamlio import dump_yaml
 
 # Piped output keeps whole table rows (rich would wrap at 80 columns); a terminal uses its width.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 150)
+# No markup by default: names, paths and expressions a user wrote (`a[/b]`) print as written; a
+# deliberate style is a `Text`, or `markup=True` with every inserted value passed through `escape`.
+out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 150)
 
 
 class Format(str, Enum):
@@ -34,7 +38,7 @@ def handles_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except InputError as e:
             for line in e.lines:
-                err.print(f"[red]error:[/red] {line}", markup=True, soft_wrap=True)
+                err.print(f"[red]error:[/red] {escape(line)}", markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -59,6 +63,10 @@ def load_inputs(model: str | None, cluster: str | None, nodes: int | None, teach
     line = (f"Planning {default}'{job.name}': {job.teacher.name} teacher -> {job.student.name} student "
             f"on {cl.nodes} x {cl.name} ({cl.world} x {cl.gpu.name}).")
     return job, cl, cluster or load.DEFAULT_CLUSTER, line
+
+
+def bold(text: str) -> Text:
+    return Text(text, style="bold")
 
 
 def gib(x: float) -> str:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from planner.cli import options as o
-from planner.cli.common import Format, emit, err, gib, handles_errors, load_inputs, out
+from planner.cli.common import Format, bold, emit, err, gib, handles_errors, load_inputs, out
 from planner.search import plans, rank, space
 
 
@@ -81,14 +81,14 @@ def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float) -> None:
         t.add_column(c, justify="left" if c == "term" else "right")
     for k, v in sc.memory_terms().items():
         t.add_row(k, gib(v), gib(bm[k]) if k in bm else "-")
-    t.add_row("[bold]total[/bold]", gib(sc.figures["mem_peak"]), gib(base.figures["mem_peak"]) if base else "-")
+    t.add_row(bold("total"), gib(sc.figures["mem_peak"]), gib(base.figures["mem_peak"]) if base else "-")
     out.print(t)
     t = Table(title="Step time (ms)")
     for c in ("term", label, blabel):
         t.add_column(c, justify="left" if c == "term" else "right")
     for k, v in sc.time_terms().items():
         t.add_row(k, f"{v * 1e3:,.1f}", f"{bt[k] * 1e3:,.1f}" if k in bt else "-")
-    t.add_row("[bold]step[/bold]", f"{sc.figures['step_time'] * 1e3:,.1f}", f"{base.figures['step_time'] * 1e3:,.1f}" if base else "-")
+    t.add_row(bold("step"), f"{sc.figures['step_time'] * 1e3:,.1f}", f"{base.figures['step_time'] * 1e3:,.1f}" if base else "-")
     out.print(t)
     status = "fits" if sc.feasible else f"INFEASIBLE: {sc.reason}"
     out.print(f"{sc.samples_per_s:.2f} samples/s ({status}); trl-zero3: "

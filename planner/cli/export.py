@@ -47,4 +47,4 @@ def register(app: typer.Typer) -> None:
             return
         write_script(text, output, force=force)
         run = f"sbatch {output}" if to == To.slurm else f"bash {output}" + (" on every node" if "NODE_RANK" in text else "")
-        err.print(f"Wrote the {to.value} script to {output}. Next: `{run}`.", markup=False)
+        err.print(f"Wrote the {to.value} script to {output}. Next: `{run}`.")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from planner.cli.common import Format, emit, handles_errors, out
+from planner.cli.common import Format, bold, emit, escape, handles_errors, out
 from planner.inputs import load
 from planner.inputs.errors import InputError
 
@@ -43,7 +43,7 @@ def _show_model(ref: str, seq_len: int, fmt: Format) -> None:
     t.add_column("share", justify="right")
     for k, v in s["breakdown"].items():
         t.add_row(k, f"{v:,}", f"{100 * v / s['params']:.1f}%")
-    t.add_row("[bold]total[/bold]", f"[bold]{s['params']:,}[/bold]", "100%")
+    t.add_row(bold("total"), bold(f"{s['params']:,}"), "100%")
     out.print(t)
     f = s["flops_per_token"]
     out.print(f"FLOPs per token at sequence length {f['seq_len']}: forward {f['forward'] / 1e9:.2f} GFLOP, "
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
         if format != Format.table:
             return emit(data, format)
         for kind, names in data.items():
-            out.print(f"[bold]{kind}[/bold]: " + ", ".join(names))
+            out.print(f"[bold]{kind}[/bold]: " + escape(", ".join(names)), markup=True)
         out.print("Next: `planner show NAME` or `planner show --cluster NAME`.")
 
     @app.command()

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from planner.cli import options as o
 from planner.cli.common import Format, emit, err, gib, handles_errors, load_inputs, out
@@ -44,7 +45,7 @@ def _table(res: rank.SearchResult, top: int) -> Table:
     for label, sc in rows:
         st = sc.strategy
         sp, sd = (rank.speedup(sc, z3), rank.speedup(sc, ddp)) if sc.feasible else (None, None)
-        mem = f"{gib(sc.figures['mem_peak'])} ({_largest(sc)})" + ("" if sc.feasible else " [red]OOM[/red]")
+        mem = Text(f"{gib(sc.figures['mem_peak'])} ({_largest(sc)})") + (Text("") if sc.feasible else Text(" OOM", style="red"))
         place = st.placement if st.placement == "colocated" else f"disagg {st.n_T}T+{st.n_S}S"
         t.add_row(label, st.teacher_label, st.student_label, place, str(st.b), mem, f"{sc.figures['step_time']:.3f}",
                   f"{sc.samples_per_s:.2f}", f"{sp:.2f}x" if sp else "-", f"{sd:.2f}x" if sd else "-")
@@ -105,7 +106,7 @@ def register(app: typer.Typer) -> None:
 def _print(res: rank.SearchResult, top: int, cl) -> None:
     if not res.ranked:
         c = res.closest
-        out.print("[red]No plan fits in memory.[/red]")
+        out.print("No plan fits in memory.", style="red")
         if c is not None:
             out.print(f"Closest: teacher {c.strategy.teacher_label}, student {c.strategy.student_label}, {c.strategy.placement}, "
                       f"micro-batch {c.strategy.b}: {gib(c.figures['mem_peak'])} GiB of {gib(res.usable_bytes)} usable; "

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from planner.cli.common import Format, emit, err, handles_errors, out
 from planner.inputs.errors import InputError
@@ -80,6 +81,6 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             fmt = (lambda x: f"{x:,.4g}") if "bytes" not in r.what else (lambda x: f"{x:,.0f}")
             t.add_row(r.what, fmt(r.predicted), fmt(r.measured), f"{r.rel_error:+.1%}",
-                      "-" if r.ok is None else ("yes" if r.ok else f"[red]no[/red] (±{r.tolerance:.0%})"))
+                      "-" if r.ok is None else ("yes" if r.ok else Text("no", style="red") + f" (±{r.tolerance:.0%})"))
         out.print(t)
         out.print(f"Verdict: {verdict}.")
