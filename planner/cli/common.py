@@ -52,6 +52,12 @@ def emit(data: Any, fmt: Format) -> None:
         print(json.dumps(data, indent=2))
 
 
+def heading(what: str, job, cl) -> str:
+    """`what: TEACHER teacher -> STUDENT student on N x CLUSTER (W x GPU).`"""
+    return (f"{what}: {job.teacher.name} teacher -> {job.student.name} student "
+            f"on {cl.nodes} x {cl.name} ({cl.world} x {cl.gpu.name}).")
+
+
 def load_inputs(model: str | None, cluster: str | None, nodes: int | None, teacher: str | None = None,
                 student: str | None = None):
     """The job and cluster a planning command works on, and the line that says which they are."""
@@ -59,9 +65,12 @@ def load_inputs(model: str | None, cluster: str | None, nodes: int | None, teach
 
     job = load.load_job(model, teacher, student)
     cl = load.load_cluster(cluster or load.DEFAULT_CLUSTER, nodes)
-    default = "the bundled default job " if model is None and not (teacher or student) else "job "
-    line = (f"Planning {default}'{job.name}': {job.teacher.name} teacher -> {job.student.name} student "
-            f"on {cl.nodes} x {cl.name} ({cl.world} x {cl.gpu.name}).")
+    source = f"job '{model}'" if model else f"the bundled default job '{load.DEFAULT_JOB}'"
+    if teacher or student:  # the models are the user's, only the workload is the job's
+        line = (f"Planning {job.teacher.name} teacher -> {job.student.name} student with the workload of {source} "
+                f"on {cl.nodes} x {cl.name} ({cl.world} x {cl.gpu.name}).")
+    else:
+        line = heading(f"Planning {source if not model else f'job {job.name!r}'}", job, cl)
     return job, cl, cluster or load.DEFAULT_CLUSTER, line
 
 

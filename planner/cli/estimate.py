@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from planner.cli import options as o
-from planner.cli.common import Format, bold, emit, err, gib, handles_errors, load_inputs, out
+from planner.cli.common import Format, bold, emit, err, gib, handles_errors, heading, load_inputs, out
 from planner.search import plans, rank, space
 
 
@@ -52,10 +52,12 @@ def register(app: typer.Typer) -> None:
         if symbolic:
             return _symbolic(latex)
         if plan:
+            from planner.inputs.load import load_cluster
             from planner.plan import load_plan
+            from planner.validate import job_of
             p = load_plan(plan)
-            job, cl, _, line = load_inputs(None, p.cluster, p.nodes)
-            job = job.model_copy(update={"name": p.job, "teacher": p.teacher.shape, "student": p.student.shape, "workload": p.workload})
+            job, cl = job_of(p), load_cluster(p.cluster, p.nodes)
+            line = heading(f"Estimating plan {plan} (job '{p.job}')", job, cl)
             st = plans.strategy_of(p)
         else:
             job, cl, _, line = load_inputs(model, cluster, nodes, teacher, student)

@@ -126,7 +126,8 @@ def job_from_mapping(data: dict[str, Any], source: str, base: Path) -> Job:
 
 
 def load_job(ref: str | None = None, teacher: str | None = None, student: str | None = None) -> Job:
-    """A job from a file or bundled name; `teacher`/`student` replace the job's models."""
+    """A job from a file or bundled name; `teacher`/`student` replace the job's models, and the
+    job is then named after its models (`TEACHER-to-STUDENT`): only the workload is the file's."""
     path = _find(ref or DEFAULT_JOB, "jobs", None)
     data = read_mapping(path)
     if teacher:
@@ -134,4 +135,7 @@ def load_job(ref: str | None = None, teacher: str | None = None, student: str | 
     if student:
         data["student"] = str(Path(student).resolve()) if Path(student).exists() else student
     data.setdefault("name", path.stem)
-    return job_from_mapping(data, str(path), path.parent)
+    job = job_from_mapping(data, str(path), path.parent)
+    if teacher or student:
+        job = job.model_copy(update={"name": f"{job.teacher.name}-to-{job.student.name}"})
+    return job

@@ -86,3 +86,25 @@ def test_recommend_export_shortcut(runner, tmp_path):
     r = runner.invoke(app, ["recommend", "--export", "slurm", "-o", str(script)])
     assert r.exit_code == 1 and "--force" in r.stderr
     assert runner.invoke(app, ["recommend", "--export", "pbs", "-o", str(script)]).exit_code == 1
+
+
+def test_estimate_plan_heading_names_the_plan_not_the_default_job(runner, root):
+    plan = root / "examples" / "tiny-replicate-ddp.yaml"
+    r = runner.invoke(app, ["estimate", "--plan", str(plan)])
+    assert r.exit_code == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert "llama70b-to-8b" not in first and "default" not in first
+    assert f"plan {plan}" in first and "job 'tiny-cpu'" in first
+    assert "tiny-teacher teacher -> tiny-student student on 1 x cpu-local" in first
+
+
+def test_recommend_with_other_models_does_not_keep_the_job_name(runner, tmp_path):
+    out = tmp_path / "plan.yaml"
+    r = runner.invoke(app, ["recommend", "--teacher", "qwen2.5-14b", "--student", "qwen2.5-0.5b", "-o", str(out)])
+    assert r.exit_code == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("Planning qwen2.5-14b teacher -> qwen2.5-0.5b student with the workload of "
+                            "the bundled default job 'llama70b-to-8b' on 2 x dgx-h100")
+    assert load_plan(out).job == "qwen2.5-14b-to-qwen2.5-0.5b"
+    r = runner.invoke(app, ["recommend", "-m", "tiny-cpu", "-c", "cpu-local", "--student", "tiny-teacher", "-f", "json"])
+    assert r.stderr.startswith("Planning tiny-teacher teacher -> tiny-teacher student with the workload of job 'tiny-cpu'")
