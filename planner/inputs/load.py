@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 import planner
 from planner.inputs.cluster import Cluster
@@ -90,8 +90,25 @@ def load_cluster(ref: str, nodes: int | None = None) -> Cluster:
     return cluster
 
 
+def _job_file_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema of a job *file* (`planner schema job`): a model is named by a string or
+    written out, as `job_from_mapping` reads it; the `*_ref` fields are the loader's, not the file's."""
+    props = schema["properties"]
+    for key in ("teacher", "student"):
+        shape = {"$ref": props[key].pop("$ref")}
+        props[key]["anyOf"] = [
+            {"type": "string", "description": "A bundled model name, or a path to a config.json, its folder or a YAML shape."},
+            shape,
+            {"type": "object", "required": ["model_type"], "description": "A Hugging Face config.json written out."},
+        ]
+    for key in ("teacher_ref", "student_ref"):
+        del props[key]
+
+
 class Job(Strict):
     """A distillation job: the teacher, the student and the workload."""
+
+    model_config = ConfigDict(json_schema_extra=_job_file_schema)
 
     name: str = Field("job", description="Display name.")
     teacher: ModelShape = Field(description="The frozen teacher.")

@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+import yaml
+
 from planner.cli import app
 
 
@@ -56,3 +59,21 @@ def test_usage_error_exits_2(runner):
     assert runner.invoke(app, ["show", "--no-such-flag"]).exit_code == 2
     assert runner.invoke(app, ["show", "llama-3.1-8b", "--seq-len", "0"]).exit_code == 2
     assert runner.invoke(app, ["show"]).exit_code == 1
+
+
+@pytest.mark.parametrize("kind, folder", [("job", "jobs"), ("plan", "examples"), ("cluster", "topologies")])
+def test_bundled_files_validate_against_the_emitted_schema(runner, root, kind, folder):
+    """What `planner schema KIND` prints accepts every bundled file of that kind (editors use it)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    r = runner.invoke(app, ["schema", kind])
+    assert r.exit_code == 0, r.stderr
+    schema = json.loads(r.stdout)
+    files = sorted((root / folder).glob("*.yaml"))
+    assert files
+    for path in files:
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    if kind == "job":  # a model may also be written out, as a shape or as a config.json
+        shape = {"num_layers": 2, "hidden": 64, "num_heads": 4, "ffn": 128, "vocab": 100}
+        jsonschema.validate({"teacher": shape, "student": {"model_type": "llama", "hidden_size": 64}}, schema)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"teacher": shape | {"colour": 1}, "student": "tiny-student"}, schema)
