@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import Progress
 
-from planner.cli.common import err, handles_errors, out
+from planner.cli.common import err, handles_errors, out, require_executor
 from planner.inputs.errors import InputError
 
 
@@ -27,10 +27,8 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
     ) -> None:
         """Short micro-benchmarks (matmul FLOP/s, memory bandwidth, each collective; with --model, training steps) -> a topology file."""
-        try:
-            import torch
-        except ImportError:
-            raise InputError("calibrate needs torch: pip install 'kd-planner[executor]'") from None
+        require_executor("calibrate" + (" --model" if model else ""), transformers=bool(model))
+        import torch
         from planner.calibrate import topology
         from planner.inputs.cluster import Cluster
         from planner.inputs.yamlio import dump_yaml

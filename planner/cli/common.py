@@ -44,6 +44,19 @@ def handles_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def require_executor(what: str, transformers: bool = True) -> None:
+    """Import the executor's packages now, so that a missing one is one line with the install hint
+    before any work starts, not a traceback from deep inside it (transformers is imported lazily)."""
+    try:
+        import torch  # noqa: F401
+        if transformers:
+            import transformers  # noqa: F401
+    except ImportError as e:
+        missing = e.name or str(e)
+        raise InputError(f"{what} needs torch{' and transformers' if transformers else ''} ({missing} is missing): "
+                         "pip install 'kd-planner[executor]'") from None
+
+
 def emit(data: Any, fmt: Format) -> None:
     """Machine-readable output on stdout (plain print: no rich wrapping)."""
     if fmt == Format.yaml:

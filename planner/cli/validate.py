@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from planner.cli.common import Format, emit, err, handles_errors, out
+from planner.cli.common import Format, emit, err, handles_errors, out, require_executor
 from planner.inputs.errors import InputError
 
 
@@ -55,10 +55,8 @@ def register(app: typer.Typer) -> None:
         if run:
             if p.nodes != 1:
                 raise InputError(f"{plan}: --run starts one node; this plan needs {p.nodes} (use `planner export`)")
-            try:
-                from planner.executor.groups import check_supported
-            except ImportError as e:
-                raise InputError(f"--run needs the executor ({e.name} is missing); pip install 'kd-planner[executor]'") from None
+            require_executor("validate --run")
+            from planner.executor.groups import check_supported
             check_supported(p)  # refuse here, in one line, rather than from inside every rank
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "metrics.json"
