@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from planner.cli import options as o
 from planner.cli.common import Format, bold, emit, escape, handles_errors, out
 from planner.inputs import load
 from planner.inputs.errors import InputError
@@ -61,6 +62,8 @@ def _show_cluster(ref: str, nodes: int | None, fmt: Format) -> None:
     t.add_column("what")
     t.add_column("value")
     g = c.gpu
+    if c.description:
+        t.add_row("description", c.description)
     t.add_row("device", f"{g.name}, {g.mem_gib:g} GiB ({g.reserved_mem_gib:g} reserved)")
     t.add_row("peak dense TFLOP/s", ", ".join(f"{k} {v:g}" for k, v in g.peak_tflops.items()))
     t.add_row("memory bandwidth", f"{g.hbm_bw_gb_per_s:g} GB/s")
@@ -77,7 +80,7 @@ def register(app: typer.Typer) -> None:
     def show(
         model: Annotated[Optional[str], typer.Argument(help="Bundled model name, config.json (or its folder) or a YAML shape.")] = None,
         cluster: Annotated[Optional[str], typer.Option("--cluster", "-c", help="Show a cluster topology (bundled name or YAML file) instead.")] = None,
-        nodes: Annotated[Optional[int], typer.Option(help="Resize the cluster to this many nodes.")] = None,
+        nodes: o.Nodes = None,
         seq_len: Annotated[int, typer.Option(help="Context length for FLOPs per token.", min=1)] = 2048,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
     ) -> None:

@@ -25,6 +25,18 @@ def test_show_model_table(runner):
 def test_show_cluster(runner):
     r = runner.invoke(app, ["show", "--cluster", "dgx-h100", "--nodes", "4", "-f", "json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["world"] == 32
+    assert json.loads(r.stdout)["description"].startswith("4 x NVIDIA DGX H100 (8x H100")
+
+
+def test_a_resized_cluster_describes_its_node_count(runner):
+    from planner.inputs.load import load_cluster
+    assert load_cluster("l40s-pcie", 2).description.startswith("2 nodes x 8x L40S")
+    assert load_cluster("l40s-pcie", 1).description.startswith("1 node x 8x L40S")
+    assert load_cluster("dgx-h100", 2).description == load_cluster("dgx-h100").description
+    one = load_cluster("cpu-local", 3).description  # no count to replace: say so at the end
+    assert one.startswith("one 2-core CPU machine") and one.endswith("(resized to 3 nodes)")
+    r = runner.invoke(app, ["show", "--cluster", "dgx-h100", "--nodes", "4"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "4 x NVIDIA DGX H100" in r.stdout and "2 x NVIDIA" not in r.stdout
 
 
 def test_list(runner):
