@@ -7,9 +7,11 @@ import typer
 from planner.cli import calibrate, estimate, inflection, info, recommend, sweep, validate
 from planner.cli import run
 from planner.cli import export
+from planner.cli.common import Group
 
 app = typer.Typer(
     name="planner",
+    cls=Group,
     help="Plan how to split a frozen teacher and a trained student across a GPU cluster for knowledge distillation.",
     no_args_is_help=True,
     add_completion=False,

@@ -10,12 +10,12 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import Progress
 
-from planner.cli.common import err, handles_errors, out, require_executor
+from planner.cli.common import Command, err, handles_errors, out, require_executor
 from planner.inputs.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def calibrate(
         output: Annotated[Optional[str], typer.Option("--output", "-o", help="Topology YAML to write (raw measurements go next to it as .raw.json).")] = None,

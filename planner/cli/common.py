@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any, Callable
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
@@ -21,6 +22,25 @@ from planner.inputs.yamlio import dump_yaml
 # deliberate style is a `Text`, or `markup=True` with every inserted value passed through `escape`.
 out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 150)
+
+
+class _FlagsTakeNoValue:
+    """Leaves out the `<bool>` type that typer's help shows for every flag (flags take no value)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if getattr(p, "is_flag", False):
+                p.metavar = ""
+        return params
+
+
+class Command(_FlagsTakeNoValue, TyperCommand):
+    """Every `planner` command (`@app.command(cls=Command)`)."""
+
+
+class Group(_FlagsTakeNoValue, TyperGroup):
+    """The `planner` group itself."""
 
 
 class Format(str, Enum):

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from planner.cli import options as o
-from planner.cli.common import Format, bold, emit, err, gib, handles_errors, heading, load_inputs, out
+from planner.cli.common import Command, Format, bold, emit, err, gib, handles_errors, heading, load_inputs, out
 from planner.search import plans, rank, space
 
 
@@ -34,7 +34,7 @@ def _symbolic(latex: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def estimate(
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,

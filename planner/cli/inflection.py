@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from planner.cli import options as o
-from planner.cli.common import Format, emit, err, escape, handles_errors, load_inputs, out
+from planner.cli.common import Command, Format, emit, err, escape, handles_errors, load_inputs, out
 
 
 def _sentence(c, job_value: float, now_winner: str) -> str:
@@ -22,7 +22,7 @@ def _sentence(c, job_value: float, now_winner: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def inflection(
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,

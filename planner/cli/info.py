@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from planner.cli import options as o
-from planner.cli.common import Format, bold, emit, escape, handles_errors, out
+from planner.cli.common import Command, Format, bold, emit, escape, handles_errors, out
 from planner.inputs import load
 from planner.inputs.errors import InputError
 
@@ -75,7 +75,7 @@ def _show_cluster(ref: str, nodes: int | None, fmt: Format) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def show(
         model: Annotated[Optional[str], typer.Argument(help="Bundled model name, config.json (or its folder) or a YAML shape.")] = None,
@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         else:
             raise InputError("give a MODEL or --cluster C; `planner list` shows what is bundled")
 
-    @app.command("list")
+    @app.command("list", cls=Command)
     @handles_errors
     def list_(format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table) -> None:
         """Bundled models, cluster topologies and jobs."""
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
             out.print(f"[bold]{kind}[/bold]: " + escape(", ".join(names)), markup=True)
         out.print("Next: `planner show NAME` or `planner show --cluster NAME`.")
 
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def schema(
         kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(SCHEMAS)}.")] = "job",

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from planner.cli import options as o
-from planner.cli.common import Format, emit, err, gib, handles_errors, load_inputs, out
+from planner.cli.common import Command, Format, emit, err, gib, handles_errors, load_inputs, out
 from planner.inputs.errors import InputError
 from planner.plan import write_plan
 from planner.search import plans, rank
@@ -53,7 +53,7 @@ def _table(res: rank.SearchResult, top: int) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def recommend(
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,

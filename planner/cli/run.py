@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from planner.cli.common import err, handles_errors, require_executor
+from planner.cli.common import Command, err, handles_errors, require_executor
 from planner.inputs.errors import InputError
 
 
@@ -29,7 +29,7 @@ def _override(plan, teacher: str | None, student: str | None, tokenizer: str | N
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def run(
         plan: Annotated[Path, typer.Argument(help="Plan file (YAML) from `planner recommend` or written by hand.")],

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from planner.cli.common import Format, emit, err, handles_errors, out, require_executor
+from planner.cli.common import Command, Format, emit, err, handles_errors, out, require_executor
 from planner.inputs.errors import InputError
 
 
@@ -33,7 +33,7 @@ def run_plan(plan_path: str, nproc: int, steps: int, metrics_out: Path) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def validate(
         plan: Annotated[str, typer.Argument(help="Plan file.")],
