@@ -43,6 +43,16 @@ class Group(_FlagsTakeNoValue, TyperGroup):
     """The `planner` group itself."""
 
 
+# Exit statuses: 0 done; 1 bad input (`InputError`); 2 usage error (click); 3 done, but the answer
+# is no. Said in `planner --help` and in the README.
+EXIT_NO = 3
+EXIT_STATUS_HELP = (
+    "Exit status: 0 done; 1 bad input (a file, name or flag value: one line per problem on stderr); "
+    "2 usage error (unknown flag, missing argument); 3 done, but the answer is no (estimate: the plan "
+    "does not fit; recommend: no plan fits; validate: the prediction disagrees with the measurement)."
+)
+
+
 class Format(str, Enum):
     table = "table"
     json = "json"

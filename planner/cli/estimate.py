@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from planner.cli import options as o
-from planner.cli.common import Command, Format, bold, emit, err, gib, handles_errors, heading, load_inputs, out
+from planner.cli.common import EXIT_NO, Command, Format, bold, emit, err, gib, handles_errors, heading, load_inputs, out
 from planner.search import plans, rank, space
 
 
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         symbolic: Annotated[bool, typer.Option(help="Print the model's expressions instead of numbers.")] = False,
         latex: Annotated[bool, typer.Option(help="With --symbolic: LaTeX.")] = False,
     ) -> None:
-        """Memory per device and step time, by term, for one plan next to the trl-zero3 baseline."""
+        """Memory per device and step time, by term, for one plan next to the trl-zero3 baseline. Exits 3 if the plan does not fit."""
         if symbolic:
             return _symbolic(latex)
         if plan:
@@ -69,9 +69,12 @@ def register(app: typer.Typer) -> None:
         data = _figures(sc) | {"baseline": _figures(base), "speedup_vs_baseline": rank.speedup(sc, base)}
         if format != Format.table:
             err.print(line)
-            return emit(data, format)
-        out.print(line)
-        _tables(sc, base, rank.bind.usable_bytes(cl))
+            emit(data, format)
+        else:
+            out.print(line)
+            _tables(sc, base, rank.bind.usable_bytes(cl))
+        if not sc.feasible:
+            raise typer.Exit(EXIT_NO)
 
 
 def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float) -> None:

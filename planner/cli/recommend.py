@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from planner.cli import options as o
-from planner.cli.common import Command, Format, emit, err, gib, handles_errors, load_inputs, out
+from planner.cli.common import EXIT_NO, Command, Format, emit, err, gib, handles_errors, load_inputs, out
 from planner.inputs.errors import InputError
 from planner.plan import write_plan
 from planner.search import plans, rank
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
     ) -> None:
-        """Rank every teacher x student split on the cluster and write the best plan."""
+        """Rank every teacher x student split on the cluster and write the best plan. Exits 3 if no plan fits."""
         from pathlib import Path
 
         if export and export not in ("slurm", "torchrun"):
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
         else:
             _print(res, top, cl)
         if not res.ranked:
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_NO)
         if plan_path:
             plan = plans.to_plan(res.ranked[0], job, cl, cl_ref, z3)
             write_plan(plan, plan_path, force=force)

@@ -14,6 +14,13 @@ def test_every_help_renders(runner, command):
     assert "--help" in r.stdout and "<bool>" not in r.stdout  # a flag takes no value: no type to show
 
 
+def test_help_documents_the_exit_codes(runner):
+    r = runner.invoke(app, ["--help"], env={"COLUMNS": "250"})
+    assert "Exit status" in r.stdout and "3 done, but the answer is no" in r.stdout
+    for command in ("estimate", "recommend", "validate"):
+        assert "Exits 3" in runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"}).stdout
+
+
 def test_inflection_help_shows_the_regime_grammar_literally(runner):
     r = runner.invoke(app, ["inflection", "--help"], env={"COLUMNS": "250"})
     assert r.exit_code == 0, r.exception
