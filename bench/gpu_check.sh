@@ -27,7 +27,7 @@ else
     echo "no nvidia-smi: a CPU dry run" | tee "$OUT/gpu.txt"
 fi
 
-timeout 180 .venv/bin/planner calibrate --world 1 -m "$STUDENT" -o "$OUT/gpu.yaml" --force | tee "$OUT/calibrate.txt"
+timeout 180 .venv/bin/planner calibrate --world 1 --model "$STUDENT" -o "$OUT/gpu.yaml" --force | tee "$OUT/calibrate.txt"
 
 # A one-GPU plan: replicated bf16 teacher, DDP student (one rank), real shapes, short sequences.
 cat >"$OUT/job.yaml" <<EOF

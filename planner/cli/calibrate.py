@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         world: Annotated[int, typer.Option(help="Local processes for the collective benchmark (GPUs on a GPU machine).", min=1)] = 2,
         name: Annotated[str, typer.Option(help="Name of the topology.")] = "my-machine",
         quick: Annotated[bool, typer.Option(help="Smaller problems (seconds instead of a minute).")] = False,
-        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Also time this model (a bundled name or config.json): training steps (compute efficiency, per-layer overhead), the GKD loss, the optimizer step, and on CPU processes FSDP, DDP and pipeline overheads.")] = None,
+        model: Annotated[Optional[str], typer.Option("--model", help="Also time this model (a bundled name or config.json): training steps (compute efficiency, per-layer overhead), the GKD loss, the optimizer step, and on CPU processes FSDP, DDP and pipeline overheads.")] = None,
         repeat: Annotated[int, typer.Option(help="Rounds of every measurement; the topology gets each figure's median.", min=1)] = 1,
         force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
     ) -> None:

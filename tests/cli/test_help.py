@@ -44,3 +44,25 @@ def test_a_job_name_that_looks_like_markup_is_printed_as_written(runner, tmp_pat
     r = runner.invoke(app, ["estimate", "-m", str(job), "-c", "cpu-local", "--micro-batch", "2"])
     assert r.exit_code == 0 and not isinstance(r.exception, Exception), r.exception
     assert "'demo[/x] [red]'" in r.stdout
+
+
+def _options():
+    """(command, short flag, long flag) of every option of every command."""
+    import typer.main
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        for p in cmd.params:
+            longs = [o for o in p.opts if o.startswith("--")]
+            for short in (o for o in p.opts if not o.startswith("--")):
+                yield name, short, longs[0] if longs else p.name
+
+
+def test_a_short_flag_means_one_thing_everywhere():
+    seen: dict[str, set] = {}
+    for _, short, long in _options():
+        seen.setdefault(short, set()).add(long)
+    assert {s: ls for s, ls in seen.items() if len(ls) > 1} == {}
+    # -m is the job (teacher + student + workload) of the planning commands; calibrate times a
+    # model, so its option has no short form that would read as "the job"
+    assert ("calibrate", "-m") not in {(c, s) for c, s, _ in _options()}
+    assert all(c in ("recommend", "estimate", "inflection", "sweep") for c, s, _ in _options() if s == "-m")
