@@ -7,6 +7,7 @@ A job (`--model JOB`) names or inlines a teacher and a student, plus the workloa
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,9 @@ def _find(ref: str, kind: str, base: Path | None) -> Path:
         if p.is_file():
             return p
     tried.append(f"bundled {kind} '{ref}'")
-    raise InputError(f"{ref}: not found (tried {', '.join(tried)}); `planner list` shows the bundled {kind}")
+    close = difflib.get_close_matches(ref.lower(), bundled_names(kind), n=3)
+    guess = f"did you mean {' or '.join([', '.join(close[:-1]), close[-1]] if len(close) > 1 else close)}? " if close else ""
+    raise InputError(f"{ref}: not found (tried {', '.join(tried)}); {guess}`planner list` shows the bundled {kind}")
 
 
 def _shape_from_mapping(data: dict[str, Any], source: str, name: str, prefix: str = "") -> ModelShape:

@@ -89,3 +89,14 @@ def test_bundled_files_validate_against_the_emitted_schema(runner, root, kind, f
         jsonschema.validate({"teacher": shape, "student": {"model_type": "llama", "hidden_size": 64}}, schema)
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({"teacher": shape | {"colour": 1}, "student": "tiny-student"}, schema)
+
+
+def test_a_misspelled_name_gets_a_suggestion(runner):
+    r = runner.invoke(app, ["show", "lama-3.1-8b"])
+    assert r.exit_code == 1 and "did you mean llama-3.1-8b, " in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = runner.invoke(app, ["show", "--cluster", "dgx-h10"])
+    assert r.exit_code == 1 and "did you mean dgx-h100" in r.stderr
+    r = runner.invoke(app, ["estimate", "-m", "llama70b-to-8", "-f", "json"])
+    assert r.exit_code == 1 and "did you mean llama70b-to-8b" in r.stderr
+    r = runner.invoke(app, ["show", "gpt-17"])
+    assert r.exit_code == 1 and "did you mean" not in r.stderr  # nothing close: no guess
