@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from enum import Enum
 from typing import Any, Callable
@@ -17,11 +18,18 @@ from rich.text import Text
 from planner.inputs.errors import InputError
 from planner.inputs.yamlio import dump_yaml
 
-# Piped output keeps whole table rows (rich would wrap at 80 columns); a terminal uses its width.
 # No markup by default: names, paths and expressions a user wrote (`a[/b]`) print as written; a
 # deliberate style is a `Text`, or `markup=True` with every inserted value passed through `escape`.
-out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 150)
+# Widths are set when a command starts (`_size_consoles`).
+out = Console(highlight=False, markup=False)
+err = Console(stderr=True, highlight=False, markup=False)
+
+
+def _size_consoles() -> None:
+    """A terminal: its own width. Piped: $COLUMNS if set, else 150 (rich's 80 would cut table rows)."""
+    columns = os.environ.get("COLUMNS", "")
+    for console, stream in ((out, sys.stdout), (err, sys.stderr)):
+        console.width = None if stream.isatty() else int(columns) if columns.isdigit() else 150
 
 
 class _FlagsTakeNoValue:
@@ -64,6 +72,7 @@ def handles_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _size_consoles()
         try:
             return fn(*args, **kwargs)
         except InputError as e:

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 
 from planner.cli import app
@@ -110,3 +111,22 @@ def test_recommend_with_other_models_does_not_keep_the_job_name(runner, tmp_path
     assert load_plan(out).job == "qwen2.5-14b-to-qwen2.5-0.5b"
     r = runner.invoke(app, ["recommend", "-m", "tiny-cpu", "-c", "cpu-local", "--student", "tiny-teacher", "-f", "json"])
     assert r.stderr.startswith("Planning tiny-teacher teacher -> tiny-teacher student with the workload of job 'tiny-cpu'")
+
+
+@pytest.mark.parametrize("args", [[], ["--top", "10", "-c", "l40s-pcie", "--nodes", "8"]])
+def test_recommend_default_output_fits_100_columns(runner, args):
+    """In a 100-column terminal the table keeps its natural width: no line is longer, nothing is cut."""
+    r = runner.invoke(app, ["recommend", *args], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100, "\n".join(x for x in lines if len(x) > 100)
+    assert "…" not in r.stdout and "trl-zero3" in r.stdout and "OOM" in r.stdout
+
+
+def test_recommend_wide_shows_every_column(runner):
+    narrow = runner.invoke(app, ["recommend"], env={"COLUMNS": "250"}).stdout
+    wide = runner.invoke(app, ["recommend", "--wide"], env={"COLUMNS": "250"}).stdout
+    for column in ("peak GiB (largest term)", "vs trl-ddp"):
+        assert column in wide and column not in narrow
+    assert "277.9 (teacher_weights) OOM" in wide and "277.9 OOM" in narrow
+    assert max(map(len, wide.splitlines())) > 100
