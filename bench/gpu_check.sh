@@ -27,7 +27,7 @@ else
     echo "no nvidia-smi: a CPU dry run" | tee "$OUT/gpu.txt"
 fi
 
-timeout 180 .venv/bin/planner calibrate --world 1 -m "$STUDENT" -o "$OUT/gpu.yaml" --force | tee "$OUT/calibrate.txt"
+timeout 180 .venv/bin/planner calibrate --world 1 --model "$STUDENT" -o "$OUT/gpu.yaml" --force | tee "$OUT/calibrate.txt"
 
 # A one-GPU plan: replicated bf16 teacher, DDP student (one rank), real shapes, short sequences.
 cat >"$OUT/job.yaml" <<EOF
@@ -40,5 +40,7 @@ EOF
 .venv/bin/planner recommend -m "$OUT/job.yaml" -c "$OUT/gpu.yaml" -o "$OUT/plan.yaml" --force | tee "$OUT/recommend.txt"
 timeout 240 .venv/bin/torchrun --standalone --nproc-per-node 1 -m planner run "$OUT/plan.yaml" \
     --steps 12 --metrics-out "$OUT/metrics.json" --no-progress | tail -5
-.venv/bin/planner validate "$OUT/plan.yaml" --metrics "$OUT/metrics.json" -c "$OUT/gpu.yaml" | tee "$OUT/validate.txt"
+# exit 3: a figure is off by more than its tolerance; that is the finding, reported, not a failure
+.venv/bin/planner validate "$OUT/plan.yaml" --metrics "$OUT/metrics.json" -c "$OUT/gpu.yaml" > "$OUT/validate.txt" || [ $? -eq 3 ]
+cat "$OUT/validate.txt"
 echo "gpu check done: see $OUT/"

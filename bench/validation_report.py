@@ -74,7 +74,7 @@ def main() -> None:
             # a calibration round before every round of runs and one after the last: the machine's
             # drift over the report reaches the calibration as it reaches the measurements
             cal = tmp / f"calibration-{r}.yaml"
-            subprocess.run(PLANNER + ["calibrate", "-m", "tiny-student", "-o", str(cal), "--name", "this-machine"], check=True)
+            subprocess.run(PLANNER + ["calibrate", "--model", "tiny-student", "-o", str(cal), "--name", "this-machine"], check=True)
             calibrations += json.loads(cal.with_suffix(".raw.json").read_text())["rounds"]
             if r == args.rounds:
                 break
@@ -85,7 +85,7 @@ def main() -> None:
                                check=True, capture_output=True)
                 runs[path.stem].append(json.loads(metrics.read_text()))
         topo = tmp / "this-machine.yaml"
-        topo.write_text(f"# `planner calibrate -m tiny-student`: per-figure median of {len(calibrations)} rounds, one before each "
+        topo.write_text(f"# `planner calibrate --model tiny-student`: per-figure median of {len(calibrations)} rounds, one before each "
                         "round of runs and one after the last\n" + dump_yaml(to_topology(median_of(calibrations), "this-machine", 2)))
         cluster = load_cluster(str(topo))
         results = []
@@ -119,7 +119,7 @@ def write_report(out: Path, results, topo_text: str, steps: int, trl: str | None
         f"{platform.machine()}, {platform.processor() or 'CPU'}; 2 gloo processes; tiny Llama teacher and student "
         f"(`jobs/tiny-cpu.yaml`); {steps} optimizer steps per strategy and round, rounds alternating, warm-up excluded, "
         "median of the pooled steady steps; the sides of the step are the executor's `--phases` (teacher: its logits, "
-        "or the wait for them; student: forward, loss, backward, optimizer) against the cost model's terms on each side; the cost model is evaluated on the topology of `planner calibrate -m tiny-student` "
+        "or the wait for them; student: forward, loss, backward, optimizer) against the cost model's terms on each side; the cost model is evaluated on the topology of `planner calibrate --model tiny-student` "
         "rounds taken before each round of runs and after the last (per-figure median, below).", "",
         "| strategy (teacher / student) | predicted step ms | measured step ms | error | teacher side ms, predicted / measured | student side ms, predicted / measured | state bytes max error |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -157,6 +157,12 @@ def _adamw_seconds(numel: int, bandwidth_gb_per_s: float) -> float:
     return numel * 4 * 4 * 2 / (bandwidth_gb_per_s * 1e9)
 
 
+def fit_per_tensor(seconds: float, numel: int, tensors: int, bandwidth_gb_per_s: float) -> float:
+    """Fixed time per parameter tensor of clip + AdamW, microseconds: a timed step over `tensors`
+    tensors of `numel` elements in all, minus its memory traffic at the measured bandwidth."""
+    return max(0.0, (seconds - _adamw_seconds(numel, bandwidth_gb_per_s)) / tensors * 1e6)
+
+
 def _spawn_world(target: Callable, world: int, *args):
     """Run `target(rank, world, port, *args, out)` in `world` spawned processes that form a
     torch.distributed group on a free local port; return what rank 0 puts on `out`."""
@@ -297,20 +303,22 @@ def shard_overheads(shape, world: int, all_gather: tuple[float, float], mem_bw: 
     parameters, minus their bytes over the memory bandwidth, per parameter tensor. Returns
     ({model: {bytes per unit, extra seconds per unit gather}} for `fit_fixed_plus_per_byte`,
     microseconds per sharded parameter tensor of the optimizer)."""
-    from planner.cost import comm
-
     shapes, sizes = [shape, widened(shape)], [(1, 16), (2, 32)]
     results, optim = _spawn_world(_fsdp_worker, world, shapes, sizes, threads)
     seconds, tensors, local = optim
-    per_tensor = max(0.0, seconds - _adamw_seconds(local, mem_bw)) / tensors * 1e6
-    points = {}
-    for sh, (plain, sharded) in zip(shapes, results):
-        units = sh.num_layers + 1
-        param_bytes = _fp32_param_bytes(sh)
-        modeled = len(sizes) * comm.all_gather(world, param_bytes, _link(*all_gather), calls=units)
-        gathers = len(sizes) * units
-        points[sh.name] = {"bytes": param_bytes / units, "extra_s": max(0.0, sharded - plain - modeled) / gathers}
-    return points, per_tensor
+    points = {sh.name: fsdp_extra(sh, plain, sharded, world, all_gather, len(sizes)) for sh, (plain, sharded) in zip(shapes, results)}
+    return points, fit_per_tensor(seconds, local, tensors, mem_bw)
+
+
+def fsdp_extra(shape, plain: float, sharded: float, world: int, all_gather: tuple[float, float], passes: int) -> dict:
+    """One point for `fit_fixed_plus_per_byte`: {bytes per FSDP unit, extra seconds per unit gather}
+    from `passes` forwards timed unsharded (`plain`) and sharded, less the modelled all-gathers."""
+    from planner.cost import comm
+
+    units = shape.num_layers + 1
+    param_bytes = _fp32_param_bytes(shape)
+    modeled = passes * comm.all_gather(world, param_bytes, _link(*all_gather), calls=units)
+    return {"bytes": param_bytes / units, "extra_s": max(0.0, sharded - plain - modeled) / (passes * units)}
 
 
 def _ddp_worker(rank: int, world: int, port: int, shapes: list, seq: int, threads: int, out) -> None:
@@ -349,15 +357,19 @@ def ddp_sync_overheads(shape, world: int, all_reduce: tuple[float, float], threa
     byte: a training micro-step of a real model of `shape` and of the same model at twice the width,
     under DDP over `world` CPU processes, with the sync minus without it, minus the fitted
     all-reduce. Returns {model: {gradient bytes, extra seconds per sync}} for `fit_fixed_plus_per_byte`."""
-    from planner.cost import comm
     shapes = [shape, widened(shape)]
     results = _spawn_world(_ddp_worker, world, shapes, seq, threads)
-    points = {}
-    for sh, (unsynced, synced) in zip(shapes, results):
-        grad_bytes = _fp32_param_bytes(sh)
-        modeled = comm.all_reduce(world, grad_bytes, _link(*all_reduce))
-        points[sh.name] = {"bytes": grad_bytes, "extra_s": max(0.0, synced - unsynced - modeled)}
-    return points
+    return {sh.name: ddp_extra(sh, unsynced, synced, world, all_reduce) for sh, (unsynced, synced) in zip(shapes, results)}
+
+
+def ddp_extra(shape, unsynced: float, synced: float, world: int, all_reduce: tuple[float, float]) -> dict:
+    """One point for `fit_fixed_plus_per_byte`: {gradient bytes, extra seconds per sync} from a
+    micro-step timed without and with DDP's sync, less the modelled all-reduce."""
+    from planner.cost import comm
+
+    grad_bytes = _fp32_param_bytes(shape)
+    modeled = comm.all_reduce(world, grad_bytes, _link(*all_reduce))
+    return {"bytes": grad_bytes, "extra_s": max(0.0, synced - unsynced - modeled)}
 
 
 def fit_fixed_plus_per_byte(points: dict) -> tuple[float, float]:
@@ -414,19 +426,25 @@ def pipeline_tick_overhead(shape, world: int, p2p: tuple[float, float], threads:
     logits, spread over the ticks), microseconds: the executor's forward-only GPipe over `world`
     CPU processes at two batch sizes, minus (micro-batches + stages - 1) forwards of the slowest
     stage on one sample, minus the modelled sends."""
-    batches = [1, 3]
-    stage, piped = _spawn_world(_pipeline_worker, world, shape, seq, batches, threads)
+    stage, piped = _spawn_world(_pipeline_worker, world, shape, seq, [1, 3], threads)
+    return fit_pipeline_tick(shape, world, seq, stage, piped, p2p)
+
+
+def fit_pipeline_tick(shape, world: int, seq: int, stage: float, piped: dict[int, float], p2p: tuple[float, float]) -> float:
+    """The fixed time per tick, microseconds, from the slowest stage's forward of one sample
+    (`stage`, s) and the pipelined forward of b samples per rank (`piped[b]`, s), less the
+    modelled sends of activations and logits, averaged over the batch sizes."""
     from planner.cost import comm
 
     link = _link(*p2p)
     act = comm.p2p(seq * shape.hidden * 4, link)
     per_tick = []
-    for b in batches:
+    for b, seconds in piped.items():
         m = world * b
         ticks = m + world - 1
         sends = (world - 1) + (m - 1)  # the cost model's activation sends (no overlap on gloo)
         logits = comm.p2p((world - 1) * b * (seq // 2) * shape.vocab * 4, link, calls=0)
-        per_tick.append((piped[b] - ticks * stage - sends * act - logits) / ticks)
+        per_tick.append((seconds - ticks * stage - sends * act - logits) / ticks)
     return max(0.0, statistics.mean(per_tick) * 1e6)
 
 
@@ -449,8 +467,7 @@ def optimizer_tensor_overhead(shape, device: str, bandwidth_gb_per_s: float, rep
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
-    t = _timeit(step, sync, reps)
-    return max(0.0, (t - _adamw_seconds(sum(p.numel() for p in params), bandwidth_gb_per_s)) / len(params) * 1e6)
+    return fit_per_tensor(_timeit(step, sync, reps), sum(p.numel() for p in params), len(params), bandwidth_gb_per_s)
 
 
 def loss_costs(vocab: int, device: str, reps: int = 7) -> dict:

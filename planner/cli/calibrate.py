@@ -10,27 +10,25 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import Progress
 
-from planner.cli.common import err, handles_errors, out
+from planner.cli.common import Command, err, handles_errors, out, require_executor
 from planner.inputs.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def calibrate(
         output: Annotated[Optional[str], typer.Option("--output", "-o", help="Topology YAML to write (raw measurements go next to it as .raw.json).")] = None,
         world: Annotated[int, typer.Option(help="Local processes for the collective benchmark (GPUs on a GPU machine).", min=1)] = 2,
         name: Annotated[str, typer.Option(help="Name of the topology.")] = "my-machine",
         quick: Annotated[bool, typer.Option(help="Smaller problems (seconds instead of a minute).")] = False,
-        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Also time this model (a bundled name or config.json): training steps (compute efficiency, per-layer overhead), the GKD loss, the optimizer step, and on CPU processes FSDP, DDP and pipeline overheads.")] = None,
+        model: Annotated[Optional[str], typer.Option("--model", help="Also time this model (a bundled name or config.json): training steps (compute efficiency, per-layer overhead), the GKD loss, the optimizer step, and on CPU processes FSDP, DDP and pipeline overheads.")] = None,
         repeat: Annotated[int, typer.Option(help="Rounds of every measurement; the topology gets each figure's median.", min=1)] = 1,
         force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
     ) -> None:
         """Short micro-benchmarks (matmul FLOP/s, memory bandwidth, each collective; with --model, training steps) -> a topology file."""
-        try:
-            import torch
-        except ImportError:
-            raise InputError("calibrate needs torch: pip install 'kd-planner[executor]'") from None
+        require_executor("calibrate" + (" --model" if model else ""), transformers=bool(model))
+        import torch
         from planner.calibrate import topology
         from planner.inputs.cluster import Cluster
         from planner.inputs.yamlio import dump_yaml

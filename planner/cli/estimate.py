@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from planner.cli import options as o
-from planner.cli.common import Format, emit, err, gib, handles_errors, load_inputs, out
+from planner.cli.common import EXIT_NO, Command, Format, bold, emit, err, gib, handles_errors, heading, load_inputs, out
 from planner.search import plans, rank
 
 
@@ -34,7 +34,7 @@ def _symbolic(latex: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def estimate(
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
@@ -48,14 +48,16 @@ def register(app: typer.Typer) -> None:
         symbolic: Annotated[bool, typer.Option(help="Print the model's expressions instead of numbers.")] = False,
         latex: Annotated[bool, typer.Option(help="With --symbolic: LaTeX.")] = False,
     ) -> None:
-        """Memory per device and step time, by term, for one plan next to the trl-zero3 baseline."""
+        """Memory per device and step time, by term, for one plan next to the trl-zero3 baseline. Exits 3 if the plan does not fit."""
         if symbolic:
             return _symbolic(latex)
         if plan:
+            from planner.inputs.load import load_cluster
             from planner.plan import load_plan
+            from planner.validate import job_of
             p = load_plan(plan)
-            job, cl, _, line = load_inputs(None, p.cluster, p.nodes)
-            job = job.model_copy(update={"name": p.job, "teacher": p.teacher.shape, "student": p.student.shape, "workload": p.workload})
+            job, cl = job_of(p), load_cluster(p.cluster, p.nodes)
+            line = heading(f"Estimating plan {plan} (job '{p.job}')", job, cl)
             st = plans.strategy_of(p)
             runtime = runtime or p.runtime
         else:
@@ -68,9 +70,12 @@ def register(app: typer.Typer) -> None:
         data = _figures(sc) | {"baseline": _figures(base), "speedup_vs_baseline": rank.speedup(sc, base)}
         if format != Format.table:
             err.print(line)
-            return emit(data, format)
-        out.print(line)
-        _tables(sc, base, rank.bind.usable_bytes(cl))
+            emit(data, format)
+        else:
+            out.print(line)
+            _tables(sc, base, rank.bind.usable_bytes(cl))
+        if not sc.feasible:
+            raise typer.Exit(EXIT_NO)
 
 
 def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float) -> None:
@@ -82,14 +87,14 @@ def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float) -> None:
         t.add_column(c, justify="left" if c == "term" else "right")
     for k, v in sc.memory_terms().items():
         t.add_row(k, gib(v), gib(bm[k]) if k in bm else "-")
-    t.add_row("[bold]total[/bold]", gib(sc.figures["mem_peak"]), gib(base.figures["mem_peak"]) if base else "-")
+    t.add_row(bold("total"), gib(sc.figures["mem_peak"]), gib(base.figures["mem_peak"]) if base else "-")
     out.print(t)
     t = Table(title="Step time (ms)")
     for c in ("term", label, blabel):
         t.add_column(c, justify="left" if c == "term" else "right")
     for k, v in sc.time_terms().items():
         t.add_row(k, f"{v * 1e3:,.1f}", f"{bt[k] * 1e3:,.1f}" if k in bt else "-")
-    t.add_row("[bold]step[/bold]", f"{sc.figures['step_time'] * 1e3:,.1f}", f"{base.figures['step_time'] * 1e3:,.1f}" if base else "-")
+    t.add_row(bold("step"), f"{sc.figures['step_time'] * 1e3:,.1f}", f"{base.figures['step_time'] * 1e3:,.1f}" if base else "-")
     out.print(t)
     status = "fits" if sc.feasible else f"INFEASIBLE: {sc.reason}"
     out.print(f"{sc.samples_per_s:.2f} samples/s ({status}); trl-zero3: "

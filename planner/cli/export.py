@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from planner.cli.common import err, handles_errors
+from planner.cli.common import Command, err, handles_errors
 
 
 class To(str, Enum):
@@ -17,7 +17,7 @@ class To(str, Enum):
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def export(
         plan: Annotated[Path, typer.Argument(help="Plan file (YAML) from `planner recommend` or written by hand.")],
@@ -47,4 +47,4 @@ def register(app: typer.Typer) -> None:
             return
         write_script(text, output, force=force)
         run = f"sbatch {output}" if to == To.slurm else f"bash {output}" + (" on every node" if "NODE_RANK" in text else "")
-        err.print(f"Wrote the {to.value} script to {output}. Next: `{run}`.", markup=False)
+        err.print(f"Wrote the {to.value} script to {output}. Next: `{run}`.")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from planner.cli import options as o
-from planner.cli.common import Format, emit, err, handles_errors, load_inputs, out
+from planner.cli.common import Command, Format, emit, err, escape, handles_errors, load_inputs, out
 
 
 def _sentence(c, job_value: float, now_winner: str) -> str:
@@ -22,12 +22,12 @@ def _sentence(c, job_value: float, now_winner: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def inflection(
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
         teacher: o.Teacher = None, student: o.Student = None,
-        between: Annotated[Optional[list[str]], typer.Option(help="Two regimes: best, trl-zero3, trl-ddp or TEACHER/STUDENT[/PLACEMENT[/MICRO_BATCH]] (give the option twice).")] = None,
+        between: Annotated[Optional[list[str]], typer.Option(help=escape("Two regimes: best, trl-zero3, trl-ddp or TEACHER/STUDENT[/PLACEMENT[/MICRO_BATCH]] (give the option twice)."))] = None,
         in_: Annotated[Optional[list[str]], typer.Option("--in", help="Free variable(s): inter_bw, micro_batch, completion_len, teacher_layers, nodes (default: all).")] = None,
         latex: Annotated[bool, typer.Option(help="Print the equations as LaTeX.")] = False,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         if format != Format.table:
             return emit({"crossings": rows}, format)
         for r in rows:
-            out.print(f"[bold]{r['between'][0]}[/bold] vs [bold]{r['between'][1]}[/bold] in {r['variable']}:")
+            out.print(f"[bold]{escape(r['between'][0])}[/bold] vs [bold]{escape(r['between'][1])}[/bold] in {r['variable']}:", markup=True)
             if r["expression"]:
                 out.print(f"  {r['latex'] if latex else r['expression']}   (x = {r['value']:.6g})")
             out.print(f"  {r['text']}")

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from planner.cli.common import Format, emit, handles_errors, out
+from planner.cli import options as o
+from planner.cli.common import Command, Format, bold, emit, escape, handles_errors, out
 from planner.inputs import load
 from planner.inputs.errors import InputError
 
@@ -45,7 +46,7 @@ def _show_model(ref: str, seq_len: int, fmt: Format) -> None:
     for k, v in s["breakdown"].items():
         if v:  # a dense model has no experts or router, a pure MoE model no dense MLP
             t.add_row(k, f"{v:,}", f"{100 * v / s['params']:.1f}%")
-    t.add_row("[bold]total[/bold]", f"[bold]{s['params']:,}[/bold]", "100%")
+    t.add_row(bold("total"), bold(f"{s['params']:,}"), "100%")
     out.print(t)
     f = s["flops_per_token"]
     out.print(f"FLOPs per token at sequence length {f['seq_len']}: forward {f['forward'] / 1e9:.2f} GFLOP, "
@@ -68,6 +69,8 @@ def _show_cluster(ref: str, nodes: int | None, fmt: Format) -> None:
     t.add_column("what")
     t.add_column("value")
     g = c.gpu
+    if c.description:
+        t.add_row("description", c.description)
     t.add_row("device", f"{g.name}, {g.mem_gib:g} GiB ({g.reserved_mem_gib:g} reserved)")
     t.add_row("peak dense TFLOP/s", ", ".join(f"{k} {v:g}" for k, v in g.peak_tflops.items()))
     t.add_row("memory bandwidth", f"{g.hbm_bw_gb_per_s:g} GB/s")
@@ -79,12 +82,12 @@ def _show_cluster(ref: str, nodes: int | None, fmt: Format) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def show(
         model: Annotated[Optional[str], typer.Argument(help="Bundled model name, config.json (or its folder) or a YAML shape.")] = None,
         cluster: Annotated[Optional[str], typer.Option("--cluster", "-c", help="Show a cluster topology (bundled name or YAML file) instead.")] = None,
-        nodes: Annotated[Optional[int], typer.Option(help="Resize the cluster to this many nodes.")] = None,
+        nodes: o.Nodes = None,
         seq_len: Annotated[int, typer.Option(help="Context length for FLOPs per token.", min=1)] = 2048,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
     ) -> None:
@@ -96,7 +99,7 @@ def register(app: typer.Typer) -> None:
         else:
             raise InputError("give a MODEL or --cluster C; `planner list` shows what is bundled")
 
-    @app.command("list")
+    @app.command("list", cls=Command)
     @handles_errors
     def list_(format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table) -> None:
         """Bundled models, cluster topologies and jobs."""
@@ -104,10 +107,10 @@ def register(app: typer.Typer) -> None:
         if format != Format.table:
             return emit(data, format)
         for kind, names in data.items():
-            out.print(f"[bold]{kind}[/bold]: " + ", ".join(names))
+            out.print(f"[bold]{kind}[/bold]: " + escape(", ".join(names)), markup=True)
         out.print("Next: `planner show NAME` or `planner show --cluster NAME`.")
 
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def schema(
         kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(SCHEMAS)}.")] = "job",

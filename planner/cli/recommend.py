@@ -6,10 +6,12 @@ from enum import Enum
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from planner.cli import options as o
-from planner.cli.common import Format, emit, err, gib, handles_errors, load_inputs, out
+from planner.cli.common import EXIT_NO, Command, Format, emit, err, gib, handles_errors, load_inputs, out
 from planner.inputs.errors import InputError
 from planner.plan import write_plan
 from planner.search import plans, rank
@@ -34,25 +36,36 @@ def _largest(sc: rank.Scored) -> str:
     return max(terms, key=terms.get)
 
 
-def _table(res: rank.SearchResult, top: int) -> Table:
-    t = Table(title=f"Top {min(top, len(res.ranked))} of {len(res.ranked)} feasible plans ({res.evaluated} evaluated)")
-    for c in ("#", "teacher", "student", "placement", "micro-batch", "peak GiB (largest term)", "step s", "samples/s", "vs trl-zero3", "vs trl-ddp"):
-        t.add_column(c, justify="right" if c not in ("teacher", "student", "placement", "peak GiB (largest term)") else "left", no_wrap=True)
+def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
+    """The ranking; by default under 100 columns (no box, two-line headers, no largest memory term
+    and no speed-up over trl-ddp), with `wide` every column in a boxed table."""
+    title = f"Top {min(top, len(res.ranked))} of {len(res.ranked)} feasible plans ({res.evaluated} evaluated)"
+    if wide:
+        t = Table(title=title)
+        columns = ("#", "teacher", "student", "placement", "micro-batch", "peak GiB (largest term)", "step s", "samples/s",
+                   "vs trl-zero3", "vs trl-ddp")
+    else:
+        t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+        columns = ("#", "teacher", "student", "placement", "micro-\nbatch", "peak\nGiB", "step s", "samples/s", "vs\ntrl-zero3")
+    for c in columns:
+        t.add_column(c, justify="left" if c in ("teacher", "student", "placement", "peak GiB (largest term)") else "right", no_wrap=True)
     z3, ddp = res.baselines.get("trl-zero3"), res.baselines.get("trl-ddp")
     rows = [(str(i + 1), sc) for i, sc in enumerate(res.ranked[:top])]
     rows += [(name, sc) for name, sc in res.baselines.items() if sc is not None]
     for label, sc in rows:
         st = sc.strategy
         sp, sd = (rank.speedup(sc, z3), rank.speedup(sc, ddp)) if sc.feasible else (None, None)
-        mem = f"{gib(sc.figures['mem_peak'])} ({_largest(sc)})" + ("" if sc.feasible else " [red]OOM[/red]")
+        mem = Text(gib(sc.figures["mem_peak"]) + (f" ({_largest(sc)})" if wide else ""))
+        mem += Text("") if sc.feasible else Text(" OOM", style="red")
         place = st.placement if st.placement == "colocated" else f"disagg {st.n_T}T+{st.n_S}S"
-        t.add_row(label, st.teacher_label, st.student_label, place, str(st.b), mem, f"{sc.figures['step_time']:.3f}",
-                  f"{sc.samples_per_s:.2f}", f"{sp:.2f}x" if sp else "-", f"{sd:.2f}x" if sd else "-")
+        cells = [label, st.teacher_label, st.student_label, place, str(st.b), mem, f"{sc.figures['step_time']:.3f}",
+                 f"{sc.samples_per_s:.2f}", f"{sp:.2f}x" if sp else "-"]
+        t.add_row(*cells, *([f"{sd:.2f}x" if sd else "-"] if wide else []))
     return t
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def recommend(
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
@@ -64,8 +77,9 @@ def register(app: typer.Typer) -> None:
         plan_out: Annotated[Optional[str], typer.Option(help="With --export: where the plan goes (default: next to the script, .plan.yaml).")] = None,
         force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
+        wide: Annotated[bool, typer.Option("--wide", help="Every column (largest memory term, speed-up over trl-ddp), over 100 characters wide.")] = False,
     ) -> None:
-        """Rank every teacher x student split on the cluster and write the best plan."""
+        """Rank every teacher x student split on the cluster and write the best plan. Exits 3 if no plan fits."""
         from pathlib import Path
 
         if export and export not in ("slurm", "torchrun"):
@@ -88,9 +102,9 @@ def register(app: typer.Typer) -> None:
                     "evaluated": res.evaluated}
             emit(data, format)
         else:
-            _print(res, top, cl)
+            _print(res, top, cl, wide)
         if not res.ranked:
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_NO)
         if plan_path:
             plan = plans.to_plan(res.ranked[0], job, cl, cl_ref, z3, rt_ref)
             write_plan(plan, plan_path, force=force)
@@ -104,10 +118,10 @@ def register(app: typer.Typer) -> None:
                 err.print(f"Next: `planner estimate --plan {plan_path}` or `planner export {plan_path} --to slurm`.")
 
 
-def _print(res: rank.SearchResult, top: int, cl) -> None:
+def _print(res: rank.SearchResult, top: int, cl, wide: bool) -> None:
     if not res.ranked:
         c = res.closest
-        out.print("[red]No plan fits in memory.[/red]")
+        out.print("No plan fits in memory.", style="red")
         if c is not None:
             out.print(f"Closest: teacher {c.strategy.teacher_label}, student {c.strategy.student_label}, {c.strategy.placement}, "
                       f"micro-batch {c.strategy.b}: {gib(c.figures['mem_peak'])} GiB of {gib(res.usable_bytes)} usable; "
@@ -115,7 +129,7 @@ def _print(res: rank.SearchResult, top: int, cl) -> None:
         out.print("Next: more nodes (--nodes), a smaller micro_batch_min, `loss: chunked`, gradient checkpointing, "
                   "or an fp8 teacher (teacher_dtype: fp8) in the job's workload.")
     else:
-        out.print(_table(res, top))
+        out.print(_table(res, top, wide))
         out.print(f"Why #1 wins: {rank.why_it_wins(res.ranked[0], res.baselines.get('trl-zero3'), cl)}.")
     if res.rejected:
         out.print("Rejected: " + "; ".join(f"{n} {why}" for why, n in res.rejected.items()))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from planner.cli.common import err, handles_errors
+from planner.cli.common import Command, err, handles_errors, require_executor
 from planner.inputs.errors import InputError
 
 
@@ -29,7 +29,7 @@ def _override(plan, teacher: str | None, student: str | None, tokenizer: str | N
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def run(
         plan: Annotated[Path, typer.Argument(help="Plan file (YAML) from `planner recommend` or written by hand.")],
@@ -49,13 +49,11 @@ def register(app: typer.Typer) -> None:
         """Train the student by GKD with the plan's split of both models; launch with `torchrun --nproc-per-node N -m planner run PLAN`."""
         from planner.plan import load_plan
 
-        p = _override(load_plan(plan), teacher, student, tokenizer, dataset)
         if checkpoint_every and not checkpoint_dir:
             raise InputError("--checkpoint-every needs --checkpoint-dir")
-        try:
-            from planner.executor.loop import RunOptions, run as run_plan
-        except ImportError as e:
-            raise InputError(f"the executor needs torch and transformers ({e.name} is missing); pip install 'kd-planner[executor]'") from None
+        require_executor("planner run")
+        p = _override(load_plan(plan), teacher, student, tokenizer, dataset)
+        from planner.executor.loop import RunOptions, run as run_plan
         out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, checkpoint_dir=checkpoint_dir,
                                      checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress,
                                      phases=phases))

@@ -9,14 +9,14 @@ import typer
 from rich.progress import Progress
 
 from planner.cli import options as o
-from planner.cli.common import err, handles_errors, load_inputs, out
+from planner.cli.common import Command, err, handles_errors, load_inputs, out
 from planner.inputs.errors import InputError
 
 VARS = "inter_bw, micro_batch, completion_len, teacher_layers, nodes"
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def sweep(
         x: Annotated[str, typer.Option("--x", help=f"x variable: {VARS}.")] = "inter_bw",

@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from planner.cli.common import Format, emit, err, handles_errors, out
+from planner.cli.common import EXIT_NO, Command, Format, emit, err, handles_errors, out, require_executor
 from planner.inputs.errors import InputError
 
 
@@ -32,7 +33,7 @@ def run_plan(plan_path: str, nproc: int, steps: int, metrics_out: Path) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=Command)
     @handles_errors
     def validate(
         plan: Annotated[str, typer.Argument(help="Plan file.")],
@@ -42,7 +43,7 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option(help="With --run: optimizer steps.", min=2)] = 6,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
     ) -> None:
-        """Predicted vs measured per term (step time, samples/s, teacher and student sides of the step, model-state memory) with the relative error."""
+        """Predicted vs measured per term (step time, samples/s, teacher and student sides of the step, model-state memory) with the relative error. Exits 3 if a figure is off by more than its tolerance."""
         from planner import validate as v
         from planner.inputs.load import load_cluster
         from planner.plan import load_plan
@@ -54,10 +55,8 @@ def register(app: typer.Typer) -> None:
         if run:
             if p.nodes != 1:
                 raise InputError(f"{plan}: --run starts one node; this plan needs {p.nodes} (use `planner export`)")
-            try:
-                from planner.executor.groups import check_supported
-            except ImportError as e:
-                raise InputError(f"--run needs the executor ({e.name} is missing); pip install 'kd-planner[executor]'") from None
+            require_executor("validate --run")
+            from planner.executor.groups import check_supported
             check_supported(p)  # refuse here, in one line, rather than from inside every rank
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "metrics.json"
@@ -71,15 +70,22 @@ def register(app: typer.Typer) -> None:
         rows = v.compare(p, data, cl)
         verdict = v.verdict(rows)
         if format != Format.table:
-            return emit({"rows": [{"what": r.what, "predicted": r.predicted, "measured": r.measured, "rel_error": r.rel_error,
-                                   "tolerance": r.tolerance, "ok": r.ok} for r in rows], "verdict": verdict,
-                         "cluster": cl.name}, format)
-        t = Table(title=f"{plan}: predicted on {cl.name} vs measured")
-        for c in ("figure", "predicted", "measured", "error", "within"):
-            t.add_column(c, justify="left" if c == "figure" else "right")
-        for r in rows:
-            fmt = (lambda x: f"{x:,.4g}") if "bytes" not in r.what else (lambda x: f"{x:,.0f}")
-            t.add_row(r.what, fmt(r.predicted), fmt(r.measured), f"{r.rel_error:+.1%}",
-                      "-" if r.ok is None else ("yes" if r.ok else f"[red]no[/red] (±{r.tolerance:.0%})"))
-        out.print(t)
-        out.print(f"Verdict: {verdict}.")
+            emit({"rows": [{"what": r.what, "predicted": r.predicted, "measured": r.measured, "rel_error": r.rel_error,
+                            "tolerance": r.tolerance, "ok": r.ok} for r in rows], "verdict": verdict,
+                  "cluster": cl.name}, format)
+        else:
+            _table(plan, cl, rows, verdict)
+        if any(r.ok is False for r in rows):
+            raise typer.Exit(EXIT_NO)
+
+
+def _table(plan: str, cl, rows, verdict: str) -> None:
+    t = Table(title=f"{plan}: predicted on {cl.name} vs measured")
+    for c in ("figure", "predicted", "measured", "error", "within"):
+        t.add_column(c, justify="left" if c == "figure" else "right")
+    for r in rows:
+        fmt = (lambda x: f"{x:,.4g}") if "bytes" not in r.what else (lambda x: f"{x:,.0f}")
+        t.add_row(r.what, fmt(r.predicted), fmt(r.measured), f"{r.rel_error:+.1%}",
+                  "-" if r.ok is None else ("yes" if r.ok else Text("no", style="red") + f" (±{r.tolerance:.0%})"))
+    out.print(t)
+    out.print(f"Verdict: {verdict}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -130,5 +131,14 @@ class Cluster(Strict):
         return min(self.gpus_per_node * bw_nic, self.intra_node.fit(collective)[0]), alpha
 
     def resized(self, nodes: int) -> "Cluster":
-        """The same cluster with another node count."""
-        return self.model_copy(update={"nodes": nodes})
+        """The same cluster with another node count; a description that starts with the node count
+        ("2 x ...", "4 nodes x ...") says the new one, any other says it was resized."""
+        if nodes == self.nodes:
+            return self
+        desc, count = self.description, re.match(rf"{self.nodes}( nodes?)? x ", self.description)
+        if count:
+            unit = (" node" if nodes == 1 else " nodes") if count.group(1) else ""
+            desc = f"{nodes}{unit} x {desc[count.end():]}"
+        elif desc:
+            desc = f"{desc} (resized to {nodes} nodes)"
+        return self.model_copy(update={"nodes": nodes, "description": desc})

@@ -7,10 +7,11 @@ A job (`--model JOB`) names or inlines a teacher and a student, plus the workloa
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 import planner
 from planner.inputs.cluster import Cluster
@@ -59,7 +60,9 @@ def _find(ref: str, kind: str, base: Path | None) -> Path:
         if p.is_file():
             return p
     tried.append(f"bundled {kind} '{ref}'")
-    raise InputError(f"{ref}: not found (tried {', '.join(tried)}); `planner list` shows the bundled {kind}")
+    close = difflib.get_close_matches(ref.lower(), bundled_names(kind), n=3)
+    guess = f"did you mean {' or '.join([', '.join(close[:-1]), close[-1]] if len(close) > 1 else close)}? " if close else ""
+    raise InputError(f"{ref}: not found (tried {', '.join(tried)}); {guess}`planner list` shows the bundled {kind}")
 
 
 def _shape_from_mapping(data: dict[str, Any], source: str, name: str, prefix: str = "") -> ModelShape:
@@ -103,8 +106,25 @@ def load_runtime(ref: str = DEFAULT_RUNTIME) -> Runtime:
         raise from_validation(e, str(path)) from None
 
 
+def _job_file_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema of a job *file* (`planner schema job`): a model is named by a string or
+    written out, as `job_from_mapping` reads it; the `*_ref` fields are the loader's, not the file's."""
+    props = schema["properties"]
+    for key in ("teacher", "student"):
+        shape = {"$ref": props[key].pop("$ref")}
+        props[key]["anyOf"] = [
+            {"type": "string", "description": "A bundled model name, or a path to a config.json, its folder or a YAML shape."},
+            shape,
+            {"type": "object", "required": ["model_type"], "description": "A Hugging Face config.json written out."},
+        ]
+    for key in ("teacher_ref", "student_ref"):
+        del props[key]
+
+
 class Job(Strict):
     """A distillation job: the teacher, the student and the workload."""
+
+    model_config = ConfigDict(json_schema_extra=_job_file_schema)
 
     name: str = Field("job", description="Display name.")
     teacher: ModelShape = Field(description="The frozen teacher.")
@@ -139,7 +159,8 @@ def job_from_mapping(data: dict[str, Any], source: str, base: Path) -> Job:
 
 
 def load_job(ref: str | None = None, teacher: str | None = None, student: str | None = None) -> Job:
-    """A job from a file or bundled name; `teacher`/`student` replace the job's models."""
+    """A job from a file or bundled name; `teacher`/`student` replace the job's models, and the
+    job is then named after its models (`TEACHER-to-STUDENT`): only the workload is the file's."""
     path = _find(ref or DEFAULT_JOB, "jobs", None)
     data = read_mapping(path)
     if teacher:
@@ -147,4 +168,7 @@ def load_job(ref: str | None = None, teacher: str | None = None, student: str | 
     if student:
         data["student"] = str(Path(student).resolve()) if Path(student).exists() else student
     data.setdefault("name", path.stem)
-    return job_from_mapping(data, str(path), path.parent)
+    job = job_from_mapping(data, str(path), path.parent)
+    if teacher or student:
+        job = job.model_copy(update={"name": f"{job.teacher.name}-to-{job.student.name}"})
+    return job

@@ -39,16 +39,18 @@ def test_calibrate_writes_a_loadable_topology(runner, tmp_path):
     assert runner.invoke(app, ["calibrate", "--quick", "-o", str(out)]).exit_code == 1  # no overwrite
 
 
-def test_calibrate_model_fits_every_overhead(runner, tmp_path):
-    """With --model every fixed cost the cost model uses on a CPU is measured (none left at 0)."""
+@pytest.mark.slow
+def test_calibrate_model_times_everything_it_fits(runner, tmp_path):
+    """With --model every timing the fits need is taken and the topology loads. What the fits make
+    of timings is tested on synthetic ones (test_fits.py): values measured here depend on how busy
+    the machine is, so they are not judged."""
     out = tmp_path / "fit.yaml"
     r = runner.invoke(app, ["calibrate", "--quick", "--world", "2", "--model", "tiny-student", "-o", str(out)])
     assert r.exit_code == 0, r.stderr
-    g = load_cluster(str(out)).gpu
-    assert 0 < g.compute_efficiency <= 1 and g.layer_overhead_us > 0 and g.loss_element_ns > 0
-    assert g.pipeline_tick_overhead_us > 0 and g.optimizer_tensor_overhead_us > 0
-    assert g.shard_unit_overhead_us > 0 or g.shard_copy_gb_per_s  # FSDP costs more than its all-gathers
-    assert g.ddp_sync_overhead_us > 0 or g.ddp_copy_gb_per_s  # and DDP more than its all-reduce
+    assert 0 < load_cluster(str(out)).gpu.compute_efficiency <= 1
+    fit = json.loads(out.with_suffix(".raw.json").read_text())["model_fit"]
+    assert {"train_steps", "loss_calls", "optimizer_tensor_overhead_us", "fsdp_gathers", "sharded_optimizer_tensor_overhead_us",
+            "ddp_syncs", "pipeline_tick_overhead_us"} <= set(fit)
 
 
 def test_shard_overhead_fit_separates_per_unit_and_per_byte():

@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+import yaml
+
 from planner.cli import app
 
 
@@ -22,6 +25,18 @@ def test_show_model_table(runner):
 def test_show_cluster(runner):
     r = runner.invoke(app, ["show", "--cluster", "dgx-h100", "--nodes", "4", "-f", "json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["world"] == 32
+    assert json.loads(r.stdout)["description"].startswith("4 x NVIDIA DGX H100 (8x H100")
+
+
+def test_a_resized_cluster_describes_its_node_count(runner):
+    from planner.inputs.load import load_cluster
+    assert load_cluster("l40s-pcie", 2).description.startswith("2 nodes x 8x L40S")
+    assert load_cluster("l40s-pcie", 1).description.startswith("1 node x 8x L40S")
+    assert load_cluster("dgx-h100", 2).description == load_cluster("dgx-h100").description
+    one = load_cluster("cpu-local", 3).description  # no count to replace: say so at the end
+    assert one.startswith("one 2-core CPU machine") and one.endswith("(resized to 3 nodes)")
+    r = runner.invoke(app, ["show", "--cluster", "dgx-h100", "--nodes", "4"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "4 x NVIDIA DGX H100" in r.stdout and "2 x NVIDIA" not in r.stdout
 
 
 def test_list(runner):
@@ -66,3 +81,32 @@ def test_show_moe_and_sliding_window(runner):
     assert r.exit_code == 0 and "128 experts" in r.stdout and "8 per token" in r.stdout and "│ mlp " not in r.stdout
     r = runner.invoke(app, ["show", "gemma-3-27b"])
     assert "52 of 62 layers attend to the last 1024 tokens" in r.stdout and "experts" not in r.stdout
+
+
+@pytest.mark.parametrize("kind, folder", [("job", "jobs"), ("plan", "examples"), ("cluster", "topologies")])
+def test_bundled_files_validate_against_the_emitted_schema(runner, root, kind, folder):
+    """What `planner schema KIND` prints accepts every bundled file of that kind (editors use it)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    r = runner.invoke(app, ["schema", kind])
+    assert r.exit_code == 0, r.stderr
+    schema = json.loads(r.stdout)
+    files = sorted((root / folder).glob("*.yaml"))
+    assert files
+    for path in files:
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    if kind == "job":  # a model may also be written out, as a shape or as a config.json
+        shape = {"num_layers": 2, "hidden": 64, "num_heads": 4, "ffn": 128, "vocab": 100}
+        jsonschema.validate({"teacher": shape, "student": {"model_type": "llama", "hidden_size": 64}}, schema)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"teacher": shape | {"colour": 1}, "student": "tiny-student"}, schema)
+
+
+def test_a_misspelled_name_gets_a_suggestion(runner):
+    r = runner.invoke(app, ["show", "lama-3.1-8b"])
+    assert r.exit_code == 1 and "did you mean llama-3.1-8b, " in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = runner.invoke(app, ["show", "--cluster", "dgx-h10"])
+    assert r.exit_code == 1 and "did you mean dgx-h100" in r.stderr
+    r = runner.invoke(app, ["estimate", "-m", "llama70b-to-8", "-f", "json"])
+    assert r.exit_code == 1 and "did you mean llama70b-to-8b" in r.stderr
+    r = runner.invoke(app, ["show", "gpt-17"])
+    assert r.exit_code == 1 and "did you mean" not in r.stderr  # nothing close: no guess

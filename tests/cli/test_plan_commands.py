@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 
 from planner.cli import app
@@ -12,7 +13,7 @@ from conftest import ROOT
 
 def test_estimate_default_replicate_infeasible(runner):
     r = runner.invoke(app, ["estimate", "--teacher-split", "replicate", "--student-split", "ddp", "-f", "json"])
-    assert r.exit_code == 0, r.stderr
+    assert r.exit_code == 3, r.stderr  # ran fine, but the plan does not fit
     d = json.loads(r.stdout)
     assert d["feasible"] is False and "out of memory" in d["reason"]
     for key in ("student_weights", "student_grads", "student_optimizer", "student_activations", "teacher_weights", "logits", "loss_buffers", "total"):
@@ -33,8 +34,10 @@ def test_estimate_trl_zero3_largest_comm_is_teacher_gather(runner, tmp_path):
 
 
 def test_estimate_table_and_symbolic(runner):
+    r = runner.invoke(app, ["estimate", "--teacher-split", "pipeline:8", "--student-split", "zero3", "--micro-batch", "2"])
+    assert r.exit_code == 0 and "teacher_bubble" in r.stdout and "trl-zero3" in r.stdout and "(fits)" in r.stdout
     r = runner.invoke(app, ["estimate", "--teacher-split", "pipeline:8", "--student-split", "zero2", "--micro-batch", "2"])
-    assert r.exit_code == 0 and "teacher_bubble" in r.stdout and "trl-zero3" in r.stdout
+    assert r.exit_code == 3 and "INFEASIBLE: out of memory" in r.stdout  # the table still comes
     r = runner.invoke(app, ["estimate", "--symbolic"])
     assert r.exit_code == 0 and "step_time =" in r.stdout
 
@@ -80,7 +83,7 @@ def test_recommend_writes_plan_and_refuses_overwrite(runner, tmp_path):
 
 def test_recommend_teacher_student_flags_and_nothing_fits(runner):
     r = runner.invoke(app, ["recommend", "--teacher", "llama-3.1-405b", "--student", "llama-3.1-70b", "-c", "l40s-pcie", "--nodes", "1"])
-    assert r.exit_code == 1 and "No plan fits" in r.stdout and "Closest" in r.stdout and "Next:" in r.stdout
+    assert r.exit_code == 3 and "No plan fits" in r.stdout and "Closest" in r.stdout and "Next:" in r.stdout
 
 
 def test_recommend_export_shortcut(runner, tmp_path):
@@ -93,3 +96,44 @@ def test_recommend_export_shortcut(runner, tmp_path):
     r = runner.invoke(app, ["recommend", "--export", "slurm", "-o", str(script)])
     assert r.exit_code == 1 and "--force" in r.stderr
     assert runner.invoke(app, ["recommend", "--export", "pbs", "-o", str(script)]).exit_code == 1
+
+
+def test_estimate_plan_heading_names_the_plan_not_the_default_job(runner, root):
+    plan = root / "examples" / "tiny-replicate-ddp.yaml"
+    r = runner.invoke(app, ["estimate", "--plan", str(plan)])
+    assert r.exit_code == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert "llama70b-to-8b" not in first and "default" not in first
+    assert f"plan {plan}" in first and "job 'tiny-cpu'" in first
+    assert "tiny-teacher teacher -> tiny-student student on 1 x cpu-local" in first
+
+
+def test_recommend_with_other_models_does_not_keep_the_job_name(runner, tmp_path):
+    out = tmp_path / "plan.yaml"
+    r = runner.invoke(app, ["recommend", "--teacher", "qwen2.5-14b", "--student", "qwen2.5-0.5b", "-o", str(out)])
+    assert r.exit_code == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("Planning qwen2.5-14b teacher -> qwen2.5-0.5b student with the workload of "
+                            "the bundled default job 'llama70b-to-8b' on 2 x dgx-h100")
+    assert load_plan(out).job == "qwen2.5-14b-to-qwen2.5-0.5b"
+    r = runner.invoke(app, ["recommend", "-m", "tiny-cpu", "-c", "cpu-local", "--student", "tiny-teacher", "-f", "json"])
+    assert r.stderr.startswith("Planning tiny-teacher teacher -> tiny-teacher student with the workload of job 'tiny-cpu'")
+
+
+@pytest.mark.parametrize("args", [[], ["--top", "10", "-c", "l40s-pcie", "--nodes", "8"]])
+def test_recommend_default_output_fits_100_columns(runner, args):
+    """In a 100-column terminal the table keeps its natural width: no line is longer, nothing is cut."""
+    r = runner.invoke(app, ["recommend", *args], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100, "\n".join(x for x in lines if len(x) > 100)
+    assert "…" not in r.stdout and "trl-zero3" in r.stdout and "OOM" in r.stdout
+
+
+def test_recommend_wide_shows_every_column(runner):
+    narrow = runner.invoke(app, ["recommend"], env={"COLUMNS": "250"}).stdout
+    wide = runner.invoke(app, ["recommend", "--wide"], env={"COLUMNS": "250"}).stdout
+    for column in ("peak GiB (largest term)", "vs trl-ddp"):
+        assert column in wide and column not in narrow
+    assert "277.9 (teacher_weights) OOM" in wide and "277.9 OOM" in narrow
+    assert max(map(len, wide.splitlines())) > 100

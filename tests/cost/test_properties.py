@@ -1,5 +1,10 @@
 """Property tests of the whole cost model (hypothesis): signs, sums, monotonicity, and that the
-compiled numpy function equals the sympy expressions."""
+compiled numpy function equals the sympy expressions.
+
+Some restate how the model is built (a total is the sum of its terms): those guard against NaN,
+negative and infinite terms. The monotonicity tests are not true by construction: overlap rules,
+maxima and tier choices could each make more bandwidth slower or a bigger teacher faster.
+"""
 
 import math
 
@@ -13,7 +18,7 @@ from planner.cost.bind import Strategy, job_values, strategy_values
 from planner.cost.compile import evaluate
 from planner.cost.model import expressions
 from planner.cost.names import MEMORY_TERMS
-from planner.inputs.load import bundled_names, load_cluster, load_job
+from planner.inputs.load import bundled_names, load_cluster, load_job, load_model
 
 JOBS = ["llama70b-to-8b", "qwen32b-to-1.5b", "tiny-cpu"]
 CLUSTERS = [n for n in bundled_names("topologies")]
@@ -43,6 +48,7 @@ def figures(job, cluster, strat):
 @settings(max_examples=150, deadline=None)
 @given(scenario())
 def test_terms_non_negative_and_totals_are_sums(case):
+    """The sums restate the model's construction; what this catches is a NaN, negative or infinite term."""
     f = figures(*case)
     assert all(v >= 0 and math.isfinite(v) for v in f.values())
     time_terms = [v for k, v in f.items() if k.startswith("time.")]
@@ -67,6 +73,40 @@ def test_weights_never_grow_with_degree(case, factor):
         f2 = figures(job, cluster, replace(strat, student=student, s_sh=strat.s_sh * factor))
         for term in ("student_weights", "student_grads", "student_optimizer"):
             assert f2[f"mem.{term}"] <= figures(job, cluster, replace(strat, student="ddp"))[f"mem.{term}"]
+
+
+def with_inter_bw(cluster, factor):
+    """The cluster with every inter-node bandwidth (nominal and measured per collective) times factor."""
+    tier = cluster.inter_node
+    measured = {k: c.model_copy(update={"bw_gb_per_s": c.bw_gb_per_s * factor}) for k, c in tier.collectives.items()}
+    return cluster.model_copy(update={"inter_node": tier.model_copy(update={"bw_gb_per_s": tier.bw_gb_per_s * factor,
+                                                                            "collectives": measured})})
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenario(), st.floats(1.0, 1000.0))
+def test_more_inter_node_bandwidth_never_slows_a_plan(case, factor):
+    job, cluster, strat = case
+    slow, fast = figures(job, cluster, strat), figures(job, with_inter_bw(cluster, factor), strat)
+    assert fast["step_time"] <= slow["step_time"] * (1 + 1e-12)
+    assert fast["mem_peak"] == pytest.approx(slow["mem_peak"], rel=1e-12)  # bandwidth is not memory
+
+
+# Bigger teachers of one family (same tokenizer): more layers, wider, or both.
+BIGGER = [("qwen2.5-7b", "qwen2.5-14b"), ("qwen2.5-14b", "qwen2.5-32b"), ("qwen2.5-32b", "qwen2.5-72b"),
+          ("llama-3.1-8b", "llama-3.1-70b"), ("llama-3.1-70b", "llama-3.1-405b"), ("gemma-2-9b", "gemma-2-27b")]
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenario(), st.integers(1, 120), st.sampled_from(BIGGER))
+def test_a_bigger_teacher_never_speeds_a_plan_or_shrinks_it(case, extra_layers, pair):
+    job, cluster, strat = case
+    small, big = (job.model_copy(update={"teacher": load_model(name)}) for name in pair)
+    deeper = job.model_copy(update={"teacher": job.teacher.model_copy(update={"num_layers": job.teacher.num_layers + extra_layers})})
+    for smaller, bigger in ((job, deeper), (small, big)):
+        a, b = figures(smaller, cluster, strat), figures(bigger, cluster, strat)
+        assert b["step_time"] >= a["step_time"] * (1 - 1e-12)
+        assert b["mem_peak"] >= a["mem_peak"] * (1 - 1e-12)
 
 
 @settings(max_examples=15, deadline=None)

@@ -90,3 +90,27 @@ def test_near_ties_prefer_the_simpler_plan():
     res = rank.search(load_job("tiny-cpu"), load_cluster("cpu-local"))
     top = res.ranked[0].strategy
     assert (top.teacher, top.student, top.placement) == ("replicate", "ddp", "colocated")
+
+
+@pytest.mark.parametrize("job_name, cluster_name", [("llama70b-to-8b", "dgx-h100"), ("qwen32b-to-1.5b", "l40s-pcie")])
+def test_more_inter_node_bandwidth_never_slows_the_best_plan(job_name, cluster_name):
+    """Every plan gets faster or stays as fast, and none stops fitting: the best can only improve."""
+    job, cl = load_job(job_name), load_cluster(cluster_name)
+    times = []
+    for factor in (0.05, 0.25, 1.0, 4.0, 20.0):
+        tier = cl.inter_node.model_copy(update={"bw_gb_per_s": cl.inter_node.bw_gb_per_s * factor})
+        times.append(rank.search(job, cl.model_copy(update={"inter_node": tier})).ranked[0].figures["step_time"])
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(times, times[1:])), times
+    assert times[-1] < times[0]  # and on these jobs the network matters at all
+
+
+@pytest.mark.parametrize("job_name, cluster_name", [("llama70b-to-8b", "dgx-h100"), ("qwen32b-to-1.5b", "mi300x")])
+def test_a_bigger_teacher_never_speeds_the_best_plan(job_name, cluster_name):
+    job, cl = load_job(job_name), load_cluster(cluster_name)
+    times = []
+    for layers in (16, 32, 64, 96, 128):
+        deeper = job.model_copy(update={"teacher": job.teacher.model_copy(update={"num_layers": layers})})
+        res = rank.search(deeper, cl)
+        times.append(res.ranked[0].figures["step_time"] if res.ranked else float("inf"))
+    assert all(b >= a * (1 - 1e-12) for a, b in zip(times, times[1:])), times
+    assert times[-1] > times[0]
