@@ -8,7 +8,7 @@ import pytest
 
 from planner.cli import app
 from planner.inflection import crossing, regimes, sweep
-from planner.inputs.load import load_cluster, load_job
+from planner.inputs.load import load_cluster, load_job, load_runtime
 from planner.search import rank
 
 JOB, CLUSTER = load_job(), load_cluster("dgx-h100")
@@ -16,7 +16,7 @@ RES = rank.search(JOB, CLUSTER)
 
 
 def step(regime, var, x):
-    subs = regimes._subs(regime.strategy if var.name != "micro_batch" else replace(regime.strategy, b=1), JOB, CLUSTER, var)
+    subs = regimes._subs(regime.strategy if var.name != "micro_batch" else replace(regime.strategy, b=1), JOB, CLUSTER, var, regime.runtime)
     return float(crossing._numeric(subs, np.array([x]))["step_time"][0])
 
 
@@ -25,7 +25,7 @@ def scored_step(regime, var, x):
     or cluster rebuilt with `var` = x (whole numbers where the input must be whole), then scored."""
     job, cl = sweep.with_value(var, x, JOB, CLUSTER)
     st = replace(regime.strategy, b=int(round(x))) if var == "micro_batch" else regime.strategy
-    return rank.score([st], [None], job, cl)[0].figures["step_time"]
+    return rank.score([st], [None], job, cl, load_runtime(regime.runtime))[0].figures["step_time"]
 
 
 PAIRS = regimes.default_pairs(RES)
@@ -33,13 +33,13 @@ PAIRS = regimes.default_pairs(RES)
 # Regime pairs that cross on the default job, and a variable each crosses in (chosen by looking:
 # if the cost model changes so that one no longer crosses, pick another pair, do not drop the case).
 CROSSING = [
-    (("best", "trl-zero3"), "inter_bw"),
-    (("best", "trl-zero3"), "teacher_layers"),
-    (("best", "trl-zero3"), "micro_batch"),
-    (("trl-zero3", "trl-ddp"), "completion_len"),
-    (("trl-zero3", "trl-ddp"), "nodes"),  # a root without a closed form
+    (("best", "trl-zero3"), "nodes"),  # two crossings, one without a closed form
+    (("best", "trl-ddp"), "micro_batch"),
+    (("trl-zero3", "tp:8/zero3/colocated/4"), "inter_bw"),  # through the multi-rail cap (a Min)
+    (("trl-zero3", "tp:8/zero3/colocated/4"), "teacher_layers"),
     (("pipeline:8/zero3", "shard:16/zero3"), "inter_bw"),
-    (("hybrid:8/zero3/colocated/4", "best"), "teacher_layers"),  # two crossings
+    (("pipeline:8/zero3", "shard:16/zero3"), "completion_len"),
+    (("trl-ddp", "pipeline:8/zero2/disaggregated:8/2"), "teacher_layers"),  # two crossings
 ]
 
 
@@ -70,12 +70,10 @@ def test_every_crossing_is_a_tie_with_the_reported_winners_around_it(pair, var):
 
 
 def test_some_crossing_has_a_closed_form():
-    """On the default job, some regime pair crosses over inter-node bandwidth at a point that
-    sympy solves exactly (the active branch of every Max is linear in 1/bw there)."""
-    closed = []
-    for pair in PAIRS[:4]:
-        a, b = (regimes.resolve(p, JOB, CLUSTER, RES) for p in pair)
-        closed += [c for c in regimes.between(a, b, crossing.VARIABLES["inter_bw"], JOB, CLUSTER) if c.closed is not None]
+    """On the default job, a teacher-depth crossing is solved exactly by sympy (the active branch of
+    every Max is linear in the layer count there)."""
+    a, b = (regimes.resolve(p, JOB, CLUSTER, RES) for p in ("trl-zero3", "tp:8/zero3/colocated/4"))
+    closed = [c for c in regimes.between(a, b, crossing.VARIABLES["teacher_layers"], JOB, CLUSTER) if c.closed is not None]
     assert closed and "x" in crossing.describe(closed[0])
 
 
@@ -100,7 +98,7 @@ def test_regime_map_agrees_with_search_point_by_point():
 
 
 def test_inflection_cli_explains_the_default(runner):
-    r = runner.invoke(app, ["inflection", "--in", "inter_bw", "--in", "teacher_layers", "-f", "json"])
+    r = runner.invoke(app, ["inflection", "--in", "micro_batch", "--in", "nodes", "-f", "json"])
     assert r.exit_code == 0, r.stderr
     rows = json.loads(r.stdout)["crossings"]
     found = [x for x in rows if x["value"] is not None and x["between"][0].startswith("best")]
