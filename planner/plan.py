@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from planner.inputs.errors import InputError, from_validation
+from planner.inputs.errors import from_validation
 from planner.inputs.model import ModelShape, Strict
 from planner.inputs.workload import Workload
 from planner.inputs.yamlio import dump_yaml, read_mapping
@@ -114,10 +114,14 @@ def load_plan(path: str | Path) -> Plan:
         raise from_validation(e, str(path)) from None
 
 
+def plan_text(plan: Plan) -> str:
+    """The plan file's text."""
+    return ("# kd-planner plan: run it with `torchrun ... -m planner run PLAN` or `planner export`.\n"
+            + dump_yaml(plan.model_dump(mode="json")))
+
+
 def write_plan(plan: Plan, path: str | Path, force: bool = False) -> None:
-    """Write a plan file; never overwrite an existing file unless `force`."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise InputError(f"{path}: exists; pass --force to overwrite it")
-    path.write_text("# kd-planner plan: run it with `torchrun ... -m planner run PLAN` or `planner export`.\n"
-                    + dump_yaml(plan.model_dump(mode="json")))
+    """Write a plan file (`planner.files.write_text`: never over an existing file unless `force`)."""
+    from planner.files import write_text
+
+    write_text(path, plan_text(plan), force)

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from planner.cli.common import Format, emit, err, handles_errors, out
+from planner.files import read_text
 from planner.inputs.errors import InputError
 
 
@@ -62,12 +63,12 @@ def register(app: typer.Typer) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "metrics.json"
                 run_plan(plan, p.gpus_per_node, steps, path)
-                data = json.loads(path.read_text())
+                data = json.loads(read_text(path))
         else:
             try:
-                data = json.loads(Path(metrics).read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise InputError(f"{metrics}: cannot read metrics: {e}") from None
+                data = json.loads(read_text(metrics))
+            except json.JSONDecodeError as e:
+                raise InputError(f"{metrics}: not valid JSON: line {e.lineno}: {e.msg}") from None
         rows = v.compare(p, data, cl)
         verdict = v.verdict(rows)
         if format != Format.table:

@@ -32,6 +32,7 @@ class RunOptions:
     steps: int = 10
     seed: int = 0
     metrics_out: Path | None = None
+    force: bool = False  # overwrite metrics_out if it exists
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 0
     warmup_steps: int = 2
@@ -190,7 +191,7 @@ def _finish(plan: Plan, lay: groups.Layout, opts: RunOptions, record: dict, star
         return None
     out = metrics.summarize(plan, records, start, opts.warmup_steps, backend)
     if opts.metrics_out:
-        metrics.write(out, opts.metrics_out)
+        metrics.write(out, opts.metrics_out, opts.force)
     return out
 
 

@@ -6,10 +6,10 @@ and anything else that wants a script call it); `write_script` writes it without
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 from typing import Literal
 
+from planner.files import write_text
 from planner.inputs.cluster import Cluster
 from planner.inputs.errors import InputError
 from planner.inputs.load import load_cluster
@@ -42,10 +42,5 @@ def render(plan_path: str | Path, plan: Plan | None = None, to: Target = "slurm"
 
 
 def write_script(text: str, path: str | Path, force: bool = False) -> Path:
-    """Write an executable script; never overwrite an existing file unless `force`."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise InputError(f"{path}: exists; pass --force to overwrite it")
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return path
+    """Write an executable script (`planner.files.write_text`: never over an existing file unless `force`)."""
+    return write_text(path, text, force, executable=True)
