@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         teacher: o.Teacher = None, student: o.Student = None,
         plan: Annotated[Optional[str], typer.Option("--plan", "-p", help="Re-evaluate a plan file (its job and strategy) instead of the flags below.")] = None,
         teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] | hybrid[:k].")] = "shard",
-        student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp.")] = "zero3",
+        student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp[:SHARD] (default shard: one node; it must divide the student GPUs).")] = "zero3",
         placement: Annotated[str, typer.Option(help="colocated | disaggregated[:TEACHER_GPUS].")] = "colocated",
         micro_batch: Annotated[int, typer.Option(help="Samples per student rank per micro-step.", min=1)] = 1,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
@@ -52,10 +52,13 @@ def register(app: typer.Typer) -> None:
         if symbolic:
             return _symbolic(latex)
         if plan:
-            from planner.plan import load_plan
+            from planner.inputs.load import Job
+            from planner.plan import load_plan, plan_cluster
             p = load_plan(plan)
-            job, cl, _, line = load_inputs(None, p.cluster, p.nodes)
-            job = job.model_copy(update={"name": p.job, "teacher": p.teacher.shape, "student": p.student.shape, "workload": p.workload})
+            cl = plan_cluster(plan, p)  # next to the plan first, as `export` finds it
+            job = Job(name=p.job, teacher=p.teacher.shape, student=p.student.shape, workload=p.workload)
+            line = (f"Estimating the plan {plan} of job '{p.job}': {p.teacher.shape.name} teacher -> {p.student.shape.name} "
+                    f"student on {cl.nodes} x {cl.name} ({cl.world} x {cl.gpu.name}).")
             st = plans.strategy_of(p)
         else:
             job, cl, _, line = load_inputs(model, cluster, nodes, teacher, student)

@@ -46,12 +46,12 @@ def register(app: typer.Typer) -> None:
         """Predicted vs measured per term (step time, samples/s, teacher and student sides of the step, model-state memory) with the relative error."""
         from planner import validate as v
         from planner.inputs.load import load_cluster
-        from planner.plan import load_plan
+        from planner.plan import check_fits, load_plan, plan_cluster
 
         if bool(metrics) == run:
             raise InputError("give exactly one of --metrics FILE or --run")
         p = load_plan(plan)
-        cl = load_cluster(cluster or p.cluster, None if cluster else p.nodes)
+        cl = check_fits(plan, p, load_cluster(cluster)) if cluster else plan_cluster(plan, p)
         if run:
             if p.nodes != 1:
                 raise InputError(f"{plan}: --run starts one node; this plan needs {p.nodes} (use `planner export`)")

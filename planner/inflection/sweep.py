@@ -82,6 +82,9 @@ class RegimeMap:
 
 def sweep(job: Job, cluster: Cluster, x_var: str, xs: np.ndarray, y_var: str, ys: np.ndarray,
           progress: Callable[[int], None] | None = None) -> RegimeMap:
+    for var, values in ((x_var, xs), (y_var, ys)):  # the largest grid point first: refuse before any work
+        if len(values):
+            with_value(var, float(np.max(values)), job, cluster)
     labels, best, bounds = [], [], []
     for y in ys:
         jy, cy = with_value(y_var, y, job, cluster)

@@ -10,23 +10,15 @@ from pathlib import Path
 from typing import Literal
 
 from planner.files import write_text
-from planner.inputs.cluster import Cluster
 from planner.inputs.errors import InputError
-from planner.inputs.load import load_cluster
 from planner.launch import slurm, torchrun
 from planner.launch.options import LaunchOptions
-from planner.plan import Plan, load_plan
+from planner.plan import Plan, load_plan, plan_cluster
 
 Target = Literal["torchrun", "slurm"]
 RENDERERS = {"torchrun": torchrun.render, "slurm": slurm.render}
 
 __all__ = ["LaunchOptions", "Target", "plan_cluster", "render", "write_script"]
-
-
-def plan_cluster(plan_path: str | Path, plan: Plan) -> Cluster:
-    """The plan's topology: a bundled name, a path from the current folder, or one next to the plan."""
-    beside = Path(plan_path).expanduser().resolve().parent / plan.cluster
-    return load_cluster(str(beside) if beside.is_file() else plan.cluster)
 
 
 def render(plan_path: str | Path, plan: Plan | None = None, to: Target = "slurm", **opts) -> str:
