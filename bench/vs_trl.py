@@ -157,7 +157,7 @@ def main() -> None:
                 trl = None
             sh(torchrun(plan.world) + ["-m", "planner", "run", plans[topo], "--steps", args.steps, "--warmup-steps", args.warmup,
                                       "--seed", args.seed, "--teacher", teacher, "--student", student,
-                                      "--tokenizer", work / "tokenizer", "--dataset", data, "--metrics-out", ours, "--no-progress"], env, log)
+                                      "--tokenizer", work / "tokenizer", "--dataset", data, "--metrics-out", ours, "--force", "--no-progress"], env, log)
             if trl is not None:
                 sh(torchrun(plan.world) + [ROOT / "bench" / "trl_gkd_worker.py", "--mode", mode, "--teacher", teacher, "--student", student,
                                       "--tokenizer", work / "tokenizer", "--data", data, "--out", trl,

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from planner.inputs.cluster import Cluster, rank_bound
 from planner.inputs.errors import InputError, from_validation
 from planner.inputs.model import ModelShape, Strict
 from planner.inputs.workload import Workload
@@ -68,7 +69,7 @@ class Predicted(Strict):
 class Plan(Strict):
     """One way to run a distillation job on a cluster."""
 
-    version: Literal[1] = Field(1, description="Plan file format version.")
+    version: Literal[1] = Field(description="Plan file format version (required; this is format 1).")
     job: str = Field("job", description="Job name.")
     cluster: str = Field(description="Cluster topology (bundled name or path).")
     nodes: int = Field(gt=0, description="Nodes the plan runs on.")
@@ -91,10 +92,21 @@ class Plan(Strict):
 
     @model_validator(mode="after")
     def _layout(self) -> "Plan":
-        world = set(range(self.world))
+        if why := rank_bound(self.nodes, self.gpus_per_node):
+            raise ValueError(why)
         for who in (self.teacher, self.student):
-            if not set(who.ranks) <= world or len(set(who.ranks)) != len(who.ranks):
+            if not all(0 <= r < self.world for r in who.ranks) or len(set(who.ranks)) != len(who.ranks):
                 raise ValueError(f"{'teacher' if who is self.teacher else 'student'}.ranks must be distinct ranks below the world size {self.world}")
+        s, n_S = self.student, len(self.student.ranks)
+        if s.strategy == "hsdp" and n_S % s.shard:
+            raise ValueError(f"student.shard: hsdp shard degree {s.shard} must divide the {n_S} student ranks")
+        if s.strategy == "ddp" and s.shard != 1:
+            raise ValueError(f"student.shard: ddp does not shard; shard must be 1, got {s.shard}")
+        if s.strategy in ("zero2", "zero3") and s.shard != n_S:
+            raise ValueError(f"student.shard: {s.strategy} shards over all {n_S} student ranks; shard must be {n_S} "
+                             f"(got {s.shard}; hsdp shards over fewer)")
+        if s.strategy == "zero1" and s.shard not in (1, n_S):
+            raise ValueError(f"student.shard: zero1 shards the optimizer over all {n_S} student ranks; shard must be {n_S}, got {s.shard}")
         if len(self.teacher.ranks) % self.teacher.group_size:
             raise ValueError(f"teacher group (pp*tp*shard = {self.teacher.group_size}) must divide its {len(self.teacher.ranks)} ranks")
         if self.placement == "colocated" and set(self.teacher.ranks) != set(self.student.ranks):
@@ -115,10 +127,32 @@ def load_plan(path: str | Path) -> Plan:
         raise from_validation(e, str(path)) from None
 
 
+def plan_cluster(plan_path: str | Path, plan: Plan) -> Cluster:
+    """The plan's topology, resized to the plan's nodes: a file next to the plan, else a path from the
+    current folder, else a bundled name (one rule for every command). A plan that needs more
+    processes per node than the topology's nodes have is refused."""
+    from planner.inputs.load import load_cluster
+
+    beside = Path(plan_path).expanduser().resolve().parent / plan.cluster
+    return check_fits(plan_path, plan, load_cluster(str(beside) if beside.is_file() else plan.cluster, plan.nodes))
+
+
+def check_fits(plan_path: str | Path, plan: Plan, cluster: Cluster) -> Cluster:
+    """`cluster`, unless its nodes hold fewer processes than the plan puts on each."""
+    if plan.gpus_per_node > cluster.gpus_per_node:
+        raise InputError(f"{plan_path}: gpus_per_node: the plan needs {plan.gpus_per_node} processes per node but the "
+                         f"topology {cluster.name!r} has {cluster.gpus_per_node} per node; re-plan with `planner recommend`")
+    return cluster
+
+
+def plan_text(plan: Plan) -> str:
+    """The plan file's text."""
+    return ("# kd-planner plan: run it with `torchrun ... -m planner run PLAN` or `planner export`.\n"
+            + dump_yaml(plan.model_dump(mode="json")))
+
+
 def write_plan(plan: Plan, path: str | Path, force: bool = False) -> None:
-    """Write a plan file; never overwrite an existing file unless `force`."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise InputError(f"{path}: exists; pass --force to overwrite it")
-    path.write_text("# kd-planner plan: run it with `torchrun ... -m planner run PLAN` or `planner export`.\n"
-                    + dump_yaml(plan.model_dump(mode="json")))
+    """Write a plan file (`planner.files.write_text`: never over an existing file unless `force`)."""
+    from planner.files import write_text
+
+    write_text(path, plan_text(plan), force)

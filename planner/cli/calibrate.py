@@ -11,6 +11,7 @@ import typer
 from rich.progress import Progress
 
 from planner.cli.common import Command, err, handles_errors, out, require_executor
+from planner.files import check_outputs, write_files
 from planner.inputs.errors import InputError
 
 
@@ -24,7 +25,7 @@ def register(app: typer.Typer) -> None:
         quick: Annotated[bool, typer.Option(help="Smaller problems (seconds instead of a minute).")] = False,
         model: Annotated[Optional[str], typer.Option("--model", help="Also time this model (a bundled name or config.json): training steps (compute efficiency, per-layer overhead), the GKD loss, the optimizer step, and on CPU processes FSDP, DDP and pipeline overheads.")] = None,
         repeat: Annotated[int, typer.Option(help="Rounds of every measurement; the topology gets each figure's median.", min=1)] = 1,
-        force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
+        force: Annotated[bool, typer.Option(help="Overwrite --output and its .raw.json if they exist.")] = False,
     ) -> None:
         """Short micro-benchmarks (matmul FLOP/s, memory bandwidth, each collective; with --model, training steps) -> a topology file."""
         require_executor("calibrate" + (" --model" if model else ""), transformers=bool(model))
@@ -33,8 +34,8 @@ def register(app: typer.Typer) -> None:
         from planner.inputs.cluster import Cluster
         from planner.inputs.yamlio import dump_yaml
 
-        if output and Path(output).exists() and not force:
-            raise InputError(f"{output}: exists; pass --force to overwrite it")
+        raw_out = Path(output).with_suffix(".raw.json") if output else None
+        check_outputs({"-o": output, "-o (raw measurements)": raw_out}, force)
         cuda = torch.cuda.is_available()
         if not cuda:  # each CPU "device" is one process of `world`: measure it with its share of the cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
@@ -48,8 +49,7 @@ def register(app: typer.Typer) -> None:
         Cluster(**topo)  # what we write must load
         text = "# Written by `planner calibrate`: peaks are what large matmuls reached; with --model, compute_efficiency and the overhead figures are fitted to timed passes and steps of that model (raw timings in the .raw.json).\n" + dump_yaml(topo)
         if output:
-            Path(output).write_text(text)
-            Path(output).with_suffix(".raw.json").write_text(json.dumps(raw, indent=2))
-            err.print(f"Wrote {output} and {Path(output).with_suffix('.raw.json')}. Next: `planner recommend -c {output}`.")
+            write_files([(output, text, False), (raw_out, json.dumps(raw, indent=2) + "\n", False)], force)
+            err.print(f"Wrote {output} and {raw_out}. Next: `planner recommend -c {output}`.")
         else:
             out.print(text, end="")

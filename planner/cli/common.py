@@ -98,10 +98,12 @@ def require_executor(what: str, transformers: bool = True) -> None:
 
 def emit(data: Any, fmt: Format) -> None:
     """Machine-readable output on stdout (plain print: no rich wrapping)."""
-    if fmt == Format.yaml:
-        print(dump_yaml(data), end="")
-    else:
-        print(json.dumps(data, indent=2))
+    try:  # NaN and infinity are not JSON: a figure that is one is a bug to report, never output
+        text = json.dumps(data, indent=2, allow_nan=False)
+    except ValueError:
+        raise InputError("the cost model gave a figure that is not a finite number for these inputs; "
+                         "nothing was printed; please report the command line") from None
+    print(dump_yaml(json.loads(text)) if fmt == Format.yaml else text, end="" if fmt == Format.yaml else "\n")
 
 
 def heading(what: str, job, cl) -> str:

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         teacher: o.Teacher = None, student: o.Student = None, runtime: o.RuntimeOpt = None,
         plan: Annotated[Optional[str], typer.Option("--plan", "-p", help="Re-evaluate a plan file (its job and strategy) instead of the flags below.")] = None,
         teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] | hybrid[:k].")] = "shard",
-        student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp.")] = "zero3",
+        student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp[:SHARD] (default shard: one node; it must divide the student GPUs).")] = "zero3",
         placement: Annotated[str, typer.Option(help="colocated | disaggregated[:TEACHER_GPUS].")] = "colocated",
         micro_batch: Annotated[int, typer.Option(help="Samples per student rank per micro-step.", min=1)] = 1,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
@@ -52,11 +52,11 @@ def register(app: typer.Typer) -> None:
         if symbolic:
             return _symbolic(latex)
         if plan:
-            from planner.inputs.load import load_cluster
-            from planner.plan import load_plan
+            from planner.plan import load_plan, plan_cluster
             from planner.validate import job_of
             p = load_plan(plan)
-            job, cl = job_of(p), load_cluster(p.cluster, p.nodes)
+            cl = plan_cluster(plan, p)  # next to the plan first, as `export` finds it
+            job = job_of(p)
             line = heading(f"Estimating plan {plan} (job '{p.job}')", job, cl)
             st = plans.strategy_of(p)
             runtime = runtime or p.runtime

@@ -34,8 +34,11 @@ def register(app: typer.Typer) -> None:
         python: Annotated[Optional[str], typer.Option(help="Python with kd-planner and torch that runs torchrun (default: this one, by absolute path; `python3`: the one on PATH).")] = None,
     ) -> None:
         """Write the torchrun command or Slurm sbatch script that runs PLAN with `planner run`."""
+        from planner.files import check_output
         from planner.launch import render, write_script
 
+        if output is not None:
+            check_output(output, force, "-o")
         if to == To.torchrun:
             for flag, value in (("--partition", partition), ("--account", account), ("--time", time)):
                 if value is not None:

@@ -13,7 +13,8 @@ from rich.text import Text
 from planner.cli import options as o
 from planner.cli.common import EXIT_NO, Command, Format, emit, err, gib, handles_errors, load_inputs, out
 from planner.inputs.errors import InputError
-from planner.plan import write_plan
+from planner import files
+from planner.plan import plan_text
 from planner.search import plans, rank
 
 
@@ -75,7 +76,7 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the best plan to this YAML file (with --export: the script; the plan goes to --plan-out).")] = None,
         export: Annotated[Optional[str], typer.Option(help="Also write the launch script: slurm or torchrun (needs -o).")] = None,
         plan_out: Annotated[Optional[str], typer.Option(help="With --export: where the plan goes (default: next to the script, .plan.yaml).")] = None,
-        force: Annotated[bool, typer.Option(help="Overwrite --output if it exists.")] = False,
+        force: Annotated[bool, typer.Option(help="Overwrite --output (and --plan-out) if it exists.")] = False,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
         wide: Annotated[bool, typer.Option("--wide", help="Every column (largest memory term, speed-up over trl-ddp), over 100 characters wide.")] = False,
     ) -> None:
@@ -87,9 +88,7 @@ def register(app: typer.Typer) -> None:
         if export and not output:
             raise InputError("--export: give the script's path with -o")
         plan_path = (plan_out or str(Path(output).with_suffix(".plan.yaml"))) if export else output
-        for path in {output, plan_path} - {None}:
-            if Path(path).exists() and not force:
-                raise InputError(f"{path}: exists; pass --force to overwrite it")
+        files.check_outputs({"-o": output, "--plan-out": plan_path if export else None}, force)
         job, cl, cl_ref, line = load_inputs(model, cluster, nodes, teacher, student)
         (err if format != Format.table else out).print(line)
         from planner.inputs.load import DEFAULT_RUNTIME, load_runtime
@@ -107,11 +106,13 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_NO)
         if plan_path:
             plan = plans.to_plan(res.ranked[0], job, cl, cl_ref, z3, rt_ref)
-            write_plan(plan, plan_path, force=force)
+            writes = [(plan_path, plan_text(plan), False)]
+            if export:  # the script is rendered before anything is written: a plan it refuses is not written either
+                from planner.launch import render
+                writes.append((output, render(plan_path, plan, export), True))
+            files.write_files(writes, force)
             err.print(f"Wrote the best plan to {plan_path}.")
             if export:
-                from planner.launch import render, write_script
-                write_script(render(plan_path, plan, export), output, force=force)
                 err.print(f"Wrote the {export} launch script to {output}. Next: `sbatch {output}`" if export == "slurm" else
                           f"Wrote the {export} launch script to {output}. Next: `bash {output}` on each node.")
             else:

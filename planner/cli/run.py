@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from planner.cli.common import Command, err, handles_errors, require_executor
+from planner.files import check_output
 from planner.inputs.errors import InputError
 
 
@@ -35,7 +36,8 @@ def register(app: typer.Typer) -> None:
         plan: Annotated[Path, typer.Argument(help="Plan file (YAML) from `planner recommend` or written by hand.")],
         steps: Annotated[int, typer.Option(help="Optimizer steps to reach (a resumed run continues to this count).", min=1)] = 10,
         seed: Annotated[int, typer.Option(help="Seed of the weights, the data order and on-policy sampling.")] = 0,
-        metrics_out: Annotated[Optional[Path], typer.Option(help="Write measured samples/s, losses and memory (JSON) here.")] = None,
+        metrics_out: Annotated[Optional[Path], typer.Option(help="Write measured samples/s, losses and memory (JSON) here (checked before training starts).")] = None,
+        force: Annotated[bool, typer.Option(help="Overwrite --metrics-out if it exists.")] = False,
         checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Folder of student checkpoints; the run resumes from the newest complete one.")] = None,
         checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps (0: never).", min=0)] = 0,
         warmup_steps: Annotated[int, typer.Option(help="Steps left out of samples/s.", min=0)] = 2,
@@ -51,10 +53,14 @@ def register(app: typer.Typer) -> None:
 
         if checkpoint_every and not checkpoint_dir:
             raise InputError("--checkpoint-every needs --checkpoint-dir")
+        if checkpoint_dir and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+            raise InputError(f"--checkpoint-dir: {checkpoint_dir}: is a file, not a folder")
+        if metrics_out:  # every rank checks; rank 0 writes at the end, atomically and again without clobbering
+            check_output(metrics_out, force, "--metrics-out")
         require_executor("planner run")
         p = _override(load_plan(plan), teacher, student, tokenizer, dataset)
         from planner.executor.loop import RunOptions, run as run_plan
-        out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, checkpoint_dir=checkpoint_dir,
+        out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
                                      checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress,
                                      phases=phases))
         if out is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -10,6 +9,7 @@ from rich.progress import Progress
 
 from planner.cli import options as o
 from planner.cli.common import Command, err, handles_errors, load_inputs, out
+from planner.files import check_outputs, write_files
 from planner.inputs.errors import InputError
 
 VARS = "inter_bw, micro_batch, completion_len, teacher_layers, nodes"
@@ -26,8 +26,8 @@ def register(app: typer.Typer) -> None:
         points: Annotated[int, typer.Option(help="Grid points per axis.", min=2, max=400)] = 24,
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
         teacher: o.Teacher = None, student: o.Student = None,
-        csv_out: Annotated[str, typer.Option("--csv", help="CSV of the best plan at every grid point.")] = "regimes.csv",
-        plot_out: Annotated[Optional[str], typer.Option("--plot", help="Regime map image (.png or .svg); needs matplotlib.")] = "regimes.png",
+        csv_out: Annotated[str, typer.Option("--csv", help="CSV of the best plan at every grid point ('': none).")] = "regimes.csv",
+        plot_out: Annotated[Optional[str], typer.Option("--plot", help="Regime map image (.png or .svg; '': none); needs matplotlib, checked before the sweep starts.")] = "regimes.png",
         force: Annotated[bool, typer.Option(help="Overwrite existing output files.")] = False,
     ) -> None:
         """Best plan over a grid of two variables: a CSV and a regime map with the crossings on top."""
@@ -35,21 +35,22 @@ def register(app: typer.Typer) -> None:
 
         if x == y:
             raise InputError("--x and --y must differ")
-        for path in (csv_out, plot_out):
-            if path and Path(path).exists() and not force:
-                raise InputError(f"{path}: exists; pass --force to overwrite it")
+        check_outputs({"--csv": csv_out or None, "--plot": plot_out or None}, force)
+        fmt = sw.plot_format(plot_out) if plot_out else None  # matplotlib is there and knows the format: before the minutes of work
         job, cl, _, line = load_inputs(model, cluster, nodes, teacher, student)
         out.print(line)
         xs, ys = sw.axis(x_range, x, points), sw.axis(y_range, y, points)
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("searching the grid", total=len(xs) * len(ys))
             m = sw.sweep(job, cl, x, xs, y, ys, progress=lambda n: bar.advance(task, n))
-        sw.write_csv(m, Path(csv_out))
+        writes = [(csv_out, sw.csv_text(m), False)] if csv_out else []
         if plot_out:
-            sw.plot(m, Path(plot_out), title=f"{job.teacher.name} -> {job.student.name} on {cl.name}")
+            writes.append((plot_out, sw.plot_bytes(m, fmt, title=f"{job.teacher.name} -> {job.student.name} on {cl.name}"), False))
+        write_files(writes, force)
         counts: dict[str, int] = {}
         for row in m.labels:
             for lab in row:
                 counts[lab] = counts.get(lab, 0) + 1
         out.print(f"{len(xs)} x {len(ys)} grid: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
-        out.print(f"Wrote {csv_out}" + (f" and {plot_out}" if plot_out else "") + f"; {len(m.boundaries)} crossing points drawn.")
+        wrote = " and ".join(p for p in (csv_out, plot_out) if p)
+        out.print((f"Wrote {wrote}; " if wrote else "") + f"{len(m.boundaries)} crossing points found.")

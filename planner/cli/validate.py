@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from planner.cli.common import EXIT_NO, Command, Format, emit, err, handles_errors, out, require_executor
+from planner.files import read_text
 from planner.inputs.errors import InputError
 
 
@@ -46,12 +47,12 @@ def register(app: typer.Typer) -> None:
         """Predicted vs measured per term (step time, samples/s, teacher and student sides of the step, model-state memory) with the relative error. Exits 3 if a figure is off by more than its tolerance."""
         from planner import validate as v
         from planner.inputs.load import load_cluster
-        from planner.plan import load_plan
+        from planner.plan import check_fits, load_plan, plan_cluster
 
         if bool(metrics) == run:
             raise InputError("give exactly one of --metrics FILE or --run")
         p = load_plan(plan)
-        cl = load_cluster(cluster or p.cluster, None if cluster else p.nodes)
+        cl = check_fits(plan, p, load_cluster(cluster)) if cluster else plan_cluster(plan, p)
         if run:
             if p.nodes != 1:
                 raise InputError(f"{plan}: --run starts one node; this plan needs {p.nodes} (use `planner export`)")
@@ -61,12 +62,12 @@ def register(app: typer.Typer) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "metrics.json"
                 run_plan(plan, p.gpus_per_node, steps, path)
-                data = json.loads(path.read_text())
+                data = json.loads(read_text(path))
         else:
             try:
-                data = json.loads(Path(metrics).read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise InputError(f"{metrics}: cannot read metrics: {e}") from None
+                data = json.loads(read_text(metrics))
+            except json.JSONDecodeError as e:
+                raise InputError(f"{metrics}: not valid JSON: line {e.lineno}: {e.msg}") from None
         rows = v.compare(p, data, cl)
         verdict = v.verdict(rows)
         if format != Format.table:

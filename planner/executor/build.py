@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from planner.files import read_text
 from planner.inputs.load import bundled_dir
 from planner.inputs.model import ModelShape
 
@@ -57,7 +58,7 @@ def build_model(ref: str, shape: ModelShape, dtype: str, seed: int) -> nn.Module
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype, attn_implementation="sdpa")
     else:
         if path is not None:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text(path))
             data.pop("torch_dtype", None), data.pop("dtype", None)
             config = AutoConfig.for_model(**data)
         else:

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
+from planner.files import read_text
 from planner.inputs.errors import InputError
 
 IGNORE = -100
+MAX_DATASET_BYTES = 1 << 30  # the whole dataset is tokenized in memory on every student rank
 
 
 @dataclass
@@ -33,10 +35,10 @@ class Batch:
 def read_jsonl(path: str | Path, tokenizer) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, completion ids) per line of a JSONL file."""
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: dataset not found; give a local JSONL file with `messages` or `prompt`/`completion` per line")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path, MAX_DATASET_BYTES).splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -32,6 +32,7 @@ class RunOptions:
     steps: int = 10
     seed: int = 0
     metrics_out: Path | None = None
+    force: bool = False  # overwrite metrics_out if it exists
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 0
     warmup_steps: int = 2
@@ -96,13 +97,14 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         s = plan.student
         model = stu.wrap(build.build_model(s.ref, s.shape, "fp32", seed + 1), s.strategy, lay, build.TORCH_DTYPES.get(w.student_dtype, torch.float32))
         opt = stu.optimizer(model, s.strategy, lay, opts.lr, opts.weight_decay, w.optimizer)
-    # Resume from the newest complete checkpoint; every rank learns the step.
-    start = [0]
-    found = checkpoint.latest(opts.checkpoint_dir)
-    if lay.is_student and found:
-        start[0] = checkpoint.load(found[1], model, opt, lay)
-    dist.broadcast_object_list(start, src=lay.coordinator)
-    start = start[0]
+    # The student's inputs come first: the checkpoint fingerprint covers the data and the tokenizer.
+    tokenizer = samples = fp = None
+    if lay.is_student:
+        tokenizer = build.build_tokenizer(plan.tokenizer)
+        samples = make_samples(plan, tokenizer, seed, plan.dataset)
+        fp = checkpoint.fingerprint(plan, seed, tokenizer) if opts.checkpoint_dir else None
+    # Resume from the newest complete checkpoint of this run that loads; every rank learns the step.
+    start = checkpoint.resume(opts.checkpoint_dir, fp, model, opt, lay)
     record = {"rank": lay.rank, "device": str(lay.device), "loss": [], "grad_norm": [], "on_policy": [], "step_times_s": [],
               "role": "student" if not lay.is_teacher else ("teacher" if not lay.is_student else "both")}
     if lay.is_teacher and not lay.is_student:  # disaggregated teacher: answer the student ranks
@@ -114,8 +116,6 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         return _finish(plan, lay, opts, record, start, backend)
     if plan.placement == "disaggregated":
         teacher = tea.Remote(tea.teacher_rank_of(lay.dp_rank, lay.teacher_ranks), plan.teacher.shape.vocab, w.completion_len, ldtype, lay.device)
-    tokenizer = build.build_tokenizer(plan.tokenizer)
-    samples = make_samples(plan, tokenizer, seed, plan.dataset)
     ahead = 1 if isinstance(teacher, tea.Remote) else 0  # a remote teacher computes micro-step k+1 while the student trains on k
     chunk = w.loss_chunk_tokens if w.loss == "chunked" else None
     bar, task = _progress(opts.progress and lay.rank == lay.coordinator, opts.steps, start)
@@ -174,7 +174,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
             record["grad_norm"].append(norm)
             record["on_policy"].append(gens)
             if opts.checkpoint_dir and opts.checkpoint_every and (step + 1) % opts.checkpoint_every == 0:
-                checkpoint.save(opts.checkpoint_dir, step + 1, model, opt, lay)
+                checkpoint.save(opts.checkpoint_dir, step + 1, model, opt, lay, fp)
             bar.update(task, advance=1, info=f"loss {record['loss'][-1]:.4f}")
     if opts.phases:
         record["phase_times_s"] = clock.steps
@@ -190,7 +190,7 @@ def _finish(plan: Plan, lay: groups.Layout, opts: RunOptions, record: dict, star
         return None
     out = metrics.summarize(plan, records, start, opts.warmup_steps, backend)
     if opts.metrics_out:
-        metrics.write(out, opts.metrics_out)
+        metrics.write(out, opts.metrics_out, opts.force)
     return out
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 import planner
+from planner.files import write_text
 
 
 def _local_bytes(model: nn.Module | None) -> int:
@@ -104,9 +105,6 @@ def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: 
     }
 
 
-def write(metrics: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(path)
+def write(metrics: dict, path: str | Path, force: bool = False) -> None:
+    """Write the metrics JSON (`planner.files.write_text`: atomic, never over a file unless `force`)."""
+    write_text(path, json.dumps(metrics, indent=2) + "\n", force)

@@ -9,12 +9,14 @@ times in the x variable (`planner.inflection.crossing`), not an interpolation.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from planner.files import write_files
 from planner.inflection import regimes
 from planner.inflection.crossing import VARIABLES
 from planner.inputs.cluster import Cluster
@@ -80,6 +82,9 @@ class RegimeMap:
 
 def sweep(job: Job, cluster: Cluster, x_var: str, xs: np.ndarray, y_var: str, ys: np.ndarray,
           progress: Callable[[int], None] | None = None) -> RegimeMap:
+    for var, values in ((x_var, xs), (y_var, ys)):  # the largest grid point first: refuse before any work
+        if len(values):
+            with_value(var, float(np.max(values)), job, cluster)
     labels, best, bounds = [], [], []
     for y in ys:
         jy, cy = with_value(y_var, y, job, cluster)
@@ -114,27 +119,46 @@ def _any(best):
     return Strategy("replicate", "ddp", "colocated", 1, 1)
 
 
-def write_csv(m: RegimeMap, path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow([m.x_var, m.y_var, "regime", "teacher", "student", "placement", "micro_batch", "samples_per_s", "mem_peak_bytes"])
-        for yi, y in enumerate(m.ys):
-            for xi, x in enumerate(m.xs):
-                sc = m.best[yi][xi]
-                st = sc.strategy if sc else None
-                w.writerow([x, y, m.labels[yi][xi], st.teacher_label if st else "", st.student_label if st else "",
-                            st.placement if st else "", st.b if st else "", sc.samples_per_s if sc else "",
-                            sc.figures["mem_peak"] if sc else ""])
+def csv_text(m: RegimeMap) -> str:
+    """The best plan at every grid point, as CSV."""
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow([m.x_var, m.y_var, "regime", "teacher", "student", "placement", "micro_batch", "samples_per_s", "mem_peak_bytes"])
+    for yi, y in enumerate(m.ys):
+        for xi, x in enumerate(m.xs):
+            sc = m.best[yi][xi]
+            st = sc.strategy if sc else None
+            w.writerow([x, y, m.labels[yi][xi], st.teacher_label if st else "", st.student_label if st else "",
+                        st.placement if st else "", st.b if st else "", sc.samples_per_s if sc else "",
+                        sc.figures["mem_peak"] if sc else ""])
+    return f.getvalue()
 
 
-def plot(m: RegimeMap, path: Path, title: str = "") -> None:
-    """One colour per winning regime, crossings as black dots, the job as a star."""
+def plot_format(path: str | Path) -> str:
+    """The image format `path` asks for, checked before any work: matplotlib must import and know it."""
     try:
         import matplotlib
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
     except ImportError:
-        raise InputError("plotting needs matplotlib: pip install 'kd-planner[notebooks]'") from None
+        raise InputError("plotting needs matplotlib: pip install 'kd-planner[notebooks]' (or --plot '' for no image)") from None
+    fmt = Path(path).suffix.lstrip(".").lower()
+    known = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in known:
+        raise InputError(f"--plot: {path}: give a file ending in .png or .svg (or one of {', '.join(sorted(known))})")
+    return fmt
+
+
+def plot(m: RegimeMap, path: Path, title: str = "", force: bool = True) -> None:
+    """Draw the map into `path` (png, svg, pdf, ...)."""
+    write_files([(path, plot_bytes(m, plot_format(path), title), False)], force)
+
+
+def plot_bytes(m: RegimeMap, fmt: str = "png", title: str = "") -> bytes:
+    """One colour per winning regime, crossings as black dots, the job as a star."""
+    plot_format(f"map.{fmt}")
+    import matplotlib.pyplot as plt
+
     names = sorted({lab for row in m.labels for lab in row})
     idx = np.array([[names.index(lab) for lab in row] for row in m.labels])
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -155,5 +179,7 @@ def plot(m: RegimeMap, path: Path, title: str = "") -> None:
     ax.set_title(title or "best teacher split")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=110)
     plt.close(fig)
+    return buf.getvalue()

@@ -2,7 +2,7 @@
 
 Only `yaml.SafeLoader` is used. A hostile file must fail fast, not hang: the loader counts
 aliases (an alias bomb expands exponentially once anything walks the result) and nesting depth,
-and the file size is capped.
+and files are read by `planner.files.read_text` (regular files only, size capped while reading).
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any
 import yaml
 from yaml.events import AliasEvent
 
+from planner.files import MAX_BYTES, read_text
 from planner.inputs.errors import InputError
-
-MAX_BYTES = 4 * 1024 * 1024
 MAX_ALIASES = 100
 MAX_DEPTH = 64
 
@@ -60,16 +59,7 @@ def parse_yaml(text: str, source: str) -> Any:
 
 def read_mapping(path: Path) -> dict[str, Any]:
     """Read a YAML or JSON file that must hold a mapping at the top level."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a file") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file (not UTF-8)") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror}") from None
+    text = read_text(path)
     if path.suffix == ".json":
         try:
             data = json.loads(text)

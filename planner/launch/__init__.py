@@ -6,27 +6,19 @@ and anything else that wants a script call it); `write_script` writes it without
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 from typing import Literal
 
-from planner.inputs.cluster import Cluster
+from planner.files import write_text
 from planner.inputs.errors import InputError
-from planner.inputs.load import load_cluster
 from planner.launch import slurm, torchrun
 from planner.launch.options import LaunchOptions
-from planner.plan import Plan, load_plan
+from planner.plan import Plan, load_plan, plan_cluster
 
 Target = Literal["torchrun", "slurm"]
 RENDERERS = {"torchrun": torchrun.render, "slurm": slurm.render}
 
 __all__ = ["LaunchOptions", "Target", "plan_cluster", "render", "write_script"]
-
-
-def plan_cluster(plan_path: str | Path, plan: Plan) -> Cluster:
-    """The plan's topology: a bundled name, a path from the current folder, or one next to the plan."""
-    beside = Path(plan_path).expanduser().resolve().parent / plan.cluster
-    return load_cluster(str(beside) if beside.is_file() else plan.cluster)
 
 
 def render(plan_path: str | Path, plan: Plan | None = None, to: Target = "slurm", **opts) -> str:
@@ -42,10 +34,5 @@ def render(plan_path: str | Path, plan: Plan | None = None, to: Target = "slurm"
 
 
 def write_script(text: str, path: str | Path, force: bool = False) -> Path:
-    """Write an executable script; never overwrite an existing file unless `force`."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise InputError(f"{path}: exists; pass --force to overwrite it")
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return path
+    """Write an executable script (`planner.files.write_text`: never over an existing file unless `force`)."""
+    return write_text(path, text, force, executable=True)

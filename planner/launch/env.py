@@ -6,7 +6,7 @@ import re
 
 from planner.inputs.cluster import Cluster
 from planner.inputs.errors import InputError
-from planner.launch.options import q
+from planner.launch.options import q, text
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -20,7 +20,7 @@ def variables(cluster: Cluster, backend: str) -> dict[str, str]:
         env["GLOO_SOCKET_IFNAME"] = nic
     bad = [k for k in env if not _NAME.fullmatch(k)]
     if bad:
-        raise InputError(f"topology {cluster.name}: nccl_env: {', '.join(map(repr, bad))}: not a valid variable name")
+        raise InputError(f"topology {cluster.name!r}: nccl_env: {', '.join(map(repr, bad))}: not a valid variable name")
     return env
 
 
@@ -28,4 +28,5 @@ def exports(cluster: Cluster, backend: str) -> list[str]:
     env = variables(cluster, backend)
     if not env:
         return []
-    return [f"# Network settings from the topology {cluster.name} (nccl_env)."] + [f"export {k}={q(v)}" for k, v in env.items()]
+    name = text(cluster.name, "topology name")
+    return [f"# Network settings from the topology {name} (nccl_env)."] + [f"export {k}={q(v, f'nccl_env.{k} (topology)')}" for k, v in env.items()]

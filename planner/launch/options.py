@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,18 +29,50 @@ class LaunchOptions:
     python: str | None = None        # interpreter with kd-planner and torch; default: the one running now
 
 
-def q(value: object) -> str:
-    """`value` as one shell word. Refuses line breaks and control characters: a quoted newline
-    would still end a `#SBATCH` or comment line and start a command."""
-    text = str(value)
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise InputError(f"{text!r}: control characters (line breaks, tabs) cannot go into a launch script")
-    return shlex.quote(text)
+# Bidirectional overrides reorder what a reader of the script sees ("Trojan Source", CVE-2021-42574).
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _unsafe(c: str) -> bool:
+    """Control characters (C0, DEL, C1: newline, CR, NUL, tab, ...), Unicode line and paragraph
+    separators, and bidirectional overrides."""
+    return unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI
+
+
+def text(value: object, field: str) -> str:
+    """`value` as text for a comment or directive line, refused if it holds a control character:
+    a newline, even inside quotes, ends a `#` comment or `#SBATCH` line and starts a command."""
+    s = str(value)
+    bad = next((c for c in s if _unsafe(c)), None)
+    if bad is not None:
+        shown = s if len(s) <= 60 else s[:57] + "..."
+        raise InputError(f"{field}: {shown!r} holds the control character {bad!r}; "
+                         "line breaks and control characters cannot go into a launch script")
+    return s
+
+
+def q(value: object, field: str) -> str:
+    """`value` as one shell word (`shlex.quote`), after `text` has refused control characters."""
+    return shlex.quote(text(value, field))
+
+
+def lines_to_script(lines: list[str]) -> str:
+    """Join the script's lines; a second guard after the per-field checks: no line may hold a
+    control character, so every line stays the one line it was written as."""
+    for n, line in enumerate(lines, 1):
+        if any(_unsafe(c) for c in line):
+            raise InputError(f"launch script line {n} would hold a control character; nothing was written")
+    return "\n".join(lines) + "\n"
 
 
 def slug(name: str) -> str:
     """A file-name-safe form of a job name (for the Slurm log files)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.") or "job"
+
+
+def job_name(plan: Plan, opts: LaunchOptions) -> str:
+    """The job name (`--job-name`, else the plan's `job`), checked for control characters."""
+    return text(opts.job_name or plan.job, "--job-name" if opts.job_name else "job")
 
 
 def python(opts: LaunchOptions) -> str:
@@ -48,16 +81,18 @@ def python(opts: LaunchOptions) -> str:
     Default: the absolute path of the running interpreter, unresolved so that a virtual
     environment's `bin/python` symlink keeps its environment; the job then needs no activation.
     """
+    if opts.python and opts.python.startswith("-"):  # srun and exec would read it as their own option
+        raise InputError(f"--python: {opts.python!r}: give a program name or path, not something that starts with '-'")
     return opts.python or str(Path(sys.executable).absolute())
 
 
 def planner_run(plan_path: str | Path, opts: LaunchOptions) -> list[str]:
     """`-m planner run PLAN [--steps N] [--metrics-out F]`, quoted, with absolute paths."""
-    words = ["-m", "planner", "run", q(Path(plan_path).expanduser().resolve())]
+    words = ["-m", "planner", "run", q(Path(plan_path).expanduser().resolve(), "plan path")]
     if opts.steps is not None:
-        words += ["--steps", q(int(opts.steps))]
+        words += ["--steps", str(int(opts.steps))]
     if opts.metrics_out is not None:
-        words += ["--metrics-out", q(Path(opts.metrics_out).expanduser().resolve())]
+        words += ["--metrics-out", q(Path(opts.metrics_out).expanduser().resolve(), "--metrics-out")]
     return words
 
 
@@ -73,14 +108,16 @@ def ranks(rs: list[int]) -> str:
 
 
 def header(plan: Plan, plan_path: str | Path, job: str) -> list[str]:
-    """Comment lines saying what the script runs (every value already checked by `q`)."""
+    """Comment lines saying what the script runs; `job` is already quoted, the rest is checked here
+    (numbers and the strategy, backend and placement words are validated by the plan schema)."""
     t, s = plan.teacher, plan.student
-    return [f"# kd-planner launch of {Path(plan_path).name}, job {job}, written by `planner export`.",
+    return [f"# kd-planner launch of {text(Path(plan_path).name, 'plan path')}, job {job}, written by `planner export`.",
             f"# {plan.nodes} node(s) x {plan.gpus_per_node} process(es), backend {plan.backend}, {plan.placement}:",
-            f"#   teacher {t.ref} ({t.strategy}) on ranks {ranks(t.ranks)}; student {s.ref} ({s.strategy}) on ranks {ranks(s.ranks)}."]
+            f"#   teacher {text(t.ref, 'teacher.ref')} ({t.strategy}) on ranks {ranks(t.ranks)}; "
+            f"student {text(s.ref, 'student.ref')} ({s.strategy}) on ranks {ranks(s.ranks)}."]
 
 
 def python_line(opts: LaunchOptions) -> list[str]:
     return ["# The Python with kd-planner and torch (`$PYTHON -m torch.distributed.run` is torchrun);",
             "# override at launch time: PYTHON=python3 (the one on PATH) or a path.",
-            f"PYTHON=${{PYTHON:-{q(python(opts))}}}"]
+            f"PYTHON=${{PYTHON:-{q(python(opts), '--python')}}}"]

@@ -17,6 +17,8 @@ def _split(text: str, flag: str) -> tuple[str, int | None]:
     name, _, deg = text.partition(":")
     if deg and not deg.isdigit():
         raise InputError(f"{flag}: '{text}': the degree after ':' must be a whole number")
+    if deg and int(deg) < 1:
+        raise InputError(f"{flag}: '{text}': the degree after ':' must be at least 1")
     return name, int(deg) if deg else None
 
 
@@ -41,11 +43,19 @@ def parse_strategy(teacher: str, student: str, placement: str, micro_batch: int,
     if n_T % k:
         raise InputError(f"--teacher-split: degree {k} does not divide the {n_T} teacher GPUs")
     degrees = {"shard": {"t_sh": k}, "tp": {"tp": k}, "pipeline": {"pp": k}, "hybrid": {"pp": k}}.get(tname, {})
-    sname, _ = _split(student, "--student-split")
+    sname, s_k = _split(student, "--student-split")
     sname = "zero3" if sname == "fsdp" else sname
     if sname not in STUDENT_NAMES:
         raise InputError(f"--student-split: '{student}' is not one of {', '.join(STUDENT_NAMES)}")
-    s_sh, r_S = (min(G, n_S), max(1, n_S // G)) if sname == "hsdp" else (n_S, 1)
+    if s_k is not None and sname != "hsdp":
+        raise InputError(f"--student-split: '{student}': only hsdp takes a degree (hsdp:SHARD); {sname} uses all {n_S} student GPUs")
+    s_sh, r_S = n_S, 1
+    if sname == "hsdp":  # shard within a group of s_sh ranks (default: one node), replicate across groups
+        s_sh = s_k or min(G, n_S)
+        if n_S % s_sh:
+            raise InputError(f"--student-split: hsdp shard degree {s_sh} does not divide the {n_S} student GPUs"
+                             + ("" if s_k else "; give one that does, e.g. hsdp:" + str(max(d for d in range(1, s_sh + 1) if n_S % d == 0))))
+        r_S = n_S // s_sh
     return bind.Strategy(tname, sname, pname, n_T, n_S, s_sh=s_sh, r_S=r_S, b=micro_batch, **degrees)
 
 
@@ -75,6 +85,6 @@ def to_plan(sc: Scored, job: Job, cluster: Cluster, cluster_ref: str, baseline: 
                           shard=st.s_sh if st.student != "ddp" else 1, ranks=s_ranks,
                           group_tier=bind.tier_for(st.n_S, cluster))
     ga = job.workload.global_batch // (st.b * st.n_S)
-    return Plan(job=job.name, cluster=cluster_ref, nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
+    return Plan(version=1, job=job.name, cluster=cluster_ref, nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
                 backend=cluster.backend, placement=st.placement, teacher=teacher, student=student,
                 micro_batch=st.b, grad_accum=ga, workload=job.workload, runtime=runtime, predicted=predicted(sc, baseline))

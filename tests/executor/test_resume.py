@@ -1,9 +1,13 @@
 """Checkpoints: rank 1 dies once mid-run under `torchrun --max-restarts 1`; the restarted job resumes
-from the last complete checkpoint and ends at the requested step with the reference's losses."""
+from the last complete checkpoint and ends at the requested step with the reference's losses.
+Stray folders do not count for retention, another run's checkpoints are refused, and a truncated
+newest checkpoint falls back to the one before it."""
+
+import json
 
 import pytest
 
-from executor_helpers import run_plan, tiny_plan
+from executor_helpers import run_plan, tiny_plan, torchrun
 
 from planner.executor import checkpoint
 from planner.executor.loop import RunOptions
@@ -31,3 +35,49 @@ def test_incomplete_checkpoints_are_ignored(tmp_path):
     (tmp_path / "step-00000004.tmp" / ".metadata").write_text("x")  # written, never renamed
     assert checkpoint.latest(tmp_path) == (2, tmp_path / "step-00000002")  # step 6 has no .metadata
     assert checkpoint.latest(tmp_path / "absent") is None
+
+
+def test_retention_counts_only_complete_checkpoints(tmp_path):
+    for step in (2, 4, 6, 8, 10):
+        (tmp_path / f"step-{step:08d}").mkdir()
+    for step in (2, 4, 6):
+        (tmp_path / f"step-{step:08d}" / ".metadata").write_text("x")
+    checkpoint.prune(tmp_path)  # step 8 and 10 are stray empty folders: they must not push 4 and 6 out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000004", "step-00000006", "step-00000008", "step-00000010"]
+
+
+def _truncate(folder):
+    for f in sorted(folder.glob("*.distcp")):
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def test_fingerprint_and_corrupt_fallback(tmp_path):
+    plan = tiny_plan(tmp_path, "replicate-ddp")
+    ckpt = tmp_path / "ckpt"
+    args = ["-m", "planner", "run", str(plan), "--no-progress", "--checkpoint-dir", str(ckpt), "--checkpoint-every", "2"]
+    run_plan(plan, tmp_path / "m1.json", 4, *args[5:])
+    for stray in ("step-00000010", "step-00000012"):  # newer, empty: not checkpoints
+        (ckpt / stray).mkdir()
+
+    # another run's checkpoints: refused in one line, before any training
+    res = torchrun(args + ["--steps", "6", "--seed", "1"], check=False)
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert lines and "step-00000004 was written by another run (seed is 0 there, 1 now)" in lines[0], res.stderr[-3000:]
+
+    # a truncated newest checkpoint: named, and the run resumes from the one before it
+    _truncate(ckpt / "step-00000004")
+    res = torchrun(args + ["--steps", "6", "--metrics-out", str(tmp_path / "m2.json")])
+    assert "step-00000004 does not load" in res.stderr, res.stderr[-3000:]
+    m = json.loads((tmp_path / "m2.json").read_text())
+    assert (m["start_step"], m["end_step"]) == (2, 6)
+    want, _ = reference_losses(load_plan(plan), RunOptions(steps=6))
+    assert all(abs(a - b) < 1e-5 for a, b in zip(m["loss"], want[2:])), (m["loss"], want[2:])
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-00000004", "step-00000006", "step-00000010", "step-00000012"]
+
+    # nothing loads: a clear stop, not a silent start from step 0
+    for step in (4, 6):
+        _truncate(ckpt / f"step-{step:08d}")
+    res = torchrun(args + ["--steps", "8"], check=False)
+    assert res.returncode != 0
+    assert any(ln.startswith("error:") and "no checkpoint in" in ln and "loads" in ln for ln in res.stderr.splitlines()), res.stderr[-3000:]
