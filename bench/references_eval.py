@@ -36,6 +36,7 @@ import yaml
 from planner.cost import bind, comm
 from planner.cost.compile import evaluate
 from planner.cost.names import STUDENT_TERMS, TEACHER_TERMS
+from planner.inputs.cluster import MAX_RANKS
 from planner.inputs.load import Job, load_cluster, load_model, load_runtime
 from planner.inputs.model import ModelShape
 from planner.inputs.runtime import Generation, Runtime
@@ -75,7 +76,8 @@ def shape_of(model) -> ModelShape:
 
 def cluster_of(row: dict, knobs: dict | None = None):
     hw = row["hardware"]
-    cl = load_cluster(row["topology_hint"], hw.get("nodes") or 1)
+    # the planner plans at most MAX_RANKS; the rows beyond it (Megatron's 768-node runs) are compute-only
+    cl = load_cluster(row["topology_hint"], min(hw.get("nodes") or 1, MAX_RANKS // (hw.get("gpus_per_node") or 8)))
     for key, value in (row.get("topology_overrides") or {}).items():
         tier, field = key.split(".")
         cl = cl.model_copy(update={tier: getattr(cl, tier).model_copy(update={field: value})})
