@@ -61,7 +61,8 @@ class Predicted(Strict):
     samples_per_s: float = Field(ge=0, description="Global batch / step time.")
     step_time_s: float = Field(ge=0, description="Predicted optimizer-step time, s.")
     memory_bytes_per_device: float = Field(ge=0, description="Peak bytes on the busiest device.")
-    memory_bytes: dict[str, float] = Field(description="Peak memory by term, bytes.")
+    memory_bytes: dict[str, float] = Field(description="Peak memory by term, bytes (disaggregated: student terms on the student ranks, teacher terms on the teacher ranks).")
+    memory_bytes_by_side: dict[str, float] | None = Field(None, description="Peak bytes per device on the student ranks and on the teacher ranks.")
     time_s: dict[str, float] = Field(description="Step time by term, s.")
     speedup_vs_baseline: float | None = Field(None, description="samples/s over the trl-zero3 baseline.")
 

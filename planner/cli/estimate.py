@@ -19,7 +19,8 @@ def _figures(sc: rank.Scored | None) -> dict | None:
     return {
         "teacher": sc.strategy.teacher_label, "student": sc.strategy.student_label,
         "placement": sc.strategy.placement, "micro_batch": sc.strategy.b,
-        "memory_bytes": mem | {"total": sc.figures["mem_peak"]}, "time_s": tim | {"total": sc.figures["step_time"]},
+        "memory_bytes": mem | {"total": sc.figures["mem_peak"]}, "memory_bytes_by_side": sc.memory_sides(),
+        "time_s": tim | {"total": sc.figures["step_time"]},
         "samples_per_s": sc.samples_per_s, "feasible": sc.feasible, "reason": sc.reason,
     }
 
@@ -87,7 +88,11 @@ def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float) -> None:
         t.add_column(c, justify="left" if c == "term" else "right")
     for k, v in sc.memory_terms().items():
         t.add_row(k, gib(v), gib(bm[k]) if k in bm else "-")
-    t.add_row(bold("total"), gib(sc.figures["mem_peak"]), gib(base.figures["mem_peak"]) if base else "-")
+    if sc.strategy.placement == "disaggregated":  # two kinds of device: say each one's total
+        sides = sc.memory_sides()
+        t.add_row("student ranks (student_* terms, logits, loss)", gib(sides["student_ranks"]), "-")
+        t.add_row("teacher ranks (teacher_* terms)", gib(sides["teacher_ranks"]), "-")
+    t.add_row(bold("total (busiest device)"), gib(sc.figures["mem_peak"]), gib(base.figures["mem_peak"]) if base else "-")
     out.print(t)
     t = Table(title="Step time (ms)")
     for c in ("term", label, blabel):

@@ -33,7 +33,7 @@ def _entry(sc: rank.Scored, base: rank.Scored | None, job) -> dict:
 
 
 def _largest(sc: rank.Scored) -> str:
-    terms = sc.memory_terms()
+    terms = sc.busiest_terms()
     return max(terms, key=terms.get)
 
 

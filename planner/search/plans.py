@@ -69,7 +69,7 @@ def strategy_of(plan: Plan) -> bind.Strategy:
 
 def predicted(sc: Scored, baseline: Scored | None) -> Predicted:
     return Predicted(samples_per_s=sc.samples_per_s, step_time_s=sc.figures["step_time"],
-                     memory_bytes_per_device=sc.figures["mem_peak"], memory_bytes=sc.memory_terms(),
+                     memory_bytes_per_device=sc.figures["mem_peak"], memory_bytes=sc.memory_terms(), memory_bytes_by_side=sc.memory_sides(),
                      time_s=sc.time_terms(), speedup_vs_baseline=speedup(sc, baseline))
 
 

@@ -16,6 +16,7 @@ from planner.inputs.runtime import Runtime
 from planner.search import space
 
 TERM_LABELS = {
+    "generation": "on-policy generation",
     "teacher_gather_exposed": "teacher all-gather not hidden by compute",
     "student_fsdp_exposed": "student ZeRO-3 gathers not hidden by compute",
     "teacher_bubble": "teacher pipeline fill/drain bubble",
@@ -39,12 +40,24 @@ class Scored:
         return self.figures["samples_per_s"]
 
     def memory_terms(self) -> dict[str, float]:
+        """Every memory term. A disaggregated plan holds the student terms on the student ranks and
+        the teacher terms on the teacher ranks (`memory_sides`); colocated, all on one device."""
+        return {k: self.figures[f"mem.{k}"] for k in STUDENT_TERMS + TEACHER_TERMS}
+
+    def busiest_terms(self) -> dict[str, float]:
         """Terms of the busiest device (a disaggregated plan: the fuller side only)."""
         f = self.figures
         names = STUDENT_TERMS + TEACHER_TERMS
         if self.strategy.placement == "disaggregated":
             names = TEACHER_TERMS if f["mem_teacher_side"] > f["mem_student_side"] else STUDENT_TERMS
         return {k: f[f"mem.{k}"] for k in names}
+
+    def memory_sides(self) -> dict[str, float]:
+        """Bytes per device on the student ranks and on the teacher ranks (the same device when colocated)."""
+        f = self.figures
+        if self.strategy.placement == "disaggregated":
+            return {"student_ranks": f["mem_student_side"], "teacher_ranks": f["mem_teacher_side"]}
+        return {"student_ranks": f["mem_peak"], "teacher_ranks": f["mem_peak"]}
 
     def time_terms(self) -> dict[str, float]:
         return {k[5:]: v for k, v in self.figures.items() if k.startswith("time.")}
@@ -79,7 +92,7 @@ def score(cands: list[bind.Strategy], reasons: list[str | None], job: Job, clust
         s = Scored(st, figs, feasible=False, reason=why)
         if why is None:
             if figs["mem_peak"] > usable:
-                terms = s.memory_terms()
+                terms = s.busiest_terms()
                 s.reason = f"out of memory (largest term: {max(terms, key=terms.get)})"
             else:
                 s.feasible = True
@@ -143,9 +156,11 @@ def why_it_wins(winner: Scored, baseline: Scored | None, cluster: Cluster) -> st
     """One line naming the term the winner saves most against the baseline."""
     if baseline is None:
         return "no TRL baseline reaches the global batch on this cluster"
-    if winner.strategy == baseline.strategy:
-        return "the symmetric TRL layout is already the best here"
     bt, wt = baseline.time_terms(), winner.time_terms()
+    if baseline.feasible and winner.samples_per_s < 1.01 * baseline.samples_per_s:
+        top = max(wt, key=wt.get)
+        return (f"within 1% of TRL's layout: {TERM_LABELS.get(top, top.replace('_', ' '))} is "
+                f"{wt[top] / winner.figures['step_time']:.0%} of the step and costs every layout about the same")
     term = max(bt, key=lambda k: bt[k] - wt.get(k, 0.0))
     share = bt[term] / baseline.figures["step_time"]
     tier = cluster.inter_node.name if baseline.strategy.n_T > cluster.gpus_per_node else cluster.intra_node.name

@@ -139,3 +139,14 @@ def test_recommend_wide_shows_every_column(runner):
         assert column in wide and column not in narrow
     assert re.search(r"\d\.\d \(teacher_weights\) OOM", wide) and re.search(r"\d\.\d OOM", narrow) and "(teacher_weights)" not in narrow
     assert max(map(len, wide.splitlines())) > 100
+
+
+def test_estimate_disaggregated_shows_both_sides(runner):
+    """A disaggregated plan has two kinds of device: the JSON and the table give each one's bytes."""
+    args = ["estimate", "--teacher-split", "shard:8", "--student-split", "zero2", "--placement", "disaggregated:8", "--micro-batch", "2"]
+    d = json.loads(runner.invoke(app, [*args, "-f", "json"]).stdout)
+    sides, mem = d["memory_bytes_by_side"], d["memory_bytes"]
+    assert sides["teacher_ranks"] == pytest.approx(sum(v for k, v in mem.items() if k.startswith("teacher_")))
+    assert sides["student_ranks"] > sides["teacher_ranks"] and mem["total"] == pytest.approx(max(sides.values()))
+    table = runner.invoke(app, args, env={"COLUMNS": "200"}).stdout
+    assert "teacher ranks" in table and "student ranks" in table and "teacher_logits" in table
