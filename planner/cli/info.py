@@ -13,7 +13,7 @@ from planner.cli.common import Command, Format, bold, emit, escape, handles_erro
 from planner.inputs import load
 from planner.inputs.errors import InputError
 
-SCHEMAS = ("model", "cluster", "workload", "job", "plan")
+SCHEMAS = ("model", "cluster", "workload", "job", "plan", "runtime")
 
 
 def model_summary(ref: str, seq_len: int) -> dict:
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def list_(format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table) -> None:
         """Bundled models, cluster topologies and jobs."""
-        data = {kind: load.bundled_names(kind) for kind in ("models", "topologies", "jobs")}
+        data = {kind: load.bundled_names(kind) for kind in ("models", "topologies", "runtimes", "jobs")}
         if format != Format.table:
             return emit(data, format)
         for kind, names in data.items():
@@ -120,9 +120,10 @@ def register(app: typer.Typer) -> None:
         from planner.inputs.model import ModelShape
         from planner.inputs.workload import Workload
 
+        from planner.inputs.runtime import Runtime
         from planner.plan import Plan
 
-        models = {"model": ModelShape, "cluster": Cluster, "workload": Workload, "job": load.Job, "plan": Plan}
+        models = {"model": ModelShape, "cluster": Cluster, "workload": Workload, "job": load.Job, "plan": Plan, "runtime": Runtime}
         if kind not in models:
             raise InputError(f"schema: unknown kind '{kind}'; choose one of {', '.join(models)}")
         print(json.dumps(models[kind].model_json_schema(), indent=2))

@@ -83,7 +83,7 @@ def test_show_moe_and_sliding_window(runner):
     assert "52 of 62 layers attend to the last 1024 tokens" in r.stdout and "experts" not in r.stdout
 
 
-@pytest.mark.parametrize("kind, folder", [("job", "jobs"), ("plan", "examples"), ("cluster", "topologies")])
+@pytest.mark.parametrize("kind, folder", [("job", "jobs"), ("plan", "examples"), ("cluster", "topologies"), ("runtime", "runtimes")])
 def test_bundled_files_validate_against_the_emitted_schema(runner, root, kind, folder):
     """What `planner schema KIND` prints accepts every bundled file of that kind (editors use it)."""
     jsonschema = pytest.importorskip("jsonschema")
