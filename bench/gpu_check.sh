@@ -5,6 +5,9 @@
 #   3. run the executor on real-shaped models with random weights (Qwen2.5-0.5B student,
 #      Qwen2.5-1.5B teacher, from the bundled config.json) for a few steps and validate the
 #      cost model's prediction against it.
+#   4. time the executor's own decode loop at batch 1 and 8 (bench/gpu_decode.py) against the cost
+#      model on the bundled topology ($GPU_CHECK_TOPOLOGY, default hgx-h200): rows for
+#      bench/references/published.yaml as `measured-here`.
 # Not yet here: TRL's GKDTrainer on the GPU side by side (bench/vs_trl.py is the CPU/gloo version).
 # Prepared without a GPU (none was lent to the sessions so far); its plumbing was dry-run on a CPU
 # with tiny models:
@@ -43,4 +46,5 @@ timeout 240 .venv/bin/torchrun --standalone --nproc-per-node 1 -m planner run "$
 # exit 3: a figure is off by more than its tolerance; that is the finding, reported, not a failure
 .venv/bin/planner validate "$OUT/plan.yaml" --metrics "$OUT/metrics.json" -c "$OUT/gpu.yaml" > "$OUT/validate.txt" || [ $? -eq 3 ]
 cat "$OUT/validate.txt"
+timeout 240 $PY bench/gpu_decode.py -c "${GPU_CHECK_TOPOLOGY:-hgx-h200}" --model "$STUDENT" --batch 1 8 -o "$OUT/decode.yaml" 2>&1 | tee "$OUT/decode.txt"
 echo "gpu check done: see $OUT/"

@@ -51,7 +51,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--format", choices=("table", "json"), default="table")
+    ap.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     ap.add_argument("--fit", action="store_true", help="Refit the knobs on the fit rows and print them (nothing is written).")
     args = ap.parse_args()
     rows = load_rows()
@@ -63,6 +63,16 @@ def main() -> None:
     summary = summarize(results)
     if args.format == "json":
         print(json.dumps({"rows": results, "summary": summary}, indent=1))
+        return
+    if args.format == "markdown":
+        print("| half | kind | row | published | predicted | error | how |\n|---|---|---|---:|---:|---:|---|")
+        for r in sorted(results, key=lambda r: (r["split"], r["kind"], r["id"])):
+            pred = "-" if r["predicted"] is None else f"{r['predicted']:.4g}"
+            err = "-" if r["error"] is None else f"{r['error']:+.0%}"
+            print(f"| {r['split']} | {r['kind']} | {r['id']} | {r['published']:.4g} {r['unit'].split(' (')[0]} | {pred} | {err} | {r['note']} |")
+        for half, s in summary.items():
+            print(f"\n**{half}** ({s['rows']} scored rows): time/throughput mean {s['time']['mean_abs_error']:.1%}, max {s['time']['max_abs_error']:.1%}; "
+                  f"memory mean {s['memory']['mean_abs_error']:.1%}, max {s['memory']['max_abs_error']:.1%}.")
         return
     print(f"{'split':7} {'kind':26} {'id':58} {'published':>10} {'predicted':>10} {'error':>7}  note")
     for r in sorted(results, key=lambda r: (r["kind"], r["split"], r["id"])):
