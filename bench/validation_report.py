@@ -121,6 +121,10 @@ def write_report(out: Path, results, topo_text: str, steps: int, trl: str | None
         "median of the pooled steady steps; the sides of the step are the executor's `--phases` (teacher: its logits, "
         "or the wait for them; student: forward, loss, backward, optimizer) against the cost model's terms on each side; the cost model is evaluated on the topology of `planner calibrate --model tiny-student` "
         "rounds taken before each round of runs and after the last (per-figure median, below).", "",
+        "This is in-sample: calibrated and measured on this machine, these models and lengths, 2 processes and "
+        "`lmbda` 0 (no generation). The out-of-sample check, on published GPU figures held out of every fit and per "
+        "kind (training throughput, decode, prefill, collectives, memory), is `docs/references.md` "
+        "(`bench/references.py`).", "",
         "| strategy (teacher / student) | predicted step ms | measured step ms | error | teacher side ms, predicted / measured | student side ms, predicted / measured | state bytes max error |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
