@@ -68,6 +68,9 @@ def register(app: typer.Typer) -> None:
                 data = json.loads(read_text(metrics))
             except json.JSONDecodeError as e:
                 raise InputError(f"{metrics}: not valid JSON: line {e.lineno}: {e.msg}") from None
+            except (ValueError, RecursionError) as e:  # an integer of more than 4300 digits; nesting too deep
+                raise InputError(f"{metrics}: not valid JSON: {e or 'nesting too deep'}") from None
+        data = v.check_metrics(p, data, metrics or "the run's metrics")
         rows = v.compare(p, data, cl)
         verdict = v.verdict(rows)
         if format != Format.table:
