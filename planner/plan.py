@@ -7,6 +7,8 @@ accumulation, and what the cost model predicts for it. See DESIGN.md section 6.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -120,12 +122,35 @@ class Plan(Strict):
 
 
 def load_plan(path: str | Path) -> Plan:
+    """A plan file, validated, and its shapes checked against their refs (`check_refs`)."""
     path = Path(path)
     data = read_mapping(path)
     try:
-        return Plan(**data)
+        plan = Plan(**data)
     except ValidationError as e:
         raise from_validation(e, str(path)) from None
+    check_refs(path, plan)
+    return plan
+
+
+def check_refs(path: str | Path, plan: Plan) -> None:
+    """Refuse a plan whose `shape` disagrees with its `ref`, where the ref is a file (from the current
+    folder, as the executor resolves it) or a bundled name: the executor builds the ref, the cost
+    model the shape, so an edited shape would be predicted but not run. A ref that names nothing
+    here (`inline:teacher`, a path on another machine) leaves the shape as written."""
+    from planner.inputs.load import find_model, load_model
+
+    for who, part in (("teacher", plan.teacher), ("student", plan.student)):
+        found = find_model(part.ref)
+        if found is None:
+            continue
+        ref_shape = load_model(str(found))
+        mine, theirs = part.shape.model_dump(exclude={"name"}), ref_shape.model_dump(exclude={"name"})
+        differ = [f"{k} {mine[k]!r} here, {theirs[k]!r} there" for k in mine if mine[k] != theirs[k]]
+        if differ:
+            raise InputError(f"{path}: {who}.shape disagrees with its ref {part.ref!r} ({found}): {', '.join(differ[:4])}"
+                             f"{f' and {len(differ) - 4} more' if len(differ) > 4 else ''}; the executor would run the ref: "
+                             "fix the shape or the ref, or re-plan with `planner recommend`")
 
 
 def plan_cluster(plan_path: str | Path, plan: Plan) -> Cluster:
@@ -144,6 +169,19 @@ def check_fits(plan_path: str | Path, plan: Plan, cluster: Cluster) -> Cluster:
         raise InputError(f"{plan_path}: gpus_per_node: the plan needs {plan.gpus_per_node} processes per node but the "
                          f"topology {cluster.name!r} has {cluster.gpus_per_node} per node; re-plan with `planner recommend`")
     return cluster
+
+
+# What a run measures does not depend on these: the names, where predictions came from, the
+# predictions themselves, and the tokenizer and data (samples have fixed shapes).
+_NOT_RUN = {"version", "job", "cluster", "runtime", "predicted", "tokenizer", "dataset"}
+
+
+def fingerprint(plan: Plan) -> str:
+    """A short hash of everything the executor runs: both models (refs and shapes), their strategies,
+    degrees and ranks, the placement, nodes, backend, micro-batch, accumulation and workload. The
+    executor writes it into its metrics; `planner validate` refuses metrics of another plan."""
+    text = json.dumps(plan.model_dump(mode="json", exclude=_NOT_RUN), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def plan_text(plan: Plan) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -49,21 +50,38 @@ def register(app: typer.Typer) -> None:
         phases: Annotated[bool, typer.Option(help="Also time each phase of a step into the metrics (on a GPU this synchronizes at every phase).")] = False,
     ) -> None:
         """Train the student by GKD with the plan's split of both models; launch with `torchrun --nproc-per-node N -m planner run PLAN`."""
-        from planner.plan import load_plan
-
-        if checkpoint_every and not checkpoint_dir:
-            raise InputError("--checkpoint-every needs --checkpoint-dir")
-        if checkpoint_dir and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
-            raise InputError(f"--checkpoint-dir: {checkpoint_dir}: is a file, not a folder")
-        if metrics_out:  # every rank checks; rank 0 writes at the end, atomically and again without clobbering
-            check_output(metrics_out, force, "--metrics-out")
-        require_executor("planner run")
-        p = _override(load_plan(plan), teacher, student, tokenizer, dataset)
+        # Each problem is said once: one found before the ranks meet (the plan, the flags: the same on
+        # every rank of a node) by the first rank of each node; one every rank learned together (the
+        # executor's inputs: tokenizer, dataset) by rank 0; the executor's others by the rank that saw them.
+        try:
+            p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, teacher, student, tokenizer, dataset)
+        except InputError as e:
+            raise InputError(e.lines if os.environ.get("LOCAL_RANK", "0") == "0" else []) from None
         from planner.executor.loop import RunOptions, run as run_plan
-        out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
-                                     checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress,
-                                     phases=phases))
+        try:
+            out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
+                                         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress,
+                                         phases=phases))
+        except InputError as e:
+            if getattr(e, "all_ranks", False) and os.environ.get("RANK", "0") != "0":
+                raise InputError([]) from None
+            raise
         if out is not None:
             sps = out["samples_per_s"]
             err.print(f"done: steps {out['start_step']}..{out['end_step']}, last loss {out['loss'][-1] if out['loss'] else float('nan'):.4f}, "
                       f"{sps:.2f} samples/s" if sps else "done")
+
+
+def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: Path | None, checkpoint_every: int,
+             teacher: str | None, student: str | None, tokenizer: str | None, dataset: str | None):
+    """The plan to run, with every check that needs no other rank done."""
+    from planner.plan import load_plan
+
+    if checkpoint_every and not checkpoint_dir:
+        raise InputError("--checkpoint-every needs --checkpoint-dir")
+    if checkpoint_dir and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+        raise InputError(f"--checkpoint-dir: {checkpoint_dir}: is a file, not a folder")
+    if metrics_out:  # every rank checks; rank 0 writes at the end, atomically and again without clobbering
+        check_output(metrics_out, force, "--metrics-out")
+    require_executor("planner run")
+    return _override(load_plan(plan), teacher, student, tokenizer, dataset)

@@ -33,13 +33,16 @@ def register(app: typer.Typer) -> None:
         """Best plan over a grid of two variables: a CSV and a regime map with the crossings on top."""
         from planner.inflection import sweep as sw
 
+        for flag, var in (("--x", x), ("--y", y)):
+            if var not in sw.VARIABLES:
+                raise InputError(f"{flag}: '{var}' is not one of {VARS}")
         if x == y:
             raise InputError("--x and --y must differ")
         check_outputs({"--csv": csv_out or None, "--plot": plot_out or None}, force)
         fmt = sw.plot_format(plot_out) if plot_out else None  # matplotlib is there and knows the format: before the minutes of work
         job, cl, _, line = load_inputs(model, cluster, nodes, teacher, student)
         out.print(line)
-        xs, ys = sw.axis(x_range, x, points), sw.axis(y_range, y, points)
+        xs, ys = sw.axis(x_range, x, points, "--x-range"), sw.axis(y_range, y, points, "--y-range")
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("searching the grid", total=len(xs) * len(ys))
             m = sw.sweep(job, cl, x, xs, y, ys, progress=lambda n: bar.advance(task, n))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,8 +30,28 @@ def run_plan(plan_path: str, nproc: int, steps: int, metrics_out: Path) -> None:
     err.print("Running: " + " ".join(cmd))
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise InputError([f"{plan_path}: the executor failed (exit {done.returncode})"] + tail)
+        raise InputError(f"{plan_path}: the executor failed (exit {done.returncode}): {worker_error(done.stderr + done.stdout)}")
+
+
+def worker_error(output: str) -> str:
+    """The line that says why a worker stopped, out of everything torchrun printed: the worker's own
+    `error: ...` line (an input error, printed once by rank 0), else the first exception line of a
+    worker's traceback, else the last line; torchrun's own report (`ChildFailedError`, its table of
+    failures) is left out."""
+    lines = [_RANK_PREFIX.sub("", ln).strip() for ln in output.splitlines()]
+    lines = [ln for ln in lines if ln]
+    own = [ln[len("error:"):].strip() for ln in lines if ln.startswith("error:")]
+    if own:
+        return own[0]
+    for ln in lines:
+        m = _EXCEPTION.match(ln)
+        if m and "ChildFailedError" not in m.group(1):
+            return ln
+    return lines[-1] if lines else "no output"
+
+
+_RANK_PREFIX = re.compile(r"^\[(?:rank|default)?\d+\]:")  # torchrun's per-worker line prefix
+_EXCEPTION = re.compile(r"^((?:[A-Za-z_][A-Za-z0-9_]*\.)*[A-Za-z_][A-Za-z0-9_]*(?:Error|Exception|Interrupt)): ")
 
 
 def register(app: typer.Typer) -> None:
@@ -68,6 +89,9 @@ def register(app: typer.Typer) -> None:
                 data = json.loads(read_text(metrics))
             except json.JSONDecodeError as e:
                 raise InputError(f"{metrics}: not valid JSON: line {e.lineno}: {e.msg}") from None
+            except (ValueError, RecursionError) as e:  # an integer of more than 4300 digits; nesting too deep
+                raise InputError(f"{metrics}: not valid JSON: {e or 'nesting too deep'}") from None
+        data = v.check_metrics(p, data, metrics or "the run's metrics")
         rows = v.compare(p, data, cl)
         verdict = v.verdict(rows)
         if format != Format.table:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from planner.files import read_text
+from planner.inputs.errors import InputError
 from planner.inputs.load import bundled_dir
 from planner.inputs.model import ModelShape
 
@@ -89,13 +90,31 @@ class ByteTokenizer:
         return bytes(i - 3 for i in ids if i >= 3).decode("utf-8", errors="replace")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
 def build_tokenizer(ref: str | None):
-    """A local Hugging Face tokenizer folder, or the byte-level fallback."""
+    """A local Hugging Face tokenizer folder, or the byte-level fallback. A folder that is missing,
+    empty or unreadable is one `InputError` line (never a pointer to the hub: nothing is downloaded)."""
     if ref is None:
         return ByteTokenizer()
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise InputError(f"{path}: tokenizer folder not found{' (a file, not a folder)' if path.exists() else ''}; "
+                         f"give a local folder holding {' or '.join(TOKENIZER_FILES[:2])} (nothing is downloaded)")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise InputError(f"{path}: no tokenizer files in this folder (looked for {', '.join(TOKENIZER_FILES)}); "
+                         "save one with `tokenizer.save_pretrained(FOLDER)`")
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(Path(ref).expanduser(), local_files_only=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, ... for a broken folder
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        detail = type(e).__name__ + (f": {text}" if text and "huggingface" not in text.lower() else "")
+        raise InputError(f"{path}: not a usable tokenizer folder ({detail})") from None
     if tok.pad_token_id is None:
+        if tok.eos_token is None:
+            raise InputError(f"{path}: the tokenizer has neither a pad nor an eos token; the executor pads with one of them")
         tok.pad_token = tok.eos_token
     return tok

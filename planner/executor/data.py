@@ -32,8 +32,9 @@ class Batch:
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
 
 
-def read_jsonl(path: str | Path, tokenizer) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, completion ids) per line of a JSONL file."""
+def read_jsonl(path: str | Path, tokenizer, vocab: int | None = None) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids) per line of a JSONL file; a line that cannot be used is one
+    `InputError` naming the file and the line (wrong type, bad messages, token ids outside `vocab`)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"{path}: dataset not found; give a local JSONL file with `messages` or `prompt`/`completion` per line")
@@ -41,23 +42,46 @@ def read_jsonl(path: str | Path, tokenizer) -> list[tuple[list[int], list[int]]]
     for n, line in enumerate(read_text(path, MAX_DATASET_BYTES).splitlines(), 1):
         if not line.strip():
             continue
+        where = f"{path}:{n}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+            raise InputError(f"{where}: not JSON ({e.msg})") from None
+        except RecursionError:
+            raise InputError(f"{where}: not JSON (nesting too deep)") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected a JSON object with `messages` or `prompt` and `completion`, got {_kind(row)}")
         if "messages" in row:
             msgs = row["messages"]
-            if not msgs or msgs[-1].get("role") != "assistant":
-                raise InputError(f"{path}:{n}: messages: the last message must be the assistant's completion")
-            prompt, completion = _render(msgs[:-1], tokenizer), msgs[-1]["content"]
+            if not isinstance(msgs, list) or not msgs or not all(_is_message(m) for m in msgs):
+                raise InputError(f"{where}: messages: expected a list of {{\"role\": ..., \"content\": ...}} objects with text values")
+            if msgs[-1]["role"] != "assistant":
+                raise InputError(f"{where}: messages: the last message must be the assistant's completion")
+            try:
+                prompt, completion = _render(msgs[:-1], tokenizer), msgs[-1]["content"]
+            except Exception as e:  # noqa: BLE001 - a chat template that fails on this line
+                raise InputError(f"{where}: messages: the chat template failed ({_first_line(e)})") from None
         elif "prompt" in row and "completion" in row:
             prompt, completion = row["prompt"], row["completion"]
         else:
-            raise InputError(f"{path}:{n}: expected `messages` or `prompt` and `completion`")
-        rows.append((_ids(prompt, tokenizer), _ids(completion, tokenizer)))
+            raise InputError(f"{where}: expected `messages` or `prompt` and `completion`")
+        rows.append((_ids(prompt, tokenizer, where, "prompt", vocab), _ids(completion, tokenizer, where, "completion", vocab)))
     if not rows:
         raise InputError(f"{path}: no samples")
     return rows
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(type(value), "a number")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _is_message(m) -> bool:
+    return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
 
 
 def _render(msgs: list[dict], tokenizer) -> str:
@@ -66,11 +90,23 @@ def _render(msgs: list[dict], tokenizer) -> str:
     return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
 
 
-def _ids(text, tokenizer) -> list[int]:
-    if isinstance(text, list):  # pre-tokenized or a list of messages
-        return text if all(isinstance(t, int) for t in text) else _ids(_render(text, tokenizer), tokenizer)
-    ids = tokenizer.encode(text)
-    return ids if isinstance(ids, list) else list(ids)
+def _ids(value, tokenizer, where: str, what: str, vocab: int | None) -> list[int]:
+    """Token ids of text, of a list of ids (pre-tokenized) or of a list of messages."""
+    if isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        ids = value
+    elif isinstance(value, str) or (isinstance(value, list) and all(_is_message(m) for m in value)):
+        try:
+            ids = tokenizer.encode(value if isinstance(value, str) else _render(value, tokenizer))
+        except Exception as e:  # noqa: BLE001 - a tokenizer or chat template that fails on this line
+            raise InputError(f"{where}: {what}: the tokenizer failed on this line ({_first_line(e)})") from None
+        ids = ids if isinstance(ids, list) else list(ids)
+    else:
+        raise InputError(f"{where}: {what}: expected text, a list of token ids or a list of messages, got {_kind(value)}")
+    if vocab is not None:
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise InputError(f"{where}: {what}: token id {bad} is outside the models' vocabulary (0 to {vocab - 1})")
+    return ids
 
 
 class Samples:
@@ -112,6 +148,6 @@ def make_samples(plan, tokenizer, seed: int, dataset: str | None) -> Samples:
     w = plan.workload
     vocab = min(plan.teacher.shape.vocab, plan.student.shape.vocab)
     if getattr(tokenizer, "vocab_size", 0) > vocab:
-        raise InputError(f"tokenizer: {tokenizer.vocab_size} tokens do not fit the models' vocabulary of {vocab}")
-    rows = read_jsonl(dataset, tokenizer) if dataset else None
+        raise InputError(f"{plan.tokenizer or 'the byte-level tokenizer'}: the tokenizer's {tokenizer.vocab_size} tokens do not fit the models' vocabulary of {vocab}")
+    rows = read_jsonl(dataset, tokenizer, vocab) if dataset else None
     return Samples(w.prompt_len, w.completion_len, vocab, seed, tokenizer, rows)

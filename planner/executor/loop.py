@@ -22,6 +22,7 @@ from planner.executor import build, checkpoint, groups, metrics, student as stu,
 from planner.executor.data import make_samples, micro_batch_indices
 from planner.executor.generate import generate
 from planner.executor.loss import generalized_jsd
+from planner.inputs.errors import InputError
 from planner.plan import Plan
 
 LOGITS_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -87,9 +88,34 @@ def _progress(enabled: bool, total: int, done: int):
     return bar, bar.add_task("train", total=total, completed=done, info="")
 
 
+def stop_on_input_error(problem: list[str] | None, lay: groups.Layout) -> None:
+    """Every rank learns whether any rank found its inputs unusable; if one did, all stop with the
+    same `InputError` (`planner run` prints it on rank 0 only), before any model is built."""
+    found: list = [None] * lay.world
+    dist.all_gather_object(found, problem)
+    first = next((p for p in found if p), None)
+    if first:
+        e = InputError(first)
+        e.all_ranks = True  # every rank has it: `planner run` prints it once, on rank 0
+        raise e
+
+
 def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dict | None:
     w, seed = plan.workload, opts.seed
     ldtype = LOGITS_DTYPES[w.logits_dtype]
+    # The student's inputs first, before any model is built: a bad tokenizer or dataset line stops
+    # every rank here, reported once by rank 0. The checkpoint fingerprint covers them too.
+    tokenizer = samples = fp = None
+    problem = None
+    if lay.is_student:
+        try:
+            tokenizer = build.build_tokenizer(plan.tokenizer)
+            samples = make_samples(plan, tokenizer, seed, plan.dataset)
+        except InputError as e:
+            problem = e.lines
+    stop_on_input_error(problem, lay)
+    if lay.is_student and opts.checkpoint_dir:
+        fp = checkpoint.fingerprint(plan, seed, tokenizer)
     # Models: each rank builds only what it holds; seeds make every copy identical.
     teacher = build_teacher(plan, lay, seed) if lay.is_teacher else None
     model = opt = None
@@ -97,12 +123,6 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         s = plan.student
         model = stu.wrap(build.build_model(s.ref, s.shape, "fp32", seed + 1), s.strategy, lay, build.TORCH_DTYPES.get(w.student_dtype, torch.float32))
         opt = stu.optimizer(model, s.strategy, lay, opts.lr, opts.weight_decay, w.optimizer)
-    # The student's inputs come first: the checkpoint fingerprint covers the data and the tokenizer.
-    tokenizer = samples = fp = None
-    if lay.is_student:
-        tokenizer = build.build_tokenizer(plan.tokenizer)
-        samples = make_samples(plan, tokenizer, seed, plan.dataset)
-        fp = checkpoint.fingerprint(plan, seed, tokenizer) if opts.checkpoint_dir else None
     # Resume from the newest complete checkpoint of this run that loads; every rank learns the step.
     start = checkpoint.resume(opts.checkpoint_dir, fp, model, opt, lay)
     record = {"rank": lay.rank, "device": str(lay.device), "loss": [], "grad_norm": [], "on_policy": [], "step_times_s": [],
@@ -199,7 +219,11 @@ def run(plan: Plan, opts: RunOptions, keep_process_group: bool = False) -> dict 
 
     `keep_process_group` leaves torch.distributed up for another run in the same job (tests, bench).
     """
-    groups.check_supported(plan)
+    try:
+        groups.check_supported(plan)
+    except InputError as e:
+        e.all_ranks = True  # the same answer on every rank: said once
+        raise
     backend, device = groups.init_distributed(plan)
     try:
         lay = groups.build_layout(plan, device)

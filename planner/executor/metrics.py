@@ -11,6 +11,9 @@
 - `peak_memory_bytes[rank]`: on a GPU `cuda_max_allocated`; on the CPU `peak_rss` (the process
   high-water mark, everything included); on both, the exact bytes of the student's parameters,
   gradients and optimizer state and of the teacher's parameters held by that rank.
+- `plan_fingerprint`: `planner.plan.fingerprint` of the plan that ran (`planner validate` refuses
+  metrics of another plan). The plan's `predicted` block is not copied: it could have been edited;
+  `planner validate` recomputes the predictions.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import nn
 
 import planner
 from planner.files import write_text
+from planner.plan import fingerprint
 
 
 def _local_bytes(model: nn.Module | None) -> int:
@@ -100,7 +104,7 @@ def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: 
         "peak_memory_bytes": {str(r["rank"]): r["memory"] for r in records},
         **({"phase_times_s": lead["phase_times_s"]} if "phase_times_s" in lead else {}),
         "roles": {str(r["rank"]): r["role"] for r in records},
-        "predicted": plan.predicted.model_dump() if plan.predicted else None,
+        "plan_fingerprint": fingerprint(plan),  # predictions are recomputed by `planner validate`, never copied from the plan
         "versions": versions(),
     }
 

@@ -40,8 +40,8 @@ def resolve(text: str, job: Job, cluster: Cluster, res: rank.SearchResult) -> Re
     if len(parts) < 2:
         raise InputError(f"--between: '{text}' is not best, trl-zero3, trl-ddp or TEACHER/STUDENT[/PLACEMENT[/MICRO_BATCH]]")
     b = parts[3] if len(parts) > 3 else "1"
-    if not b.isdigit():
-        raise InputError(f"--between: '{text}': micro-batch must be a whole number")
+    if not b.isdigit() or int(b) < 1:
+        raise InputError(f"--between: '{text}': micro-batch must be a whole number of at least 1")
     st = plans.parse_strategy(parts[0], parts[1], parts[2] if len(parts) > 2 else "colocated", int(b), cluster)
     return Regime(label(st), st)
 

@@ -10,36 +10,49 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from pydantic import ValidationError
 
 from planner.files import write_files
 from planner.inflection import regimes
 from planner.inflection.crossing import VARIABLES
 from planner.inputs.cluster import Cluster
-from planner.inputs.errors import InputError
+from planner.inputs.errors import InputError, from_validation
 from planner.inputs.load import Job
 from planner.search import rank
 
 
+def _changed(model, source: str, **update):
+    """`model` with `update`, validated (`model_copy` would not check the bounds)."""
+    try:
+        return type(model).model_validate(model.model_dump() | update)
+    except ValidationError as e:
+        raise from_validation(e, source) from None
+
+
 def with_value(var: str, x: float, job: Job, cluster: Cluster) -> tuple[Job, Cluster]:
     """The job and cluster with `var` set to x (rounded where it must be whole)."""
+    if var not in VARIABLES:
+        raise InputError(f"sweep: '{var}' is not one of {', '.join(VARIABLES)}")
+    if not math.isfinite(x):
+        raise InputError(f"sweep: {var} = {x}: not a finite number")
     n = max(1, int(round(x)))
+    source = f"sweep: {var} = {x:g}"
     if var == "nodes":
         return job, cluster.resized(n)
     if var == "inter_bw":
-        return job, cluster.model_copy(update={"inter_node": cluster.inter_node.model_copy(update={"bw_gb_per_s": float(x)})})
+        return job, cluster.model_copy(update={"inter_node": _changed(cluster.inter_node, source, bw_gb_per_s=float(x))})
     if var == "teacher_layers":
-        return job.model_copy(update={"teacher": job.teacher.model_copy(update={"num_layers": n})}), cluster
+        return job.model_copy(update={"teacher": _changed(job.teacher, source, num_layers=n)}), cluster
     w = job.workload
     if var == "micro_batch":
-        return job.model_copy(update={"workload": w.model_copy(update={"micro_batch_min": n, "micro_batch_max": n})}), cluster
-    if var == "completion_len":
-        return job.model_copy(update={"workload": w.model_copy(update={"completion_len": n})}), cluster
-    raise InputError(f"sweep: '{var}' is not one of {', '.join(VARIABLES)}")
+        return job.model_copy(update={"workload": _changed(w, source, micro_batch_min=n, micro_batch_max=n)}), cluster
+    return job.model_copy(update={"workload": _changed(w, source, completion_len=n)}), cluster
 
 
 def regime_label(sc: rank.Scored | None, cluster: Cluster) -> str:
@@ -53,15 +66,22 @@ def regime_label(sc: rank.Scored | None, cluster: Cluster) -> str:
     return name + (" / disaggregated" if st.placement == "disaggregated" else "")
 
 
-def axis(spec: str, var: str, points: int) -> np.ndarray:
-    """`LO:HI` (linear) or `LO:HI:log` -> grid values."""
+def axis(spec: str, var: str, points: int, flag: str = "") -> np.ndarray:
+    """`LO:HI` (linear) or `LO:HI:log` -> grid values; `flag` names the option in errors."""
+    flag = flag or f"the {var} range"
+    if var not in VARIABLES:
+        raise InputError(f"sweep: '{var}' is not one of {', '.join(VARIABLES)}")
     parts = spec.split(":")
     try:
         lo, hi = float(parts[0]), float(parts[1])
     except (IndexError, ValueError):
-        raise InputError(f"--{var}-range: '{spec}' is not LO:HI or LO:HI:log") from None
+        raise InputError(f"{flag}: '{spec}' is not LO:HI or LO:HI:log") from None
+    if len(parts) > 3 or parts[2:] not in ([], ["log"]):
+        raise InputError(f"{flag}: '{spec}' is not LO:HI or LO:HI:log")
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError(f"{flag}: '{spec}': LO and HI must be finite numbers")
     if not 0 < lo < hi:
-        raise InputError(f"--{var}-range: need 0 < LO < HI, got {spec}")
+        raise InputError(f"{flag}: need 0 < LO < HI, got {spec}")
     grid = np.geomspace(lo, hi, points) if parts[2:] == ["log"] else np.linspace(lo, hi, points)
     if VARIABLES[var].integer:
         grid = np.unique(np.maximum(1, np.round(grid)))

@@ -74,6 +74,14 @@ def _shape_from_mapping(data: dict[str, Any], source: str, name: str, prefix: st
         raise from_validation(e, source, prefix) from None
 
 
+def find_model(ref: str) -> Path | None:
+    """The file a model `ref` names (as `load_model` finds it, from the current folder), or None."""
+    try:
+        return _find(ref, "models", None)
+    except InputError:
+        return None
+
+
 def load_model(ref: str, base: Path | None = None) -> ModelShape:
     """A model shape from a bundled name, a config.json (or its directory) or a YAML shape."""
     path = _find(ref, "models", base)

@@ -6,9 +6,10 @@ describes and validates shapes.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from planner.inputs.errors import InputError
 
@@ -16,11 +17,51 @@ Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8"]
 
 BYTES_PER_DTYPE: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
 
+# Every width, count and length of a model or a workload is at most 2^24 (16,777,216): ten times the
+# largest real one (Llama 4's 10M-token context), small enough that no product of them overflows a
+# float and no input makes the planner loop for minutes.
+MAX_SIZE = 2**24
+
+
+def _numeric(annotation) -> bool:
+    """An int or float field (or optional, or a list of them)."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if annotation in (int, float):
+        return True
+    return get_origin(annotation) in (Union, types.UnionType, list) and any(_numeric(a) for a in get_args(annotation))
+
+
+def shown(value: Any) -> str:
+    """A number as an error message shows it (a 400-digit integer is too long and too large for a float)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a {int(value.bit_length() * 0.30103) + 1}-digit number"
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_SIZE:
+        raise ValueError(f"{shown(value)} is over the planner's bound of {MAX_SIZE:,} (2^24) for a size")
+    return value
+
+
+Size = Annotated[int, BeforeValidator(_bounded)]  # a whole number of at most MAX_SIZE
+
 
 class Strict(BaseModel):
-    """Base for every input schema: unknown keys and NaN/inf are errors."""
+    """Base for every input schema: unknown keys, NaN/inf and booleans given as numbers are errors."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads `true` as 1 in an int field (YAML `num_layers: true` was one layer)."""
+        if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
+            field = cls.model_fields.get(info.field_name or "")
+            if field is not None and _numeric(field.annotation):
+                raise ValueError("expected a number, got true/false")
+        return value
 
 
 class ModelShape(Strict):
@@ -29,32 +70,32 @@ class ModelShape(Strict):
 
     name: str = Field("model", description="Display name.")
     family: str = Field("llama", description="Hugging Face `model_type` the shape came from.")
-    num_layers: int = Field(gt=0, description="Decoder layers (`num_hidden_layers`).")
-    hidden: int = Field(gt=0, description="Residual width (`hidden_size`).")
-    num_heads: int = Field(gt=0, description="Attention (query) heads.")
-    num_kv_heads: int | None = Field(None, gt=0, description="Key/value heads (GQA/MQA); default num_heads.")
-    head_dim: int | None = Field(None, gt=0, description="Per-head width; default hidden / num_heads.")
-    ffn: int = Field(gt=0, description="Inner width of the dense MLP (`intermediate_size`); in a mixture-of-experts model, of its dense layers.")
+    num_layers: Size = Field(gt=0, description="Decoder layers (`num_hidden_layers`).")
+    hidden: Size = Field(gt=0, description="Residual width (`hidden_size`).")
+    num_heads: Size = Field(gt=0, description="Attention (query) heads.")
+    num_kv_heads: Size | None = Field(None, gt=0, description="Key/value heads (GQA/MQA); default num_heads.")
+    head_dim: Size | None = Field(None, gt=0, description="Per-head width; default hidden / num_heads.")
+    ffn: Size = Field(gt=0, description="Inner width of the dense MLP (`intermediate_size`); in a mixture-of-experts model, of its dense layers.")
     gated_mlp: bool = Field(True, description="SwiGLU/GeGLU MLP with gate, up and down projections (3 matrices) instead of 2.")
-    vocab: int = Field(gt=0, description="Vocabulary size (rows of the embedding).")
+    vocab: Size = Field(gt=0, description="Vocabulary size (rows of the embedding).")
     tied_embeddings: bool = Field(False, description="LM head shares the input embedding matrix.")
     qkv_bias: bool = Field(False, description="Biases on the query, key and value projections (Qwen2).")
     o_bias: bool = Field(False, description="Bias on the attention output projection.")
     mlp_bias: bool = Field(False, description="Biases on the MLP projections.")
-    norms_per_layer: int = Field(2, ge=0, description="Norm weight vectors of width `hidden` per layer (2 Llama, 4 Gemma 2/3).")
+    norms_per_layer: Size = Field(2, ge=0, description="Norm weight vectors of width `hidden` per layer (2 Llama, 4 Gemma 2/3).")
     norm_bias: bool = Field(False, description="Norms carry a bias (LayerNorm) as well as a weight (RMSNorm: no).")
     fused_proj: bool = Field(False, description="q, k, v stored as one matrix and gate, up as another (Phi-3): the same parameters in fewer tensors.")
     qk_norm: bool = Field(False, description="RMSNorm of width head_dim on every query and key head (Qwen3, Gemma 3): 2 vectors per layer.")
-    sliding_window: int | None = Field(None, gt=0, description="Tokens a sliding-window layer attends to (itself included); None = no sliding layers.")
-    sliding_layers: int = Field(0, ge=0, description="Layers that attend through the sliding window; the others attend to the whole context.")
-    num_experts: int = Field(0, ge=0, description="Routed experts per mixture-of-experts layer (`num_experts` / `num_local_experts`); 0 = dense.")
-    experts_per_token: int = Field(0, ge=0, description="Routed experts each token runs through (`num_experts_per_tok`).")
-    expert_ffn: int | None = Field(None, gt=0, description="Inner width of one routed expert (`moe_intermediate_size`; Mixtral: `intermediate_size`).")
-    moe_layers: int | None = Field(None, ge=0, description="Layers with experts (`decoder_sparse_step`, `mlp_only_layers`); default all when num_experts > 0.")
-    shared_expert_ffn: int = Field(0, ge=0, description="Inner width of the always-active shared expert of each MoE layer (Qwen2-MoE); 0 = none.")
+    sliding_window: Size | None = Field(None, gt=0, description="Tokens a sliding-window layer attends to (itself included); None = no sliding layers.")
+    sliding_layers: Size = Field(0, ge=0, description="Layers that attend through the sliding window; the others attend to the whole context.")
+    num_experts: Size = Field(0, ge=0, description="Routed experts per mixture-of-experts layer (`num_experts` / `num_local_experts`); 0 = dense.")
+    experts_per_token: Size = Field(0, ge=0, description="Routed experts each token runs through (`num_experts_per_tok`).")
+    expert_ffn: Size | None = Field(None, gt=0, description="Inner width of one routed expert (`moe_intermediate_size`; Mixtral: `intermediate_size`).")
+    moe_layers: Size | None = Field(None, ge=0, description="Layers with experts (`decoder_sparse_step`, `mlp_only_layers`); default all when num_experts > 0.")
+    shared_expert_ffn: Size = Field(0, ge=0, description="Inner width of the always-active shared expert of each MoE layer (Qwen2-MoE); 0 = none.")
     shared_expert_gate: bool = Field(False, description="The shared expert's output is scaled by a sigmoid gate of width 1 (Qwen2-MoE).")
     dtype: Dtype = Field("bf16", description="Dtype the weights are stored and run in.")
-    max_positions: int = Field(4096, gt=0, description="Maximum sequence length (`max_position_embeddings`).")
+    max_positions: Size = Field(4096, gt=0, description="Maximum sequence length (`max_position_embeddings`).")
 
     @model_validator(mode="after")
     def _heads(self) -> "ModelShape":
@@ -229,14 +270,21 @@ def from_hf_config(cfg: dict[str, Any], source: str, name: str | None = None) ->
         fields.update(qk_norm=True)
     if family == "phi3":
         fields.update(fused_proj=True)
-    window, sliding = _sliding(cfg, family, fields["num_layers"])
-    fields.update(sliding_window=window if sliding else None, sliding_layers=sliding)
-    if family in MOE_FAMILIES:
-        fields.update(_experts(cfg, family, source, fields["num_layers"]))
+    layers = fields["num_layers"]  # counted over below: a whole number within the bound first
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 0 < layers <= MAX_SIZE:
+        raise InputError(f"{source}: num_hidden_layers: {shown(layers)} is not a whole number between 1 and {MAX_SIZE:,}")
+    try:
+        window, sliding = _sliding(cfg, family, layers)
+        fields.update(sliding_window=window if sliding else None, sliding_layers=sliding)
+        if family in MOE_FAMILIES:
+            fields.update(_experts(cfg, family, source, layers))
+    except (TypeError, ValueError, ZeroDivisionError) as e:  # e.g. `decoder_sparse_step: 0`, `mlp_only_layers: 3`
+        raise InputError(f"{source}: the {family} layer layout (sliding_window, layer_types, max_window_layers, "
+                         f"sliding_window_pattern, decoder_sparse_step, mlp_only_layers, experts) is not usable: {e}") from None
     dtype = get("torch_dtype") or get("dtype") or top.get("torch_dtype") or top.get("dtype")
     if dtype is not None:
-        if dtype not in _HF_DTYPES:
-            raise InputError(f"{source}: torch_dtype: '{dtype}' is not one of {', '.join(_HF_DTYPES)}")
+        if not isinstance(dtype, str) or dtype not in _HF_DTYPES:
+            raise InputError(f"{source}: torch_dtype: {dtype!r} is not one of {', '.join(_HF_DTYPES)}")
         fields["dtype"] = _HF_DTYPES[dtype]
     from pydantic import ValidationError
 

@@ -6,17 +6,23 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from planner.inputs.model import BYTES_PER_DTYPE, Dtype, Strict
+from planner.inputs.model import BYTES_PER_DTYPE, Dtype, Size, Strict
+
+# The search tries every micro-batch from micro_batch_min to micro_batch_max for every layout, so
+# its time grows with the range: this bound only refuses absurd values (1e155 never ends). Within
+# it a wide range is still slow (micro_batch_max 1024 on 16 x dgx-h100: 221 s, 8.6 GB); the cure is
+# to enumerate only micro-batches that divide the global batch (planner/search/space.py).
+MAX_MICRO_BATCH = 1024
 
 
 class Workload(Strict):
     """A GKD training job (Agarwal et al. 2023, arXiv 2306.13649) as TRL's GKDTrainer runs it."""
 
-    global_batch: int = Field(64, gt=0, description="Samples per optimizer step, over all data-parallel ranks.")
-    micro_batch_max: int = Field(8, gt=0, description="Largest micro-batch per rank the search may try.")
-    micro_batch_min: int = Field(1, gt=0, description="Smallest micro-batch per rank the search may try.")
-    prompt_len: int = Field(512, gt=0, description="Prompt tokens per sample.")
-    completion_len: int = Field(512, gt=0, description="Completion tokens per sample (max_new_tokens when generating).")
+    global_batch: Size = Field(64, gt=0, description="Samples per optimizer step, over all data-parallel ranks.")
+    micro_batch_max: int = Field(8, gt=0, le=MAX_MICRO_BATCH, description=f"Largest micro-batch per rank the search may try (at most {MAX_MICRO_BATCH}).")
+    micro_batch_min: Size = Field(1, gt=0, description="Smallest micro-batch per rank the search may try.")
+    prompt_len: Size = Field(512, gt=0, description="Prompt tokens per sample.")
+    completion_len: Size = Field(512, gt=0, description="Completion tokens per sample (max_new_tokens when generating).")
     lmbda: float = Field(0.5, ge=0, le=1, description="Probability that a micro-step uses student-generated completions (on-policy).")
     beta: float = Field(0.5, ge=0, le=1, description="Generalized JSD interpolation (0: forward KL, 1: reverse KL).")
     temperature: float = Field(0.9, gt=0, description="Softmax temperature of the loss and of generation.")
@@ -29,9 +35,9 @@ class Workload(Strict):
     grad_checkpointing: Literal["none", "selective", "full"] = Field("none", description="Student activation recomputation.")
     flash_attention: bool = Field(True, description="Attention kernel that never materialises the s x s score matrix.")
     loss: Literal["full", "chunked"] = Field("full", description="Full-vocabulary JSD over [B, S, V] at once (TRL) or in sequence chunks.")
-    loss_chunk_tokens: int = Field(1024, gt=0, description="Tokens per chunk for the chunked loss.")
+    loss_chunk_tokens: Size = Field(1024, gt=0, description="Tokens per chunk for the chunked loss.")
     teacher_output: Literal["logits", "topk"] = Field("logits", description="What crosses the network from a remote teacher: full logits or top-k.")
-    topk: int = Field(64, gt=0, description="k for teacher_output: topk (values + int32 indices).")
+    topk: Size = Field(64, gt=0, description="k for teacher_output: topk (values + int32 indices).")
     generation_kv_cache: bool = Field(True, description="Student generation uses a KV cache (TRL disables it with gradient checkpointing).")
 
     @model_validator(mode="before")

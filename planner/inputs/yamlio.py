@@ -55,6 +55,8 @@ def parse_yaml(text: str, source: str) -> Any:
         raise InputError(f"{source}: not valid YAML: {e}") from None
     except RecursionError:
         raise InputError(f"{source}: not valid YAML: nesting too deep") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits (Python's int conversion limit)
+        raise InputError(f"{source}: not valid YAML: {e}") from None
 
 
 def read_mapping(path: Path) -> dict[str, Any]:
@@ -65,6 +67,8 @@ def read_mapping(path: Path) -> dict[str, Any]:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise InputError(f"{path}: not valid JSON: line {e.lineno}: {e.msg}") from None
+        except (ValueError, RecursionError) as e:  # an integer of more than 4300 digits; nesting too deep
+            raise InputError(f"{path}: not valid JSON: {e or 'nesting too deep'}") from None
     else:
         data = parse_yaml(text, str(path))
     if data is None:

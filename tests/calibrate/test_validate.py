@@ -7,7 +7,7 @@ import pytest
 from planner import validate
 from planner.cli import app
 from planner.inputs.load import load_cluster
-from planner.plan import load_plan
+from planner.plan import fingerprint, load_plan
 
 PLAN = "examples/tiny-replicate-ddp.yaml"
 
@@ -16,7 +16,7 @@ def fake_metrics(plan, step_s, state_scale=1.0):
     pred = validate.predict(plan, load_cluster(plan.cluster)).figures
     mem = {"student_params": pred["mem.student_weights"] * state_scale, "student_grads": pred["mem.student_grads"],
            "student_optimizer": pred["mem.student_optimizer"], "teacher_params": pred["mem.teacher_weights"], "peak_rss": 4e8}
-    return {"step_times_s": [9.0, step_s, step_s, step_s], "warmup_steps": 1, "samples_per_s": 8 / step_s,
+    return {"plan_fingerprint": fingerprint(plan), "step_times_s": [9.0, step_s, step_s, step_s], "warmup_steps": 1, "samples_per_s": 8 / step_s,
             "device": "cpu", "peak_memory_bytes": {"0": mem, "1": mem}, "roles": {"0": "both", "1": "both"}}
 
 
@@ -93,3 +93,27 @@ def test_master_precision_is_refused_by_the_executor(runner, root, tmp_path):
     write_plan(plan.model_copy(update={"workload": w}), path)
     r = runner.invoke(app, ["validate", str(path), "--run", "--steps", "2"])
     assert r.exit_code == 1 and "mixed_precision: master" in r.stderr
+
+
+def test_validate_recomputes_an_edited_prediction_and_refuses_another_plans_metrics(runner, root, tmp_path):
+    """The plan's `predicted` block is never what validate shows: an edited one changes nothing. Metrics
+    of a run of another plan (another student strategy) are refused, naming what differs."""
+    from planner.inputs.yamlio import dump_yaml, read_mapping
+
+    plan = load_plan(root / PLAN)
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps(fake_metrics(plan, 0.05)))
+    honest = runner.invoke(app, ["validate", str(root / PLAN), "--metrics", str(m), "-f", "json"])
+    data = read_mapping(root / PLAN)
+    data["predicted"] = {"samples_per_s": 160.0, "step_time_s": 0.05, "memory_bytes_per_device": 1.0, "memory_bytes": {}, "time_s": {}}
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(dump_yaml(data))
+    assert fingerprint(load_plan(edited)) == fingerprint(plan)  # the same plan to run
+    r = runner.invoke(app, ["validate", str(edited), "--metrics", str(m), "-f", "json"])
+    assert r.exit_code == honest.exit_code and json.loads(r.stdout)["rows"] == json.loads(honest.stdout)["rows"]
+
+    other = read_mapping(root / PLAN)
+    other["student"] = other["student"] | {"strategy": "zero1", "shard": len(other["student"]["ranks"])}
+    (tmp_path / "other.yaml").write_text(dump_yaml(other))
+    r = runner.invoke(app, ["validate", str(tmp_path / "other.yaml"), "--metrics", str(m)])
+    assert r.exit_code == 1 and "measured with another plan" in r.stderr and "Traceback" not in r.output, r.output

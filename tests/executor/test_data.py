@@ -38,3 +38,73 @@ def test_bad_rows(tmp_path):
     f.write_text('{"text": "no"}\n')
     with pytest.raises(InputError, match="bad.jsonl:1: expected"):
         read_jsonl(f, ByteTokenizer())
+
+
+@pytest.mark.parametrize("line, words", [
+    ('[1, 2]', "expected a JSON object with `messages` or `prompt` and `completion`, got a list"),
+    ('"text"', "got a string"),
+    ('{"messages": "hi"}', "messages: expected a list of"),
+    ('{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}]}', "messages: expected a list of"),
+    ('{"messages": [1, 2]}', "messages: expected a list of"),
+    ('{"prompt": 7, "completion": "x"}', "prompt: expected text, a list of token ids or a list of messages, got a number"),
+    ('{"prompt": "x", "completion": {"a": 1}}', "completion: expected text"),
+    ('{"prompt": [true, false], "completion": "x"}', "prompt: expected text"),
+    ('{"prompt": [5, 600], "completion": "x"}', "prompt: token id 600 is outside the models' vocabulary (0 to 511)"),
+    ('{"prompt": "x", "completion": [-1]}', "completion: token id -1 is outside"),
+])
+def test_wrong_lines_are_named_by_file_and_line(tmp_path, line, words):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"prompt": "fine", "completion": "ok"}\n' + line + "\n")
+    with pytest.raises(InputError) as e:
+        read_jsonl(f, ByteTokenizer(), 512)
+    assert len(e.value.lines) == 1 and e.value.lines[0].startswith(f"{f}:2: ") and words in e.value.lines[0], e.value.lines
+
+
+def test_text_outside_the_vocabulary_and_not_utf8(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"prompt": "fine", "completion": "\u00ff"}\n')  # byte 0xc3 + 3 = 198 >= a vocabulary of 128
+    with pytest.raises(InputError, match=r"d.jsonl:1: completion: token id \d+ is outside the models' vocabulary \(0 to 127\)"):
+        read_jsonl(f, ByteTokenizer(), 128)
+    f.write_bytes(b'{"prompt": "a", "completion": "b"}\n{"prompt": "\xff\xfe", "completion": "b"}\n')
+    with pytest.raises(InputError, match=r"d.jsonl: not UTF-8 text \(line 2"):
+        read_jsonl(f, ByteTokenizer(), 512)
+
+
+def test_missing_or_empty_tokenizer_folder_never_points_at_the_hub(tmp_path):
+    from planner.executor.build import build_tokenizer
+
+    for ref, words in ((tmp_path / "nope", "tokenizer folder not found"), (tmp_path, "no tokenizer files in this folder")):
+        with pytest.raises(InputError) as e:
+            build_tokenizer(str(ref))
+        assert len(e.value.lines) == 1 and words in e.value.lines[0] and "hub" not in e.value.lines[0].lower()
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(InputError) as e:
+        build_tokenizer(str(tmp_path))
+    assert "not a usable tokenizer folder" in e.value.lines[0] and "huggingface" not in e.value.lines[0].lower(), e.value.lines
+
+
+@pytest.mark.slow
+def test_a_bad_dataset_line_stops_every_rank_before_training_and_is_said_once(runner, tmp_path):
+    """Under torchrun the line is printed once (rank 0), before any model is built; `validate --run`
+    shows that line rather than torchrun's report."""
+    from executor_helpers import tiny_plan, torchrun
+
+    from planner.cli import app
+    from planner.inputs.yamlio import dump_yaml, read_mapping
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "fine", "completion": "ok"}\n{"prompt": [1, 99999], "completion": "x"}\n')
+    plan = tiny_plan(tmp_path, "replicate-ddp")
+    plan.write_text(dump_yaml(read_mapping(plan) | {"dataset": str(data)}))
+    res = torchrun(["-m", "planner", "run", str(plan), "--steps", "2", "--no-progress", "--metrics-out", str(tmp_path / "m.json")],
+                   check=False)
+    errors = [ln for ln in res.stderr.splitlines() if "error:" in ln]
+    assert res.returncode != 0 and len(errors) == 1, res.stderr[-3000:]
+    assert f"{data}:2: prompt: token id 99999 is outside" in errors[0], errors
+    assert "planner/executor" not in res.stderr, res.stderr[-3000:]  # no worker traceback (torchrun's own report is its own)
+    assert not (tmp_path / "m.json").exists()
+
+    r = runner.invoke(app, ["validate", str(plan), "--run", "--steps", "2"])
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 1 and len(lines) == 1, r.stderr
+    assert "the executor failed" in lines[0] and f"{data}:2: prompt: token id 99999" in lines[0] and "ChildFailed" not in r.stderr

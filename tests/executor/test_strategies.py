@@ -6,6 +6,8 @@ import math
 
 from executor_helpers import ROOT, run_plan, tiny_plan, torchrun
 
+from planner.plan import fingerprint, load_plan
+
 TEACHERS = {"replicate": "replicate-ddp", "shard": "shard-zero3", "pipeline": "pipeline-ddp", "disaggregated": "disaggregated"}
 STUDENTS = ("ddp", "zero1", "zero2", "zero3")
 
@@ -30,7 +32,11 @@ def test_all_pairs_write_finite_losses(tmp_path):
 
 def test_sharded_student_holds_half(tmp_path):
     """zero3 holds half the parameters per rank, and its optimizer state; the sharded teacher half its weights."""
-    ddp = run_plan(tiny_plan(tmp_path, "replicate-ddp"), tmp_path / "ddp.json", 1)["peak_memory_bytes"]["0"]
+    plan = tiny_plan(tmp_path, "replicate-ddp")
+    metrics = run_plan(plan, tmp_path / "ddp.json", 1)
+    # the metrics name the plan that ran; the plan's predictions are not copied (validate recomputes them)
+    assert metrics["plan_fingerprint"] == fingerprint(load_plan(plan)) and "predicted" not in metrics
+    ddp = metrics["peak_memory_bytes"]["0"]
     z3 = run_plan(tiny_plan(tmp_path, "shard-zero3"), tmp_path / "z3.json", 1)["peak_memory_bytes"]["0"]
     assert z3["student_params"] * 2 == ddp["student_params"]
     assert z3["teacher_params"] * 2 == ddp["teacher_params"]
