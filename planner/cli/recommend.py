@@ -26,7 +26,7 @@ class Objective(str, Enum):
 def _entry(sc: rank.Scored, base: rank.Scored | None, job) -> dict:
     st = sc.strategy
     pred = plans.predicted(sc, base).model_dump()
-    return {"teacher": st.teacher_label, "student": st.student_label, "placement": st.placement,
+    return {"strategy": str(st), "teacher": st.teacher_part, "student": st.student_part, "placement": st.placement,
             "teacher_gpus": st.n_T, "student_gpus": st.n_S, "micro_batch": st.b,
             "grad_accum": job.workload.global_batch // (st.b * st.n_S), "predicted": pred,
             "speedup_vs_baseline": pred["speedup_vs_baseline"]}
@@ -59,7 +59,7 @@ def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
         mem = Text(gib(sc.figures["mem_peak"]) + (f" ({_largest(sc)})" if wide else ""))
         mem += Text("") if sc.feasible else Text(" OOM", style="red")
         place = st.placement if st.placement == "colocated" else f"disagg {st.n_T}T+{st.n_S}S"
-        cells = [label, st.teacher_label, st.student_label, place, str(st.b), mem, f"{sc.figures['step_time']:.3f}",
+        cells = [label, st.teacher_part, st.student_part, place, str(st.b), mem, f"{sc.figures['step_time']:.3f}",
                  f"{sc.samples_per_s:.2f}", f"{sp:.2f}x" if sp else "-"]
         t.add_row(*cells, *([f"{sd:.2f}x" if sd else "-"] if wide else []))
     return t
@@ -124,8 +124,7 @@ def _print(res: rank.SearchResult, top: int, cl, wide: bool) -> None:
         c = res.closest
         out.print("No plan fits in memory.", style="red")
         if c is not None:
-            out.print(f"Closest: teacher {c.strategy.teacher_label}, student {c.strategy.student_label}, {c.strategy.placement}, "
-                      f"micro-batch {c.strategy.b}: {gib(c.figures['mem_peak'])} GiB of {gib(res.usable_bytes)} usable; "
+            out.print(f"Closest: {c.strategy}: {gib(c.figures['mem_peak'])} GiB of {gib(res.usable_bytes)} usable; "
                       f"largest term {_largest(c)}.")
         out.print("Next: more nodes (--nodes), a smaller micro_batch_min, `loss: chunked`, gradient checkpointing, "
                   "or an fp8 teacher (teacher_dtype: fp8) in the job's workload.")

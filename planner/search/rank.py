@@ -14,6 +14,7 @@ from planner.inputs.cluster import Cluster
 from planner.inputs.load import BASELINE_RUNTIME, DEFAULT_RUNTIME, Job, load_runtime
 from planner.inputs.runtime import Runtime
 from planner.search import space
+from planner.search.strategy import Strategy
 
 TERM_LABELS = {
     "generation": "on-policy generation",
@@ -30,7 +31,7 @@ TERM_LABELS = {
 class Scored:
     """One evaluated candidate: its strategy and its figures (bytes, seconds)."""
 
-    strategy: bind.Strategy
+    strategy: Strategy
     figures: dict[str, float]
     feasible: bool
     reason: str | None = None
@@ -76,7 +77,7 @@ class SearchResult:
     baseline_runtime: str = BASELINE_RUNTIME  # what the baselines run under
 
 
-def score(cands: list[bind.Strategy], reasons: list[str | None], job: Job, cluster: Cluster,
+def score(cands: list[Strategy], reasons: list[str | None], job: Job, cluster: Cluster,
           runtime: Runtime | None = None) -> list[Scored]:
     """Evaluate candidates (run by `runtime`, default the bundled executor) in one vectorised call
     and attach feasibility."""
@@ -100,13 +101,9 @@ def score(cands: list[bind.Strategy], reasons: list[str | None], job: Job, clust
     return out
 
 
-TEACHER_ORDER = {"replicate": 0, "shard": 1, "tp": 2, "pipeline": 3, "hybrid": 3}
-STUDENT_ORDER = {"ddp": 0, "zero1": 1, "zero2": 2, "zero3": 3, "hsdp": 4}
-
-
-def complexity(st: bind.Strategy) -> tuple[int, int, int]:
+def complexity(st: Strategy) -> tuple[int, int, int]:
     """How much machinery a plan needs (placement, teacher, student): breaks near-ties."""
-    return (st.placement == "disaggregated", TEACHER_ORDER[st.teacher], STUDENT_ORDER[st.student])
+    return st.machinery
 
 
 def best_baseline(scored: list[Scored]) -> Scored | None:

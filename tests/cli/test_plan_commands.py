@@ -64,7 +64,9 @@ def test_recommend_json_keys(runner):
     assert set(d) >= {"baseline", "plans", "rejected"} and "trl-zero3" in d["baseline"]
     assert len(d["plans"]) == 3
     for p in d["plans"]:
-        assert {"teacher", "student", "placement", "micro_batch", "grad_accum", "predicted", "speedup_vs_baseline"} <= set(p)
+        assert {"strategy", "teacher", "student", "placement", "micro_batch", "grad_accum", "predicted",
+                "speedup_vs_baseline"} <= set(p)
+        assert p["strategy"] == f"{p['teacher']}/{p['student']}/{p['placement'] if p['placement'] == 'colocated' else 'disaggregated:' + str(p['teacher_gpus'])}/{p['micro_batch']}"
         assert {"samples_per_s", "step_time_s", "memory_bytes_per_device", "memory_bytes", "time_s"} <= set(p["predicted"])
     assert d["plans"][0]["speedup_vs_baseline"] > 1
     assert yaml.safe_load(runner.invoke(app, ["recommend", "-f", "yaml"]).stdout)["plans"]
@@ -150,3 +152,14 @@ def test_estimate_disaggregated_shows_both_sides(runner):
     assert sides["student_ranks"] > sides["teacher_ranks"] and mem["total"] == pytest.approx(max(sides.values()))
     table = runner.invoke(app, args, env={"COLUMNS": "200"}).stdout
     assert "teacher ranks" in table and "student ranks" in table and "teacher_logits" in table
+
+
+def test_estimate_strategy_is_the_four_flags_in_one_word(runner):
+    flags = ["--teacher-split", "shard:8", "--student-split", "zero2", "--placement", "disaggregated:8", "--micro-batch", "2"]
+    a = json.loads(runner.invoke(app, ["estimate", *flags, "-f", "json"]).stdout)
+    b = json.loads(runner.invoke(app, ["estimate", "--strategy", "shard:8/zero2/disaggregated:8/2", "-f", "json"]).stdout)
+    assert a == b and a["strategy"] == "shard:8/zero2/disaggregated:8/2"
+    r = runner.invoke(app, ["estimate", "--strategy", "shard:8/zero2", "--micro-batch", "2"])
+    assert r.exit_code == 1 and "--strategy" in r.stderr and "--micro-batch" in r.stderr
+    r = runner.invoke(app, ["estimate", "--strategy", "shard:8/zero2/colocated/b=2"])
+    assert r.exit_code == 1 and "micro-batch 'b=2'" in r.stderr
