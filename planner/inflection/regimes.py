@@ -57,11 +57,11 @@ def between(a: Regime, b: Regime, var: Variable, job: Job, cluster: Cluster) -> 
     return crossings(a.name, _subs(a.strategy, job, cluster, var, a.runtime), b.name, _subs(b.strategy, job, cluster, var, b.runtime), var)
 
 
-def memory_boundary(a: Regime, var: Variable, job: Job, cluster: Cluster) -> list[Crossing]:
-    """Where regime A's peak memory reaches the usable device memory."""
-    out = crossings(a.name, _subs(a.strategy, job, cluster, var, a.runtime), "out of memory", {}, var, what="mem_peak",
-                    limit=bind.usable_bytes(cluster))
-    return out
+def memory_boundary(a: Regime, var: Variable, job: Job, cluster: Cluster, reserve: rank.Reserve = rank.Reserve()) -> list[Crossing]:
+    """Where regime A's peak memory reaches the most the search lets a plan use (the usable device
+    memory less the reserve)."""
+    return crossings(a.name, _subs(a.strategy, job, cluster, var, a.runtime), "out of memory", {}, var, what="mem_peak",
+                     limit=reserve.limit(cluster))
 
 
 def default_pairs(res: rank.SearchResult) -> list[tuple[str, str]]:

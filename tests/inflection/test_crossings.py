@@ -83,7 +83,7 @@ def test_memory_boundary_of_a_replicated_teacher():
     (c,) = regimes.memory_boundary(a, crossing.VARIABLES["teacher_layers"], JOB, CLUSTER)
     subs = regimes._subs(a.strategy, JOB, CLUSTER, crossing.VARIABLES["teacher_layers"])
     mem = float(crossing._numeric(subs, np.array([c.value]))["mem_peak"][0])
-    assert mem == pytest.approx(rank.bind.usable_bytes(CLUSTER), rel=1e-6)
+    assert mem == pytest.approx(rank.Reserve().limit(CLUSTER), rel=1e-6)  # where the search stops accepting it
     assert c.value < JOB.teacher.num_layers  # which is why the default cannot replicate the 70B teacher
 
 
