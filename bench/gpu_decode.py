@@ -61,15 +61,15 @@ def measure(model_name: str, batch: int, prompt: int, short: int, long: int, rep
 def predict(model_name: str, topology: str, batch: int, prompt: int, new: int, dtype: str) -> float:
     from references_eval import _figures
 
-    from planner.cost import bind
     from planner.inputs.load import Job, load_cluster, load_model, load_runtime
     from planner.inputs.workload import Workload
+    from planner.search.strategy import Strategy
 
     shape = load_model(model_name)
     work = Workload(global_batch=batch, micro_batch_min=batch, micro_batch_max=batch, prompt_len=prompt,
                     completion_len=new, lmbda=1, student_dtype=dtype)
     job = Job(name="decode", teacher=shape, student=shape, workload=work)
-    f = _figures(job, load_cluster(topology, 1), bind.Strategy("replicate", "ddp", "colocated", 1, 1, b=batch), load_runtime("kd-planner"))
+    f = _figures(job, load_cluster(topology, 1), Strategy("replicate", "ddp", "colocated", 1, 1, b=batch), load_runtime("kd-planner"))
     return f["generation.decode_step"]
 
 

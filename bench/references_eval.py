@@ -42,6 +42,7 @@ from planner.inputs.model import ModelShape
 from planner.inputs.runtime import Generation, Runtime
 from planner.inputs.workload import Workload
 from planner.search import space
+from planner.search.strategy import Strategy
 
 ROWS = Path(__file__).resolve().parent / "references" / "published.yaml"
 STUDENT_TIME = ("generation", "student_forward", "student_backward", "loss", "student_fsdp_exposed", "grad_sync", "optimizer")
@@ -90,7 +91,7 @@ def cluster_of(row: dict, knobs: dict | None = None):
     return cl
 
 
-def _figures(job: Job, cl, st: bind.Strategy, runtime: Runtime, overrides: dict | None = None) -> dict[str, float]:
+def _figures(job: Job, cl, st: Strategy, runtime: Runtime, overrides: dict | None = None) -> dict[str, float]:
     values = bind.job_values(job, cl, runtime) | space.columns([st], cl) | (overrides or {})
     return {k: float(np.asarray(v).ravel()[0]) for k, v in evaluate(values).items()}
 
@@ -114,7 +115,7 @@ def train_tokens_per_s(row: dict, knobs: dict | None = None) -> tuple[float, str
     job = Job(name=row["id"], teacher=NO_TEACHER, student=shape, workload=work)
     split = tp * pp * cp
     fsdp = par["strategy"] in ("fsdp", "zero3", "hsdp") and dp > 1
-    st = bind.Strategy("replicate", "zero3" if fsdp else "ddp", "colocated", dp, dp, s_sh=dp, b=b)
+    st = Strategy("replicate", "zero3" if fsdp else "ddp", "colocated", dp, dp, s_sh=dp, b=b)
     F = _peak(cl, dtype) * cl.gpu.efficiency(dtype) * split  # a replica's split GPUs share each sample's FLOPs
     f = _figures(job, cl, st, PRETRAIN, {"F_S": F})
     if split == 1 and par["strategy"] != "megatron":
@@ -134,11 +135,11 @@ def model_flops_per_token(shape: ModelShape, seq: int) -> float:
     return 3 * float(params.forward_flops_per_token(S, seq, 1).subs(S.values(shape)))
 
 
-def _single_gpu_job(row: dict, batch: int, prompt: int, new: int, dtype: str) -> tuple[Job, bind.Strategy]:
+def _single_gpu_job(row: dict, batch: int, prompt: int, new: int, dtype: str) -> tuple[Job, Strategy]:
     shape = shape_of(row["workload"]["model"])
     work = Workload(global_batch=batch, micro_batch_min=batch, micro_batch_max=batch, prompt_len=max(1, prompt),
                     completion_len=max(1, new), lmbda=1, student_dtype=dtype)
-    return Job(name=row["id"], teacher=shape, student=shape, workload=work), bind.Strategy("replicate", "ddp", "colocated", 1, 1, b=batch)
+    return Job(name=row["id"], teacher=shape, student=shape, workload=work), Strategy("replicate", "ddp", "colocated", 1, 1, b=batch)
 
 
 def engine_runtime(engine: str, knobs: dict | None = None) -> Runtime:
@@ -196,7 +197,7 @@ def memory(row: dict, knobs: dict | None = None) -> tuple[float | None, str]:
     work = Workload(global_batch=b * dp, micro_batch_min=b, micro_batch_max=b, prompt_len=seq // 2, completion_len=seq - seq // 2,
                     lmbda=0, student_dtype="bf16" if dtype == "fp8" else dtype, grad_checkpointing=w.get("recompute") or "none")
     job = Job(name=row["id"], teacher=NO_TEACHER, student=shape, workload=work)
-    st = bind.Strategy("replicate", "zero3", "colocated", dp, dp, s_sh=dp, b=b)
+    st = Strategy("replicate", "zero3", "colocated", dp, dp, s_sh=dp, b=b)
     f = _figures(job, cl, st, PRETRAIN)
     row["_terms_gib"] = {k: round(f[f"mem.{k}"] / 2**30, 2) for k in STUDENT_TERMS}
     return sum(f[f"mem.{k}"] for k in STUDENT_TERMS) / unit, "student side: FSDP states + gathered + activations + logits"

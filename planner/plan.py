@@ -19,9 +19,10 @@ from planner.inputs.errors import InputError, from_validation
 from planner.inputs.model import ModelShape, Strict
 from planner.inputs.workload import Workload
 from planner.inputs.yamlio import dump_yaml, read_mapping
+from planner.search.strategy import PLACEMENTS, STUDENT_SPLITS, TEACHER_SPLITS, Strategy
 
-TeacherStrategy = Literal["replicate", "shard", "pipeline", "tp", "hybrid"]
-StudentStrategy = Literal["ddp", "zero1", "zero2", "zero3", "hsdp"]
+TeacherStrategy = Literal[TEACHER_SPLITS]
+StudentStrategy = Literal[STUDENT_SPLITS]
 Tier = Literal["none", "intra_node", "inter_node"]
 
 
@@ -78,7 +79,7 @@ class Plan(Strict):
     nodes: int = Field(gt=0, description="Nodes the plan runs on.")
     gpus_per_node: int = Field(gt=0, description="Processes per node.")
     backend: Literal["nccl", "gloo"] = Field("nccl", description="torch.distributed backend.")
-    placement: Literal["colocated", "disaggregated"] = Field(description="Both models on every rank, or disjoint teacher and student ranks.")
+    placement: Literal[PLACEMENTS] = Field(description="Both models on every rank, or disjoint teacher and student ranks.")
     teacher: TeacherPlan
     student: StudentPlan
     micro_batch: int = Field(gt=0, description="Samples per student rank per micro-step.")
@@ -118,6 +119,10 @@ class Plan(Strict):
             raise ValueError("disaggregated: teacher.ranks and student.ranks must not overlap")
         if self.micro_batch * self.grad_accum * len(self.student.ranks) != self.workload.global_batch:
             raise ValueError(f"micro_batch x grad_accum x student ranks ({self.micro_batch} x {self.grad_accum} x {len(self.student.ranks)}) must equal workload.global_batch ({self.workload.global_batch})")
+        try:  # the rest of the strategy's rules (one teacher degree per split), as `planner.search.strategy` states them
+            Strategy.from_plan(self)
+        except InputError as e:
+            raise ValueError("; ".join(e.lines)) from None
         return self
 
 

@@ -9,19 +9,22 @@ from rich.table import Table
 
 from planner.cli import options as o
 from planner.cli.common import EXIT_NO, Command, Format, bold, emit, err, gib, handles_errors, heading, load_inputs, out
-from planner.search import plans, rank
+from planner.inputs.errors import InputError
+from planner.search import rank
+from planner.search.strategy import Strategy
 
 
 def _figures(sc: rank.Scored | None) -> dict | None:
     if sc is None:
         return None
     mem, tim = sc.memory_terms(), sc.time_terms()
+    st = sc.strategy
     return {
-        "teacher": sc.strategy.teacher_label, "student": sc.strategy.student_label,
-        "placement": sc.strategy.placement, "micro_batch": sc.strategy.b,
+        "strategy": str(st), "teacher": st.teacher_part, "student": st.student_part,
+        "placement": st.placement, "micro_batch": st.b,
         "memory_bytes": mem | {"total": sc.figures["mem_peak"]}, "memory_bytes_by_side": sc.memory_sides(),
         "time_s": tim | {"total": sc.figures["step_time"]},
-        "samples_per_s": sc.samples_per_s, "feasible": sc.feasible, "reason": sc.reason,
+        "samples_per_s": sc.samples_per_s, "free_bytes": sc.free, "feasible": sc.feasible, "reason": sc.reason,
     }
 
 
@@ -41,15 +44,17 @@ def register(app: typer.Typer) -> None:
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
         teacher: o.Teacher = None, student: o.Student = None, runtime: o.RuntimeOpt = None,
         plan: Annotated[Optional[str], typer.Option("--plan", "-p", help="Re-evaluate a plan file (its job and strategy) instead of the flags below.")] = None,
-        teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] | hybrid[:k].")] = "shard",
+        strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="The whole strategy as `recommend` prints it: teacher / student / placement / micro-batch, e.g. shard:16/zero3/colocated/4 (a missing micro-batch is 1); instead of the four flags below.")] = None,
+        teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] | hybrid[:k] (default k: shard all teacher GPUs, the others one node).")] = "shard",
         student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp[:SHARD] (default shard: one node; it must divide the student GPUs).")] = "zero3",
         placement: Annotated[str, typer.Option(help="colocated | disaggregated[:TEACHER_GPUS].")] = "colocated",
         micro_batch: Annotated[int, typer.Option(help="Samples per student rank per micro-step.", min=1)] = 1,
+        reserve: o.ReserveOpt = 0.05, reserve_gib: o.ReserveGib = 0.0,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
         symbolic: Annotated[bool, typer.Option(help="Print the model's expressions instead of numbers.")] = False,
         latex: Annotated[bool, typer.Option(help="With --symbolic: LaTeX.")] = False,
     ) -> None:
-        """Memory per device and step time, by term, for one plan next to the trl-zero3 baseline. Exits 3 if the plan does not fit."""
+        """Memory per device and step time, by term, for one plan next to the trl-zero3 baseline. Exits 3 if the plan does not fit (with the memory reserve kept free)."""
         if symbolic:
             return _symbolic(latex)
         if plan:
@@ -59,31 +64,39 @@ def register(app: typer.Typer) -> None:
             cl = plan_cluster(plan, p)  # next to the plan first, as `export` finds it
             job = job_of(p)
             line = heading(f"Estimating plan {plan} (job '{p.job}')", job, cl)
-            st = plans.strategy_of(p)
+            st = Strategy.from_plan(p)
             runtime = runtime or p.runtime
         else:
             job, cl, _, line = load_inputs(model, cluster, nodes, teacher, student)
-            st = plans.parse_strategy(teacher_split, student_split, placement, micro_batch, cl)
-        why = None if job.workload.global_batch % (st.b * st.n_S) == 0 else "global batch not divisible by micro-batch x student ranks"
+            if strategy:
+                given = {"--teacher-split": teacher_split != "shard", "--student-split": student_split != "zero3",
+                         "--placement": placement != "colocated", "--micro-batch": micro_batch != 1}
+                if any(given.values()):
+                    raise InputError(f"--strategy: give the whole strategy there or use {', '.join(k for k, v in given.items() if v)}, not both")
+                st = Strategy.parse(strategy, cl, "--strategy")
+            else:
+                st = Strategy.from_words(teacher_split, student_split, placement, micro_batch, cl,
+                                         ("--teacher-split", "--student-split", "--placement", "--micro-batch"))
         from planner.inputs.load import DEFAULT_RUNTIME, load_runtime
-        sc = rank.score([st], [why], job, cl, load_runtime(runtime or DEFAULT_RUNTIME))[0]
-        base = rank.baselines(job, cl)["trl-zero3"]
+        keep = rank.Reserve(reserve, reserve_gib)
+        sc = rank.score([st], [st.rejection(job)], job, cl, load_runtime(runtime or DEFAULT_RUNTIME), keep)[0]
+        base = rank.baselines(job, cl, reserve=keep)["trl-zero3"]
         data = _figures(sc) | {"baseline": _figures(base), "speedup_vs_baseline": rank.speedup(sc, base)}
         if format != Format.table:
             err.print(line)
             emit(data, format)
         else:
             out.print(line)
-            _tables(sc, base, rank.bind.usable_bytes(cl))
+            _tables(sc, base, rank.bind.usable_bytes(cl), keep.describe(cl))
         if not sc.feasible:
             raise typer.Exit(EXIT_NO)
 
 
-def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float) -> None:
-    label = f"{sc.strategy.teacher_label} / {sc.strategy.student_label} / {sc.strategy.placement} / b={sc.strategy.b}"
-    blabel = f"trl-zero3 b={base.strategy.b}" if base else "trl-zero3 (n/a)"
+def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float, reserve: str) -> None:
+    label = str(sc.strategy)
+    blabel = f"trl-zero3 ({base.strategy})" if base else "trl-zero3 (n/a)"
     bm, bt = (base.memory_terms(), base.time_terms()) if base else ({}, {})
-    t = Table(title=f"Memory per device (GiB), usable {gib(usable)}")
+    t = Table(title=f"Memory per device (GiB), usable {gib(usable)}, {reserve} kept free")
     for c in ("term", label, blabel):
         t.add_column(c, justify="left" if c == "term" else "right")
     for k, v in sc.memory_terms().items():
@@ -93,6 +106,7 @@ def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float) -> None:
         t.add_row("student ranks (student_* terms, logits, loss)", gib(sides["student_ranks"]), "-")
         t.add_row("teacher ranks (teacher_* terms)", gib(sides["teacher_ranks"]), "-")
     t.add_row(bold("total (busiest device)"), gib(sc.figures["mem_peak"]), gib(base.figures["mem_peak"]) if base else "-")
+    t.add_row("free", gib(sc.free), gib(base.free) if base else "-")
     out.print(t)
     t = Table(title="Step time (ms)")
     for c in ("term", label, blabel):

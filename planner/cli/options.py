@@ -12,3 +12,5 @@ RuntimeOpt = Annotated[Optional[str], typer.Option("--runtime", help="How our pl
 Nodes = Annotated[Optional[int], typer.Option("--nodes", "-n", help="Resize the cluster to this many nodes.", min=1)]
 Teacher = Annotated[Optional[str], typer.Option("--teacher", help="Teacher model instead of the job's (name, config.json or folder).")]
 Student = Annotated[Optional[str], typer.Option("--student", help="Student model instead of the job's.")]
+ReserveOpt = Annotated[float, typer.Option("--reserve", help="Fraction of each device's usable memory a plan must leave free, on top of the topology's reserved_mem_gib (CUDA context, NCCL buffers): for allocator fragmentation and longer batches.", min=0.0, max=0.5)]
+ReserveGib = Annotated[float, typer.Option("--reserve-gib", help="GiB a plan must leave free per device, added to --reserve.", min=0.0)]

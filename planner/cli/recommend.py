@@ -26,9 +26,9 @@ class Objective(str, Enum):
 def _entry(sc: rank.Scored, base: rank.Scored | None, job) -> dict:
     st = sc.strategy
     pred = plans.predicted(sc, base).model_dump()
-    return {"teacher": st.teacher_label, "student": st.student_label, "placement": st.placement,
+    return {"strategy": str(st), "teacher": st.teacher_part, "student": st.student_part, "placement": st.placement,
             "teacher_gpus": st.n_T, "student_gpus": st.n_S, "micro_batch": st.b,
-            "grad_accum": job.workload.global_batch // (st.b * st.n_S), "predicted": pred,
+            "grad_accum": job.workload.global_batch // (st.b * st.n_S), "free_bytes": sc.free, "predicted": pred,
             "speedup_vs_baseline": pred["speedup_vs_baseline"]}
 
 
@@ -37,32 +37,61 @@ def _largest(sc: rank.Scored) -> str:
     return max(terms, key=terms.get)
 
 
+def _span(values: list[float], fmt: str) -> str:
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
 def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
-    """The ranking; by default under 100 columns (no box, two-line headers, no largest memory term
-    and no speed-up over trl-ddp), with `wide` every column in a boxed table."""
-    title = f"Top {min(top, len(res.ranked))} of {len(res.ranked)} feasible plans ({res.evaluated} evaluated)"
+    """The ranking: the recommended plan, one line for the plans that tie with it, the next plans
+    by speed, and TRL's baselines. By default under 100 columns (no box, two-line headers, no
+    largest memory term and no speed-up over trl-ddp); with `wide` every column in a boxed table."""
+    tied, rest = res.ranked[:res.tied], res.ranked[res.tied:]
+    shown = rest[:top - 1]
+    title = f"{len(res.ranked)} feasible plans of {res.evaluated}; the fastest {1 + len(shown)} (ties as one line)"
     if wide:
         t = Table(title=title)
-        columns = ("#", "teacher", "student", "placement", "micro-batch", "peak GiB (largest term)", "step s", "samples/s",
-                   "vs trl-zero3", "vs trl-ddp")
+        columns = ("#", "strategy: teacher/student/placement/micro-batch", "peak GiB (largest term)", "free GiB", "step s",
+                   "samples/s", "vs trl-zero3", "vs trl-ddp")
     else:
         t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-        columns = ("#", "teacher", "student", "placement", "micro-\nbatch", "peak\nGiB", "step s", "samples/s", "vs\ntrl-zero3")
+        columns = ("#", "strategy\nteacher/student/placement/b", "peak\nGiB", "free\nGiB", "step s", "samples/s", "vs\ntrl-zero3")
     for c in columns:
-        t.add_column(c, justify="left" if c in ("teacher", "student", "placement", "peak GiB (largest term)") else "right", no_wrap=True)
+        t.add_column(c, justify="left" if c.startswith(("strategy", "peak GiB (")) else "right", no_wrap=True)
     z3, ddp = res.baselines.get("trl-zero3"), res.baselines.get("trl-ddp")
-    rows = [(str(i + 1), sc) for i, sc in enumerate(res.ranked[:top])]
-    rows += [(name, sc) for name, sc in res.baselines.items() if sc is not None]
-    for label, sc in rows:
-        st = sc.strategy
+
+    def cells(label: str, sc: rank.Scored) -> list:
         sp, sd = (rank.speedup(sc, z3), rank.speedup(sc, ddp)) if sc.feasible else (None, None)
         mem = Text(gib(sc.figures["mem_peak"]) + (f" ({_largest(sc)})" if wide else ""))
         mem += Text("") if sc.feasible else Text(" OOM", style="red")
-        place = st.placement if st.placement == "colocated" else f"disagg {st.n_T}T+{st.n_S}S"
-        cells = [label, st.teacher_label, st.student_label, place, str(st.b), mem, f"{sc.figures['step_time']:.3f}",
-                 f"{sc.samples_per_s:.2f}", f"{sp:.2f}x" if sp else "-"]
-        t.add_row(*cells, *([f"{sd:.2f}x" if sd else "-"] if wide else []))
+        return [label, str(sc.strategy), mem, gib(sc.free) if sc.free >= 0 else "-", f"{sc.figures['step_time']:.3f}",
+                f"{sc.samples_per_s:.2f}", f"{sp:.2f}x" if sp else "-", *([f"{sd:.2f}x" if sd else "-"] if wide else [])]
+
+    if tied:
+        t.add_row(*cells("1", tied[0]))
+    if len(tied) > 1:  # the others that tie: one line of ranges
+        others = tied[1:]
+        sp = [rank.speedup(s, z3) for s in others]
+        t.add_row("", Text(f"+ {len(others)} more within {res.margin:.0%} (below)", style="dim"),
+                  _span([s.figures["mem_peak"] / 2**30 for s in others], ",.1f"), _span([s.free / 2**30 for s in others], ",.1f"),
+                  "", _span([s.samples_per_s for s in others], ".2f"),
+                  _span(sp, ".2f") + "x" if all(sp) else "-", *(["-"] if wide else []))
+    for i, sc in enumerate(shown):
+        t.add_row(*cells(str(i + 2), sc))
+    for name, sc in res.baselines.items():
+        if sc is not None:
+            t.add_row(*cells(name, sc))
     return t
+
+
+def _ties(res: rank.SearchResult, shown: int = 8) -> list[str]:
+    """The lines under the table: how many tie with #1, why #1 is the one, and the others' names."""
+    if res.tied < 2:
+        return []
+    others = [str(s.strategy) for s in res.ranked[1:res.tied]]
+    more = f", and {len(others) - shown} more (-f json lists all)" if len(others) > shown else ""
+    return [f"{res.tied} plans within {res.margin:.0%} of the fastest; #1 is recommended: {res.why_first}.",
+            "The others: " + ", ".join(others[:shown]) + more + "."]
 
 
 def register(app: typer.Typer) -> None:
@@ -71,7 +100,7 @@ def register(app: typer.Typer) -> None:
     def recommend(
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
         teacher: o.Teacher = None, student: o.Student = None, runtime: o.RuntimeOpt = None,
-        top: Annotated[int, typer.Option("--top", "-k", help="How many plans to show.", min=1)] = 5,
+        top: Annotated[int, typer.Option("--top", "-k", help="How many plans to show (the plans that tie with #1 count as one).", min=1)] = 5,
         objective: Annotated[Objective, typer.Option(help="Rank by samples/s (throughput) or by peak memory.")] = Objective.throughput,
         output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the best plan to this YAML file (with --export: the script; the plan goes to --plan-out).")] = None,
         export: Annotated[Optional[str], typer.Option(help="Also write the launch script: slurm or torchrun (needs -o).")] = None,
@@ -79,8 +108,10 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option(help="Overwrite --output (and --plan-out) if it exists.")] = False,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
         wide: Annotated[bool, typer.Option("--wide", help="Every column (largest memory term, speed-up over trl-ddp), over 100 characters wide.")] = False,
+        reserve: o.ReserveOpt = 0.05, reserve_gib: o.ReserveGib = 0.0,
+        margin: Annotated[float, typer.Option("--margin", help="Plans within this fraction of the fastest tie; #1 is the simplest of them with the most free memory.", min=0.0, max=0.5)] = rank.TIE_MARGIN,
     ) -> None:
-        """Rank every teacher x student split on the cluster and write the best plan. Exits 3 if no plan fits."""
+        """Rank every teacher x student split on the cluster and write the recommended plan. Exits 3 if no plan fits."""
         from pathlib import Path
 
         if export and export not in ("slurm", "torchrun"):
@@ -93,12 +124,13 @@ def register(app: typer.Typer) -> None:
         (err if format != Format.table else out).print(line)
         from planner.inputs.load import DEFAULT_RUNTIME, load_runtime
         rt_ref = runtime or DEFAULT_RUNTIME
-        res = rank.search(job, cl, objective.value, load_runtime(rt_ref))
+        res = rank.search(job, cl, objective.value, load_runtime(rt_ref), rank.Reserve(reserve, reserve_gib), margin)
         z3 = res.baselines.get("trl-zero3")
         if format != Format.table:
             data = {"baseline": {name: (_entry(sc, z3, job) | {"feasible": sc.feasible}) if sc else None for name, sc in res.baselines.items()},
-                    "plans": [_entry(sc, z3, job) for sc in res.ranked[:top]], "rejected": res.rejected,
-                    "evaluated": res.evaluated}
+                    "plans": [_entry(sc, z3, job) | {"tied_with_first": i < res.tied} for i, sc in enumerate(res.ranked[:max(top, res.tied)])],
+                    "recommended_because": res.why_first, "tie_margin": res.margin, "usable_bytes": res.usable_bytes,
+                    "reserve_bytes": res.reserve_bytes, "rejected": res.rejected, "evaluated": res.evaluated}
             emit(data, format)
         else:
             _print(res, top, cl, wide)
@@ -111,7 +143,7 @@ def register(app: typer.Typer) -> None:
                 from planner.launch import render
                 writes.append((output, render(plan_path, plan, export), True))
             files.write_files(writes, force)
-            err.print(f"Wrote the best plan to {plan_path}.")
+            err.print(f"Wrote the recommended plan ({res.ranked[0].strategy}) to {plan_path}.")
             if export:
                 err.print(f"Wrote the {export} launch script to {output}. Next: `sbatch {output}`" if export == "slurm" else
                           f"Wrote the {export} launch script to {output}. Next: `bash {output}` on each node.")
@@ -124,13 +156,14 @@ def _print(res: rank.SearchResult, top: int, cl, wide: bool) -> None:
         c = res.closest
         out.print("No plan fits in memory.", style="red")
         if c is not None:
-            out.print(f"Closest: teacher {c.strategy.teacher_label}, student {c.strategy.student_label}, {c.strategy.placement}, "
-                      f"micro-batch {c.strategy.b}: {gib(c.figures['mem_peak'])} GiB of {gib(res.usable_bytes)} usable; "
-                      f"largest term {_largest(c)}.")
+            out.print(f"Closest: {c.strategy}: {gib(c.figures['mem_peak'])} GiB of {gib(res.usable_bytes)} usable "
+                      f"({gib(res.reserve_bytes)} GiB of it kept free); largest term {_largest(c)}.")
         out.print("Next: more nodes (--nodes), a smaller micro_batch_min, `loss: chunked`, gradient checkpointing, "
-                  "or an fp8 teacher (teacher_dtype: fp8) in the job's workload.")
+                  "an fp8 teacher (teacher_dtype: fp8) in the job's workload, or a smaller --reserve.")
     else:
         out.print(_table(res, top, wide))
+        for line in _ties(res):
+            out.print(line)
         out.print(f"Why #1 wins: {rank.why_it_wins(res.ranked[0], res.baselines.get('trl-zero3'), cl)}.")
     if res.rejected:
         out.print("Rejected: " + "; ".join(f"{n} {why}" for why, n in res.rejected.items()))

@@ -1,9 +1,10 @@
 """Numbers for the cost model's symbols: from a job and a cluster (fixed for a search) and from one
-strategy (arrays over candidates). No formulas here, only the mapping from inputs to symbols."""
+strategy (arrays over candidates). No formulas here, only the mapping from inputs to symbols; the
+strategy's names, rules and tier choice live in `planner.search.strategy`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Protocol
 
 from planner.cost.names import COLLECTIVE_SHORT, shape_values
 from planner.inputs.cluster import COLLECTIVES, Cluster
@@ -54,52 +55,36 @@ def usable_bytes(cluster: Cluster) -> float:
     return (cluster.gpu.mem_gib - cluster.gpu.reserved_mem_gib) * 2**30
 
 
-def tier_for(group: int, cluster: Cluster) -> str:
-    """A group of `group` consecutive ranks stays inside a node when it fits: intra-node tier."""
-    if group <= 1:
-        return "none"
-    return "intra_node" if group <= cluster.gpus_per_node and cluster.gpus_per_node % group == 0 else "inter_node"
+class Layout(Protocol):
+    """What the cost model reads from a strategy (`planner.search.strategy.Strategy`): rank counts,
+    degrees, which student state is sharded and which link each group uses; never a name."""
 
-
-@dataclass(frozen=True)
-class Strategy:
-    """One candidate: teacher and student split, placement and micro-batch (plain numbers)."""
-
-    teacher: str  # replicate | shard | pipeline | tp | hybrid
-    student: str  # ddp | zero1 | zero2 | zero3 | hsdp
-    placement: str  # colocated | disaggregated
     n_T: int
     n_S: int
-    pp: int = 1
-    tp: int = 1
-    t_sh: int = 1
-    s_sh: int = 1
-    r_S: int = 1
-    b: int = 1
+    pp: int
+    tp: int
+    t_sh: int
+    s_sh: int
+    r_S: int
+    b: int
 
     @property
-    def teacher_label(self) -> str:
-        degree = self.pp * self.tp * self.t_sh
-        return self.teacher if degree == 1 else f"{self.teacher}:{degree}"
+    def disaggregated(self) -> bool: ...
 
     @property
-    def student_label(self) -> str:
-        return self.student if self.student != "hsdp" else f"hsdp:{self.s_sh}x{self.r_S}"
+    def student_shards(self) -> tuple[int, int, int]: ...
+
+    def links(self, cluster: Cluster) -> dict[str, str]: ...
 
 
-STUDENT_SWITCHES = {"ddp": (0, 0, 0), "zero1": (1, 0, 0), "zero2": (1, 1, 0), "zero3": (1, 1, 1), "hsdp": (1, 1, 1)}
-
-
-def strategy_values(st: Strategy, cluster: Cluster) -> dict[str, float]:
-    """Values of the strategy symbols for one candidate, tiers chosen from the rank layout."""
-    z_o, z_g, z_p = STUDENT_SWITCHES[st.student]
-    groups = {"T": tier_for(st.pp * st.tp * st.t_sh, cluster), "S": tier_for(st.s_sh, cluster),
-              "R": "one_nic", "X": "intra_node" if st.n_T + st.n_S <= cluster.gpus_per_node else "one_nic"}
+def strategy_values(st: Layout, cluster: Cluster) -> dict[str, float]:
+    """Values of the strategy symbols for one candidate, on the links the strategy says its groups use."""
+    z_o, z_g, z_p = st.student_shards
     values = {
-        "n_S": st.n_S, "n_T": st.n_T, "D": float(st.placement == "disaggregated"), "pp": st.pp, "tp": st.tp,
+        "n_S": st.n_S, "n_T": st.n_T, "D": float(st.disaggregated), "pp": st.pp, "tp": st.tp,
         "pipe": float(st.pp > 1), "t_sh": st.t_sh, "s_sh": st.s_sh, "r_S": st.r_S, "z_o": z_o, "z_g": z_g, "z_p": z_p, "b": st.b,
     }
-    for group, where in groups.items():
+    for group, where in st.links(cluster).items():
         for short, name in zip(COLLECTIVE_SHORT, COLLECTIVES):
             values[f"bw_{short}_{group}"], values[f"al_{short}_{group}"] = link_fit(where, name, cluster)
     return values

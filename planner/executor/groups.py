@@ -15,7 +15,9 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh
 
 from planner.inputs.errors import InputError
+from planner.inputs.load import Job
 from planner.plan import Plan
+from planner.search.strategy import Strategy
 
 
 @dataclass
@@ -111,22 +113,22 @@ def build_layout(plan: Plan, device: torch.device) -> Layout:
 
 
 def check_supported(plan: Plan) -> None:
-    """Refuse, as one line each, the plan features this executor does not run."""
+    """Refuse, as one line each, the plan features this executor does not run. The strategy is read
+    through `Strategy` (its structure and the job's rules, as the search states them); what is
+    left are this executor's own limits."""
     t, s, w = plan.teacher, plan.student, plan.workload
+    st = Strategy.from_plan(plan)
     lines = []
-    if t.tp > 1 or t.strategy == "tp":
-        lines.append("teacher.tp: tensor parallelism is not implemented by the executor; use replicate, shard or pipeline")
-    if t.strategy in ("pipeline", "hybrid") and t.shard > 1:
-        lines.append("teacher: pipeline with shard > 1 is not implemented by the executor")
-    if t.strategy in ("pipeline", "hybrid") and t.pp > t.shape.num_layers:
-        lines.append(f"teacher.pp ({t.pp}) exceeds the teacher's {t.shape.num_layers} layers")
-    if plan.placement == "disaggregated":
-        if t.strategy not in ("replicate", "shard"):
-            lines.append(f"teacher.strategy: '{t.strategy}' with disaggregated placement is not implemented; use replicate or shard")
-        elif t.strategy == "replicate" and t.group_size != 1:
-            lines.append("teacher: replicate needs pp = tp = shard = 1")
-        if len(s.ranks) % len(t.ranks):
-            lines.append(f"disaggregated: the {len(t.ranks)} teacher ranks must divide the {len(s.ranks)} student ranks")
+    why = st.rejection(Job(name=plan.job, teacher=t.shape, student=s.shape, workload=w))
+    if why and why != "global batch not divisible by micro-batch x student ranks":  # the plan's own check says it better
+        lines.append(f"strategy {st}: {why}")
+    if st.tp > 1 or st.teacher == "tp":
+        lines.append(f"teacher {st.teacher_part}: tensor parallelism is not implemented by the executor; use replicate, shard or pipeline")
+    if st.disaggregated:
+        if st.teacher not in ("replicate", "shard"):
+            lines.append(f"teacher {st.teacher_part} with disaggregated placement is not implemented; use replicate or shard")
+        if st.n_S % st.n_T:
+            lines.append(f"disaggregated: the {st.n_T} teacher ranks must divide the {st.n_S} student ranks")
     if t.shape.vocab != s.shape.vocab:
         lines.append(f"teacher and student vocabularies differ ({t.shape.vocab} vs {s.shape.vocab}); GKD needs one tokenizer")
     if w.mixed_precision == "master" and w.student_dtype != "fp32":

@@ -135,7 +135,7 @@ def _any(best):
         for sc in row:
             if sc is not None:
                 return sc.strategy
-    from planner.cost.bind import Strategy
+    from planner.search.strategy import Strategy
     return Strategy("replicate", "ddp", "colocated", 1, 1)
 
 
@@ -143,13 +143,12 @@ def csv_text(m: RegimeMap) -> str:
     """The best plan at every grid point, as CSV."""
     f = io.StringIO(newline="")
     w = csv.writer(f)
-    w.writerow([m.x_var, m.y_var, "regime", "teacher", "student", "placement", "micro_batch", "samples_per_s", "mem_peak_bytes"])
+    w.writerow([m.x_var, m.y_var, "regime", "strategy", "samples_per_s", "mem_peak_bytes"])
     for yi, y in enumerate(m.ys):
         for xi, x in enumerate(m.xs):
             sc = m.best[yi][xi]
             st = sc.strategy if sc else None
-            w.writerow([x, y, m.labels[yi][xi], st.teacher_label if st else "", st.student_label if st else "",
-                        st.placement if st else "", st.b if st else "", sc.samples_per_s if sc else "",
+            w.writerow([x, y, m.labels[yi][xi], str(st) if st else "", sc.samples_per_s if sc else "",
                         sc.figures["mem_peak"] if sc else ""])
     return f.getvalue()
 

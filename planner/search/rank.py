@@ -1,4 +1,5 @@
-"""Evaluate candidates with the compiled model, judge memory, rank, and explain the winner."""
+"""Evaluate candidates with the compiled model, judge memory against a reserve, rank, group the
+plans that tie with the fastest, and explain the choice."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from planner.inputs.cluster import Cluster
 from planner.inputs.load import BASELINE_RUNTIME, DEFAULT_RUNTIME, Job, load_runtime
 from planner.inputs.runtime import Runtime
 from planner.search import space
+from planner.search.strategy import TEACHER_WORDS, Strategy
 
 TERM_LABELS = {
     "generation": "on-policy generation",
@@ -26,14 +28,42 @@ TERM_LABELS = {
 }
 
 
+TIE_MARGIN = 0.01  # plans within 1% of the fastest tie: the model is off by 15% on average (README)
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """Memory every device must keep free beyond the plan's predicted peak: a fraction of the usable
+    memory plus a fixed amount. The topology's `reserved_mem_gib` already holds back the runtime's
+    fixed cost (CUDA context, NCCL buffers: 3-6 GiB in the bundled topologies); what it does not
+    cover grows with the allocations themselves (the caching allocator's fragmentation, allocator
+    rounding, a longer batch than the plan's), hence a fraction, 5% by default."""
+
+    fraction: float = 0.05
+    gib: float = 0.0
+
+    def bytes(self, cluster: Cluster) -> float:
+        return self.fraction * bind.usable_bytes(cluster) + self.gib * 2**30
+
+    def limit(self, cluster: Cluster) -> float:
+        """The most a plan may use per device: the usable memory less the reserve."""
+        return bind.usable_bytes(cluster) - self.bytes(cluster)
+
+    def describe(self, cluster: Cluster) -> str:
+        parts = ([f"{self.fraction:.0%}"] if self.fraction else []) + ([f"{self.gib:g} GiB"] if self.gib else [])
+        return f"{' + '.join(parts) or 'no'} reserve ({self.bytes(cluster) / 2**30:.1f} GiB)"
+
+
 @dataclass
 class Scored:
-    """One evaluated candidate: its strategy and its figures (bytes, seconds)."""
+    """One evaluated candidate: its strategy and its figures (bytes, seconds); `free` is what the
+    busiest device keeps beyond the predicted peak (bytes)."""
 
-    strategy: bind.Strategy
+    strategy: Strategy
     figures: dict[str, float]
     feasible: bool
     reason: str | None = None
+    free: float = 0.0
 
     @property
     def samples_per_s(self) -> float:
@@ -71,42 +101,64 @@ class SearchResult:
     evaluated: int
     closest: Scored | None = None  # smallest-memory candidate when nothing fits
     usable_bytes: float = 0.0
+    reserve_bytes: float = 0.0  # of the usable bytes, kept free by every plan
+    tied: int = 0  # ranked[:tied] are within `margin` of the fastest, the recommended one first
+    margin: float = TIE_MARGIN
+    why_first: str = ""  # why ranked[0] is the one recommended among the tied
     notes: list[str] = field(default_factory=list)
     runtime: str = DEFAULT_RUNTIME  # what the ranked plans run under
     baseline_runtime: str = BASELINE_RUNTIME  # what the baselines run under
 
 
-def score(cands: list[bind.Strategy], reasons: list[str | None], job: Job, cluster: Cluster,
-          runtime: Runtime | None = None) -> list[Scored]:
+def score(cands: list[Strategy], reasons: list[str | None], job: Job, cluster: Cluster,
+          runtime: Runtime | None = None, reserve: Reserve = Reserve()) -> list[Scored]:
     """Evaluate candidates (run by `runtime`, default the bundled executor) in one vectorised call
-    and attach feasibility."""
+    and attach feasibility: a plan must leave the `reserve` free."""
     if not cands:
         return []
     res = evaluate(bind.job_values(job, cluster, runtime) | space.columns(cands, cluster))
-    usable = bind.usable_bytes(cluster)
+    usable, limit = bind.usable_bytes(cluster), reserve.limit(cluster)
     keys = list(res)
     table = np.stack([np.asarray(res[k], dtype=float) for k in keys], axis=1)
     out = []
     for i, (st, why) in enumerate(zip(cands, reasons)):
         figs = dict(zip(keys, table[i].tolist()))
-        s = Scored(st, figs, feasible=False, reason=why)
+        s = Scored(st, figs, feasible=False, reason=why, free=usable - figs["mem_peak"])
         if why is None:
             if figs["mem_peak"] > usable:
                 terms = s.busiest_terms()
                 s.reason = f"out of memory (largest term: {max(terms, key=terms.get)})"
+            elif figs["mem_peak"] > limit:
+                s.reason = f"out of memory with the {reserve.describe(cluster)} kept free"
             else:
                 s.feasible = True
         out.append(s)
     return out
 
 
-TEACHER_ORDER = {"replicate": 0, "shard": 1, "tp": 2, "pipeline": 3, "hybrid": 3}
-STUDENT_ORDER = {"ddp": 0, "zero1": 1, "zero2": 2, "zero3": 3, "hsdp": 4}
+def recommend_order(tied: list[Scored]) -> list[Scored]:
+    """Plans that tie on speed, the recommended first: the least machinery in placement and teacher
+    split (colocated before disaggregated; a replicated teacher before a sharded, tensor-parallel or
+    pipelined one), then the most free memory (the student's ZeRO stage and the micro-batch trade
+    memory for nothing once speed ties), then speed."""
+    return sorted(tied, key=lambda s: (s.strategy.machinery[:2], -s.free, -s.samples_per_s))
 
 
-def complexity(st: bind.Strategy) -> tuple[int, int, int]:
-    """How much machinery a plan needs (placement, teacher, student): breaks near-ties."""
-    return (st.placement == "disaggregated", TEACHER_ORDER[st.teacher], STUDENT_ORDER[st.student])
+def why_recommended(tied: list[Scored], margin: float, reserve: float) -> str:
+    """Why tied[0] (ordered by `recommend_order`) is the one recommended, in words."""
+    first = tied[0]
+    if len(tied) == 1:
+        return "the fastest plan; no other is within " + f"{margin:.0%}"
+    st = first.strategy
+    simplest = [s for s in tied if s.strategy.machinery[:2] == st.machinery[:2]]
+    layout = f"{st.placement} with {TEACHER_WORDS[st.teacher]}"
+    free = f"{first.free / 2**30:.1f} GiB per device (the reserve is {reserve / 2**30:.1f} GiB)"
+    if len(simplest) == len(tied):
+        return f"all are {layout}; it keeps the most memory free: {free}"
+    if len(simplest) == 1:
+        return f"the simplest layout among them ({layout}); it keeps {free} free"
+    return (f"{layout} is the simplest layout among them ({len(simplest)} plans); of those it keeps the most memory "
+            f"free: {free}")
 
 
 def best_baseline(scored: list[Scored]) -> Scored | None:
@@ -119,31 +171,39 @@ def best_baseline(scored: list[Scored]) -> Scored | None:
     return min(scored, key=lambda s: s.figures["mem_peak"])
 
 
-def baselines(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> dict[str, Scored | None]:
-    """TRL's layouts (`space.baselines`) run by TRL's runtime (default `trl-gkd`), best micro-batch each."""
+def baselines(job: Job, cluster: Cluster, runtime: Runtime | None = None, reserve: Reserve = Reserve()) -> dict[str, Scored | None]:
+    """TRL's layouts (`space.baselines`) run by TRL's runtime (default `trl-gkd`), best micro-batch
+    each, judged against the same memory reserve as the plans."""
     rt = runtime or load_runtime(BASELINE_RUNTIME)
-    return {name: best_baseline(score(c, [None] * len(c), job, cluster, rt)) for name, c in space.baselines(job, cluster).items()}
+    return {name: best_baseline(score(c, [None] * len(c), job, cluster, rt, reserve))
+            for name, c in space.baselines(job, cluster).items()}
 
 
-def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: Runtime | None = None) -> SearchResult:
+def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: Runtime | None = None,
+           reserve: Reserve = Reserve(), margin: float = TIE_MARGIN) -> SearchResult:
     """Every candidate layout run by `runtime` (default the bundled executor), ranked, against TRL's
-    layouts run by TRL."""
+    layouts run by TRL. Only plans that keep the `reserve` free count. By throughput, the plans
+    within `margin` of the fastest tie and come first, the recommended one (`recommend_order`)
+    first of all; the others follow by speed. By memory, the smallest peak first."""
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
     cands, reasons = space.enumerate_candidates(job, cluster)
-    scored = score(cands, reasons, job, cluster, runtime)
-    base = baselines(job, cluster)
+    scored = score(cands, reasons, job, cluster, runtime, reserve)
+    base = baselines(job, cluster, reserve=reserve)
     fit = [s for s in scored if s.feasible]
+    tied, why = len(fit[:1]), ""
     if objective == "memory":
         fit.sort(key=lambda s: (s.figures["mem_peak"], -s.samples_per_s))
     elif fit:
         top = max(s.samples_per_s for s in fit)
-        # within 1% of each other plans tie; then the simpler one ranks first
-        fit.sort(key=lambda s: (-round(s.samples_per_s / top, 2), complexity(s.strategy), -s.samples_per_s))
+        group = recommend_order([s for s in fit if s.samples_per_s >= (1 - margin) * top])
+        rest = sorted((s for s in fit if s.samples_per_s < (1 - margin) * top),
+                      key=lambda s: (-s.samples_per_s, s.strategy.machinery, -s.free))
+        fit, tied, why = group + rest, len(group), why_recommended(group, margin, reserve.bytes(cluster))
     rejected = Counter(s.reason for s in scored if not s.feasible)
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]
     closest = None if fit or not runnable else min(runnable, key=lambda s: s.figures["mem_peak"])
     return SearchResult(fit, base, dict(rejected.most_common()), len(scored), closest, bind.usable_bytes(cluster),
-                        runtime=runtime.name)
+                        reserve.bytes(cluster), tied, margin, why, runtime=runtime.name)
 
 
 def speedup(plan: Scored, baseline: Scored | None) -> float | None:

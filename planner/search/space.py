@@ -1,36 +1,34 @@
 """The partition space: every teacher split x student split x placement x micro-batch on a cluster.
 
 Candidates that cannot run are not dropped silently: each carries the reason it was rejected
-(degree does not divide, batch not reachable); memory is judged after evaluation.
+(`Strategy.rejection`: too many stages, heads not divisible, batch not reachable); memory is judged
+after evaluation.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
-from planner.cost.bind import Strategy, strategy_values
+from planner.cost.bind import strategy_values
 from planner.inputs.cluster import Cluster
 from planner.inputs.load import Job
+from planner.search.strategy import Strategy
 
 
 def _divisors(n: int) -> list[int]:
     return [k for k in range(1, n + 1) if n % k == 0]
 
 
-def teacher_splits(n_T: int, job: Job, cluster: Cluster) -> list[tuple[Strategy, str | None]]:
-    """Teacher strategies on n_T ranks: (partial strategy, rejection reason or None)."""
-    G, t = cluster.gpus_per_node, job.teacher
-    out: list[tuple[Strategy, str | None]] = [(Strategy("replicate", "ddp", "", n_T, 0), None)]
+def teacher_splits(n_T: int, cluster: Cluster) -> list[tuple[str, dict[str, int]]]:
+    """Teacher splits on n_T ranks: (name, degree field), every divisor of n_T as the degree; a
+    pipeline inside a node replicated across nodes is `hybrid`; tensor parallelism stays in a node."""
+    G = cluster.gpus_per_node
+    out: list[tuple[str, dict[str, int]]] = [("replicate", {})]
     for k in _divisors(n_T)[1:]:
-        out.append((Strategy("shard", "ddp", "", n_T, 0, t_sh=k), None))
-        name = "hybrid" if k <= G and n_T > k and n_T > G else "pipeline"
-        why = None if k <= t.num_layers else "pipeline degree exceeds teacher layers"
-        out.append((Strategy(name, "ddp", "", n_T, 0, pp=k), why))
+        out.append(("shard", {"t_sh": k}))
+        out.append(("hybrid" if k <= G and n_T > k and n_T > G else "pipeline", {"pp": k}))
         if k <= G:
-            why = None if t.num_heads % k == 0 and t.kv_heads % k == 0 else "tensor-parallel degree does not divide the teacher heads"
-            out.append((Strategy("tp", "ddp", "", n_T, 0, tp=k), why))
+            out.append(("tp", {"tp": k}))
     return out
 
 
@@ -59,18 +57,12 @@ def enumerate_candidates(job: Job, cluster: Cluster) -> tuple[list[Strategy], li
     """Every candidate with its rejection reason (None = runnable, subject to memory)."""
     w = job.workload
     cands: list[Strategy] = []
-    reasons: list[str | None] = []
     for placement, n_T, n_S in placements(cluster):
-        for t, t_why in teacher_splits(n_T, job, cluster):
+        for t_name, degree in teacher_splits(n_T, cluster):
             for s_name, s_sh, r_S in student_splits(n_S, cluster):
                 for b in range(w.micro_batch_min, w.micro_batch_max + 1):
-                    st = replace(t, student=s_name, placement=placement, n_S=n_S, s_sh=s_sh, r_S=r_S, b=b)
-                    why = t_why
-                    if why is None and w.global_batch % (b * n_S):
-                        why = "global batch not divisible by micro-batch x student ranks"
-                    cands.append(st)
-                    reasons.append(why)
-    return cands, reasons
+                    cands.append(Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, **degree))
+    return cands, [c.rejection(job) for c in cands]
 
 
 def columns(cands: list[Strategy], cluster: Cluster) -> dict[str, np.ndarray]:

@@ -64,7 +64,9 @@ def test_recommend_json_keys(runner):
     assert set(d) >= {"baseline", "plans", "rejected"} and "trl-zero3" in d["baseline"]
     assert len(d["plans"]) == 3
     for p in d["plans"]:
-        assert {"teacher", "student", "placement", "micro_batch", "grad_accum", "predicted", "speedup_vs_baseline"} <= set(p)
+        assert {"strategy", "teacher", "student", "placement", "micro_batch", "grad_accum", "free_bytes", "predicted",
+                "speedup_vs_baseline", "tied_with_first"} <= set(p)
+        assert p["strategy"] == f"{p['teacher']}/{p['student']}/{p['placement'] if p['placement'] == 'colocated' else 'disaggregated:' + str(p['teacher_gpus'])}/{p['micro_batch']}"
         assert {"samples_per_s", "step_time_s", "memory_bytes_per_device", "memory_bytes", "time_s"} <= set(p["predicted"])
     assert d["plans"][0]["speedup_vs_baseline"] > 1
     assert yaml.safe_load(runner.invoke(app, ["recommend", "-f", "yaml"]).stdout)["plans"]
@@ -150,3 +152,37 @@ def test_estimate_disaggregated_shows_both_sides(runner):
     assert sides["student_ranks"] > sides["teacher_ranks"] and mem["total"] == pytest.approx(max(sides.values()))
     table = runner.invoke(app, args, env={"COLUMNS": "200"}).stdout
     assert "teacher ranks" in table and "student ranks" in table and "teacher_logits" in table
+
+
+def test_recommend_shows_ties_as_one_line_and_says_why(runner):
+    """The plans within 1% of the fastest are one line of ranges under #1, and the text after the
+    table names them and says why #1 is the one."""
+    r = runner.invoke(app, ["recommend"], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(runner.invoke(app, ["recommend", "-f", "json"]).stdout)
+    tied = [p for p in d["plans"] if p["tied_with_first"]]
+    assert len(tied) > 1 and d["recommended_because"]
+    assert re.search(rf"\+ {len(tied) - 1} more within 1% \(below\)", r.stdout)
+    assert f"{len(tied)} plans within 1% of the fastest; #1 is recommended: " in r.stdout
+    first = next(line for line in r.stdout.splitlines() if line.split()[:1] == ["1"])
+    assert tied[0]["strategy"] in first and tied[1]["strategy"] in r.stdout
+    assert all(p["free_bytes"] >= d["reserve_bytes"] for p in d["plans"])
+
+
+def test_recommend_reserve_is_a_constraint(runner):
+    d = json.loads(runner.invoke(app, ["recommend", "-f", "json", "--reserve", "0.2"]).stdout)
+    assert d["reserve_bytes"] == pytest.approx(0.2 * d["usable_bytes"])
+    assert all(p["free_bytes"] >= d["reserve_bytes"] for p in d["plans"])
+    assert any("kept free" in why for why in d["rejected"])
+    assert runner.invoke(app, ["recommend", "--reserve", "0.9"]).exit_code == 2  # out of range: usage error
+
+
+def test_estimate_strategy_is_the_four_flags_in_one_word(runner):
+    flags = ["--teacher-split", "shard:8", "--student-split", "zero2", "--placement", "disaggregated:8", "--micro-batch", "2"]
+    a = json.loads(runner.invoke(app, ["estimate", *flags, "-f", "json"]).stdout)
+    b = json.loads(runner.invoke(app, ["estimate", "--strategy", "shard:8/zero2/disaggregated:8/2", "-f", "json"]).stdout)
+    assert a == b and a["strategy"] == "shard:8/zero2/disaggregated:8/2"
+    r = runner.invoke(app, ["estimate", "--strategy", "shard:8/zero2", "--micro-batch", "2"])
+    assert r.exit_code == 1 and "--strategy" in r.stderr and "--micro-batch" in r.stderr
+    r = runner.invoke(app, ["estimate", "--strategy", "shard:8/zero2/colocated/b=2"])
+    assert r.exit_code == 1 and "micro-batch 'b=2'" in r.stderr

@@ -10,6 +10,7 @@ from planner.cli import app
 from planner.inflection import crossing, regimes, sweep
 from planner.inputs.load import load_cluster, load_job, load_runtime
 from planner.search import rank
+from planner.search.strategy import Strategy
 
 JOB, CLUSTER = load_job(), load_cluster("dgx-h100")
 RES = rank.search(JOB, CLUSTER)
@@ -82,8 +83,20 @@ def test_memory_boundary_of_a_replicated_teacher():
     (c,) = regimes.memory_boundary(a, crossing.VARIABLES["teacher_layers"], JOB, CLUSTER)
     subs = regimes._subs(a.strategy, JOB, CLUSTER, crossing.VARIABLES["teacher_layers"])
     mem = float(crossing._numeric(subs, np.array([c.value]))["mem_peak"][0])
-    assert mem == pytest.approx(rank.bind.usable_bytes(CLUSTER), rel=1e-6)
+    assert mem == pytest.approx(rank.Reserve().limit(CLUSTER), rel=1e-6)  # where the search stops accepting it
     assert c.value < JOB.teacher.num_layers  # which is why the default cannot replicate the 70B teacher
+
+
+def test_regime_names_read_back_as_their_strategies():
+    """A regime's printed name is the strategy grammar (`best (...)` wraps it): pasting it back into
+    `--between` gives the same strategy (the old `.../b=4` labels could not be read back)."""
+    names = {p for pair in PAIRS for p in pair} | {"trl-zero3", "trl-ddp"}
+    assert len(names) > 3
+    for text in names:
+        r = regimes.resolve(text, JOB, CLUSTER, RES)
+        inner = r.name[len("best ("):-1] if r.name.startswith("best (") else str(r.strategy)
+        assert regimes.resolve(inner, JOB, CLUSTER, RES).strategy == r.strategy
+        assert Strategy.parse(inner, CLUSTER) == r.strategy
 
 
 def test_regime_map_agrees_with_search_point_by_point():

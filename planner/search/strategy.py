@@ -1,0 +1,268 @@
+"""The strategy: how the teacher and the student are split, where, and with which micro-batch.
+
+One value object with one spelling (as torchtitan's `ParallelDims`):
+
+    TEACHER[:DEGREE]/STUDENT[:SHARD]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH
+    shard:2/zero3/disaggregated:8/4      pipeline:8/hsdp:8/colocated/2      replicate/ddp/colocated/1
+
+`str(s)` writes it with every degree spelled out and `Strategy.parse(text, cluster)` reads it
+back (`parse(str(s)) == s`); `recommend` prints it, `estimate --strategy` and `inflection
+--between` read it, `to_plan`/`from_plan` map it to a plan file's fields. The rules live here
+once: which names exist, which degrees each takes (`problems`), which groups cross which network
+tier (`tier`, `links`), which student state each split shards (`student_shards`), and what a job
+or a cluster rules out (`rejection`). The cost model reads the numbers (`bind.strategy_values`)
+and knows none of the names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from planner.inputs.errors import InputError
+
+if TYPE_CHECKING:  # the executor imports this module: keep it free of the search's numpy and the cost model
+    from planner.inputs.cluster import Cluster
+    from planner.inputs.load import Job
+    from planner.plan import Plan, Predicted
+
+TEACHER_SPLITS = ("replicate", "shard", "pipeline", "tp", "hybrid")
+STUDENT_SPLITS = ("ddp", "zero1", "zero2", "zero3", "hsdp")
+PLACEMENTS = ("colocated", "disaggregated")
+STUDENT_ALIASES = {"fsdp": "zero3"}  # accepted by `parse`, never written
+GRAMMAR = "TEACHER[:DEGREE]/STUDENT[:SHARD]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH"
+
+# The teacher's one degree field per split; `hybrid` is a pipeline inside a node, replicated across nodes.
+TEACHER_DEGREE = {"replicate": None, "shard": "t_sh", "pipeline": "pp", "tp": "tp", "hybrid": "pp"}
+# What each student split shards over its group: (optimizer state, gradients, parameters), the ZeRO
+# stages of Rajbhandari et al. 2020; HSDP is ZeRO-3 inside a group, replicated across groups.
+STUDENT_SHARDS = {"ddp": (0, 0, 0), "zero1": (1, 0, 0), "zero2": (1, 1, 0), "zero3": (1, 1, 1), "hsdp": (1, 1, 1)}
+# How much machinery a split needs, for breaking ties (fewer moving parts first).
+TEACHER_MACHINERY = {"replicate": 0, "shard": 1, "tp": 2, "pipeline": 3, "hybrid": 3}
+STUDENT_MACHINERY = {"ddp": 0, "zero1": 1, "zero2": 2, "zero3": 3, "hsdp": 4}
+TEACHER_WORDS = {"replicate": "a replicated teacher", "shard": "a sharded teacher", "tp": "a tensor-parallel teacher",
+                 "pipeline": "a pipelined teacher", "hybrid": "a pipelined teacher"}
+
+
+def tier(group: int, cluster: Cluster) -> str:
+    """The network tier of a group of `group` consecutive ranks: `none` alone, `intra_node` when it
+    fits in (and tiles) a node, else `inter_node`."""
+    if group <= 1:
+        return "none"
+    return "intra_node" if group <= cluster.gpus_per_node and cluster.gpus_per_node % group == 0 else "inter_node"
+
+
+def _degree(word: str) -> tuple[str, int | None]:
+    name, colon, deg = word.partition(":")
+    if colon and not deg.isdigit():
+        raise ValueError(f"'{word}': the number after ':' must be a whole number")
+    if colon and int(deg) < 1:
+        raise ValueError(f"'{word}': the number after ':' must be at least 1")
+    return name, int(deg) if colon else None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One layout: teacher and student split, placement and micro-batch, as the cost model's
+    numbers (every field is a rank count or a degree). Built only if its structure holds
+    (`problems`); whether a job or a cluster can run it is `rejection`."""
+
+    teacher: str  # TEACHER_SPLITS
+    student: str  # STUDENT_SPLITS
+    placement: str  # PLACEMENTS
+    n_T: int  # teacher GPUs (colocated: every GPU)
+    n_S: int  # student GPUs
+    pp: int = 1  # teacher pipeline stages
+    tp: int = 1  # teacher tensor-parallel degree
+    t_sh: int = 1  # ranks one teacher copy is sharded over
+    s_sh: int = 1  # ranks the student state is sharded over (hsdp: the shard group; else all n_S)
+    r_S: int = 1  # student replicas of that shard group (hsdp)
+    b: int = 1  # micro-batch per student rank
+
+    def __post_init__(self) -> None:
+        if why := self.problems():
+            raise InputError(f"strategy {self._raw()}: " + "; ".join(why))
+
+    def _raw(self) -> str:
+        return (f"{self.teacher}(pp={self.pp}, tp={self.tp}, shard={self.t_sh})/{self.student}(shard={self.s_sh}, "
+                f"replicas={self.r_S})/{self.placement}({self.n_T} teacher, {self.n_S} student GPUs)/{self.b}")
+
+    def problems(self) -> list[str]:
+        """The structural rules: known names, one teacher degree that divides its GPUs, a student
+        group that tiles its GPUs, colocated models on the same GPUs."""
+        out = []
+        for what, value, names in (("teacher split", self.teacher, TEACHER_SPLITS), ("student split", self.student, STUDENT_SPLITS),
+                                   ("placement", self.placement, PLACEMENTS)):
+            if value not in names:
+                out.append(f"{what} '{value}' is not one of {', '.join(names)}")
+        if out:
+            return out
+        if min(self.n_T, self.n_S, self.pp, self.tp, self.t_sh, self.s_sh, self.r_S, self.b) < 1:
+            return ["every count and degree must be at least 1"]
+        own = TEACHER_DEGREE[self.teacher]
+        others = [f for f in ("pp", "tp", "t_sh") if f != own and getattr(self, f) != 1]
+        if others:
+            names = {"pp": "pp", "tp": "tp", "t_sh": "shard"}
+            out.append(f"a {self.teacher} teacher has {'no degree' if own is None else 'one degree, ' + names[own]}, "
+                       f"but {', '.join(f'{names[f]}={getattr(self, f)}' for f in others)} is set")
+        elif self.n_T % self.teacher_degree:
+            out.append(f"teacher degree {self.teacher_degree} does not divide the {self.n_T} teacher GPUs")
+        if self.student == "hsdp" and self.s_sh * self.r_S != self.n_S:
+            out.append(f"hsdp shard degree {self.s_sh} x {self.r_S} replicas is not the {self.n_S} student GPUs")
+        if self.student != "hsdp" and (self.s_sh, self.r_S) != (self.n_S, 1):
+            out.append(f"{self.student} shards over all {self.n_S} student GPUs (only hsdp takes a shard degree)")
+        if self.placement == "colocated" and self.n_T != self.n_S:
+            out.append(f"colocated models share their GPUs, but {self.n_T} teacher and {self.n_S} student GPUs are given")
+        return out
+
+    # -- the grammar --------------------------------------------------------------------------------
+
+    @property
+    def teacher_degree(self) -> int:
+        """Ranks in one teacher group (pipeline stages, tensor-parallel or shard degree)."""
+        return self.pp * self.tp * self.t_sh
+
+    @property
+    def teacher_part(self) -> str:
+        return self.teacher if self.teacher == "replicate" else f"{self.teacher}:{self.teacher_degree}"
+
+    @property
+    def student_part(self) -> str:
+        return f"hsdp:{self.s_sh}" if self.student == "hsdp" else self.student
+
+    @property
+    def placement_part(self) -> str:
+        return "colocated" if self.placement == "colocated" else f"disaggregated:{self.n_T}"
+
+    def __str__(self) -> str:
+        return f"{self.teacher_part}/{self.student_part}/{self.placement_part}/{self.b}"
+
+    @classmethod
+    def parse(cls, text: str, cluster: Cluster, flag: str = "strategy") -> "Strategy":
+        """`TEACHER[:DEGREE]/STUDENT[:SHARD][/PLACEMENT[:TEACHER_GPUS][/MICRO_BATCH]]` on `cluster`
+        (placement colocated and micro-batch 1 when left out). A degree left out takes the natural
+        value: shard over all teacher GPUs; pipeline, tp and hybrid over one node; hsdp one node;
+        disaggregated gives the teacher half the nodes (half the node on one)."""
+        parts = text.split("/")
+        if not 2 <= len(parts) <= 4 or not all(parts):
+            raise InputError(f"{flag}: '{text}' is not {GRAMMAR} (e.g. shard:16/zero3/colocated/4)")
+        parts += ["colocated", "1"][len(parts) - 2:]
+        return cls.from_words(*parts, cluster, flags=(f"{flag}: '{text}'",) * 4)
+
+    @classmethod
+    def from_words(cls, teacher: str, student: str, placement: str, micro_batch: str | int, cluster: Cluster,
+                   flags: tuple[str, str, str, str] = ("teacher", "student", "placement", "micro-batch")) -> "Strategy":
+        """The four parts of the grammar, each as a word (`estimate --teacher-split` etc.); an error
+        names the part by its entry in `flags`."""
+        W, G = cluster.world, cluster.gpus_per_node
+        part = 0
+        try:
+            part = 2
+            pname, n_T = _degree(placement)
+            if pname not in PLACEMENTS:
+                raise ValueError(f"'{placement}' is not colocated or disaggregated[:TEACHER_GPUS]")
+            if pname == "colocated" and n_T is not None:
+                raise ValueError(f"'{placement}': colocated takes no number (both models use all {W} GPUs)")
+            if pname == "disaggregated":
+                n_T = n_T or max(G * (cluster.nodes // 2), G // 2 if cluster.nodes == 1 else G)
+                if not 0 < n_T < W:
+                    raise ValueError(f"'{placement}': teacher GPUs must be between 1 and {W - 1}, got {n_T}")
+            n_T = W if pname == "colocated" else n_T
+            n_S = W if pname == "colocated" else W - n_T
+            part = 0
+            tname, k = _degree(teacher)
+            if tname not in TEACHER_SPLITS:
+                raise ValueError(f"'{teacher}' is not one of {', '.join(TEACHER_SPLITS)} (with :DEGREE)")
+            own = TEACHER_DEGREE[tname]
+            if own is None and k not in (None, 1):
+                raise ValueError(f"'{teacher}': replicate takes no degree (a full copy on every teacher GPU)")
+            k = 1 if own is None else k or (n_T if tname == "shard" else min(G, n_T))
+            if n_T % k:
+                raise ValueError(f"'{teacher}': degree {k} does not divide the {n_T} teacher GPUs")
+            part = 1
+            sname, s_k = _degree(student)
+            sname = STUDENT_ALIASES.get(sname, sname)
+            if sname not in STUDENT_SPLITS:
+                raise ValueError(f"'{student}' is not one of {', '.join(STUDENT_SPLITS)} (fsdp = zero3)")
+            if s_k is not None and sname != "hsdp":
+                raise ValueError(f"'{student}': only hsdp takes a degree (hsdp:SHARD); {sname} uses all {n_S} student GPUs")
+            s_sh = n_S
+            if sname == "hsdp":  # shard within a group of s_sh ranks (default: one node), replicate across groups
+                s_sh = s_k or min(G, n_S)
+                if n_S % s_sh:
+                    hint = "" if s_k else f"; give one that does, e.g. hsdp:{max(d for d in range(1, s_sh + 1) if n_S % d == 0)}"
+                    raise ValueError(f"'{student}': hsdp shard degree {s_sh} does not divide the {n_S} student GPUs{hint}")
+            part = 3
+            b = int(micro_batch) if str(micro_batch).isdigit() else 0
+            if b < 1:
+                raise ValueError(f"micro-batch '{micro_batch}' must be a whole number of at least 1")
+        except ValueError as e:
+            raise InputError(f"{flags[part]}: {e}") from None
+        degree = {own: k} if own else {}
+        return cls(tname, sname, pname, n_T, n_S, s_sh=s_sh, r_S=n_S // s_sh, b=b, **degree)
+
+    # -- rules that need a job -----------------------------------------------------------------
+
+    def rejection(self, job: Job) -> str | None:
+        """Why the job cannot run this strategy, or None (memory is judged after evaluation, by the
+        search)."""
+        t, w = job.teacher, job.workload
+        if self.pp > t.num_layers:
+            return "pipeline degree exceeds teacher layers"
+        if t.num_heads % self.tp or t.kv_heads % self.tp:
+            return "tensor-parallel degree does not divide the teacher heads"
+        if w.global_batch % (self.b * self.n_S):
+            return "global batch not divisible by micro-batch x student ranks"
+        return None
+
+    @property
+    def disaggregated(self) -> bool:
+        return self.placement == "disaggregated"
+
+    @property
+    def student_shards(self) -> tuple[int, int, int]:
+        """(optimizer state, gradients, parameters): 1 where the student split shards it."""
+        return STUDENT_SHARDS[self.student]
+
+    @property
+    def machinery(self) -> tuple[int, int, int]:
+        """How much machinery the layout needs (placement, teacher, student): fewer first on ties."""
+        return (int(self.disaggregated), TEACHER_MACHINERY[self.teacher], STUDENT_MACHINERY[self.student])
+
+    def links(self, cluster: Cluster) -> dict[str, str]:
+        """Where each of the cost model's groups talks: `T` the teacher group, `S` the student's shard
+        group, `R` the student's replicas (HSDP: rail-aligned, one NIC each), `X` teacher-to-student
+        transfers (one NIC unless both sides share a node). Values: none, intra_node, inter_node
+        (every rail, as NCCL spans nodes) or one_nic."""
+        return {"T": tier(self.teacher_degree, cluster), "S": tier(self.s_sh, cluster), "R": "one_nic",
+                "X": "intra_node" if self.n_T + self.n_S <= cluster.gpus_per_node else "one_nic"}
+
+    # -- plan files ----------------------------------------------------------------------------------
+
+    def to_plan(self, job: Job, cluster: Cluster, cluster_ref: str, runtime: str = "kd-planner",
+                predicted: Predicted | None = None) -> Plan:
+        """The plan file's fields: the teacher on the first n_T ranks, the student on the same ranks
+        (colocated) or the next n_S, group tiers, micro-batch and accumulation."""
+        from planner.plan import Plan, StudentPlan, TeacherPlan
+
+        t_ranks = list(range(self.n_T))
+        s_ranks = t_ranks if self.placement == "colocated" else list(range(self.n_T, self.n_T + self.n_S))
+        teacher = TeacherPlan(ref=job.teacher_ref or job.teacher.name, shape=job.teacher, strategy=self.teacher,
+                              pp=self.pp, tp=self.tp, shard=self.t_sh, ranks=t_ranks,
+                              group_tier=tier(self.teacher_degree, cluster))
+        student = StudentPlan(ref=job.student_ref or job.student.name, shape=job.student, strategy=self.student,
+                              shard=self.s_sh if self.student != "ddp" else 1, ranks=s_ranks,
+                              group_tier=tier(self.n_S, cluster))
+        return Plan(version=1, job=job.name, cluster=cluster_ref, nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
+                    backend=cluster.backend, placement=self.placement, teacher=teacher, student=student,
+                    micro_batch=self.b, grad_accum=job.workload.global_batch // (self.b * self.n_S),
+                    workload=job.workload, runtime=runtime, predicted=predicted)
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> "Strategy":
+        """The strategy a plan file holds (the inverse of `to_plan`)."""
+        t, s = plan.teacher, plan.student
+        n_S = len(s.ranks)
+        s_sh = s.shard if s.strategy == "hsdp" else n_S
+        return cls(t.strategy, s.strategy, plan.placement, len(t.ranks), n_S, pp=t.pp, tp=t.tp, t_sh=t.shard,
+                   s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch)
