@@ -32,3 +32,15 @@ class Runtime(Strict):
     loss: Literal["full", "chunked"] | None = Field(None, description="Loss implementation: full-vocabulary JSD over all tokens at once, or chunked; unset: as the job's workload.loss says.")
     loss_buffers: int = Field(10, gt=0, description="fp32 [tokens, V] tensors the loss keeps alive at once (TRL 1.16 generalized_jsd_loss: about ten).")
     generation: Generation = Field(description="Generation engine and its costs.")
+    teacher_splits: list[Literal["replicate", "shard", "pipeline", "tp", "hybrid"]] | None = Field(
+        None, description="Teacher splits this runtime can run colocated; unset: any. The search never recommends another.")
+    disaggregated_teachers: list[Literal["replicate", "shard", "pipeline", "tp", "hybrid"]] | None = Field(
+        None, description="Teacher splits this runtime can run on ranks of their own (disaggregated); unset: any.")
+
+    def cannot_run(self, teacher: str, placement: str) -> str | None:
+        """Why this runtime cannot run a teacher split in a placement, or None."""
+        allowed = self.disaggregated_teachers if placement == "disaggregated" else self.teacher_splits
+        if allowed is not None and teacher not in allowed:
+            where = "on its own ranks" if placement == "disaggregated" else "colocated"
+            return f"the {self.name} runtime does not run a {teacher} teacher {where}"
+        return None

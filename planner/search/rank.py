@@ -187,6 +187,7 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
     first of all; the others follow by speed. By memory, the smallest peak first."""
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
     cands, reasons = space.enumerate_candidates(job, cluster)
+    reasons = [why or runtime.cannot_run(st.teacher, st.placement) for st, why in zip(cands, reasons)]
     scored = score(cands, reasons, job, cluster, runtime, reserve)
     base = baselines(job, cluster, reserve=reserve)
     fit = [s for s in scored if s.feasible]

@@ -32,3 +32,17 @@ def test_what_the_executor_runs_passes(text):
 def test_what_it_does_not_run_is_named_in_the_grammar(text, shape, words):
     with pytest.raises(InputError, match=words):
         check_supported(plan(text, **shape))
+
+
+@pytest.mark.parametrize("topology", ["cpu-local", "cpu-tight"])
+def test_every_plan_the_search_ranks_under_the_executors_runtime_runs(topology):
+    """`recommend` (runtime kd-planner) only ranks plans the executor accepts: the runtime's
+    capability lists (runtimes/kd-planner.yaml) agree with `check_supported`."""
+    from planner.search import rank
+
+    cl = load_cluster(topology)
+    res = rank.search(JOB, cl)
+    assert res.ranked
+    for sc in res.ranked:
+        check_supported(sc.strategy.to_plan(JOB, cl, topology))
+    assert any("does not run a tp teacher" in why for why in res.rejected)
