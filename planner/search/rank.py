@@ -201,9 +201,12 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
                       key=lambda s: (-s.samples_per_s, s.strategy.machinery, -s.free))
         fit, tied, why = group + rest, len(group), why_recommended(group, margin, reserve.bytes(cluster))
     rejected = Counter(s.reason for s in scored if not s.feasible)
+    skipped = space.unreachable(job, cluster)
+    if skipped:
+        rejected[space.UNREACHABLE] += skipped
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]
     closest = None if fit or not runnable else min(runnable, key=lambda s: s.figures["mem_peak"])
-    return SearchResult(fit, base, dict(rejected.most_common()), len(scored), closest, bind.usable_bytes(cluster),
+    return SearchResult(fit, base, dict(rejected.most_common()), len(scored) + skipped, closest, bind.usable_bytes(cluster),
                         reserve.bytes(cluster), tied, margin, why, runtime=runtime.name)
 
 

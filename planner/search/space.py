@@ -53,16 +53,36 @@ def placements(cluster: Cluster) -> list[tuple[str, int, int]]:
     return out
 
 
-def enumerate_candidates(job: Job, cluster: Cluster) -> tuple[list[Strategy], list[str | None]]:
-    """Every candidate with its rejection reason (None = runnable, subject to memory)."""
+UNREACHABLE = "global batch not divisible by micro-batch x student ranks"
+
+
+def _micro_batches(job: Job, n_S: int) -> tuple[list[int], int]:
+    """The micro-batches that reach the global batch on n_S student ranks, and how many do not
+    (counted, never built: a wide micro-batch range must not cost a candidate each)."""
     w = job.workload
+    lo, hi = w.micro_batch_min, min(w.micro_batch_max, w.global_batch // n_S)
+    ok = [b for b in range(lo, hi + 1) if w.global_batch % (b * n_S) == 0]
+    return ok, (w.micro_batch_max - w.micro_batch_min + 1) - len(ok)
+
+
+def enumerate_candidates(job: Job, cluster: Cluster) -> tuple[list[Strategy], list[str | None]]:
+    """Every candidate whose micro-batch reaches the global batch, with its rejection reason
+    (None = runnable, subject to memory); `unreachable` counts the others."""
     cands: list[Strategy] = []
     for placement, n_T, n_S in placements(cluster):
+        bs, _ = _micro_batches(job, n_S)
         for t_name, degree in teacher_splits(n_T, cluster):
             for s_name, s_sh, r_S in student_splits(n_S, cluster):
-                for b in range(w.micro_batch_min, w.micro_batch_max + 1):
+                for b in bs:
                     cands.append(Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, **degree))
     return cands, [c.rejection(job) for c in cands]
+
+
+def unreachable(job: Job, cluster: Cluster) -> int:
+    """Candidates `enumerate_candidates` leaves out because their micro-batch cannot reach the
+    global batch (every teacher and student split of that placement)."""
+    return sum(_micro_batches(job, n_S)[1] * len(teacher_splits(n_T, cluster)) * len(student_splits(n_S, cluster))
+               for _, n_T, n_S in placements(cluster))
 
 
 def columns(cands: list[Strategy], cluster: Cluster) -> dict[str, np.ndarray]:
