@@ -199,7 +199,6 @@ def memory(row: dict, knobs: dict | None = None) -> tuple[float | None, str]:
     job = Job(name=row["id"], teacher=NO_TEACHER, student=shape, workload=work)
     st = Strategy("replicate", "zero3", "colocated", dp, dp, s_sh=dp, b=b)
     f = _figures(job, cl, st, PRETRAIN)
-    row["_terms_gib"] = {k: round(f[f"mem.{k}"] / 2**30, 2) for k in STUDENT_TERMS}
     return sum(f[f"mem.{k}"] for k in STUDENT_TERMS) / unit, "student side: FSDP states + gathered + activations + logits"
 
 
