@@ -97,7 +97,7 @@ def check_metrics(plan: Plan, data: Any, source: str) -> dict:
     if data["plan_fingerprint"] != fingerprint(plan):
         differ = []
         for key, get in _RECORDED:
-            where, value = data, None
+            where = data
             for part in key.split("."):
                 where = where.get(part) if isinstance(where, dict) else None
             if where is not None and where != get(plan):

@@ -18,18 +18,6 @@ from planner.inputs.errors import InputError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def deadline():
-    """Fail (not hang) if the test takes more than 10 s: a FIFO that blocks must not stall the suite."""
-    def boom(*_):
-        raise TimeoutError("blocked for 10 s")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
 # ---- reading ----------------------------------------------------------------------------------
 
 def test_read_refuses_fifos_and_devices_without_blocking(tmp_path, deadline):

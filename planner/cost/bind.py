@@ -13,6 +13,7 @@ from planner.inputs.load import DEFAULT_RUNTIME, Job, load_runtime
 from planner.inputs.model import BYTES_PER_DTYPE
 from planner.inputs.runtime import Runtime
 
+
 def _peak(cluster: Cluster, dtype: str, who: str) -> float:
     g = cluster.gpu
     if dtype not in g.peak_tflops:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from planner.cost import symbols as y
 from planner.cost.compile import evaluate, one_variable
 from planner.cost.model import expressions
+from planner.cost.names import COLLECTIVE_SHORT
+from planner.inputs.cluster import COLLECTIVES
 
 X = sp.Symbol("x", positive=True)
 
@@ -47,20 +48,14 @@ def substitutions(var: Variable, values: dict[str, float], inter: dict[str, bool
     """Symbol-name -> number or expression in X, for one regime's values."""
     v: dict[str, object] = dict(values)
     if var.name == "inter_bw":
-        from planner.cost.names import COLLECTIVE_SHORT
-        from planner.inputs.cluster import COLLECTIVES
-
-        tier = cluster.inter_node
-        scale = X / tier.bw_gb_per_s  # every collective on an inter-node group scales with the link
+        scale = X / cluster.inter_node.bw_gb_per_s  # every collective on an inter-node group scales with the link
         for name in list(v):
             _, short, group = name.split("_") if name.startswith("bw_") else ("", "", "")
             if not inter.get(group, False):
                 continue
-            collective = COLLECTIVES[COLLECTIVE_SHORT.index(short)]
-            if group in ("T", "S") and collective != "p2p" and collective not in tier.collectives:
-                # a node-spanning collective runs on every rail, up to the intra-node rate (Cluster.spanning_fit)
-                v[name] = sp.Min(cluster.gpus_per_node * tier.fit(collective)[0] * scale, cluster.intra_node.fit(collective)[0])
-            else:
+            if group in ("T", "S"):  # node-spanning groups: every rail, up to the intra-node rate
+                v[name] = cluster.spanning_fit(COLLECTIVES[COLLECTIVE_SHORT.index(short)], scale, sp.Min)[0]
+            else:  # one NIC per GPU (HSDP replicas, teacher-to-student sends)
                 v[name] = v[name] * scale
     elif var.name == "micro_batch":
         v["b"] = X

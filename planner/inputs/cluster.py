@@ -128,7 +128,7 @@ class Cluster(Strict):
     def world(self) -> int:
         return self.nodes * self.gpus_per_node
 
-    def spanning_fit(self, collective: str) -> tuple[float, float]:
+    def spanning_fit(self, collective: str, nic_scale=1.0, minimum=min) -> tuple[float, float]:
         """(bytes/s per GPU, latency s) of a collective whose group spans nodes.
 
         NCCL runs one ring (channel) per rail, so a node-spanning all-reduce, all-gather or
@@ -136,12 +136,14 @@ class Cluster(Strict):
         bandwidth is about min(GPUs per node x one GPU's NIC share, the intra-node rate) (NVIDIA
         nccl-tests doc/PERFORMANCE.md; DESIGN.md sec. 4). A measured inter-node figure (`collectives`)
         is already a bus bandwidth and is taken as it is. Point-to-point uses one NIC.
+        `nic_scale` scales the inter-node rate and `minimum` takes the cap, so that the inflection
+        search can pass a symbol and `sympy.Min`.
         """
         inter = self.inter_node
-        if collective == "p2p" or collective in inter.collectives:
-            return inter.fit(collective)
         bw_nic, alpha = inter.fit(collective)
-        return min(self.gpus_per_node * bw_nic, self.intra_node.fit(collective)[0]), alpha
+        if collective == "p2p" or collective in inter.collectives:
+            return bw_nic * nic_scale, alpha
+        return minimum(self.gpus_per_node * bw_nic * nic_scale, self.intra_node.fit(collective)[0]), alpha
 
     @model_validator(mode="after")
     def _bounded(self) -> "Cluster":

@@ -29,7 +29,7 @@ CLUSTERS = [n for n in bundled_names("topologies")]
 def scenario(draw):
     job = load_job(draw(st.sampled_from(JOBS)))
     cluster = load_cluster(draw(st.sampled_from(CLUSTERS)), draw(st.integers(1, 4)))
-    W, G = cluster.world, cluster.gpus_per_node
+    W = cluster.world
     disagg = W > 1 and draw(st.booleans())
     n_T = draw(st.integers(1, W - 1)) if disagg else W
     n_S = W - n_T if disagg else W
