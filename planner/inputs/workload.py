@@ -36,8 +36,9 @@ class Workload(Strict):
     flash_attention: bool = Field(True, description="Attention kernel that never materialises the s x s score matrix.")
     loss: Literal["full", "chunked"] = Field("full", description="Full-vocabulary JSD over [B, S, V] at once (TRL) or in sequence chunks.")
     loss_chunk_tokens: Size = Field(1024, gt=0, description="Tokens per chunk for the chunked loss.")
-    teacher_output: Literal["logits", "topk"] = Field("logits", description="What crosses the network from a remote teacher: full logits or top-k.")
-    topk: Size = Field(64, gt=0, description="k for teacher_output: topk (values + int32 indices).")
+    teacher_output: Literal["logits", "topk", "cached"] = Field("logits", description="What the loss gets from the teacher: its full logits, its top-k (values + int32 indices, sent instead of [b, C, V] from a remote teacher), or top-k read from an offline cache written by one teacher pass (lmbda 0 only).")
+    topk: Size = Field(64, gt=0, description="k for teacher_output: topk or cached (values + int32 indices).")
+    epochs: Size = Field(1, gt=0, description="Passes the run makes over its data; a cached teacher pass is paid once and amortised over them.")
     generation_kv_cache: bool = Field(True, description="Student generation uses a KV cache (TRL disables it with gradient checkpointing).")
 
     @model_validator(mode="before")
