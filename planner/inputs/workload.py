@@ -58,6 +58,8 @@ class Workload(Strict):
             raise ValueError(f"micro_batch_min ({self.micro_batch_min}) must not exceed global_batch ({self.global_batch})")
         if self.mixed_precision == "autocast" and self.grad_dtype == "bf16":
             raise ValueError("grad_dtype: bf16 gradients need mixed_precision: master (under autocast they follow the fp32 weights)")
+        if self.teacher_output == "cached" and self.lmbda > 0:
+            raise ValueError(f"teacher_output: cached teacher logits exist only for fixed completions; set lmbda: 0 (got {self.lmbda})")
         return self
 
     @property
