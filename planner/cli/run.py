@@ -48,6 +48,8 @@ def register(app: typer.Typer) -> None:
         dataset: Annotated[Optional[str], typer.Option(help="Local JSONL dataset (default: the plan's, else synthetic prompts).")] = None,
         progress: Annotated[bool, typer.Option(help="Progress bar on the first student rank.")] = True,
         phases: Annotated[bool, typer.Option(help="Also time each phase of a step into the metrics (on a GPU this synchronizes at every phase).")] = False,
+        cache_teacher: Annotated[Optional[Path], typer.Option(help="Do not train: run only the teacher over the data (lmbda 0) and write its top-k (workload.topk) per token to this folder, a shard per teacher rank and manifest.json (synthetic data: --steps x global batch samples; a dataset: every row). An existing cache is refused unless --force.")] = None,
+        teacher_cache: Annotated[Optional[Path], typer.Option(help="Cache folder written by --cache-teacher; required by workload.teacher_output: cached (no teacher is built). A cache made with another teacher, tokenizer, data, lengths or k, or a damaged shard, is refused before training.")] = None,
     ) -> None:
         """Train the student by GKD with the plan's split of both models; launch with `torchrun --nproc-per-node N -m planner run PLAN`."""
         # Each problem is said once: one found before the ranks meet (the plan, the flags: the same on
@@ -55,21 +57,45 @@ def register(app: typer.Typer) -> None:
         # executor's inputs: tokenizer, dataset) by rank 0; the executor's others by the rank that saw them.
         try:
             p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, teacher, student, tokenizer, dataset)
+            _check_cache(p, cache_teacher, teacher_cache, force)
         except InputError as e:
             raise InputError(e.lines if os.environ.get("LOCAL_RANK", "0") == "0" else []) from None
         from planner.executor.loop import RunOptions, run as run_plan
+        if cache_teacher:
+            from planner.executor.cache_pass import run as run_plan
         try:
             out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
                                          checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress,
-                                         phases=phases))
+                                         phases=phases, teacher_cache=teacher_cache, cache_teacher=cache_teacher))
         except InputError as e:
             if getattr(e, "all_ranks", False) and os.environ.get("RANK", "0") != "0":
                 raise InputError([]) from None
             raise
-        if out is not None:
+        if out is not None and cache_teacher:
+            err.print(f"done: teacher cache of {out['samples']} samples in {out['shards']} shard(s), "
+                      f"{out['bytes'] / 2**20:.1f} MiB, {out['seconds']:.1f} s: {out['folder']}")
+        elif out is not None:
             sps = out["samples_per_s"]
             err.print(f"done: steps {out['start_step']}..{out['end_step']}, last loss {out['loss'][-1] if out['loss'] else float('nan'):.4f}, "
                       f"{sps:.2f} samples/s" if sps else "done")
+
+
+def _check_cache(plan, cache_teacher: Path | None, teacher_cache: Path | None, force: bool) -> None:
+    """The cache flags against each other and the plan's workload.teacher_output."""
+    from planner.executor.cache import check_target
+
+    w = plan.workload
+    if cache_teacher and teacher_cache:
+        raise InputError("--cache-teacher writes a cache and --teacher-cache reads one; give one of them")
+    if cache_teacher:
+        if w.lmbda > 0:
+            raise InputError(f"--cache-teacher: workload.lmbda is {w.lmbda}; a teacher cache holds fixed completions only (lmbda 0)")
+        check_target(cache_teacher, force)
+    elif w.teacher_output == "cached" and not teacher_cache:
+        raise InputError("workload.teacher_output: cached needs --teacher-cache DIR; write the cache first with "
+                         "`planner run PLAN --cache-teacher DIR`")
+    elif teacher_cache and w.teacher_output != "cached":
+        raise InputError(f"--teacher-cache: the plan's workload.teacher_output is {w.teacher_output}; a cache is read only with teacher_output: cached")
 
 
 def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: Path | None, checkpoint_every: int,

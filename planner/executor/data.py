@@ -27,9 +27,10 @@ class Batch:
     input_ids: torch.Tensor  # [b, P + C] int64
     attention_mask: torch.Tensor  # [b, P + C] int64, 0 on padding
     labels: torch.Tensor  # [b, C] completion tokens, IGNORE on padding
+    index: list[int] | None = None  # the run's sample indices (a cached teacher looks them up)
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.index)
 
 
 def read_jsonl(path: str | Path, tokenizer, vocab: int | None = None) -> list[tuple[list[int], list[int]]]:
@@ -116,20 +117,35 @@ class Samples:
         self.P, self.C, self.vocab, self.seed, self.rows = prompt_len, completion_len, vocab, seed, rows
         self.pad, self.eos = tokenizer.pad_token_id, tokenizer.eos_token_id
 
-    def sample(self, i: int) -> tuple[list[int], list[int]]:
+    def key(self, i: int) -> int:
+        """What sample `i` is: its synthetic index, or the dataset row it draws (epoch by epoch, each
+        epoch a seeded permutation of the rows)."""
         if self.rows is None:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+            return i
+        epoch, k = divmod(i, len(self.rows))
+        return torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(self.seed + epoch))[k].item()
+
+    def item(self, key: int) -> tuple[list[int], list[int]]:
+        if self.rows is None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
             ids = torch.randint(3, self.vocab, (self.P + self.C,), generator=g).tolist()
             return ids[: self.P], ids[self.P:]
-        epoch, k = divmod(i, len(self.rows))
-        order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
-        prompt, completion = self.rows[order[k]]
+        prompt, completion = self.rows[key]
         return prompt, completion + [self.eos]
 
+    def sample(self, i: int) -> tuple[list[int], list[int]]:
+        return self.item(self.key(i))
+
     def batch(self, indices: list[int]) -> Batch:
+        out = self.pack([self.key(i) for i in indices])
+        out.index = list(indices)
+        return out
+
+    def pack(self, keys: list[int]) -> Batch:
+        """The padded micro-batch of these samples (keys as `key` gives them)."""
         ids, mask, labels = [], [], []
-        for i in indices:
-            p, c = self.sample(i)
+        for key in keys:
+            p, c = self.item(key)
             p, c = p[-self.P:], c[: self.C]
             lp, lc = self.P - len(p), self.C - len(c)
             ids.append([self.pad] * lp + p + c + [self.pad] * lc)

@@ -133,7 +133,11 @@ def check_supported(plan: Plan) -> None:
         lines.append(f"teacher and student vocabularies differ ({t.shape.vocab} vs {s.shape.vocab}); GKD needs one tokenizer")
     if w.mixed_precision == "master" and w.student_dtype != "fp32":
         lines.append("workload.mixed_precision: master (16-bit weights, fp32 master copy) is not implemented by the executor; use autocast")
-    if w.teacher_output != "logits":
-        lines.append("workload.teacher_output: only 'logits' is implemented by the executor (top-k is not)")
+    if w.teacher_output not in ("logits", "topk", "cached"):
+        lines.append(f"workload.teacher_output: {w.teacher_output!r} is not implemented by the executor; use logits, topk or cached")
+    elif w.teacher_output != "logits" and w.topk > min(t.shape.vocab, s.shape.vocab):
+        lines.append(f"workload.topk: k = {w.topk} exceeds the vocabulary ({t.shape.vocab}); use at most that")
+    if w.teacher_output == "cached" and w.lmbda > 0:
+        lines.append(f"workload.teacher_output: cached needs lmbda 0 (fixed completions), got {w.lmbda}")
     if lines:
         raise InputError(lines)

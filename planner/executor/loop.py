@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from planner.executor import build, checkpoint, groups, metrics, student as stu, teacher as tea
+from planner.executor import build, cache, checkpoint, groups, metrics, student as stu, teacher as tea
 from planner.executor.data import make_samples, micro_batch_indices
 from planner.executor.generate import generate
 from planner.executor.loss import generalized_jsd
+from planner.executor.topk import TopKTeacher
 from planner.inputs.errors import InputError
 from planner.plan import Plan
 
@@ -42,6 +43,8 @@ class RunOptions:
     max_grad_norm: float = 1.0  # TRL's default
     progress: bool = True
     phases: bool = False  # also time each phase of a step (on a GPU this synchronizes at every boundary)
+    teacher_cache: Path | None = None  # teacher_output: cached reads the teacher's top-k from here (planner/executor/cache.py)
+    cache_teacher: Path | None = None  # write that cache instead of training (planner/executor/cache_pass.py)
 
 
 def on_policy(seed: int, step: int, micro: int, lmbda: float) -> bool:
@@ -71,6 +74,12 @@ def _maybe_fail(rank: int, steps_done: int) -> None:
 
 
 def build_teacher(plan: Plan, lay: groups.Layout, seed: int):
+    if plan.workload.teacher_output == "topk":
+        return TopKTeacher(_build_teacher(plan, lay, seed), plan.workload.topk)
+    return _build_teacher(plan, lay, seed)
+
+
+def _build_teacher(plan: Plan, lay: groups.Layout, seed: int):
     t, w = plan.teacher, plan.workload
     model = build.freeze(build.build_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, seed))
     if t.strategy == "shard":
@@ -105,19 +114,21 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     ldtype = LOGITS_DTYPES[w.logits_dtype]
     # The student's inputs first, before any model is built: a bad tokenizer or dataset line stops
     # every rank here, reported once by rank 0. The checkpoint fingerprint covers them too.
-    tokenizer = samples = fp = None
+    tokenizer = samples = fp = cached = None
     problem = None
     if lay.is_student:
         try:
             tokenizer = build.build_tokenizer(plan.tokenizer)
             samples = make_samples(plan, tokenizer, seed, plan.dataset)
+            if w.teacher_output == "cached":  # checked (manifest, shard sha256s) before any model is built
+                cached = cache.open_cache(opts.teacher_cache, plan, seed, opts.steps, tokenizer, samples, lay.device, lay.dp_rank, lay.dp_size)
         except InputError as e:
             problem = e.lines
     stop_on_input_error(problem, lay)
     if lay.is_student and opts.checkpoint_dir:
         fp = checkpoint.fingerprint(plan, seed, tokenizer)
     # Models: each rank builds only what it holds; seeds make every copy identical.
-    teacher = build_teacher(plan, lay, seed) if lay.is_teacher else None
+    teacher = build_teacher(plan, lay, seed) if lay.is_teacher and w.teacher_output != "cached" else None
     model = opt = None
     if lay.is_student:
         s = plan.student
@@ -130,12 +141,16 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     if lay.is_teacher and not lay.is_student:  # disaggregated teacher: answer the student ranks
         mine = [r for i, r in enumerate(lay.student_ranks) if tea.teacher_rank_of(i, lay.teacher_ranks) == lay.rank]
         t0 = time.perf_counter()
-        tea.serve(teacher, mine, (opts.steps - start) * plan.grad_accum, plan.micro_batch, w.seq_len, ldtype, lay.device)
+        if teacher is not None:  # a cached run has nothing to serve
+            tea.serve(teacher, mine, (opts.steps - start) * plan.grad_accum, plan.micro_batch, w.seq_len, ldtype, lay.device)
         record["serve_time_s"] = time.perf_counter() - t0
-        record["memory"] = metrics.memory(lay.device, {}, teacher.model if hasattr(teacher, "model") else teacher.stage_module)
+        record["memory"] = metrics.memory(lay.device, {}, _teacher_module(teacher))
         return _finish(plan, lay, opts, record, start, backend)
-    if plan.placement == "disaggregated":
-        teacher = tea.Remote(tea.teacher_rank_of(lay.dp_rank, lay.teacher_ranks), plan.teacher.shape.vocab, w.completion_len, ldtype, lay.device)
+    if cached is not None:
+        teacher = cached
+    elif plan.placement == "disaggregated":
+        teacher = tea.Remote(tea.teacher_rank_of(lay.dp_rank, lay.teacher_ranks), plan.teacher.shape.vocab, w.completion_len, ldtype, lay.device,
+                             w.topk if w.teacher_output == "topk" else None)
     ahead = 1 if isinstance(teacher, tea.Remote) else 0  # a remote teacher computes micro-step k+1 while the student trains on k
     chunk = w.loss_chunk_tokens if w.loss == "chunked" else None
     bar, task = _progress(opts.progress and lay.rank == lay.coordinator, opts.steps, start)
@@ -198,9 +213,13 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
             bar.update(task, advance=1, info=f"loss {record['loss'][-1]:.4f}")
     if opts.phases:
         record["phase_times_s"] = clock.steps
-    record["memory"] = metrics.memory(lay.device, state if opts.steps > start else stu.state_bytes(model, opt),
-                                      None if teacher is None or isinstance(teacher, tea.Remote) else getattr(teacher, "model", None) or teacher.stage_module)
+    record["memory"] = metrics.memory(lay.device, state if opts.steps > start else stu.state_bytes(model, opt), _teacher_module(teacher))
     return _finish(plan, lay, opts, record, start, backend)
+
+
+def _teacher_module(teacher) -> torch.nn.Module | None:
+    """The teacher parameters this rank holds (none for a remote or cached teacher)."""
+    return getattr(teacher, "model", None) or getattr(teacher, "stage_module", None)
 
 
 def _finish(plan: Plan, lay: groups.Layout, opts: RunOptions, record: dict, start: int, backend: str) -> dict | None:

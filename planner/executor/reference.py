@@ -13,7 +13,7 @@ from planner.executor import build
 from planner.executor.data import make_samples, micro_batch_indices
 from planner.executor.generate import generate
 from planner.executor.loop import LOGITS_DTYPES, RunOptions, autocast, on_policy, sample_seed
-from planner.executor.loss import generalized_jsd
+from planner.executor.loss import generalized_jsd, top_k
 from planner.executor.teacher import completion_logits
 from planner.plan import Plan
 
@@ -40,6 +40,8 @@ def reference_losses(plan: Plan, opts: RunOptions) -> tuple[list[float], list[fl
                         batch = generate(student, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, r))
                     with torch.no_grad():
                         t_logits = completion_logits(teacher, batch.input_ids, batch.attention_mask, w.completion_len)
+                    if w.teacher_output != "logits":  # topk, or cached (the same top-k, read back from disk)
+                        t_logits = top_k(t_logits, w.topk)
                     s_logits = completion_logits(student, batch.input_ids, batch.attention_mask, w.completion_len)
                     loss = generalized_jsd(s_logits, t_logits, batch.labels, w.beta, w.temperature, chunk, ldtype)
                     (loss / (ga * n)).backward()

@@ -8,7 +8,8 @@ completion logits [b, C, V] on the rank that owns the micro-batch.
   (`ScheduleGPipe.eval`); the group's micro-batches are gathered on stage 0, flow through, and
   the last stage scatters each owner its logits.
 - `Remote` / `serve`: disaggregated placement; a student rank sends its tokens to its teacher rank
-  and receives the logits with point-to-point isend/irecv.
+  and receives the logits with point-to-point isend/irecv, or with `teacher_output: topk` only the
+  top-k values (logits dtype) and int32 indices, [b, C, k] each (`planner.executor.topk`).
 
 `request(batch)` returns a function that waits for and returns the logits, so a remote teacher
 computes while the student runs its own forward.
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from planner.executor.data import Batch
+from planner.executor.loss import TopK
 
 Wait = Callable[[], torch.Tensor]
 
@@ -134,21 +136,24 @@ def teacher_rank_of(dp_rank: int, teacher_ranks: list[int]) -> int:
 
 
 class Remote:
-    """Student side of a disaggregated teacher: send tokens, receive logits."""
+    """Student side of a disaggregated teacher: send tokens, receive logits (or top-k if `topk`)."""
 
-    def __init__(self, teacher: int, vocab: int, completion_len: int, dtype: torch.dtype, device: torch.device):
-        self.teacher, self.V, self.C, self.dtype, self.device = teacher, vocab, completion_len, dtype, device
+    def __init__(self, teacher: int, vocab: int, completion_len: int, dtype: torch.dtype, device: torch.device,
+                 topk: int | None = None):
+        self.teacher, self.V, self.C, self.dtype, self.device, self.k = teacher, vocab, completion_len, dtype, device, topk
 
     def request(self, batch: Batch) -> Wait:
         sends = [dist.isend(batch.input_ids.contiguous(), self.teacher), dist.isend(batch.attention_mask.contiguous(), self.teacher)]
-        buf = torch.empty(batch.input_ids.shape[0], self.C, self.V, dtype=self.dtype, device=self.device)
-        recv = dist.irecv(buf, self.teacher)
+        shape = (batch.input_ids.shape[0], self.C, self.k or self.V)
+        bufs = [torch.empty(shape, dtype=self.dtype, device=self.device)]
+        if self.k:
+            bufs.append(torch.empty(shape, dtype=torch.int32, device=self.device))
+        recvs = [dist.irecv(b, self.teacher) for b in bufs]
 
-        def wait() -> torch.Tensor:
-            for w in sends:
+        def wait() -> torch.Tensor | TopK:
+            for w in sends + recvs:
                 w.wait()
-            recv.wait()
-            return buf
+            return TopK(*bufs) if self.k else bufs[0]
         return wait
 
 
@@ -156,16 +161,19 @@ class Remote:
 def serve(teacher: Replicated, students: list[int], requests: int, micro_batch: int, seq_len: int,
           dtype: torch.dtype, device: torch.device) -> None:
     """Teacher side of a disaggregated teacher: answer `requests` micro-batches from each student, in turn."""
-    pending: dict[int, tuple] = {}  # student -> (send work, logits kept alive until sent)
+    pending: dict[int, tuple] = {}  # student -> (send works, tensors kept alive until sent)
     ids = torch.empty(micro_batch, seq_len, dtype=torch.long, device=device)
     mask = torch.empty_like(ids)
     for _ in range(requests):
         for s in students:
             dist.recv(ids, s)
             dist.recv(mask, s)
-            logits = teacher.request(Batch(ids, mask, ids))().to(dtype).contiguous()
+            out = teacher.request(Batch(ids, mask, ids))()  # logits, or a TopK (planner.executor.topk)
+            parts = [out.values.to(dtype).contiguous(), out.indices.contiguous()] if isinstance(out, TopK) else [out.to(dtype).contiguous()]
             if s in pending:  # at most one answer in flight per student
-                pending[s][0].wait()
-            pending[s] = (dist.isend(logits, s), logits)
-    for work, _ in pending.values():
-        work.wait()
+                for w in pending[s][0]:
+                    w.wait()
+            pending[s] = ([dist.isend(p, s) for p in parts], parts)
+    for works, _ in pending.values():
+        for w in works:
+            w.wait()
