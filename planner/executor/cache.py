@@ -147,32 +147,42 @@ def verify(folder: Path, m: dict, which: list[int]) -> None:
         try:
             with safe_open(path, framework="pt") as f:
                 shapes = {name: list(f.get_slice(name).get_shape()) for name in ("keys", "values", "indices")}
+                keys = f.get_tensor("keys")
         except (SafetensorError, OSError, KeyError) as e:
             raise InputError(f"{path}: not a readable cache shard ({e}); write the cache again") from None
         want = {"keys": [n], "values": [n, C, k], "indices": [n, C, k]}
         if shapes != want:
             raise InputError(f"{path}: tensor shapes {shapes} differ from {want} in {MANIFEST}; write the cache again")
+        if n and (keys.min() < 0 or keys.max() >= m["samples"]):
+            raise InputError(f"{path}: keys outside 0..{m['samples'] - 1}; write the cache again")
 
 
 class CachedTeacher:
-    """A teacher read from the cache: `request(batch)` returns the cached top-k of its samples."""
+    """A teacher read from the cache: `request(batch)` returns the cached top-k of its samples.
+
+    The shards are opened (memory-mapped) at the first request, once every rank has verified its
+    share of them (`open_cache`), so a broken shard is reported by the rank that checked it."""
 
     def __init__(self, folder: Path, m: dict, samples, device: torch.device):
+        self.folder, self.m, self.samples, self.device, self.dtype = folder, m, samples, device, DTYPES[m["values_dtype"]]
+        self.files = None
+
+    def _open(self) -> None:
         from safetensors import safe_open
 
-        self.samples, self.device, self.dtype = samples, device, DTYPES[m["values_dtype"]]
-        self.files = [safe_open(folder / s["file"], framework="pt") for s in m["shards"]]
+        m = self.m
+        self.files = [safe_open(self.folder / s["file"], framework="pt") for s in m["shards"]]
         self.shard_of = torch.full((m["samples"],), -1, dtype=torch.int64)
         self.row_of = torch.empty(m["samples"], dtype=torch.int64)
-        for i, f in enumerate(self.files):
+        for i, f in enumerate(self.files):  # key -> (shard, row), without a Python loop over samples
             keys = f.get_tensor("keys")
-            if keys.numel() and (keys.min() < 0 or keys.max() >= m["samples"]):
-                raise InputError(f"{folder / m['shards'][i]['file']}: keys outside 0..{m['samples'] - 1}; write the cache again")
             self.shard_of[keys], self.row_of[keys] = i, torch.arange(keys.numel())
         if (self.shard_of < 0).any():
-            raise InputError(f"{folder / MANIFEST}: the shards miss {(self.shard_of < 0).sum().item()} of the {m['samples']} samples")
+            raise InputError(f"{self.folder / MANIFEST}: the shards miss {(self.shard_of < 0).sum().item()} of the {m['samples']} samples")
 
     def request(self, batch: Batch):
+        if self.files is None:
+            self._open()
         values, indices = [], []
         for i in batch.index:  # one slice per sample of the micro-batch, read from the memory-mapped shard
             key = self.samples.key(i)
@@ -193,9 +203,4 @@ def open_cache(folder: Path | None, plan, seed: int, steps: int, tokenizer, samp
     folder = Path(folder)
     m = read_manifest(folder, fingerprint(plan, seed, tokenizer), samples_needed(plan, samples, steps))
     verify(folder, m, list(range(part, len(m["shards"]), parts)))
-    from safetensors import SafetensorError
-
-    try:  # a shard another rank verifies may be the broken one: every rank stops on the same line
-        return CachedTeacher(folder, m, samples, device)
-    except (SafetensorError, OSError) as e:
-        raise InputError(f"{folder}: a cache shard is not readable ({e}); write the cache again") from None
+    return CachedTeacher(folder, m, samples, device)

@@ -46,3 +46,17 @@ def test_every_plan_the_search_ranks_under_the_executors_runtime_runs(topology):
     for sc in res.ranked:
         check_supported(sc.strategy.to_plan(JOB, cl, topology))
     assert any("does not run a tp teacher" in why for why in res.rejected)
+
+
+@pytest.mark.parametrize("text", ["replicate/ddp/colocated/2", "shard:2/zero3/colocated/4", "pipeline:2/zero2/colocated/1",
+                                  "replicate/ddp/disaggregated:1/4"])
+@pytest.mark.parametrize("output", ["topk", "cached"])
+def test_topk_and_cached_teacher_output_run(text, output):
+    p = plan(text)
+    check_supported(p.model_copy(update={"workload": p.workload.model_copy(update={"teacher_output": output, "topk": 16, "lmbda": 0.0})}))
+
+
+def test_topk_beyond_the_vocabulary_is_refused():
+    p = plan("replicate/ddp/colocated/2")
+    with pytest.raises(InputError, match=r"workload.topk: k = 100000 exceeds the vocabulary"):
+        check_supported(p.model_copy(update={"workload": p.workload.model_copy(update={"teacher_output": "topk", "topk": 100_000})}))
