@@ -116,6 +116,7 @@ class Samples:
     def __init__(self, prompt_len: int, completion_len: int, vocab: int, seed: int, tokenizer, rows=None):
         self.P, self.C, self.vocab, self.seed, self.rows = prompt_len, completion_len, vocab, seed, rows
         self.pad, self.eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+        self._order: tuple[int, torch.Tensor | None] = (-1, None)  # (epoch, its permutation of the rows)
 
     def key(self, i: int) -> int:
         """What sample `i` is: its synthetic index, or the dataset row it draws (epoch by epoch, each
@@ -123,7 +124,9 @@ class Samples:
         if self.rows is None:
             return i
         epoch, k = divmod(i, len(self.rows))
-        return torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(self.seed + epoch))[k].item()
+        if self._order[0] != epoch:  # one permutation per epoch, kept: not one per sample
+            self._order = (epoch, torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(self.seed + epoch)))
+        return self._order[1][k].item()
 
     def item(self, key: int) -> tuple[list[int], list[int]]:
         if self.rows is None:

@@ -126,3 +126,29 @@ def test_cli_refuses_overwrite_and_missing_cache(written):
     onpolicy = tiny_plan(tmp, "replicate-ddp", "onpolicy", lmbda=0.5)
     res = CliRunner().invoke(app, ["run", str(onpolicy), "--cache-teacher", str(tmp / "new")])
     assert res.exit_code == 1 and "fixed completions only (lmbda 0)" in res.output and not (tmp / "new").exists()
+
+
+def test_dataset_cache_is_row_by_row_and_serves_every_epoch(tmp_path):
+    """A 5-row JSONL dataset: the cache holds the 5 rows once; 3 steps of 8 samples (almost 5 epochs,
+    each a different permutation) trained from it give the live teacher's top-k losses."""
+    data = tmp_path / "data.jsonl"
+    rows = [{"prompt": "why is the sky " * (i + 1), "completion": "blue" + " indeed" * i} for i in range(5)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plan = tiny_plan(tmp_path, "replicate-ddp", "cached-data", teacher_output="cached", topk=K, lmbda=0.0)
+    live = tiny_plan(tmp_path, "replicate-ddp", "live-data", teacher_output="topk", topk=K, lmbda=0.0)
+    for p in (plan, live):  # the dataset is part of the plan
+        p.write_text(p.read_text().replace("dataset: null", f"dataset: {data}"))
+    torchrun(["-m", "planner", "run", str(plan), "--cache-teacher", str(tmp_path / "dir"), "--no-progress"], timeout=240)
+    m = json.loads((tmp_path / "dir" / cache.MANIFEST).read_text())
+    assert m["samples"] == 5 and m["data"]["path"] == str(data) and len(m["data"]["sha256"]) == 16
+    jobs = [{"plan": str(plan), "metrics_out": str(tmp_path / "cached.json"), "steps": STEPS, "teacher_cache": str(tmp_path / "dir")},
+            {"plan": str(live), "metrics_out": str(tmp_path / "live.json"), "steps": STEPS}]
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    torchrun([str(ROOT / "tests" / "executor" / "run_many.py"), str(tmp_path / "jobs.json")], timeout=240)
+    got, want = (json.loads((tmp_path / f"{n}.json").read_text())["loss"] for n in ("cached", "live"))
+    assert len(got) == STEPS and all(abs(a - b) < 1e-6 for a, b in zip(got, want)), (got, want)
+    data.write_text(data.read_text() + json.dumps({"prompt": "p", "completion": "c"}) + "\n")  # the data changed
+    with pytest.raises(InputError, match=r"manifest.json: data.sha256 is"):
+        p = load_plan(plan)
+        tok = build.build_tokenizer(None)
+        cache.open_cache(tmp_path / "dir", p, 0, STEPS, tok, make_samples(p, tok, 0, p.dataset), torch.device("cpu"))
