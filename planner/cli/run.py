@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option(help="Optimizer steps to reach (a resumed run continues to this count).", min=1)] = 10,
         seed: Annotated[int, typer.Option(help="Seed of the weights, the data order and on-policy sampling.")] = 0,
         metrics_out: Annotated[Optional[Path], typer.Option(help="Write measured samples/s, losses and memory (JSON) here (checked before training starts).")] = None,
-        force: Annotated[bool, typer.Option(help="Overwrite --metrics-out if it exists.")] = False,
+        force: Annotated[bool, typer.Option(help="Overwrite --metrics-out, or the cache in the --cache-teacher folder, if it exists.")] = False,
         checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Folder of student checkpoints; the run resumes from the newest complete one.")] = None,
         checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps (0: never).", min=0)] = 0,
         warmup_steps: Annotated[int, typer.Option(help="Steps left out of samples/s.", min=0)] = 2,
@@ -60,9 +60,9 @@ def register(app: typer.Typer) -> None:
             _check_cache(p, cache_teacher, teacher_cache, force)
         except InputError as e:
             raise InputError(e.lines if os.environ.get("LOCAL_RANK", "0") == "0" else []) from None
-        from planner.executor.loop import RunOptions, run as run_plan
-        if cache_teacher:
-            from planner.executor.cache_pass import run as run_plan
+        from planner.executor import cache_pass, loop
+        from planner.executor.loop import RunOptions
+        run_plan = cache_pass.run if cache_teacher else loop.run
         try:
             out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
                                          checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress,

@@ -6,7 +6,9 @@ A thin PyTorch program, one file per concern:
 - `build`: teacher, student and tokenizer (seeded random init from a config, or a local checkpoint);
 - `data`: fixed-shape micro-batches from a local JSONL file or synthetic seeded prompts;
 - `generate`: on-policy student completions with a KV cache;
-- `loss`: the generalized Jensen-Shannon divergence of GKD, in sequence chunks;
+- `loss`: the generalized Jensen-Shannon divergence of GKD, in sequence chunks (full logits or renormalised top-k);
+- `topk`: `teacher_output: topk`, the teacher's top-k values and indices instead of its logits;
+- `cache`, `cache_pass`: `teacher_output: cached`, the teacher's top-k written once to disk and read back;
 - `teacher`: replicate, shard (FSDP2), pipeline (torch.distributed.pipelining), remote (disaggregated);
 - `student`: ddp, zero1 (ZeroRedundancyOptimizer), zero2 / zero3 / hsdp (FSDP2);
 - `loop`: the training loop; `checkpoint`: torch.distributed.checkpoint; `metrics`: what is measured;
