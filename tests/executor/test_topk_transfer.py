@@ -36,3 +36,16 @@ def test_topk_transfer_and_loss(tmp_path):
         assert abs(got["dis-topk"]["loss"][step] - got["col-topk"]["loss"][step]) < 1e-6
     # the top-k loss is not the full-logits loss (k = 16 of 512): the switch took effect
     assert abs(got["col-topk"]["loss"][0] - got["col-logits"]["loss"][0]) > 1e-3
+
+
+def test_sharded_and_pipelined_teachers_give_the_topk_reference(tmp_path):
+    """teacher_output: topk over an FSDP2 and a pipelined teacher (top-k taken on the owning rank)."""
+    plans = [tiny_plan(tmp_path, example, f"{example}-topk", teacher_output="topk", topk=K) for example in ("shard-zero3", "pipeline-ddp")]
+    jobs = [{"plan": str(p), "metrics_out": str(tmp_path / f"{p.stem}.json"), "steps": 2} for p in plans]
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    torchrun([str(ROOT / "tests" / "executor" / "run_many.py"), str(tmp_path / "jobs.json")], timeout=300)
+    for p in plans:
+        got = json.loads((tmp_path / f"{p.stem}.json").read_text())
+        want, _ = reference_losses(load_plan(p), RunOptions(steps=2))
+        assert all(abs(a - b) < 1e-5 for a, b in zip(got["loss"], want)) and len(got["loss"]) == 2, (p.stem, got["loss"], want)
+        assert got["peak_memory_bytes"]["0"]["teacher_params"] > 0
