@@ -156,6 +156,8 @@ z_g = _nonneg("z_g", "1 if gradients are sharded (ZeRO-2+)")
 z_p = _nonneg("z_p", "1 if parameters are sharded (ZeRO-3 / FSDP / HSDP)")
 r_S = _pos("r_S", "student replicas across the shard groups (HSDP: nodes; else 1)")
 gen = _nonneg("gen", "1 if lmbda > 0 (the student generates at all)")
+ep = _pos("ep", "teacher expert-parallel degree: ranks one copy of every MoE layer's experts is split over; 1 = none")
+ep_on = _nonneg("epx", "1 if the teacher's experts are split by expert parallelism (ep > 1)")
 
 
 # --- links: bandwidth (bytes/s per GPU) and latency (s) of each collective on each group ------
@@ -173,6 +175,10 @@ def _make_links() -> dict[tuple[str, str], tuple[sp.Symbol, sp.Symbol]]:
 
 
 LINKS = _make_links()
+# The all-to-all of the teacher's expert-parallel group (`planner.cost.experts`): its own pair,
+# since a node-spanning all-to-all sends most of its bytes over one NIC per GPU, not every rail.
+A2A = (_pos("bw_a2a_E", "all-to-all bandwidth of the teacher's expert-parallel group, bytes/s per GPU"),
+       _nonneg("al_a2a_E", "all-to-all latency of the teacher's expert-parallel group, s"))
 
 
 def link(group: str, collective: str) -> tuple[sp.Symbol, sp.Symbol]:

@@ -36,9 +36,12 @@ class Runtime(Strict):
         None, description="Teacher splits this runtime can run colocated; unset: any. The search never recommends another.")
     disaggregated_teachers: list[Literal["replicate", "shard", "pipeline", "tp", "hybrid"]] | None = Field(
         None, description="Teacher splits this runtime can run on ranks of their own (disaggregated); unset: any.")
+    expert_parallel: bool = Field(False, description="Whether this runtime can split a mixture-of-experts teacher's experts over ranks (expert parallelism, `+ep:N`); the search never recommends an expert-parallel teacher under a runtime that cannot.")
 
-    def cannot_run(self, teacher: str, placement: str) -> str | None:
-        """Why this runtime cannot run a teacher split in a placement, or None."""
+    def cannot_run(self, teacher: str, placement: str, ep: int = 1) -> str | None:
+        """Why this runtime cannot run a teacher split (with expert-parallel degree `ep`) in a placement, or None."""
+        if ep > 1 and not self.expert_parallel:
+            return f"the {self.name} runtime does not run an expert-parallel teacher"
         allowed = self.disaggregated_teachers if placement == "disaggregated" else self.teacher_splits
         if allowed is not None and teacher not in allowed:
             where = "on its own ranks" if placement == "disaggregated" else "colocated"
