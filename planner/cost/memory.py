@@ -65,14 +65,15 @@ def student_generation() -> sp.Expr:
     sum to the peak."""
     kv = y.kv_cache * kv_cache_elements(S, y.b, seq) * y.q_S
     whole = y.z_p * y.g_once * (total_params(S) * y.q_S - student_gathered())
-    training = student_activations() + logits() + loss_buffers()
+    training = student_activations() + logits() + loss_buffers() + (1 - y.disagg) * teacher_logits()
     return y.gen * sp.Max(0, kv + whole - training)
 
 
 def logits() -> sp.Expr:
-    """Student and teacher logits [b, tokens, V] in their model dtypes, for the owner's micro-batch,
-    over the positions the runtime's heads cover (every position, or the completion only)."""
-    return y.b * head_tokens * (S.V * y.q_S + T.V * y.q_T)
+    """Student logits [b, tokens, V] in its dtype, for the owner's micro-batch, over the positions
+    the runtime's heads cover (every position, or the completion only); disaggregated, also the
+    teacher's logits received for them (colocated, `teacher_logits` counts those)."""
+    return y.b * head_tokens * (S.V * y.q_S + y.disagg * T.V * y.q_T)
 
 
 def loss_buffers() -> sp.Expr:
@@ -105,9 +106,10 @@ def teacher_activations() -> sp.Expr:
 
 
 def teacher_logits() -> sp.Expr:
-    """A disaggregated teacher's own output for one request: [b, tokens, V] logits in its dtype and
-    their copy in the loss dtype that is sent (colocated, `logits` counts them on the shared device)."""
-    return y.disagg * y.b * head_tokens * T.V * (y.q_T + y.q_L)
+    """The teacher's output for one micro-batch: [b, tokens, V] logits in its dtype, on the device
+    that computes the loss (colocated) or, disaggregated, on the teacher's with their copy in the
+    loss dtype that is sent (the student side counts what it receives in `logits`)."""
+    return y.b * head_tokens * T.V * (y.q_T + y.disagg * y.q_L)
 
 
 

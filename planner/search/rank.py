@@ -151,7 +151,7 @@ def why_recommended(tied: list[Scored], margin: float, reserve: float) -> str:
         return "the fastest plan; no other is within " + f"{margin:.0%}"
     st = first.strategy
     simplest = [s for s in tied if s.strategy.machinery[:2] == st.machinery[:2]]
-    layout = f"{st.placement} with {TEACHER_WORDS[st.teacher]}"
+    layout = f"{st.placement} with {TEACHER_WORDS[st.teacher]}" + (" and expert parallelism" if st.ep > 1 else "")
     free = f"{first.free / 2**30:.1f} GiB per device (the reserve is {reserve / 2**30:.1f} GiB)"
     if len(simplest) == len(tied):
         return f"all are {layout}; it keeps the most memory free: {free}"

@@ -253,8 +253,9 @@ class Strategy:
 
     @property
     def machinery(self) -> tuple[int, int, int]:
-        """How much machinery the layout needs (placement, teacher, student): fewer first on ties."""
-        return (int(self.disaggregated), TEACHER_MACHINERY[self.teacher], STUDENT_MACHINERY[self.student])
+        """How much machinery the layout needs (placement, teacher, student): fewer first on ties;
+        expert parallelism (an all-to-all per MoE layer) is one more part of the teacher's."""
+        return (int(self.disaggregated), TEACHER_MACHINERY[self.teacher] + int(self.ep > 1), STUDENT_MACHINERY[self.student])
 
     def links(self, cluster: Cluster) -> dict[str, str]:
         """Where each of the cost model's groups talks: `T` the teacher group, `S` the student's shard

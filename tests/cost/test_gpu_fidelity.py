@@ -57,7 +57,7 @@ def test_generation_memory_counts_a_gathered_student_only_beyond_the_training_ph
     kv = 2 * m.num_layers * m.kv_heads * m.head_width * b * (w.prompt_len + w.completion_len) * 2
     for gather in ("once", "per_step"):
         f = figures(runtime=with_generation(sharded_gather=gather))
-        training = f["mem.student_activations"] + f["mem.logits"] + f["mem.loss_buffers"]
+        training = f["mem.student_activations"] + f["mem.logits"] + f["mem.loss_buffers"] + f["mem.teacher_logits"]
         whole = (8_030_261_248 * 2 - f["mem.student_gathered"]) if gather == "once" else 0
         assert f["mem.student_generation"] == pytest.approx(max(0.0, kv + whole - training), rel=1e-9, abs=1)
     off = JOB.model_copy(update={"workload": w.model_copy(update={"lmbda": 0.0})})
@@ -74,11 +74,16 @@ def test_loss_buffers_cover_the_sequence_under_trl_and_the_completion_under_ours
 
 
 def test_a_disaggregated_teacher_holds_its_own_logits():
+    """The teacher's logits are their own term on every placement: colocated, the bf16 [b, s_c, V]
+    next to the student's; disaggregated, on the teacher's device with the fp32 copy it sends, and
+    the student side counts the copy it receives in `logits`."""
     w, V = JOB.workload, load_model("llama-3.1-70b").vocab
     colo = figures()
     disagg = figures(Strategy("shard", "zero2", "disaggregated", 8, 8, t_sh=8, s_sh=8, b=2))
-    assert colo["mem.teacher_logits"] == 0
+    assert colo["mem.teacher_logits"] == pytest.approx(Z3.b * w.completion_len * V * 2)
+    assert colo["mem.logits"] == pytest.approx(Z3.b * w.completion_len * load_model("llama-3.1-8b").vocab * 2)
     assert disagg["mem.teacher_logits"] == pytest.approx(2 * w.completion_len * V * (2 + 4))  # bf16 logits + fp32 copy sent
+    assert disagg["mem.logits"] == pytest.approx(2 * w.completion_len * V * (2 + 2))
 
 
 def replay(ga, gen, fwd, rest, tau):
