@@ -35,7 +35,7 @@ def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> di
         "chunked": float((rt.loss or w.loss) == "chunked"), "C": w.loss_chunk_tokens,
         "topk_on": float(w.teacher_output == "topk"), "K": w.topk, "n_buf": rt.loss_buffers,
         "ext": float(rt.logits == "sequence"), "ov_dec": rt.generation.layer_overhead_us * 1e-6,
-        "g_once": float(rt.generation.sharded_gather == "once"),
+        "g_once": float(rt.generation.sharded_gather == "once"), "g_tp": rt.generation.tensor_parallel,
         "F_S": _peak(cluster, w.student_dtype, "student"), "F_T": _peak(cluster, teacher_dtype, "teacher"),
         "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
         "ov": cluster.gpu.layer_overhead_us * 1e-6, "ovl": cluster.comm_overlap,

@@ -62,9 +62,11 @@ def student_generation() -> sp.Expr:
     `params.kv_cache_elements`), and a student gathered once per generation (its whole model in
     the compute dtype, TRL's ds3_gather_for_generation) against the activations, logits, loss
     buffers and gathered units of the training phase. Only the excess counts, so the terms still
-    sum to the peak."""
+    sum to the peak. A separate engine split over g_tp GPUs (vLLM) holds 1/g_tp of the 16-bit
+    student instead, whatever the student's split."""
     kv = y.kv_cache * kv_cache_elements(S, y.b, seq) * y.q_S
-    whole = y.z_p * y.g_once * (total_params(S) * y.q_S - student_gathered())
+    engine = sp.Min(1, y.g_tp - 1)  # 1 with a separate generation engine
+    whole = y.g_once * ((1 - engine) * y.z_p * (total_params(S) * y.q_S - student_gathered()) + engine * total_params(S) * y.q_S / y.g_tp)
     training = student_activations() + logits() + loss_buffers() + (1 - y.disagg) * teacher_logits()
     return y.gen * sp.Max(0, kv + whole - training)
 

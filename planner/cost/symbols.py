@@ -125,6 +125,7 @@ n_buf = _pos("n_buf", "fp32 [tokens, V] buffers alive in the loss")
 ext = _nonneg("ext", "1 if the LM heads and the loss cover every position, 0 for the completion only")
 ov_dec = _nonneg("ov_dec", "host time per decoder layer per decode step (launches, Python), s")
 g_once = _nonneg("g_once", "1 if a sharded student is gathered once per generation, 0 at every decode step")
+g_tp = _pos("g_tp", "GPUs a separate generation engine splits its copy of the student over (vLLM tensor parallel); 1 = none")
 
 # --- cluster -------------------------------------------------------------------------------
 F_S = _pos("F_S", "reached FLOP/s per device in the student dtype")

@@ -49,11 +49,15 @@ def decode_step() -> sp.Expr:
     whole prefix is recomputed, TRL with gradient checkpointing), or the host's launches, L x
     ov_dec, whichever is slower: eager decoding is launch-bound at small batch (gpt-fast,
     Hugging Face static-cache docs); plus the topology's fixed per-layer time. An MoE student reads
-    only the experts its b tokens are routed to (`experts.decode_read_params`)."""
+    only the experts its b tokens are routed to (`experts.decode_read_params`); a separate engine
+    split over g_tp GPUs (vLLM tensor parallel) reads 1/g_tp of the weights per GPU for g_tp x b
+    sequences, each GPU's b sequences' cache and matmuls as before (its all-reduces not modelled)."""
     ctx = y.s_p + y.s_c / 2
     kv_read = y.kv_cache * kv_cache_elements(S, y.b, ctx) * y.q_S
     flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (ctx - 1)) + y.b * attention_flops_per_token(S, ctx, 1)
-    read = experts.decode_read_params(S, total_params(S), y.b) * y.q_S  # MoE: only the experts b tokens route to
+    # MoE: only the experts the tokens route to; an engine split over g_tp GPUs decodes the sequences of
+    # g_tp ranks at once and each GPU reads 1/g_tp of the weights they route to
+    read = experts.decode_read_params(S, total_params(S), y.g_tp * y.b) * y.q_S / y.g_tp
     device = sp.Max((read + kv_read) / y.H_bw, flops / y.F_S)
     return sp.Max(device, S.L * y.ov_dec)
 

@@ -21,6 +21,7 @@ class Generation(Strict):
     engine: Literal["hf-eager", "hf-static", "vllm"] = Field(description="hf-eager: `model.generate`/a Python decode loop, one kernel launch per op; hf-static: static KV cache + torch.compile (CUDA graphs); vllm: a serving engine.")
     layer_overhead_us: float = Field(ge=0, description="Host time per decoder layer per decode step (Python, kernel launches), microseconds; a decode step takes the larger of this x layers and the device time. Fitted on published decode latencies (bench/references).")
     sharded_gather: Literal["once", "per_step"] = Field(description="A ZeRO-3/FSDP student: gather its weights once per generation (TRL's ds3_gather_for_generation, the default) or at every decode step (FSDP2 hooks, the bundled executor).")
+    tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; 1: the trainer's own model generates (its decode all-reduces are not modelled).")
 
 
 class Runtime(Strict):

@@ -64,6 +64,24 @@ def test_generation_memory_counts_a_gathered_student_only_beyond_the_training_ph
     assert figures(job=off)["mem.student_generation"] == 0
 
 
+def test_a_generation_engine_split_over_gpus_holds_and_reads_its_share():
+    """A colocated vLLM engine of tensor-parallel degree 8 holds 1/8 of the bf16 student on every GPU
+    (whatever the student's split; counted beyond the training phase as above) and, bandwidth bound,
+    reads 1/8 of the weights per decode step for its 8 GPUs' sequences."""
+    m, w, b = load_model("llama-3.1-8b"), JOB.workload, Z3.b
+    kv = 2 * m.num_layers * m.kv_heads * m.head_width * b * (w.prompt_len + w.completion_len) * 2
+    ddp = Strategy("replicate", "ddp", "colocated", 16, 16, s_sh=16, b=b)
+    for st in (Z3, ddp):
+        f = figures(st, runtime=with_generation(tensor_parallel=8))
+        training = f["mem.student_activations"] + f["mem.logits"] + f["mem.loss_buffers"] + f["mem.teacher_logits"]
+        assert f["mem.student_generation"] == pytest.approx(max(0.0, kv + 8_030_261_248 * 2 / 8 - training), rel=1e-9, abs=1)
+    one = figures(runtime=with_generation(layer_overhead_us=0.0))["generation.decode_step"]
+    eight = figures(runtime=with_generation(layer_overhead_us=0.0, tensor_parallel=8))["generation.decode_step"]
+    ctx_kv = 2 * m.num_layers * m.kv_heads * m.head_width * b * (w.prompt_len + w.completion_len / 2) * 2
+    assert (one - eight) * CLUSTER.gpu.hbm_bw_gb_per_s * 1e9 * CLUSTER.gpu.hbm_efficiency == pytest.approx(8_030_261_248 * 2 * 7 / 8)
+    assert eight > ctx_kv / (CLUSTER.gpu.hbm_bw_gb_per_s * 1e9)  # its own sequences' cache still read whole
+
+
 def test_loss_buffers_cover_the_sequence_under_trl_and_the_completion_under_ours():
     """TRL's GKDTrainer keeps [b, s_p + s_c, V] fp32 buffers; our executor's heads cover the completion."""
     job = JOB.model_copy(update={"workload": JOB.workload.model_copy(update={"loss": "full"})})
