@@ -46,7 +46,7 @@ def refuse_unrunnable(plan_path: str | Path, plan: Plan) -> None:
     if why:
         field = "teacher.ep" if st.ep > 1 else "teacher.strategy"
         raise InputError(f"{plan_path}: {field}: {st.teacher_part}: {why}, and the exported script runs it (`planner run`); "
-                         f"this plan is for another runtime ({plan.runtime}) or re-plan with `planner recommend`")
+                         f"the plan was made for the {plan.runtime} runtime: launch it with that framework, or re-plan under kd-planner")
 
 
 def write_script(text: str, path: str | Path, force: bool = False) -> Path:
