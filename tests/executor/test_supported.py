@@ -1,8 +1,5 @@
 """The executor's capability check reads the plan through the one strategy type (no processes)."""
 
-import tempfile
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("torch")
@@ -49,19 +46,3 @@ def test_every_plan_the_search_ranks_under_the_executors_runtime_runs(topology):
     for sc in res.ranked:
         check_supported(sc.strategy.to_plan(JOB, cl, topology))
     assert any("does not run a tp teacher" in why for why in res.rejected)
-
-
-def test_expert_parallelism_is_plan_only():
-    """The executor builds an MoE teacher as Hugging Face does: an expert-parallel plan is refused in
-    one line, and `planner export` refuses it before writing a script."""
-    from planner.launch import render
-    from planner.plan import write_plan
-
-    job, cl = load_job("qwen3-235b-a22b-to-30b-a3b"), load_cluster("dgx-a100", 2)
-    ep = Strategy.parse("shard:16+ep:8/zero3", cl).to_plan(job, cl, "dgx-a100", runtime="megatron-ep")
-    with pytest.raises(InputError, match=r"teacher shard:16\+ep:8: expert parallelism is plan-only"):
-        check_supported(ep)
-    path = Path(tempfile.mkdtemp()) / "ep.yaml"
-    write_plan(ep, path)
-    with pytest.raises(InputError, match=r"teacher.ep: shard:16\+ep:8: the kd-planner runtime does not run an expert-parallel teacher"):
-        render(path, None, "slurm")
