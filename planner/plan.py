@@ -35,12 +35,13 @@ class TeacherPlan(Strict):
     pp: int = Field(1, gt=0, description="Pipeline stages per teacher replica.")
     tp: int = Field(1, gt=0, description="Tensor-parallel degree.")
     shard: int = Field(1, gt=0, description="Ranks one teacher copy is sharded over (FSDP); 1 = not sharded.")
+    ep: int = Field(1, gt=0, description="Expert parallelism of a mixture-of-experts teacher: each group of ep consecutive ranks (of a pipeline stage) holds 1/ep of every MoE layer's experts and exchanges tokens by all-to-all; 1 = none. Plan-only: the bundled executor does not run it.")
     ranks: list[int] = Field(description="Global ranks that hold a piece of the teacher, in stage order within each group.")
     group_tier: Tier = Field("none", description="Network tier of the teacher's widest group (pipeline, tp or shard).")
 
     @property
     def group_size(self) -> int:
-        return self.pp * self.tp * self.shard
+        return self.pp * self.tp * max(self.shard, self.ep)
 
     @property
     def replicas(self) -> int:
@@ -112,7 +113,7 @@ class Plan(Strict):
         if s.strategy == "zero1" and s.shard not in (1, n_S):
             raise ValueError(f"student.shard: zero1 shards the optimizer over all {n_S} student ranks; shard must be {n_S}, got {s.shard}")
         if len(self.teacher.ranks) % self.teacher.group_size:
-            raise ValueError(f"teacher group (pp*tp*shard = {self.teacher.group_size}) must divide its {len(self.teacher.ranks)} ranks")
+            raise ValueError(f"teacher group (pp*tp*max(shard, ep) = {self.teacher.group_size}) must divide its {len(self.teacher.ranks)} ranks")
         if self.placement == "colocated" and set(self.teacher.ranks) != set(self.student.ranks):
             raise ValueError("colocated: teacher.ranks and student.ranks must be the same ranks")
         if self.placement == "disaggregated" and set(self.teacher.ranks) & set(self.student.ranks):
@@ -185,7 +186,10 @@ def fingerprint(plan: Plan) -> str:
     """A short hash of everything the executor runs: both models (refs and shapes), their strategies,
     degrees and ranks, the placement, nodes, backend, micro-batch, accumulation and workload. The
     executor writes it into its metrics; `planner validate` refuses metrics of another plan."""
-    text = json.dumps(plan.model_dump(mode="json", exclude=_NOT_RUN), sort_keys=True)
+    data = plan.model_dump(mode="json", exclude=_NOT_RUN)
+    if data["teacher"]["ep"] == 1:  # plans written before expert parallelism keep their fingerprint
+        del data["teacher"]["ep"]
+    text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

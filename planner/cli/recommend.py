@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
             data = {"baseline": {name: (_entry(sc, z3, job) | {"feasible": sc.feasible}) if sc else None for name, sc in res.baselines.items()},
                     "plans": [_entry(sc, z3, job) | {"tied_with_first": i < res.tied} for i, sc in enumerate(res.ranked[:max(top, res.tied)])],
                     "recommended_because": res.why_first, "tie_margin": res.margin, "usable_bytes": res.usable_bytes,
-                    "reserve_bytes": res.reserve_bytes, "rejected": res.rejected, "evaluated": res.evaluated}
+                    "reserve_bytes": res.reserve_bytes, "rejected": res.rejected, "evaluated": res.evaluated, "notes": res.notes}
             emit(data, format)
         else:
             _print(res, top, cl, wide)
@@ -167,3 +167,5 @@ def _print(res: rank.SearchResult, top: int, cl, wide: bool) -> None:
         out.print(f"Why #1 wins: {rank.why_it_wins(res.ranked[0], res.baselines.get('trl-zero3'), cl)}.")
     if res.rejected:
         out.print("Rejected: " + "; ".join(f"{n} {why}" for why, n in res.rejected.items()))
+    for note in res.notes:
+        out.print(note)

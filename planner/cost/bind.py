@@ -35,7 +35,7 @@ def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> di
         "chunked": float((rt.loss or w.loss) == "chunked"), "C": w.loss_chunk_tokens,
         "topk_on": float(w.teacher_output == "topk"), "K": w.topk, "n_buf": rt.loss_buffers,
         "ext": float(rt.logits == "sequence"), "ov_dec": rt.generation.layer_overhead_us * 1e-6,
-        "g_once": float(rt.generation.sharded_gather == "once"),
+        "g_once": float(rt.generation.sharded_gather == "once"), "g_tp": rt.generation.tensor_parallel,
         "F_S": _peak(cluster, w.student_dtype, "student"), "F_T": _peak(cluster, teacher_dtype, "teacher"),
         "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
         "ov": cluster.gpu.layer_overhead_us * 1e-6, "ovl": cluster.comm_overlap,
@@ -68,6 +68,7 @@ class Layout(Protocol):
     s_sh: int
     r_S: int
     b: int
+    ep: int
 
     @property
     def disaggregated(self) -> bool: ...
@@ -84,8 +85,12 @@ def strategy_values(st: Layout, cluster: Cluster) -> dict[str, float]:
     values = {
         "n_S": st.n_S, "n_T": st.n_T, "D": float(st.disaggregated), "pp": st.pp, "tp": st.tp,
         "pipe": float(st.pp > 1), "t_sh": st.t_sh, "s_sh": st.s_sh, "r_S": st.r_S, "z_o": z_o, "z_g": z_g, "z_p": z_p, "b": st.b,
+        "ep": st.ep, "epx": float(st.ep > 1),
     }
     for group, where in st.links(cluster).items():
+        if group == "E":  # the expert-parallel group runs all-to-alls only
+            values["bw_a2a_E"], values["al_a2a_E"] = all_to_all_fit(where, st.ep, cluster)
+            continue
         for short, name in zip(COLLECTIVE_SHORT, COLLECTIVES):
             values[f"bw_{short}_{group}"], values[f"al_{short}_{group}"] = link_fit(where, name, cluster)
     return values
@@ -100,3 +105,15 @@ def link_fit(where: str, collective: str, cluster: Cluster) -> tuple[float, floa
     if where == "one_nic":
         return cluster.inter_node.fit(collective)
     return cluster.intra_node.fit(collective)
+
+
+def all_to_all_fit(where: str, n: int, cluster: Cluster) -> tuple[float, float]:
+    """(bytes/s per GPU, latency s) of an all-to-all over n ranks. In a node: the intra-node tier.
+    Spanning nodes: of the (n-1)/n of its buffer that leaves a GPU, (n-G)/n leaves the node, over
+    that GPU's own NIC (an all-to-all has no ring to spread over the rails), so its bus bandwidth is
+    one NIC's x (n-1)/(n-G): the multi-rail rule of `Cluster.spanning_fit` with that NIC scale
+    (capped, as there, by the intra-node rate; a measured all-gather figure scales the same way)."""
+    G = cluster.gpus_per_node
+    if where != "inter_node":
+        return cluster.intra_node.fit("all_gather")
+    return cluster.spanning_fit("all_gather", nic_scale=(n - 1) / (G * max(n - G, 1)))

@@ -34,3 +34,11 @@ def p2p(nbytes, link, calls=1) -> sp.Expr:
     """Point-to-point: bytes / bw + calls * alpha."""
     bw, alpha = link
     return nbytes / bw + calls * alpha
+
+
+def all_to_all(n, nbytes, link, calls=1) -> sp.Expr:
+    """All-to-all of an `nbytes` send buffer per rank over n ranks: (n-1)/n of it leaves the rank
+    (nccl-tests' alltoall bus-bandwidth factor, (n-1)/n), one exchange with each of n-1 peers:
+    (n-1)/n * bytes / bw + calls * (n-1) * alpha."""
+    bw, alpha = link
+    return (n - 1) / n * nbytes / bw + calls * (n - 1) * alpha

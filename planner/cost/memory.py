@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from planner.cost import activations
+from planner.cost import activations, experts
 from planner.cost import symbols as y
 from planner.cost.names import STUDENT_TERMS, TEACHER_TERMS
 from planner.cost.params import kv_cache_elements, root_params, total_params
@@ -51,7 +51,7 @@ def student_optimizer() -> sp.Expr:
 
 def student_activations() -> sp.Expr:
     """Saved activations of one micro-batch, by recomputation mode (0/1 switches rc_full, rc_sel)."""
-    args = (S.L, y.b, seq, S.h, S.a, S.g, S.d, S.f, S.V, y.q_S, y.flash)
+    args = (S.L, y.b, seq, S.h, S.a, S.g, S.d, experts.mlp_width(S), S.V, y.q_S, y.flash)  # MoE: the routed width
     none, sel, full = (activations.model_saved_bytes(*args, ckpt=m) for m in ("none", "selective", "full"))
     return y.rc_full * full + (1 - y.rc_full) * ((1 - y.rc_sel) * none + y.rc_sel * sel)
 
@@ -62,17 +62,20 @@ def student_generation() -> sp.Expr:
     `params.kv_cache_elements`), and a student gathered once per generation (its whole model in
     the compute dtype, TRL's ds3_gather_for_generation) against the activations, logits, loss
     buffers and gathered units of the training phase. Only the excess counts, so the terms still
-    sum to the peak."""
+    sum to the peak. A separate engine split over g_tp GPUs (vLLM) holds 1/g_tp of the 16-bit
+    student instead, whatever the student's split."""
     kv = y.kv_cache * kv_cache_elements(S, y.b, seq) * y.q_S
-    whole = y.z_p * y.g_once * (total_params(S) * y.q_S - student_gathered())
-    training = student_activations() + logits() + loss_buffers()
+    engine = sp.Min(1, y.g_tp - 1)  # 1 with a separate generation engine
+    whole = y.g_once * ((1 - engine) * y.z_p * (total_params(S) * y.q_S - student_gathered()) + engine * total_params(S) * y.q_S / y.g_tp)
+    training = student_activations() + logits() + loss_buffers() + (1 - y.disagg) * teacher_logits()
     return y.gen * sp.Max(0, kv + whole - training)
 
 
 def logits() -> sp.Expr:
-    """Student and teacher logits [b, tokens, V] in their model dtypes, for the owner's micro-batch,
-    over the positions the runtime's heads cover (every position, or the completion only)."""
-    return y.b * head_tokens * (S.V * y.q_S + T.V * y.q_T)
+    """Student logits [b, tokens, V] in its dtype, for the owner's micro-batch, over the positions
+    the runtime's heads cover (every position, or the completion only); disaggregated, also the
+    teacher's logits received for them (colocated, `teacher_logits` counts those)."""
+    return y.b * head_tokens * (S.V * y.q_S + y.disagg * T.V * y.q_T)
 
 
 def loss_buffers() -> sp.Expr:
@@ -84,27 +87,31 @@ def loss_buffers() -> sp.Expr:
 
 def teacher_weights() -> sp.Expr:
     """Weights only: pipeline stages, tensor-parallel slices and FSDP shards each hold 1/degree
-    (embedding imbalance between pipeline stages ignored)."""
-    return total_params(T) * y.q_T / (y.pp * y.tp * y.t_sh)
+    (embedding imbalance between pipeline stages ignored); under expert parallelism each rank of a
+    stage holds 1/ep of its routed experts (`experts.teacher_weight_elements`)."""
+    return experts.teacher_weight_elements(total_params(T), y.pp * y.tp * y.t_sh) * y.q_T
 
 
 def teacher_gathered() -> sp.Expr:
     """FSDP teacher: the current and the prefetched layer, and the root unit (embeddings, final
-    norm, head) that FSDP2 keeps gathered through the forward, in full."""
-    P, root = total_params(T), root_params(T)
+    norm, head) that FSDP2 keeps gathered through the forward, in full; under expert parallelism
+    the routed experts are not gathered."""
+    P, root = experts.gathered_elements(total_params(T)), root_params(T)
     return (1 - 1 / y.t_sh) * (2 * (P - root) / T.L + root) * y.q_T
 
 
 def teacher_activations() -> sp.Expr:
-    """Forward-only: one layer's transient tensors (residual, norm, attention and MLP inner widths)
-    plus, in a pipeline, the stage outputs of the pp micro-batches in flight."""
-    return y.b * seq * y.q_T * (4 * T.h + 2 * T.f / y.tp + (y.pp - 1) * T.h)
+    """Forward-only: one layer's transient tensors (residual, norm, attention and MLP inner widths;
+    an MoE layer's routed width, top_k x f_e) plus, in a pipeline, the stage outputs of the pp
+    micro-batches in flight; under expert parallelism the dispatched tokens sent and received."""
+    return y.b * seq * y.q_T * (4 * T.h + 2 * experts.mlp_width(T) / y.tp + (y.pp - 1) * T.h) + experts.dispatch_buffers(y.b * seq)
 
 
 def teacher_logits() -> sp.Expr:
-    """A disaggregated teacher's own output for one request: [b, tokens, V] logits in its dtype and
-    their copy in the loss dtype that is sent (colocated, `logits` counts them on the shared device)."""
-    return y.disagg * y.b * head_tokens * T.V * (y.q_T + y.q_L)
+    """The teacher's output for one micro-batch: [b, tokens, V] logits in its dtype, on the device
+    that computes the loss (colocated) or, disaggregated, on the teacher's with their copy in the
+    loss dtype that is sent (the student side counts what it receives in `logits`)."""
+    return y.b * head_tokens * T.V * (y.q_T + y.disagg * y.q_L)
 
 
 

@@ -125,6 +125,7 @@ n_buf = _pos("n_buf", "fp32 [tokens, V] buffers alive in the loss")
 ext = _nonneg("ext", "1 if the LM heads and the loss cover every position, 0 for the completion only")
 ov_dec = _nonneg("ov_dec", "host time per decoder layer per decode step (launches, Python), s")
 g_once = _nonneg("g_once", "1 if a sharded student is gathered once per generation, 0 at every decode step")
+g_tp = _pos("g_tp", "GPUs a separate generation engine splits its copy of the student over (vLLM tensor parallel); 1 = none")
 
 # --- cluster -------------------------------------------------------------------------------
 F_S = _pos("F_S", "reached FLOP/s per device in the student dtype")
@@ -156,6 +157,8 @@ z_g = _nonneg("z_g", "1 if gradients are sharded (ZeRO-2+)")
 z_p = _nonneg("z_p", "1 if parameters are sharded (ZeRO-3 / FSDP / HSDP)")
 r_S = _pos("r_S", "student replicas across the shard groups (HSDP: nodes; else 1)")
 gen = _nonneg("gen", "1 if lmbda > 0 (the student generates at all)")
+ep = _pos("ep", "teacher expert-parallel degree: ranks one copy of every MoE layer's experts is split over; 1 = none")
+ep_on = _nonneg("epx", "1 if the teacher's experts are split by expert parallelism (ep > 1)")
 
 
 # --- links: bandwidth (bytes/s per GPU) and latency (s) of each collective on each group ------
@@ -173,6 +176,10 @@ def _make_links() -> dict[tuple[str, str], tuple[sp.Symbol, sp.Symbol]]:
 
 
 LINKS = _make_links()
+# The all-to-all of the teacher's expert-parallel group (`planner.cost.experts`): its own pair,
+# since a node-spanning all-to-all sends most of its bytes over one NIC per GPU, not every rail.
+A2A = (_pos("bw_a2a_E", "all-to-all bandwidth of the teacher's expert-parallel group, bytes/s per GPU"),
+       _nonneg("al_a2a_E", "all-to-all latency of the teacher's expert-parallel group, s"))
 
 
 def link(group: str, collective: str) -> tuple[sp.Symbol, sp.Symbol]:

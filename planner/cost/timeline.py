@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from planner.cost import comm
+from planner.cost import comm, experts
 from planner.cost import symbols as y
 from planner.cost.params import (attention_flops_per_token, forward_flops_per_token, kv_cache_elements, matmul_params,
                                  param_tensors, total_params)
@@ -48,11 +48,17 @@ def decode_step() -> sp.Expr:
     once plus the KV cache: bandwidth bound, or its matmuls: compute bound; without a cache the
     whole prefix is recomputed, TRL with gradient checkpointing), or the host's launches, L x
     ov_dec, whichever is slower: eager decoding is launch-bound at small batch (gpt-fast,
-    Hugging Face static-cache docs); plus the topology's fixed per-layer time."""
+    Hugging Face static-cache docs); plus the topology's fixed per-layer time. An MoE student reads
+    only the experts its b tokens are routed to (`experts.decode_read_params`); a separate engine
+    split over g_tp GPUs (vLLM tensor parallel) reads 1/g_tp of the weights per GPU for g_tp x b
+    sequences, each GPU's b sequences' cache and matmuls as before (its all-reduces not modelled)."""
     ctx = y.s_p + y.s_c / 2
     kv_read = y.kv_cache * kv_cache_elements(S, y.b, ctx) * y.q_S
     flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (ctx - 1)) + y.b * attention_flops_per_token(S, ctx, 1)
-    device = sp.Max((total_params(S) * y.q_S + kv_read) / y.H_bw, flops / y.F_S)
+    # MoE: only the experts the tokens route to; an engine split over g_tp GPUs decodes the sequences of
+    # g_tp ranks at once and each GPU reads 1/g_tp of the weights they route to
+    read = experts.decode_read_params(S, total_params(S), y.g_tp * y.b) * y.q_S / y.g_tp
+    device = sp.Max((read + kv_read) / y.H_bw, flops / y.F_S)
     return sp.Max(device, S.L * y.ov_dec)
 
 
@@ -123,8 +129,8 @@ def fsdp_overhead(units, nbytes) -> sp.Expr:
 
 def teacher_gather() -> sp.Expr:
     """FSDP / ZeRO-3 teacher: all-gather of the whole teacher every forward, one collective per
-    FSDP unit (each layer and the root)."""
-    units, nbytes = T.L + 1, total_params(T) * y.q_T / (y.pp * y.tp)
+    FSDP unit (each layer and the root); under expert parallelism, all but the routed experts."""
+    units, nbytes = T.L + 1, experts.gathered_elements(total_params(T)) * y.q_T / (y.pp * y.tp)
     return comm.all_gather(y.t_sh, nbytes, y.link("T", "ag"), calls=units) \
         + sp.Min(1, y.t_sh - 1) * fsdp_overhead(units, nbytes)  # the overhead is per gather: 1 for any shard degree > 1
 
@@ -139,14 +145,15 @@ def teacher_comm() -> sp.Expr:
     """Pipeline: an activation send [1, s, h] per tick and stage; the fill chain of pp-1 sends is
     on the critical path, the other m-1 hide behind compute only as far as `ovl` allows; then the
     last stage sends pp-1 owners their logits; every tick also costs the schedule's fixed `ov_pp`. Tensor parallel: two all-reduces of [tp*b, s, h] per
-    layer plus gathering the vocabulary-split logits."""
+    layer plus gathering the vocabulary-split logits. Expert parallel: a dispatch and a combine
+    all-to-all per MoE layer (`experts.all_to_all`), on the critical path."""
     act = comm.p2p(seq * T.h * y.q_T, y.link("T", "p2p"))
     sends = y.pipe * ((y.pp - 1) + (1 - y.ovl) * (y.pp * y.b - 1))
     bw_p2p = y.link("T", "p2p")[0]
     pipe = sends * act + (y.pp - 1) * y.b * teacher_output_bytes() / bw_p2p + y.pipe * teacher_ticks() * y.ov_pp
     tens = 2 * T.L * comm.all_reduce(y.tp, y.tp * y.b * seq * T.h * y.q_T, y.link("T", "ar")) \
         + (y.tp - 1) / y.tp * y.b * teacher_output_bytes() / y.link("T", "ag")[0]
-    return pipe + tens
+    return pipe + tens + experts.all_to_all(y.b * seq, teacher_passes())
 
 
 def teacher_microstep() -> sp.Expr:

@@ -3,7 +3,8 @@
 A model reference is resolved like `planner.inputs.load`: a folder with weights is loaded with
 `from_pretrained(local_files_only=True)`; a config.json (a path, a folder, or a bundled name) gives
 `AutoConfig.for_model(**config)` with seeded random weights; anything else (a YAML shape) gives a
-`LlamaConfig` built from the plan's `shape`. Seeding right before construction makes every rank
+`LlamaConfig` built from the plan's `shape` (a mixture-of-experts shape its family's config:
+`MixtralConfig` or `Qwen3MoeConfig`; another MoE family is refused rather than built dense). Seeding right before construction makes every rank
 build identical weights.
 """
 
@@ -37,9 +38,34 @@ def resolve(ref: str) -> Path | None:
     return bundled if bundled.is_file() else None
 
 
+MOE_CONFIGS = {"mixtral": "MixtralConfig", "qwen3_moe": "Qwen3MoeConfig"}
+
+
+def moe_config_from_shape(shape: ModelShape):
+    """A written-out mixture-of-experts shape as its family's config (every expert built, as
+    `from_hf_config` reads them); the dense layers of a Qwen3-MoE shape come first."""
+    import transformers
+
+    if shape.family not in MOE_CONFIGS:
+        raise InputError(f"{shape.name}: family: a mixture-of-experts shape is built as {' or '.join(MOE_CONFIGS)}, "
+                         f"not {shape.family!r}; give its config.json instead, or one of those families")
+    common = dict(vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.num_layers,
+                  num_attention_heads=shape.num_heads, num_key_value_heads=shape.kv_heads, head_dim=shape.head_width,
+                  max_position_embeddings=shape.max_positions, tie_word_embeddings=shape.tied_embeddings,
+                  num_experts_per_tok=shape.experts_per_token)
+    if shape.family == "mixtral":
+        return transformers.MixtralConfig(**common, intermediate_size=shape.expert_ffn, num_local_experts=shape.num_experts,
+                                          sliding_window=shape.sliding_window)
+    return transformers.Qwen3MoeConfig(**common, intermediate_size=shape.ffn, moe_intermediate_size=shape.expert_ffn,
+                                       num_experts=shape.num_experts, attention_bias=shape.qkv_bias, decoder_sparse_step=1,
+                                       mlp_only_layers=list(range(shape.num_layers - shape.expert_layers)))
+
+
 def config_from_shape(shape: ModelShape):
     from transformers import LlamaConfig
 
+    if shape.num_experts:
+        return moe_config_from_shape(shape)
     return LlamaConfig(
         vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.ffn,
         num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,

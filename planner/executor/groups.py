@@ -122,6 +122,9 @@ def check_supported(plan: Plan) -> None:
     why = st.rejection(Job(name=plan.job, teacher=t.shape, student=s.shape, workload=w))
     if why and why != "global batch not divisible by micro-batch x student ranks":  # the plan's own check says it better
         lines.append(f"strategy {st}: {why}")
+    if st.ep > 1:
+        lines.append(f"teacher {st.teacher_part}: expert parallelism is plan-only (the executor builds the teacher as Hugging Face does, "
+                     "every expert on every rank of its split); use replicate, shard or pipeline")
     if st.tp > 1 or st.teacher == "tp":
         lines.append(f"teacher {st.teacher_part}: tensor parallelism is not implemented by the executor; use replicate, shard or pipeline")
     if st.disaggregated:

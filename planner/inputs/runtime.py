@@ -21,6 +21,7 @@ class Generation(Strict):
     engine: Literal["hf-eager", "hf-static", "vllm"] = Field(description="hf-eager: `model.generate`/a Python decode loop, one kernel launch per op; hf-static: static KV cache + torch.compile (CUDA graphs); vllm: a serving engine.")
     layer_overhead_us: float = Field(ge=0, description="Host time per decoder layer per decode step (Python, kernel launches), microseconds; a decode step takes the larger of this x layers and the device time. Fitted on published decode latencies (bench/references).")
     sharded_gather: Literal["once", "per_step"] = Field(description="A ZeRO-3/FSDP student: gather its weights once per generation (TRL's ds3_gather_for_generation, the default) or at every decode step (FSDP2 hooks, the bundled executor).")
+    tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; 1: the trainer's own model generates (its decode all-reduces are not modelled).")
 
 
 class Runtime(Strict):
@@ -36,9 +37,12 @@ class Runtime(Strict):
         None, description="Teacher splits this runtime can run colocated; unset: any. The search never recommends another.")
     disaggregated_teachers: list[Literal["replicate", "shard", "pipeline", "tp", "hybrid"]] | None = Field(
         None, description="Teacher splits this runtime can run on ranks of their own (disaggregated); unset: any.")
+    expert_parallel: bool = Field(False, description="Whether this runtime can split a mixture-of-experts teacher's experts over ranks (expert parallelism, `+ep:N`); the search never recommends an expert-parallel teacher under a runtime that cannot.")
 
-    def cannot_run(self, teacher: str, placement: str) -> str | None:
-        """Why this runtime cannot run a teacher split in a placement, or None."""
+    def cannot_run(self, teacher: str, placement: str, ep: int = 1) -> str | None:
+        """Why this runtime cannot run a teacher split (with expert-parallel degree `ep`) in a placement, or None."""
+        if ep > 1 and not self.expert_parallel:
+            return f"the {self.name} runtime does not run an expert-parallel teacher"
         allowed = self.disaggregated_teachers if placement == "disaggregated" else self.teacher_splits
         if allowed is not None and teacher not in allowed:
             where = "on its own ranks" if placement == "disaggregated" else "colocated"

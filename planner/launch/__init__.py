@@ -30,7 +30,23 @@ def render(plan_path: str | Path, plan: Plan | None = None, to: Target = "slurm"
     if to not in RENDERERS:
         raise InputError(f"--to: {to!r}: choose one of {', '.join(RENDERERS)}")
     plan = plan if plan is not None else load_plan(plan_path)
+    refuse_unrunnable(plan_path, plan)
     return RENDERERS[to](plan_path, plan, plan_cluster(plan_path, plan), LaunchOptions(**opts))
+
+
+def refuse_unrunnable(plan_path: str | Path, plan: Plan) -> None:
+    """A script runs `planner run`, the bundled executor: refuse, before writing anything, a plan
+    whose teacher split it does not run (its runtime's capability lists, `runtimes/kd-planner.yaml`;
+    an expert-parallel teacher is plan-only), rather than fail on every rank after the launch."""
+    from planner.inputs.load import DEFAULT_RUNTIME, load_runtime
+    from planner.search.strategy import Strategy
+
+    st = Strategy.from_plan(plan)
+    why = load_runtime(DEFAULT_RUNTIME).cannot_run(st.teacher, st.placement, st.ep)
+    if why:
+        field = "teacher.ep" if st.ep > 1 else "teacher.strategy"
+        raise InputError(f"{plan_path}: {field}: {st.teacher_part}: {why}, and the exported script runs it (`planner run`); "
+                         f"the plan was made for the {plan.runtime} runtime: launch it with that framework, or re-plan under kd-planner")
 
 
 def write_script(text: str, path: str | Path, force: bool = False) -> Path:

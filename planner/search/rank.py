@@ -151,7 +151,7 @@ def why_recommended(tied: list[Scored], margin: float, reserve: float) -> str:
         return "the fastest plan; no other is within " + f"{margin:.0%}"
     st = first.strategy
     simplest = [s for s in tied if s.strategy.machinery[:2] == st.machinery[:2]]
-    layout = f"{st.placement} with {TEACHER_WORDS[st.teacher]}"
+    layout = f"{st.placement} with {TEACHER_WORDS[st.teacher]}" + (" and expert parallelism" if st.ep > 1 else "")
     free = f"{first.free / 2**30:.1f} GiB per device (the reserve is {reserve / 2**30:.1f} GiB)"
     if len(simplest) == len(tied):
         return f"all are {layout}; it keeps the most memory free: {free}"
@@ -187,7 +187,7 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
     first of all; the others follow by speed. By memory, the smallest peak first."""
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
     cands, reasons = space.enumerate_candidates(job, cluster)
-    reasons = [why or runtime.cannot_run(st.teacher, st.placement) for st, why in zip(cands, reasons)]
+    reasons = [why or runtime.cannot_run(st.teacher, st.placement, st.ep) for st, why in zip(cands, reasons)]
     scored = score(cands, reasons, job, cluster, runtime, reserve)
     base = baselines(job, cluster, reserve=reserve)
     fit = [s for s in scored if s.feasible]
@@ -206,8 +206,25 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
         rejected[space.UNREACHABLE] += skipped
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]
     closest = None if fit or not runnable else min(runnable, key=lambda s: s.figures["mem_peak"])
+    notes = [n for n in (expert_note(scored, fit, runtime),) if n]
     return SearchResult(fit, base, dict(rejected.most_common()), len(scored) + skipped, closest, bind.usable_bytes(cluster),
-                        reserve.bytes(cluster), tied, margin, why, runtime=runtime.name)
+                        reserve.bytes(cluster), tied, margin, why, notes, runtime=runtime.name)
+
+
+def expert_note(scored: list[Scored], ranked: list[Scored], runtime: Runtime) -> str | None:
+    """What became of the expert-parallel candidates (an MoE teacher only), so that a user sees
+    that expert parallelism was considered, and why none is ranked when the runtime cannot run it."""
+    ep = [s for s in scored if s.strategy.ep > 1]
+    if not ep:
+        return None
+    if not runtime.expert_parallel:
+        refused = [s for s in ep if s.reason == runtime.cannot_run(s.strategy.teacher, s.strategy.placement, s.strategy.ep)]
+        fit = sum(1 for s in refused if s.free >= 0)
+        return (f"Expert parallelism: {len(ep)} expert-parallel teacher layouts considered, none ranked: the {runtime.name} "
+                f"runtime cannot run them ({fit} would fit in the usable memory); `--runtime megatron-ep` models a runtime that can.")
+    fits = [i for i, s in enumerate(ranked) if s.strategy.ep > 1]
+    best = f"; the best is #{fits[0] + 1} ({ranked[fits[0]].strategy})" if fits else ""
+    return f"Expert parallelism: {len(ep)} expert-parallel teacher layouts considered, {len(fits)} fit{best}."
 
 
 def speedup(plan: Scored, baseline: Scored | None) -> float | None:

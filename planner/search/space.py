@@ -19,16 +19,29 @@ def _divisors(n: int) -> list[int]:
     return [k for k in range(1, n + 1) if n % k == 0]
 
 
-def teacher_splits(n_T: int, cluster: Cluster) -> list[tuple[str, dict[str, int]]]:
-    """Teacher splits on n_T ranks: (name, degree field), every divisor of n_T as the degree; a
-    pipeline inside a node replicated across nodes is `hybrid`; tensor parallelism stays in a node."""
+def _pipeline(k: int, group: int, n_T: int, G: int) -> str:
+    """A pipeline of `group` ranks inside a node, replicated across nodes, is `hybrid`."""
+    return "hybrid" if group <= G and n_T > group and n_T > G else "pipeline"
+
+
+def teacher_splits(n_T: int, cluster: Cluster, experts: int = 0) -> list[tuple[str, dict[str, int]]]:
+    """Teacher splits on n_T ranks: (name, degrees), every divisor of n_T as the degree; a
+    pipeline inside a node replicated across nodes is `hybrid`; tensor parallelism stays in a node.
+    A teacher with `experts` routed experts per MoE layer (0: dense, none of these) also gets expert
+    parallelism over every ep > 1 that divides both its experts and the ranks: with the rest
+    replicated (`replicate+ep`), sharded over a group holding whole EP groups (`shard:K+ep`), or in
+    pipeline stages of ep ranks (`pipeline:K+ep`)."""
     G = cluster.gpus_per_node
     out: list[tuple[str, dict[str, int]]] = [("replicate", {})]
     for k in _divisors(n_T)[1:]:
         out.append(("shard", {"t_sh": k}))
-        out.append(("hybrid" if k <= G and n_T > k and n_T > G else "pipeline", {"pp": k}))
+        out.append((_pipeline(k, k, n_T, G), {"pp": k}))
         if k <= G:
             out.append(("tp", {"tp": k}))
+    for ep in (e for e in _divisors(n_T)[1:] if experts and experts % e == 0):
+        out.append(("replicate", {"ep": ep}))
+        out += [("shard", {"t_sh": k, "ep": ep}) for k in _divisors(n_T) if k % ep == 0]
+        out += [(_pipeline(k, k * ep, n_T, G), {"pp": k, "ep": ep}) for k in _divisors(n_T // ep)[1:]]
     return out
 
 
@@ -71,7 +84,7 @@ def enumerate_candidates(job: Job, cluster: Cluster) -> tuple[list[Strategy], li
     cands: list[Strategy] = []
     for placement, n_T, n_S in placements(cluster):
         bs, _ = _micro_batches(job, n_S)
-        for t_name, degree in teacher_splits(n_T, cluster):
+        for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
             for s_name, s_sh, r_S in student_splits(n_S, cluster):
                 for b in bs:
                     cands.append(Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, **degree))
@@ -81,7 +94,7 @@ def enumerate_candidates(job: Job, cluster: Cluster) -> tuple[list[Strategy], li
 def unreachable(job: Job, cluster: Cluster) -> int:
     """Candidates `enumerate_candidates` leaves out because their micro-batch cannot reach the
     global batch (every teacher and student split of that placement)."""
-    return sum(_micro_batches(job, n_S)[1] * len(teacher_splits(n_T, cluster)) * len(student_splits(n_S, cluster))
+    return sum(_micro_batches(job, n_S)[1] * len(teacher_splits(n_T, cluster, job.teacher.num_experts)) * len(student_splits(n_S, cluster))
                for _, n_T, n_S in placements(cluster))
 
 

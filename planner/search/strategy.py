@@ -2,8 +2,9 @@
 
 One value object with one spelling (as torchtitan's `ParallelDims`):
 
-    TEACHER[:DEGREE]/STUDENT[:SHARD]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH
+    TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH
     shard:2/zero3/disaggregated:8/4      pipeline:8/hsdp:8/colocated/2      replicate/ddp/colocated/1
+    shard:16+ep:8/zero3/colocated/1      (a mixture-of-experts teacher: experts split over groups of 8)
 
 `str(s)` writes it with every degree spelled out and `Strategy.parse(text, cluster)` reads it
 back (`parse(str(s)) == s`); `recommend` prints it, `estimate --strategy` and `inflection
@@ -30,7 +31,7 @@ TEACHER_SPLITS = ("replicate", "shard", "pipeline", "tp", "hybrid")
 STUDENT_SPLITS = ("ddp", "zero1", "zero2", "zero3", "hsdp")
 PLACEMENTS = ("colocated", "disaggregated")
 STUDENT_ALIASES = {"fsdp": "zero3"}  # accepted by `parse`, never written
-GRAMMAR = "TEACHER[:DEGREE]/STUDENT[:SHARD]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH"
+GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH"
 
 # The teacher's one degree field per split; `hybrid` is a pipeline inside a node, replicated across nodes.
 TEACHER_DEGREE = {"replicate": None, "shard": "t_sh", "pipeline": "pp", "tp": "tp", "hybrid": "pp"}
@@ -61,6 +62,14 @@ def _degree(word: str) -> tuple[str, int | None]:
     return name, int(deg) if colon else None
 
 
+def _expert_degree(teacher: str, mod: str) -> int:
+    """The EP degree after '+' in a teacher part (`shard:16+ep:8`)."""
+    name, ep = _degree(mod)
+    if name != "ep" or ep is None:
+        raise ValueError(f"'{teacher}': after '+' only ep:DEGREE may follow (expert parallelism, e.g. shard:16+ep:8)")
+    return ep
+
+
 @dataclass(frozen=True)
 class Strategy:
     """One layout: teacher and student split, placement and micro-batch, as the cost model's
@@ -78,13 +87,14 @@ class Strategy:
     s_sh: int = 1  # ranks the student state is sharded over (hsdp: the shard group; else all n_S)
     r_S: int = 1  # student replicas of that shard group (hsdp)
     b: int = 1  # micro-batch per student rank
+    ep: int = 1  # expert parallelism: an MoE teacher's experts split over groups of ep consecutive ranks (1 = none)
 
     def __post_init__(self) -> None:
         if why := self.problems():
             raise InputError(f"strategy {self._raw()}: " + "; ".join(why))
 
     def _raw(self) -> str:
-        return (f"{self.teacher}(pp={self.pp}, tp={self.tp}, shard={self.t_sh})/{self.student}(shard={self.s_sh}, "
+        return (f"{self.teacher}(pp={self.pp}, tp={self.tp}, shard={self.t_sh}, ep={self.ep})/{self.student}(shard={self.s_sh}, "
                 f"replicas={self.r_S})/{self.placement}({self.n_T} teacher, {self.n_S} student GPUs)/{self.b}")
 
     def problems(self) -> list[str]:
@@ -97,7 +107,7 @@ class Strategy:
                 out.append(f"{what} '{value}' is not one of {', '.join(names)}")
         if out:
             return out
-        if min(self.n_T, self.n_S, self.pp, self.tp, self.t_sh, self.s_sh, self.r_S, self.b) < 1:
+        if min(self.n_T, self.n_S, self.pp, self.tp, self.t_sh, self.s_sh, self.r_S, self.b, self.ep) < 1:
             return ["every count and degree must be at least 1"]
         own = TEACHER_DEGREE[self.teacher]
         others = [f for f in ("pp", "tp", "t_sh") if f != own and getattr(self, f) != 1]
@@ -105,6 +115,10 @@ class Strategy:
             names = {"pp": "pp", "tp": "tp", "t_sh": "shard"}
             out.append(f"a {self.teacher} teacher has {'no degree' if own is None else 'one degree, ' + names[own]}, "
                        f"but {', '.join(f'{names[f]}={getattr(self, f)}' for f in others)} is set")
+        elif self.ep > 1 and self.teacher == "tp":
+            out.append(f"a tp teacher does not combine with expert parallelism (ep={self.ep})")
+        elif self.ep > 1 and self.teacher == "shard" and self.t_sh % self.ep:
+            out.append(f"expert-parallel degree {self.ep} does not divide the shard degree {self.t_sh}")
         elif self.n_T % self.teacher_degree:
             out.append(f"teacher degree {self.teacher_degree} does not divide the {self.n_T} teacher GPUs")
         if self.student == "hsdp" and self.s_sh * self.r_S != self.n_S:
@@ -119,12 +133,14 @@ class Strategy:
 
     @property
     def teacher_degree(self) -> int:
-        """Ranks in one teacher group (pipeline stages, tensor-parallel or shard degree)."""
-        return self.pp * self.tp * self.t_sh
+        """Ranks in one teacher group (pipeline stages, tensor-parallel or shard degree; with expert
+        parallelism, the ep ranks of each stage, or the shard group that holds the EP groups)."""
+        return self.pp * self.tp * max(self.t_sh, self.ep)
 
     @property
     def teacher_part(self) -> str:
-        return self.teacher if self.teacher == "replicate" else f"{self.teacher}:{self.teacher_degree}"
+        own = "" if self.teacher == "replicate" else f":{self.pp * self.tp * self.t_sh}"
+        return f"{self.teacher}{own}" + (f"+ep:{self.ep}" if self.ep > 1 else "")
 
     @property
     def student_part(self) -> str:
@@ -139,7 +155,7 @@ class Strategy:
 
     @classmethod
     def parse(cls, text: str, cluster: Cluster, flag: str = "strategy") -> "Strategy":
-        """`TEACHER[:DEGREE]/STUDENT[:SHARD][/PLACEMENT[:TEACHER_GPUS][/MICRO_BATCH]]` on `cluster`
+        """`TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][/PLACEMENT[:TEACHER_GPUS][/MICRO_BATCH]]` on `cluster`
         (placement colocated and micro-batch 1 when left out). A degree left out takes the natural
         value: shard over all teacher GPUs; pipeline, tp and hybrid over one node; hsdp one node;
         disaggregated gives the teacher half the nodes (half the node on one)."""
@@ -170,15 +186,22 @@ class Strategy:
             n_T = W if pname == "colocated" else n_T
             n_S = W if pname == "colocated" else W - n_T
             part = 0
-            tname, k = _degree(teacher)
+            base, plus, mod = teacher.partition("+")
+            tname, k = _degree(base)
             if tname not in TEACHER_SPLITS:
                 raise ValueError(f"'{teacher}' is not one of {', '.join(TEACHER_SPLITS)} (with :DEGREE)")
+            ep = _expert_degree(teacher, mod) if plus else 1
             own = TEACHER_DEGREE[tname]
             if own is None and k not in (None, 1):
                 raise ValueError(f"'{teacher}': replicate takes no degree (a full copy on every teacher GPU)")
             k = 1 if own is None else k or (n_T if tname == "shard" else min(G, n_T))
-            if n_T % k:
-                raise ValueError(f"'{teacher}': degree {k} does not divide the {n_T} teacher GPUs")
+            group = k * ep if tname in ("replicate", "pipeline", "hybrid") else k
+            if ep > 1 and tname == "tp":
+                raise ValueError(f"'{teacher}': a tp teacher does not combine with expert parallelism")
+            if ep > 1 and k % ep and tname == "shard":
+                raise ValueError(f"'{teacher}': expert-parallel degree {ep} does not divide the shard degree {k}")
+            if n_T % group:
+                raise ValueError(f"'{teacher}': {'group' if ep > 1 else 'degree'} {group} does not divide the {n_T} teacher GPUs")
             part = 1
             sname, s_k = _degree(student)
             sname = STUDENT_ALIASES.get(sname, sname)
@@ -199,7 +222,7 @@ class Strategy:
         except ValueError as e:
             raise InputError(f"{flags[part]}: {e}") from None
         degree = {own: k} if own else {}
-        return cls(tname, sname, pname, n_T, n_S, s_sh=s_sh, r_S=n_S // s_sh, b=b, **degree)
+        return cls(tname, sname, pname, n_T, n_S, s_sh=s_sh, r_S=n_S // s_sh, b=b, ep=ep, **degree)
 
     # -- rules that need a job -----------------------------------------------------------------
 
@@ -213,6 +236,10 @@ class Strategy:
             return "tensor-parallel degree does not divide the teacher heads"
         if w.global_batch % (self.b * self.n_S):
             return "global batch not divisible by micro-batch x student ranks"
+        if self.ep > 1 and not t.num_experts:
+            return "expert parallelism needs a mixture-of-experts teacher"
+        if self.ep > 1 and t.num_experts % self.ep:
+            return "expert-parallel degree does not divide the teacher's experts"
         return None
 
     @property
@@ -226,16 +253,17 @@ class Strategy:
 
     @property
     def machinery(self) -> tuple[int, int, int]:
-        """How much machinery the layout needs (placement, teacher, student): fewer first on ties."""
-        return (int(self.disaggregated), TEACHER_MACHINERY[self.teacher], STUDENT_MACHINERY[self.student])
+        """How much machinery the layout needs (placement, teacher, student): fewer first on ties;
+        expert parallelism (an all-to-all per MoE layer) is one more part of the teacher's."""
+        return (int(self.disaggregated), TEACHER_MACHINERY[self.teacher] + int(self.ep > 1), STUDENT_MACHINERY[self.student])
 
     def links(self, cluster: Cluster) -> dict[str, str]:
         """Where each of the cost model's groups talks: `T` the teacher group, `S` the student's shard
         group, `R` the student's replicas (HSDP: rail-aligned, one NIC each), `X` teacher-to-student
-        transfers (one NIC unless both sides share a node). Values: none, intra_node, inter_node
-        (every rail, as NCCL spans nodes) or one_nic."""
+        transfers (one NIC unless both sides share a node), `E` the teacher's expert-parallel group
+        (its all-to-all). Values: none, intra_node, inter_node (every rail, as NCCL spans nodes) or one_nic."""
         return {"T": tier(self.teacher_degree, cluster), "S": tier(self.s_sh, cluster), "R": "one_nic",
-                "X": "intra_node" if self.n_T + self.n_S <= cluster.gpus_per_node else "one_nic"}
+                "X": "intra_node" if self.n_T + self.n_S <= cluster.gpus_per_node else "one_nic", "E": tier(self.ep, cluster)}
 
     # -- plan files ----------------------------------------------------------------------------------
 
@@ -248,7 +276,7 @@ class Strategy:
         t_ranks = list(range(self.n_T))
         s_ranks = t_ranks if self.placement == "colocated" else list(range(self.n_T, self.n_T + self.n_S))
         teacher = TeacherPlan(ref=job.teacher_ref or job.teacher.name, shape=job.teacher, strategy=self.teacher,
-                              pp=self.pp, tp=self.tp, shard=self.t_sh, ranks=t_ranks,
+                              pp=self.pp, tp=self.tp, shard=self.t_sh, ep=self.ep, ranks=t_ranks,
                               group_tier=tier(self.teacher_degree, cluster))
         student = StudentPlan(ref=job.student_ref or job.student.name, shape=job.student, strategy=self.student,
                               shard=self.s_sh if self.student != "ddp" else 1, ranks=s_ranks,
@@ -265,4 +293,4 @@ class Strategy:
         n_S = len(s.ranks)
         s_sh = s.shard if s.strategy == "hsdp" else n_S
         return cls(t.strategy, s.strategy, plan.placement, len(t.ranks), n_S, pp=t.pp, tp=t.tp, t_sh=t.shard,
-                   s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch)
+                   s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep)

@@ -57,11 +57,29 @@ def test_generation_memory_counts_a_gathered_student_only_beyond_the_training_ph
     kv = 2 * m.num_layers * m.kv_heads * m.head_width * b * (w.prompt_len + w.completion_len) * 2
     for gather in ("once", "per_step"):
         f = figures(runtime=with_generation(sharded_gather=gather))
-        training = f["mem.student_activations"] + f["mem.logits"] + f["mem.loss_buffers"]
+        training = f["mem.student_activations"] + f["mem.logits"] + f["mem.loss_buffers"] + f["mem.teacher_logits"]
         whole = (8_030_261_248 * 2 - f["mem.student_gathered"]) if gather == "once" else 0
         assert f["mem.student_generation"] == pytest.approx(max(0.0, kv + whole - training), rel=1e-9, abs=1)
     off = JOB.model_copy(update={"workload": w.model_copy(update={"lmbda": 0.0})})
     assert figures(job=off)["mem.student_generation"] == 0
+
+
+def test_a_generation_engine_split_over_gpus_holds_and_reads_its_share():
+    """A colocated vLLM engine of tensor-parallel degree 8 holds 1/8 of the bf16 student on every GPU
+    (whatever the student's split; counted beyond the training phase as above) and, bandwidth bound,
+    reads 1/8 of the weights per decode step for its 8 GPUs' sequences."""
+    m, w, b = load_model("llama-3.1-8b"), JOB.workload, Z3.b
+    kv = 2 * m.num_layers * m.kv_heads * m.head_width * b * (w.prompt_len + w.completion_len) * 2
+    ddp = Strategy("replicate", "ddp", "colocated", 16, 16, s_sh=16, b=b)
+    for st in (Z3, ddp):
+        f = figures(st, runtime=with_generation(tensor_parallel=8))
+        training = f["mem.student_activations"] + f["mem.logits"] + f["mem.loss_buffers"] + f["mem.teacher_logits"]
+        assert f["mem.student_generation"] == pytest.approx(max(0.0, kv + 8_030_261_248 * 2 / 8 - training), rel=1e-9, abs=1)
+    one = figures(runtime=with_generation(layer_overhead_us=0.0))["generation.decode_step"]
+    eight = figures(runtime=with_generation(layer_overhead_us=0.0, tensor_parallel=8))["generation.decode_step"]
+    ctx_kv = 2 * m.num_layers * m.kv_heads * m.head_width * b * (w.prompt_len + w.completion_len / 2) * 2
+    assert (one - eight) * CLUSTER.gpu.hbm_bw_gb_per_s * 1e9 * CLUSTER.gpu.hbm_efficiency == pytest.approx(8_030_261_248 * 2 * 7 / 8)
+    assert eight > ctx_kv / (CLUSTER.gpu.hbm_bw_gb_per_s * 1e9)  # its own sequences' cache still read whole
 
 
 def test_loss_buffers_cover_the_sequence_under_trl_and_the_completion_under_ours():
@@ -74,11 +92,16 @@ def test_loss_buffers_cover_the_sequence_under_trl_and_the_completion_under_ours
 
 
 def test_a_disaggregated_teacher_holds_its_own_logits():
+    """The teacher's logits are their own term on every placement: colocated, the bf16 [b, s_c, V]
+    next to the student's; disaggregated, on the teacher's device with the fp32 copy it sends, and
+    the student side counts the copy it receives in `logits`."""
     w, V = JOB.workload, load_model("llama-3.1-70b").vocab
     colo = figures()
     disagg = figures(Strategy("shard", "zero2", "disaggregated", 8, 8, t_sh=8, s_sh=8, b=2))
-    assert colo["mem.teacher_logits"] == 0
+    assert colo["mem.teacher_logits"] == pytest.approx(Z3.b * w.completion_len * V * 2)
+    assert colo["mem.logits"] == pytest.approx(Z3.b * w.completion_len * load_model("llama-3.1-8b").vocab * 2)
     assert disagg["mem.teacher_logits"] == pytest.approx(2 * w.completion_len * V * (2 + 4))  # bf16 logits + fp32 copy sent
+    assert disagg["mem.logits"] == pytest.approx(2 * w.completion_len * V * (2 + 2))
 
 
 def replay(ga, gen, fwd, rest, tau):

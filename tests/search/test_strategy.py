@@ -12,7 +12,7 @@ from planner.plan import Plan
 from planner.search import space
 from planner.search.strategy import PLACEMENTS, STUDENT_SPLITS, TEACHER_SPLITS, Strategy
 
-JOBS = ["llama70b-to-8b", "qwen32b-to-1.5b", "tiny-cpu"]
+JOBS = ["llama70b-to-8b", "qwen32b-to-1.5b", "tiny-cpu", "qwen3-235b-a22b-to-30b-a3b"]  # the last: an MoE teacher (EP)
 CLUSTERS = ["dgx-h100", "l40s-pcie", "cpu-local", "mi300x"]
 BATCH = "global batch not divisible by micro-batch x student ranks"
 
@@ -47,6 +47,8 @@ def any_fields(draw):
     n_S = W if placement == "colocated" else W - n_T
     degree = draw(hs.sampled_from(["pp", "tp", "t_sh"]))
     fields = {degree: draw(hs.integers(1, n_T + 1))}
+    if draw(hs.booleans()):  # expert parallelism, valid or not
+        fields["ep"] = draw(hs.integers(1, n_T + 1))
     if draw(hs.booleans()):  # sometimes a second degree: never valid
         fields[draw(hs.sampled_from(["pp", "tp", "t_sh"]))] = draw(hs.integers(1, 3))
     student = draw(hs.sampled_from(STUDENT_SPLITS))
@@ -89,7 +91,7 @@ def test_defaults_and_aliases_in_the_grammar():
     assert str(Strategy.parse("shard/zero3/disaggregated", cl)) == "shard:8/zero3/disaggregated:8/1"
     st = Strategy.parse("shard:2/zero3/disaggregated:8/4", cl)
     assert (st.t_sh, st.n_T, st.n_S, st.s_sh, st.b) == (2, 8, 8, 8, 4)
-    assert st.links(cl) == {"T": "intra_node", "S": "intra_node", "R": "one_nic", "X": "one_nic"}
+    assert st.links(cl) == {"T": "intra_node", "S": "intra_node", "R": "one_nic", "X": "one_nic", "E": "none"}
 
 
 @pytest.mark.parametrize("text, words", [
@@ -107,6 +109,33 @@ def test_bad_text_is_one_line_naming_the_flag(text, words):
     with pytest.raises(InputError) as e:
         Strategy.parse(text, load_cluster("dgx-h100"), "--between")
     assert len(e.value.lines) == 1 and e.value.lines[0].startswith(f"--between: '{text}'") and words in e.value.lines[0]
+
+
+def test_expert_parallelism_in_the_grammar():
+    """`+ep:N` after a teacher split: the experts over groups of N, the rest as the split says."""
+    cl = load_cluster("dgx-h100")  # 2 nodes of 8
+    st = Strategy.parse("shard:16+ep:8/zero3", cl)
+    assert (st.t_sh, st.ep, st.teacher_degree, str(st)) == (16, 8, 16, "shard:16+ep:8/zero3/colocated/1")
+    st = Strategy.parse("pipeline:2+ep:8/zero3", cl)
+    assert (st.pp, st.ep, st.teacher_degree, st.links(cl)["T"], st.links(cl)["E"]) == (2, 8, 16, "inter_node", "intra_node")
+    assert str(Strategy.parse("replicate+ep:4/ddp", cl)) == "replicate+ep:4/ddp/colocated/1"
+    job, cl1 = load_job("qwen3-235b-a22b-to-30b-a3b"), load_cluster("dgx-a100", 2)
+    plan = Strategy.parse("shard:16+ep:16/zero3", cl1).to_plan(job, cl1, "dgx-a100")
+    assert (plan.teacher.ep, plan.teacher.shard, plan.teacher.group_size) == (16, 16, 16)
+    assert Strategy.from_plan(Plan(**plan.model_dump(mode="json"))) == Strategy.parse("shard:16+ep:16/zero3", cl1)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("tp:2+ep:2/zero3", "a tp teacher does not combine with expert parallelism"),
+    ("shard:4+ep:8/zero3", "expert-parallel degree 8 does not divide the shard degree 4"),
+    ("pipeline:4+ep:8/zero3", "group 32 does not divide the 16 teacher GPUs"),
+    ("shard:16+xp:2/zero3", "after '+' only ep:DEGREE may follow"),
+    ("shard:16+ep/zero3", "after '+' only ep:DEGREE may follow"),
+])
+def test_bad_expert_parallelism_is_one_line(text, words):
+    with pytest.raises(InputError) as e:
+        Strategy.parse(text, load_cluster("dgx-h100"), "--strategy")
+    assert len(e.value.lines) == 1 and words in e.value.lines[0], e.value.lines
 
 
 def test_a_plan_file_the_grammar_cannot_say_is_refused():
