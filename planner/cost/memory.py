@@ -5,6 +5,8 @@ gradients of q_G and k_O bytes of optimizer state per parameter, each divided by
 once its ZeRO stage shards it. Under autocast (PyTorch AMP, the executor) that is 4 + 4 + 8; with
 16-bit weights and an fp32 master copy (Megatron, DeepSpeed, the ZeRO paper) 2 + 2 + 12. The teacher keeps weights only.
 Activations come from `planner.cost.activations` (checked against autograd's saved bytes).
+With an offline teacher cache (`cached`), the teacher terms are those of the one-time pass that
+writes it, when no student is on the devices: the training GPUs hold no teacher at all.
 """
 
 from __future__ import annotations
@@ -69,17 +71,33 @@ def student_generation() -> sp.Expr:
     return y.gen * sp.Max(0, kv + whole - training)
 
 
+def topk_bytes() -> sp.Expr:
+    """Bytes per token of a top-k teacher output: k values in the loss dtype and k int32 indices."""
+    return y.K * (y.q_L + 4)
+
+
 def logits() -> sp.Expr:
-    """Student and teacher logits [b, tokens, V] in their model dtypes, for the owner's micro-batch,
-    over the positions the runtime's heads cover (every position, or the completion only)."""
-    return y.b * head_tokens * (S.V * y.q_S + T.V * y.q_T)
+    """Student logits [b, tokens, V] in its dtype and what the loss gets from the teacher, for the
+    owner's micro-batch, over the positions the runtime's heads cover (every position, or the
+    completion only): the teacher's full logits; or its top-k (values and int32 indices), next to
+    the full logits they were selected from when the teacher shares the device; or, read from an
+    offline cache, the top-k alone."""
+    teacher = (1 - y.topk) * T.V * y.q_T + y.topk * (topk_bytes() + (1 - y.disagg) * (1 - y.cache) * T.V * y.q_T)
+    return y.b * head_tokens * (S.V * y.q_S + teacher)
 
 
 def loss_buffers() -> sp.Expr:
-    """fp32 [tokens, V] intermediates of the generalized JSD: n_buf of them over all the micro-batch's
-    covered tokens (TRL's full-vocabulary loss) or over C tokens at a time (chunked)."""
+    """fp32 intermediates of the generalized JSD: n_buf [tokens, V] tensors over all the micro-batch's
+    covered tokens (TRL's full-vocabulary loss) or over C tokens at a time (chunked). A top-k loss
+    (renormalised over the teacher's k tokens, docs/cost-model.md) holds its n_buf tensors over k
+    instead of V, plus the n_dense [tokens, V] tensors it still needs (the student logits' gradient)."""
     tokens = (1 - y.chunked) * y.b * head_tokens + y.chunked * sp.Min(y.C_loss, y.b * head_tokens)
-    return y.n_buf * tokens * S.V * y.q_L
+    return tokens * loss_width() * y.q_L
+
+
+def loss_width() -> sp.Expr:
+    """Vocabulary-wide elements per token that the loss keeps: n_buf x V, or n_buf x k + n_dense x V for top-k."""
+    return y.n_buf * ((1 - y.topk) * S.V + y.topk * y.K) + y.topk * y.n_dense * S.V
 
 
 def teacher_weights() -> sp.Expr:
@@ -102,10 +120,12 @@ def teacher_activations() -> sp.Expr:
 
 
 def teacher_logits() -> sp.Expr:
-    """A disaggregated teacher's own output for one request: [b, tokens, V] logits in its dtype and
-    their copy in the loss dtype that is sent (colocated, `logits` counts them on the shared device)."""
-    return y.disagg * y.b * head_tokens * T.V * (y.q_T + y.q_L)
-
+    """A teacher on devices of its own (disaggregated, or the one-time pass that writes an offline
+    cache) and its output for one request: [b, tokens, V] logits in its dtype, then their copy in
+    the loss dtype, or their top-k, that is sent or written (colocated, `logits` counts them on the
+    shared device)."""
+    own = y.disagg + y.cache
+    return own * y.b * head_tokens * (T.V * y.q_T + (1 - y.topk) * T.V * y.q_L + y.topk * topk_bytes())
 
 
 def terms() -> dict[str, sp.Expr]:

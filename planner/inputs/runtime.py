@@ -37,8 +37,14 @@ class Runtime(Strict):
     disaggregated_teachers: list[Literal["replicate", "shard", "pipeline", "tp", "hybrid"]] | None = Field(
         None, description="Teacher splits this runtime can run on ranks of their own (disaggregated); unset: any.")
 
-    def cannot_run(self, teacher: str, placement: str) -> str | None:
-        """Why this runtime cannot run a teacher split in a placement, or None."""
+    teacher_outputs: list[Literal["logits", "topk", "cached"]] | None = Field(
+        None, description="Teacher outputs this runtime can train from (full logits, top-k, an offline top-k cache); unset: any. The search tries only these.")
+    topk_dense_buffers: int = Field(1, ge=0, description="fp32 [tokens, V] tensors a top-k loss still keeps alive (the dense gradient of the student's logits; a full log-softmax before gathering adds more).")
+
+    def cannot_run(self, teacher: str, placement: str, output: str = "logits") -> str | None:
+        """Why this runtime cannot run a teacher split in a placement with a teacher output, or None."""
+        if self.teacher_outputs is not None and output not in self.teacher_outputs:
+            return f"the {self.name} runtime does not train from teacher output '{output}'"
         allowed = self.disaggregated_teachers if placement == "disaggregated" else self.teacher_splits
         if allowed is not None and teacher not in allowed:
             where = "on its own ranks" if placement == "disaggregated" else "colocated"
