@@ -143,8 +143,8 @@ ov_ddb = _nonneg("ov_ddb", "DDP's gradient sync time per gradient byte beyond th
 ov_loss = _nonneg("ov_loss", "fixed time per call of the loss (forward + backward), s")
 ov_pp = _nonneg("ov_pp", "fixed time per tick of a pipelined forward beyond its stage's layers and send, s")
 ov_shb = _nonneg("ov_shb", "FSDP copy-in/out time per gathered or reduce-scattered byte, s")
-bw_rd = _pos("bw_rd", "node-local storage read bandwidth per GPU (the node's, shared by its GPUs), bytes/s")
-bw_wr = _pos("bw_wr", "node-local storage write bandwidth per GPU, bytes/s")
+bw_rd = _pos("io_rd", "node-local storage read bandwidth per GPU (the node's, shared by its GPUs), bytes/s")
+bw_wr = _pos("io_wr", "node-local storage write bandwidth per GPU, bytes/s")
 ovl = _nonneg("ovl", "fraction of a prefetched collective hidden behind compute")
 
 # --- strategy (one candidate) --------------------------------------------------------------
