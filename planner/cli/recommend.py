@@ -50,8 +50,9 @@ def _span(values: list[float], fmt: str) -> str:
 def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
     """The ranking: the recommended plan, one line for the plans that tie with it, the next plans
     by speed, and TRL's baselines. The speed-up column is over the strongest baseline that fits
-    (its name heads the column). By default under 100 columns (no box, two-line headers, no largest
-    memory term, no speed-up over the other baselines); with `wide` every column in a boxed table."""
+    (named in the wide table's header and, narrow, on the line under the table: `_strongest_line`). By default under 100 columns (no box, two-line headers, no largest
+    memory term, no step time, no speed-up over the other baselines); with `wide` every column in a
+    boxed table."""
     tied, rest = res.ranked[:res.tied], res.ranked[res.tied:]
     shown = rest[:top - 1]
     title = f"{len(res.ranked)} feasible plans of {res.evaluated}; the fastest {1 + len(shown)} (ties as one line)"
@@ -63,7 +64,7 @@ def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
                    "samples/s", f"vs {name}", *(f"vs {n}" for n in others))
     else:
         t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-        columns = ("#", "strategy\nteacher/student/placement/b", "peak\nGiB", "free\nGiB", "step s", "samples/s", f"vs\n{name}")
+        columns = ("#", "strategy\nteacher/student/placement/b", "peak\nGiB", "free\nGiB", "samples/s", "vs best\nbaseline")
     for c in columns:
         t.add_column(c, justify="left" if c.startswith(("strategy", "peak GiB (")) else "right", no_wrap=True)
     bases = [res.baselines.get(n) for n in [res.strongest, *others]]
@@ -72,8 +73,9 @@ def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
         sp = [rank.speedup(sc, b) if sc.feasible else None for b in bases]
         mem = Text(gib(sc.figures["mem_peak"]) + (f" ({_largest(sc)})" if wide else ""))
         mem += Text("") if sc.feasible else Text(" OOM", style="red")
+        step = [f"{sc.figures['step_time']:.3f}"] if wide else []  # narrow: samples/s says it (global batch / step)
         return [label, str(sc.strategy) + outputs.suffix(sc.output), mem, gib(sc.free) if sc.free >= 0 else "-",
-                f"{sc.figures['step_time']:.3f}", f"{sc.samples_per_s:.2f}", *(f"{x:.2f}x" if x else "-" for x in sp)]
+                *step, f"{sc.samples_per_s:.2f}", *(f"{x:.2f}x" if x else "-" for x in sp)]
 
     if tied:
         t.add_row(*cells("1", tied[0]))
@@ -82,7 +84,7 @@ def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
         sp = [rank.speedup(s, bases[0]) for s in tied_others]
         t.add_row("", Text(f"+ {len(tied_others)} more within {res.margin:.0%} (below)", style="dim"),
                   _span([s.figures["mem_peak"] / 2**30 for s in tied_others], ",.1f"), _span([s.free / 2**30 for s in tied_others], ",.1f"),
-                  "", _span([s.samples_per_s for s in tied_others], ".2f"),
+                  *([""] if wide else []), _span([s.samples_per_s for s in tied_others], ".2f"),
                   _span(sp, ".2f") + "x" if all(sp) else "-", *(["-"] * len(others)))
     for i, sc in enumerate(shown):
         t.add_row(*cells(str(i + 2), sc))
@@ -90,6 +92,16 @@ def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
         if sc is not None:
             t.add_row(*cells(name, sc))
     return t
+
+
+def _strongest_line(res: rank.SearchResult) -> str:
+    """Which baseline the speed-ups are against, and why that one."""
+    name = res.strongest
+    if name is None:
+        return "No TRL baseline fits in memory: no speed-up to give."
+    sc = res.baselines[name]
+    return (f"Speed-ups are over {name} ({sc.strategy}{outputs.suffix(sc.output)}, {sc.samples_per_s:.2f} samples/s), "
+            f"the fastest of the {len(res.baselines)} TRL baselines that fits (-f json: over each).")
 
 
 def _ties(res: rank.SearchResult, shown: int = 8) -> list[str]:
@@ -171,6 +183,7 @@ def _print(res: rank.SearchResult, top: int, cl, wide: bool, k: int) -> None:
                   "an fp8 teacher (teacher_dtype: fp8) in the job's workload, or a smaller --reserve.")
     else:
         out.print(_table(res, top, wide))
+        out.print(_strongest_line(res))
         for line in _ties(res):
             out.print(line)
         first, name = res.ranked[0], res.strongest
