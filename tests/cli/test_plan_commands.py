@@ -68,7 +68,7 @@ def test_recommend_json_keys(runner):
     assert set(d) >= {"baseline", "plans", "rejected", "strongest_baseline"} and "trl-gkd-zero3" in d["baseline"]
     fit = {n: b["predicted"]["samples_per_s"] for n, b in d["baseline"].items() if b and b["feasible"]}
     assert d["strongest_baseline"] == max(fit, key=fit.get)  # the fastest that fits
-    assert len(d["plans"]) == 3
+    assert len(d["plans"]) == max(3, sum(p["tied_with_first"] for p in d["plans"]))  # every plan that ties with #1
     for p in d["plans"]:
         assert {"strategy", "teacher", "student", "placement", "micro_batch", "grad_accum", "free_bytes", "predicted",
                 "speedup_vs_baseline", "baseline", "speedup_vs_baselines", "teacher_output", "tied_with_first"} <= set(p)
