@@ -101,7 +101,7 @@ def _strongest_line(res: rank.SearchResult) -> str:
         return "No TRL baseline fits in memory: no speed-up to give."
     sc = res.baselines[name]
     return (f"Speed-ups are over {name} ({sc.strategy}{outputs.suffix(sc.output)}, {sc.samples_per_s:.2f} samples/s), "
-            f"the fastest of the {len(res.baselines)} TRL baselines that fits (-f json: over each).")
+            f"the fastest TRL baseline that fits (of {len(res.baselines)}; -f json gives the speed-up over each).")
 
 
 def _ties(res: rank.SearchResult, shown: int = 8) -> list[str]:
