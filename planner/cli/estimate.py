@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         from planner.inputs.load import DEFAULT_RUNTIME, load_runtime
         keep = rank.Reserve(reserve, reserve_gib)
         rt = load_runtime(runtime or DEFAULT_RUNTIME)
-        why = st.rejection(job) or outputs.rejection(outputs.of(job), st.disaggregated) or rt.cannot_run(st.teacher, st.placement, outputs.of(job))
+        why = st.rejection(job) or outputs.rejection(outputs.of(job), st.disaggregated)
         sc = rank.score([st], [why], job, cl, rt, keep)[0]
         bases = rank.baselines(job, cl, reserve=keep)
         name = rank.strongest(bases) or "trl-gkd-zero3"
