@@ -68,7 +68,8 @@ class Predicted(Strict):
     memory_bytes: dict[str, float] = Field(description="Peak memory by term, bytes (disaggregated: student terms on the student ranks, teacher terms on the teacher ranks).")
     memory_bytes_by_side: dict[str, float] | None = Field(None, description="Peak bytes per device on the student ranks and on the teacher ranks.")
     time_s: dict[str, float] = Field(description="Step time by term, s.")
-    speedup_vs_baseline: float | None = Field(None, description="samples/s over the trl-zero3 baseline.")
+    speedup_vs_baseline: float | None = Field(None, description="samples/s over the strongest baseline that fits (`baseline`).")
+    baseline: str | None = Field(None, description="The baseline the speed-up is against: the fastest of TRL's that fits (e.g. trl-distill-ddp; `planner recommend -f json` lists each).")
 
 
 class Plan(Strict):
@@ -94,6 +95,19 @@ class Plan(Strict):
     @property
     def world(self) -> int:
         return self.nodes * self.gpus_per_node
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_output(cls, data):
+        """A plan runs one teacher output: a workload that leaves it to the planner (`auto`, or a plan
+        file that names none) and became a plan without a search (`Strategy.to_plan`) runs full
+        logits, the exact loss."""
+        w = data.get("workload") if isinstance(data, dict) else None
+        if isinstance(w, Workload) and w.teacher_output == "auto":
+            return data | {"workload": w.model_copy(update={"teacher_output": "logits"})}
+        if isinstance(w, dict) and w.get("teacher_output", "auto") == "auto":
+            return data | {"workload": w | {"teacher_output": "logits"}}
+        return data
 
     @model_validator(mode="after")
     def _layout(self) -> "Plan":

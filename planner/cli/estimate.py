@@ -1,4 +1,4 @@
-"""`planner estimate`: the cost model's figures for one plan, next to TRL's `trl-zero3`."""
+"""`planner estimate`: the cost model's figures for one plan, next to the strongest TRL baseline that fits."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.table import Table
 from planner.cli import options as o
 from planner.cli.common import EXIT_NO, Command, Format, bold, emit, err, gib, handles_errors, heading, load_inputs, out
 from planner.inputs.errors import InputError
+from planner.search import output as outputs
 from planner.search import rank
 from planner.search.strategy import Strategy
 
@@ -20,8 +21,8 @@ def _figures(sc: rank.Scored | None) -> dict | None:
     mem, tim = sc.memory_terms(), sc.time_terms()
     st = sc.strategy
     return {
-        "strategy": str(st), "teacher": st.teacher_part, "student": st.student_part,
-        "placement": st.placement, "micro_batch": st.b,
+        "strategy": str(st) + outputs.suffix(sc.output), "teacher": st.teacher_part, "student": st.student_part,
+        "placement": st.placement, "micro_batch": st.b, "teacher_output": sc.output, "runtime": sc.runtime,
         "memory_bytes": mem | {"total": sc.figures["mem_peak"]}, "memory_bytes_by_side": sc.memory_sides(),
         "time_s": tim | {"total": sc.figures["step_time"]},
         "samples_per_s": sc.samples_per_s, "free_bytes": sc.free, "feasible": sc.feasible, "reason": sc.reason,
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
         teacher: o.Teacher = None, student: o.Student = None, runtime: o.RuntimeOpt = None,
         plan: Annotated[Optional[str], typer.Option("--plan", "-p", help="Re-evaluate a plan file (its job and strategy) instead of the flags below.")] = None,
-        strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="The whole strategy as `recommend` prints it: teacher / student / placement / micro-batch, e.g. shard:16/zero3/colocated/4 (a missing micro-batch is 1); instead of the four flags below.")] = None,
+        strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="The whole strategy as `recommend` prints it: teacher / student / placement / micro-batch, e.g. shard:16/zero3/colocated/4 (a missing micro-batch is 1), with +topk or +cached for a top-k teacher output (default: the job's, full logits under auto); instead of the four flags below.")] = None,
         teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] | hybrid[:k] (default k: shard all teacher GPUs, the others one node); an MoE teacher may add +ep:N, its experts split over N ranks (e.g. shard:16+ep:8).")] = "shard",
         student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp[:SHARD] (default shard: one node; it must divide the student GPUs).")] = "zero3",
         placement: Annotated[str, typer.Option(help="colocated | disaggregated[:TEACHER_GPUS].")] = "colocated",
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
         symbolic: Annotated[bool, typer.Option(help="Print the model's expressions instead of numbers.")] = False,
         latex: Annotated[bool, typer.Option(help="With --symbolic: LaTeX.")] = False,
     ) -> None:
-        """Memory per device and step time, by term, for one plan next to the trl-zero3 baseline. Exits 3 if the plan does not fit (with the memory reserve kept free)."""
+        """Memory per device and step time, by term, for one plan next to the strongest TRL baseline that fits. Exits 3 if the plan does not fit (with the memory reserve kept free)."""
         if symbolic:
             return _symbolic(latex)
         if plan:
@@ -73,38 +74,46 @@ def register(app: typer.Typer) -> None:
                          "--placement": placement != "colocated", "--micro-batch": micro_batch != 1}
                 if any(given.values()):
                     raise InputError(f"--strategy: give the whole strategy there or use {', '.join(k for k, v in given.items() if v)}, not both")
+                strategy, chosen = outputs.split(strategy, "--strategy")
+                job = outputs.choose(job, chosen, "--strategy")
                 st = Strategy.parse(strategy, cl, "--strategy")
             else:
                 st = Strategy.from_words(teacher_split, student_split, placement, micro_batch, cl,
                                          ("--teacher-split", "--student-split", "--placement", "--micro-batch"))
         from planner.inputs.load import DEFAULT_RUNTIME, load_runtime
         keep = rank.Reserve(reserve, reserve_gib)
-        sc = rank.score([st], [st.rejection(job)], job, cl, load_runtime(runtime or DEFAULT_RUNTIME), keep)[0]
-        base = rank.baselines(job, cl, reserve=keep)["trl-zero3"]
-        data = _figures(sc) | {"baseline": _figures(base), "speedup_vs_baseline": rank.speedup(sc, base)}
+        rt = load_runtime(runtime or DEFAULT_RUNTIME)
+        why = st.rejection(job) or outputs.rejection(outputs.of(job), st.disaggregated)
+        sc = rank.score([st], [why], job, cl, rt, keep)[0]
+        bases = rank.baselines(job, cl, reserve=keep)
+        name = rank.strongest(bases) or "trl-gkd-zero3"
+        base = bases[name]
+        data = _figures(sc) | {"baseline_name": name, "baseline": _figures(base), "speedup_vs_baseline": rank.speedup(sc, base),
+                               "speedup_vs_baselines": {n: rank.speedup(sc, b) for n, b in bases.items()}}
         if format != Format.table:
             err.print(line)
             emit(data, format)
         else:
             out.print(line)
-            _tables(sc, base, rank.bind.usable_bytes(cl), keep.describe(cl))
+            _tables(sc, base, rank.bind.usable_bytes(cl), keep.describe(cl), name)
         if not sc.feasible:
             raise typer.Exit(EXIT_NO)
 
 
-def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float, reserve: str) -> None:
-    label = str(sc.strategy)
-    blabel = f"trl-zero3 ({base.strategy})" if base else "trl-zero3 (n/a)"
+def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float, reserve: str, name: str) -> None:
+    label = str(sc.strategy) + outputs.suffix(sc.output)
+    blabel = f"{name} ({base.strategy}{outputs.suffix(base.output)})" if base else f"{name} (n/a)"
     bm, bt = (base.memory_terms(), base.time_terms()) if base else ({}, {})
     t = Table(title=f"Memory per device (GiB), usable {gib(usable)}, {reserve} kept free")
     for c in ("term", label, blabel):
         t.add_column(c, justify="left" if c == "term" else "right")
     for k, v in sc.memory_terms().items():
         t.add_row(k, gib(v), gib(bm[k]) if k in bm else "-")
-    if sc.strategy.placement == "disaggregated":  # two kinds of device: say each one's total
+    if sc.apart:  # two kinds of device (or of phase: an offline cache's teacher pass): say each one's total
         sides = sc.memory_sides()
         t.add_row("student ranks (student_* terms, logits, loss)", gib(sides["student_ranks"]), "-")
-        t.add_row("teacher ranks (teacher_* terms)", gib(sides["teacher_ranks"]), "-")
+        t.add_row("teacher ranks (teacher_* terms)" if "teacher_ranks" in sides else "the one-time teacher pass (teacher_* terms)",
+                  gib(sides.get("teacher_ranks", sides.get("teacher_pass", 0.0))), "-")
     t.add_row(bold("total (busiest device)"), gib(sc.figures["mem_peak"]), gib(base.figures["mem_peak"]) if base else "-")
     t.add_row("free", gib(sc.free), gib(base.free) if base else "-")
     out.print(t)
@@ -116,5 +125,5 @@ def _tables(sc: rank.Scored, base: rank.Scored | None, usable: float, reserve: s
     t.add_row(bold("step"), f"{sc.figures['step_time'] * 1e3:,.1f}", f"{base.figures['step_time'] * 1e3:,.1f}" if base else "-")
     out.print(t)
     status = "fits" if sc.feasible else f"INFEASIBLE: {sc.reason}"
-    out.print(f"{sc.samples_per_s:.2f} samples/s ({status}); trl-zero3: "
+    out.print(f"{sc.samples_per_s:.2f} samples/s ({status}); {name}: "
               + (f"{base.samples_per_s:.2f} samples/s" + ("" if base.feasible else f" but {base.reason}") if base else "n/a"))

@@ -27,8 +27,8 @@ def register(app: typer.Typer) -> None:
     def inflection(
         model: o.Model = None, cluster: o.ClusterOpt = None, nodes: o.Nodes = None,
         teacher: o.Teacher = None, student: o.Student = None,
-        between: Annotated[Optional[list[str]], typer.Option(help=escape("Two regimes: best, trl-zero3, trl-ddp or a strategy as `recommend` prints it, TEACHER/STUDENT[/PLACEMENT[/MICRO_BATCH]] (give the option twice)."))] = None,
-        in_: Annotated[Optional[list[str]], typer.Option("--in", help="Free variable(s): inter_bw, micro_batch, completion_len, teacher_layers, nodes (default: all).")] = None,
+        between: Annotated[Optional[list[str]], typer.Option(help=escape("Two regimes: best, a baseline (trl-gkd-zero3, trl-gkd-ddp, trl-distill-zero3, trl-distill-ddp, trl-server) or a strategy as `recommend` prints it, TEACHER/STUDENT[/PLACEMENT[/MICRO_BATCH]][+topk|+cached|+logits] (give the option twice)."))] = None,
+        in_: Annotated[Optional[list[str]], typer.Option("--in", help="Free variable(s): inter_bw, micro_batch, completion_len, teacher_layers, nodes, vocab (default: all).")] = None,
         latex: Annotated[bool, typer.Option(help="Print the equations as LaTeX.")] = False,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
     ) -> None:

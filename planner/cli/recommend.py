@@ -15,6 +15,7 @@ from planner.cli.common import EXIT_NO, Command, Format, emit, err, gib, handles
 from planner.inputs.errors import InputError
 from planner import files
 from planner.plan import plan_text
+from planner.search import output as outputs
 from planner.search import plans, rank
 
 
@@ -23,13 +24,17 @@ class Objective(str, Enum):
     memory = "memory"
 
 
-def _entry(sc: rank.Scored, base: rank.Scored | None, job) -> dict:
-    st = sc.strategy
-    pred = plans.predicted(sc, base).model_dump()
-    return {"strategy": str(st), "teacher": st.teacher_part, "student": st.student_part, "placement": st.placement,
+def _entry(sc: rank.Scored, res: rank.SearchResult, job) -> dict:
+    """One plan or baseline for -f json/yaml: its speed-up over the strongest baseline that fits
+    (named in `baseline`) and over each baseline."""
+    st, name = sc.strategy, res.strongest
+    pred = plans.predicted(sc, res.baselines.get(name) if name else None, name).model_dump()
+    return {"strategy": str(st) + outputs.suffix(sc.output), "teacher": st.teacher_part, "student": st.student_part,
+            "placement": st.placement, "teacher_output": sc.output, "runtime": sc.runtime,
             "teacher_gpus": st.n_T, "student_gpus": st.n_S, "micro_batch": st.b,
             "grad_accum": job.workload.global_batch // (st.b * st.n_S), "free_bytes": sc.free, "predicted": pred,
-            "speedup_vs_baseline": pred["speedup_vs_baseline"]}
+            "speedup_vs_baseline": pred["speedup_vs_baseline"], "baseline": pred["baseline"],
+            "speedup_vs_baselines": {n: rank.speedup(sc, b) for n, b in res.baselines.items()}}
 
 
 def _largest(sc: rank.Scored) -> str:
@@ -44,38 +49,43 @@ def _span(values: list[float], fmt: str) -> str:
 
 def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
     """The ranking: the recommended plan, one line for the plans that tie with it, the next plans
-    by speed, and TRL's baselines. By default under 100 columns (no box, two-line headers, no
-    largest memory term and no speed-up over trl-ddp); with `wide` every column in a boxed table."""
+    by speed, and TRL's baselines. The speed-up column is over the strongest baseline that fits
+    (named in the wide table's header and, narrow, on the line under the table: `_strongest_line`). By default under 100 columns (no box, two-line headers, no largest
+    memory term, no step time, no speed-up over the other baselines); with `wide` every column in a
+    boxed table."""
     tied, rest = res.ranked[:res.tied], res.ranked[res.tied:]
     shown = rest[:top - 1]
     title = f"{len(res.ranked)} feasible plans of {res.evaluated}; the fastest {1 + len(shown)} (ties as one line)"
+    name = res.strongest or "baseline"
+    others = [n for n in res.baselines if n != res.strongest] if wide else []
     if wide:
         t = Table(title=title)
-        columns = ("#", "strategy: teacher/student/placement/micro-batch", "peak GiB (largest term)", "free GiB", "step s",
-                   "samples/s", "vs trl-zero3", "vs trl-ddp")
+        columns = ("#", "strategy: teacher/student/placement/micro-batch[+output]", "peak GiB (largest term)", "free GiB", "step s",
+                   "samples/s", f"vs {name}", *(f"vs {n}" for n in others))
     else:
         t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-        columns = ("#", "strategy\nteacher/student/placement/b", "peak\nGiB", "free\nGiB", "step s", "samples/s", "vs\ntrl-zero3")
+        columns = ("#", "strategy\nteacher/student/placement/b", "peak\nGiB", "free\nGiB", "samples/s", "vs best\nbaseline")
     for c in columns:
         t.add_column(c, justify="left" if c.startswith(("strategy", "peak GiB (")) else "right", no_wrap=True)
-    z3, ddp = res.baselines.get("trl-zero3"), res.baselines.get("trl-ddp")
+    bases = [res.baselines.get(n) for n in [res.strongest, *others]]
 
     def cells(label: str, sc: rank.Scored) -> list:
-        sp, sd = (rank.speedup(sc, z3), rank.speedup(sc, ddp)) if sc.feasible else (None, None)
+        sp = [rank.speedup(sc, b) if sc.feasible else None for b in bases]
         mem = Text(gib(sc.figures["mem_peak"]) + (f" ({_largest(sc)})" if wide else ""))
         mem += Text("") if sc.feasible else Text(" OOM", style="red")
-        return [label, str(sc.strategy), mem, gib(sc.free) if sc.free >= 0 else "-", f"{sc.figures['step_time']:.3f}",
-                f"{sc.samples_per_s:.2f}", f"{sp:.2f}x" if sp else "-", *([f"{sd:.2f}x" if sd else "-"] if wide else [])]
+        step = [f"{sc.figures['step_time']:.3f}"] if wide else []  # narrow: samples/s says it (global batch / step)
+        return [label, str(sc.strategy) + outputs.suffix(sc.output), mem, gib(sc.free) if sc.free >= 0 else "-",
+                *step, f"{sc.samples_per_s:.2f}", *(f"{x:.2f}x" if x else "-" for x in sp)]
 
     if tied:
         t.add_row(*cells("1", tied[0]))
     if len(tied) > 1:  # the others that tie: one line of ranges
-        others = tied[1:]
-        sp = [rank.speedup(s, z3) for s in others]
-        t.add_row("", Text(f"+ {len(others)} more within {res.margin:.0%} (below)", style="dim"),
-                  _span([s.figures["mem_peak"] / 2**30 for s in others], ",.1f"), _span([s.free / 2**30 for s in others], ",.1f"),
-                  "", _span([s.samples_per_s for s in others], ".2f"),
-                  _span(sp, ".2f") + "x" if all(sp) else "-", *(["-"] if wide else []))
+        tied_others = tied[1:]
+        sp = [rank.speedup(s, bases[0]) for s in tied_others]
+        t.add_row("", Text(f"+ {len(tied_others)} more within {res.margin:.0%} (below)", style="dim"),
+                  _span([s.figures["mem_peak"] / 2**30 for s in tied_others], ",.1f"), _span([s.free / 2**30 for s in tied_others], ",.1f"),
+                  *([""] if wide else []), _span([s.samples_per_s for s in tied_others], ".2f"),
+                  _span(sp, ".2f") + "x" if all(sp) else "-", *(["-"] * len(others)))
     for i, sc in enumerate(shown):
         t.add_row(*cells(str(i + 2), sc))
     for name, sc in res.baselines.items():
@@ -84,11 +94,21 @@ def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
     return t
 
 
+def _strongest_line(res: rank.SearchResult) -> str:
+    """Which baseline the speed-ups are against, and why that one."""
+    name = res.strongest
+    if name is None:
+        return "No TRL baseline fits in memory: no speed-up to give."
+    sc = res.baselines[name]
+    return (f"Speed-ups are over {name} ({sc.strategy}{outputs.suffix(sc.output)}, {sc.samples_per_s:.2f} samples/s), "
+            f"the fastest TRL baseline that fits (of {len(res.baselines)}; -f json gives the speed-up over each).")
+
+
 def _ties(res: rank.SearchResult, shown: int = 8) -> list[str]:
     """The lines under the table: how many tie with #1, why #1 is the one, and the others' names."""
     if res.tied < 2:
         return []
-    others = [str(s.strategy) for s in res.ranked[1:res.tied]]
+    others = [str(s.strategy) + outputs.suffix(s.output) for s in res.ranked[1:res.tied]]
     more = f", and {len(others) - shown} more (-f json lists all)" if len(others) > shown else ""
     return [f"{res.tied} plans within {res.margin:.0%} of the fastest; #1 is recommended: {res.why_first}.",
             "The others: " + ", ".join(others[:shown]) + more + "."]
@@ -107,11 +127,11 @@ def register(app: typer.Typer) -> None:
         plan_out: Annotated[Optional[str], typer.Option(help="With --export: where the plan goes (default: next to the script, .plan.yaml).")] = None,
         force: Annotated[bool, typer.Option(help="Overwrite --output (and --plan-out) if it exists.")] = False,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
-        wide: Annotated[bool, typer.Option("--wide", help="Every column (largest memory term, speed-up over trl-ddp), over 100 characters wide.")] = False,
+        wide: Annotated[bool, typer.Option("--wide", help="Every column (largest memory term, speed-up over every baseline), over 100 characters wide.")] = False,
         reserve: o.ReserveOpt = 0.05, reserve_gib: o.ReserveGib = 0.0,
         margin: Annotated[float, typer.Option("--margin", help="Plans within this fraction of the fastest tie; #1 is the simplest of them with the most free memory.", min=0.0, max=0.5)] = rank.TIE_MARGIN,
     ) -> None:
-        """Rank every teacher x student split on the cluster and write the recommended plan. Exits 3 if no plan fits."""
+        """Rank every teacher x student split (and teacher output: full logits, top-k, cached top-k) on the cluster against TRL's baselines and write the recommended plan. Exits 3 if no plan fits."""
         from pathlib import Path
 
         if export and export not in ("slurm", "torchrun"):
@@ -125,19 +145,20 @@ def register(app: typer.Typer) -> None:
         from planner.inputs.load import DEFAULT_RUNTIME, load_runtime
         rt_ref = runtime or DEFAULT_RUNTIME
         res = rank.search(job, cl, objective.value, load_runtime(rt_ref), rank.Reserve(reserve, reserve_gib), margin)
-        z3 = res.baselines.get("trl-zero3")
+        best_base = res.baselines.get(res.strongest) if res.strongest else None
         if format != Format.table:
-            data = {"baseline": {name: (_entry(sc, z3, job) | {"feasible": sc.feasible}) if sc else None for name, sc in res.baselines.items()},
-                    "plans": [_entry(sc, z3, job) | {"tied_with_first": i < res.tied} for i, sc in enumerate(res.ranked[:max(top, res.tied)])],
+            data = {"baseline": {name: (_entry(sc, res, job) | {"feasible": sc.feasible}) if sc else None for name, sc in res.baselines.items()},
+                    "strongest_baseline": res.strongest,
+                    "plans": [_entry(sc, res, job) | {"tied_with_first": i < res.tied} for i, sc in enumerate(res.ranked[:max(top, res.tied)])],
                     "recommended_because": res.why_first, "tie_margin": res.margin, "usable_bytes": res.usable_bytes,
                     "reserve_bytes": res.reserve_bytes, "rejected": res.rejected, "evaluated": res.evaluated, "notes": res.notes}
             emit(data, format)
         else:
-            _print(res, top, cl, wide)
+            _print(res, top, cl, wide, job.workload.topk)
         if not res.ranked:
             raise typer.Exit(EXIT_NO)
         if plan_path:
-            plan = plans.to_plan(res.ranked[0], job, cl, cl_ref, z3, rt_ref)
+            plan = plans.to_plan(res.ranked[0], job, cl, cl_ref, best_base, rt_ref, res.strongest)
             writes = [(plan_path, plan_text(plan), False)]
             if export:  # the script is rendered before anything is written: a plan it refuses is not written either
                 from planner.launch import render
@@ -151,7 +172,7 @@ def register(app: typer.Typer) -> None:
                 err.print(f"Next: `planner estimate --plan {plan_path}` or `planner export {plan_path} --to slurm`.")
 
 
-def _print(res: rank.SearchResult, top: int, cl, wide: bool) -> None:
+def _print(res: rank.SearchResult, top: int, cl, wide: bool, k: int) -> None:
     if not res.ranked:
         c = res.closest
         out.print("No plan fits in memory.", style="red")
@@ -162,9 +183,13 @@ def _print(res: rank.SearchResult, top: int, cl, wide: bool) -> None:
                   "an fp8 teacher (teacher_dtype: fp8) in the job's workload, or a smaller --reserve.")
     else:
         out.print(_table(res, top, wide))
+        out.print(_strongest_line(res))
         for line in _ties(res):
             out.print(line)
-        out.print(f"Why #1 wins: {rank.why_it_wins(res.ranked[0], res.baselines.get('trl-zero3'), cl)}.")
+        first, name = res.ranked[0], res.strongest
+        out.print(f"Why #1 wins: {rank.why_it_wins(first, res.baselines.get(name) if name else None, cl, name or '')}.")
+        if note := outputs.note(first.output, k):
+            out.print(f"Note: {note}.")
     if res.rejected:
         out.print("Rejected: " + "; ".join(f"{n} {why}" for why, n in res.rejected.items()))
     for note in res.notes:

@@ -12,7 +12,7 @@ from planner.cli.common import Command, err, handles_errors, load_inputs, out
 from planner.files import check_outputs, write_files
 from planner.inputs.errors import InputError
 
-VARS = "inter_bw, micro_batch, completion_len, teacher_layers, nodes"
+VARS = "inter_bw, micro_batch, completion_len, teacher_layers, nodes, vocab"
 
 
 def register(app: typer.Typer) -> None:

@@ -22,7 +22,9 @@ def _peak(cluster: Cluster, dtype: str, who: str) -> float:
 
 
 def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> dict[str, float]:
-    """Values of every symbol that a job, a cluster and a runtime (default: the bundled executor's) fix."""
+    """Values of every symbol that a job, a cluster and a runtime (default: the bundled executor's) fix.
+    A job that leaves the teacher output to the planner (`auto`) is costed with full logits; the
+    search sets the output per plan (`planner.search.output`)."""
     w, rt = job.workload, runtime or load_runtime(DEFAULT_RUNTIME)
     teacher_dtype = w.teacher_dtype or job.teacher.dtype
     v: dict[str, float] = shape_values(job.student, "S") | shape_values(job.teacher, "T")
@@ -33,7 +35,10 @@ def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> di
         "flash": float(w.flash_attention), "rc_full": float(w.grad_checkpointing == "full"),
         "rc_sel": float(w.grad_checkpointing == "selective"), "kvc": float(w.generation_kv_cache),
         "chunked": float((rt.loss or w.loss) == "chunked"), "C": w.loss_chunk_tokens,
-        "topk_on": float(w.teacher_output == "topk"), "K": w.topk, "n_buf": rt.loss_buffers,
+        "topk_on": float(w.teacher_output in ("topk", "cached")), "cached": float(w.teacher_output == "cached"),
+        "K": w.topk, "ep": w.epochs, "n_buf": rt.loss_buffers, "n_dense": rt.topk_dense_buffers,
+        "io_rd": cluster.storage.read_gb_per_s * 1e9 / cluster.gpus_per_node,
+        "io_wr": cluster.storage.write_gb_per_s * 1e9 / cluster.gpus_per_node,
         "ext": float(rt.logits == "sequence"), "ov_dec": rt.generation.layer_overhead_us * 1e-6,
         "g_once": float(rt.generation.sharded_gather == "once"), "g_tp": rt.generation.tensor_parallel,
         "F_S": _peak(cluster, w.student_dtype, "student"), "F_T": _peak(cluster, teacher_dtype, "teacher"),

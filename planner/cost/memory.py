@@ -5,6 +5,8 @@ gradients of q_G and k_O bytes of optimizer state per parameter, each divided by
 once its ZeRO stage shards it. Under autocast (PyTorch AMP, the executor) that is 4 + 4 + 8; with
 16-bit weights and an fp32 master copy (Megatron, DeepSpeed, the ZeRO paper) 2 + 2 + 12. The teacher keeps weights only.
 Activations come from `planner.cost.activations` (checked against autograd's saved bytes).
+With an offline teacher cache (`cached`), the teacher terms are those of the one-time pass that
+writes it, when no student is on the devices: the training GPUs hold no teacher at all.
 """
 
 from __future__ import annotations
@@ -67,22 +69,37 @@ def student_generation() -> sp.Expr:
     kv = y.kv_cache * kv_cache_elements(S, y.b, seq) * y.q_S
     engine = sp.Min(1, y.g_tp - 1)  # 1 with a separate generation engine
     whole = y.g_once * ((1 - engine) * y.z_p * (total_params(S) * y.q_S - student_gathered()) + engine * total_params(S) * y.q_S / y.g_tp)
-    training = student_activations() + logits() + loss_buffers() + (1 - y.disagg) * teacher_logits()
+    training = student_activations() + logits() + loss_buffers() + (1 - y.disagg - y.cache) * teacher_logits()
     return y.gen * sp.Max(0, kv + whole - training)
 
 
+def topk_bytes() -> sp.Expr:
+    """Bytes per token of a top-k teacher output: k values in the loss dtype and k int32 indices."""
+    return y.K * (y.q_L + 4)
+
+
 def logits() -> sp.Expr:
-    """Student logits [b, tokens, V] in its dtype, for the owner's micro-batch, over the positions
-    the runtime's heads cover (every position, or the completion only); disaggregated, also the
-    teacher's logits received for them (colocated, `teacher_logits` counts those)."""
-    return y.b * head_tokens * (S.V * y.q_S + y.disagg * T.V * y.q_T)
+    """Student logits [b, tokens, V] in its dtype and what the loss receives from a teacher that does
+    not share its device, for the owner's micro-batch, over the positions the runtime's heads cover
+    (every position, or the completion only): disaggregated, the teacher's full logits or its top-k
+    (values and int32 indices); with an offline cache, the top-k read from it. Colocated, the
+    teacher's own output is in `teacher_logits`."""
+    received = y.disagg * ((1 - y.topk) * T.V * y.q_T + y.topk * topk_bytes()) + y.cache * topk_bytes()
+    return y.b * head_tokens * (S.V * y.q_S + received)
 
 
 def loss_buffers() -> sp.Expr:
-    """fp32 [tokens, V] intermediates of the generalized JSD: n_buf of them over all the micro-batch's
-    covered tokens (TRL's full-vocabulary loss) or over C tokens at a time (chunked)."""
+    """fp32 intermediates of the generalized JSD: n_buf [tokens, V] tensors over all the micro-batch's
+    covered tokens (TRL's full-vocabulary loss) or over C tokens at a time (chunked). A top-k loss
+    (renormalised over the teacher's k tokens, docs/cost-model.md) holds its n_buf tensors over k
+    instead of V, plus the n_dense [tokens, V] tensors it still needs (the student logits' gradient)."""
     tokens = (1 - y.chunked) * y.b * head_tokens + y.chunked * sp.Min(y.C_loss, y.b * head_tokens)
-    return y.n_buf * tokens * S.V * y.q_L
+    return tokens * loss_width() * y.q_L
+
+
+def loss_width() -> sp.Expr:
+    """Vocabulary-wide elements per token that the loss keeps: n_buf x V, or n_buf x k + n_dense x V for top-k."""
+    return y.n_buf * ((1 - y.topk) * S.V + y.topk * y.K) + y.topk * y.n_dense * S.V
 
 
 def teacher_weights() -> sp.Expr:
@@ -108,10 +125,11 @@ def teacher_activations() -> sp.Expr:
 
 
 def teacher_logits() -> sp.Expr:
-    """The teacher's output for one micro-batch: [b, tokens, V] logits in its dtype, on the device
-    that computes the loss (colocated) or, disaggregated, on the teacher's with their copy in the
-    loss dtype that is sent (the student side counts what it receives in `logits`)."""
-    return y.b * head_tokens * T.V * (y.q_T + y.disagg * y.q_L)
+    """The teacher's output for one micro-batch where it computes it (colocated: the loss's device;
+    disaggregated: its own; cached: the one-time pass that writes the cache): [b, tokens, V] logits
+    in its dtype, then their copy in the loss dtype that is sent (disaggregated, full logits), or
+    their top-k (values and int32 indices) that is kept, sent or written."""
+    return y.b * head_tokens * (T.V * y.q_T + (1 - y.topk) * y.disagg * T.V * y.q_L + y.topk * topk_bytes())
 
 
 

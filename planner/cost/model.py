@@ -14,11 +14,13 @@ from planner.cost import symbols as y
 def expressions() -> dict[str, sp.Expr]:
     """`mem.<term>`, `mem_student_side`, `mem_teacher_side`, `mem_peak`, `time.<term>`, `step_time`,
     `samples_per_s`, and the parts of one generation (`generation.prefill`, `generation.decode_step`). In a disaggregated plan teacher and student terms live on different devices,
-    so the peak is the larger side; colocated, their sum."""
+    so the peak is the larger side; colocated, their sum; with an offline teacher cache the teacher
+    side is the one-time pass, which runs before training: the larger side too."""
     mem = memory.terms()
     student_side = sp.Add(*(mem[k] for k in memory.STUDENT_TERMS))
     teacher_side = sp.Add(*(mem[k] for k in memory.TEACHER_TERMS))
-    peak = (1 - y.disagg) * (student_side + teacher_side) + y.disagg * sp.Max(student_side, teacher_side)
+    apart = y.disagg + y.cache  # never both: a cached plan is colocated
+    peak = (1 - apart) * (student_side + teacher_side) + apart * sp.Max(student_side, teacher_side)
     time = timeline.terms()
     step = sp.Add(*time.values())
     out = {f"mem.{k}": v for k, v in mem.items()}

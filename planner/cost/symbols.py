@@ -117,8 +117,11 @@ rc_sel = _nonneg("rc_sel", "1 with selective (attention-core) recomputation")
 kv_cache = _nonneg("kvc", "1 if generation uses a KV cache")
 chunked = _nonneg("chunked", "1 for the sequence-chunked loss")
 C_loss = _pos("C", "tokens per loss chunk")
-topk = _nonneg("topk_on", "1 if a remote teacher sends top-k instead of full logits")
+topk = _nonneg("topk_on", "1 if the loss gets the teacher's top-k (live or cached) instead of its full logits")
+cache = _nonneg("cached", "1 if the teacher's top-k is read from an offline cache (no teacher on the training GPUs)")
 K = _pos("K", "k of the top-k teacher output")
+ep = _pos("ep", "passes over the data (epochs) an offline teacher pass is amortised over")
+n_dense = _nonneg("n_dense", "fp32 [tokens, V] tensors a top-k loss still keeps alive (the student's dense logit gradient)")
 n_buf = _pos("n_buf", "fp32 [tokens, V] buffers alive in the loss")
 
 # --- runtime (planner.inputs.runtime) ------------------------------------------------------
@@ -141,6 +144,8 @@ ov_ddb = _nonneg("ov_ddb", "DDP's gradient sync time per gradient byte beyond th
 ov_loss = _nonneg("ov_loss", "fixed time per call of the loss (forward + backward), s")
 ov_pp = _nonneg("ov_pp", "fixed time per tick of a pipelined forward beyond its stage's layers and send, s")
 ov_shb = _nonneg("ov_shb", "FSDP copy-in/out time per gathered or reduce-scattered byte, s")
+bw_rd = _pos("io_rd", "node-local storage read bandwidth per GPU (the node's, shared by its GPUs), bytes/s")
+bw_wr = _pos("io_wr", "node-local storage write bandwidth per GPU, bytes/s")
 ovl = _nonneg("ovl", "fraction of a prefetched collective hidden behind compute")
 
 # --- strategy (one candidate) --------------------------------------------------------------

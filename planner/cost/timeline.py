@@ -6,7 +6,8 @@ Overlap is modelled only where the executor overlaps: FSDP prefetch hides all-ga
 compute (only the excess, `Max(0, comm - ovl * compute)`, is charged; `ovl` is the topology's
 `comm_overlap`, 0 for gloo on CPU), and a disaggregated teacher
 works on the next micro-batch while the students train (`disaggregated_wait`: on policy, only what
-the student has generated can be scored).
+the student has generated can be scored). An offline teacher cache replaces the teacher's forward
+by a read from local storage and charges the one-time pass, amortised over the epochs.
 FLOPs: forward 2 per matmul weight per token plus attention (Kaplan et al. 2020; Narayanan et al.
 2021), backward 2x forward, full recomputation one more forward. Every forward pass of a layer
 also costs a fixed `ov` (kernel launches, framework; the topology's `layer_overhead_us`).
@@ -18,6 +19,7 @@ import sympy as sp
 
 from planner.cost import comm, experts
 from planner.cost import symbols as y
+from planner.cost.memory import loss_width, topk_bytes
 from planner.cost.params import (attention_flops_per_token, forward_flops_per_token, kv_cache_elements, matmul_params,
                                  param_tensors, total_params)
 
@@ -86,11 +88,14 @@ def generation() -> sp.Expr:
 
 
 def loss_pass() -> sp.Expr:
-    """Generalized JSD forward and backward: n_buf fp32 [b*tokens, V] tensors each written and read,
-    twice (forward and backward), bound by device-memory bandwidth, over the tokens the runtime's
-    heads cover; or, where its exp/log work is slower (CPUs), the calibrated time per element over
-    the completion tokens the loss covers; plus a fixed `ov_loss` per call."""
-    return sp.Max(4 * y.n_buf * y.b * head_tokens * S.V * y.q_L / y.H_bw, y.b * y.s_c * S.V * y.loss_el) + y.ov_loss
+    """Generalized JSD forward and backward: its vocabulary-wide fp32 tensors (`memory.loss_width`:
+    n_buf x V per token, or for a top-k loss n_buf x k plus the dense student-logit gradient) each
+    written and read, twice (forward and backward), bound by device-memory bandwidth, over the tokens
+    the runtime's heads cover; or, where its exp/log work is slower (CPUs), the calibrated time per
+    [token x V] element of the full loss, scaled by the loss's width against the full loss's
+    n_buf x V, over the completion tokens the loss covers; plus a fixed `ov_loss` per call."""
+    width = loss_width()
+    return sp.Max(4 * y.b * head_tokens * width * y.q_L / y.H_bw, y.b * y.s_c * width / y.n_buf * y.loss_el) + y.ov_loss
 
 
 def teacher_ticks() -> sp.Expr:
@@ -112,8 +117,10 @@ def teacher_passes() -> sp.Expr:
 
 
 def teacher_compute() -> sp.Expr:
-    """Teacher forward of one micro-step: the group's pp*tp*b samples, bubble excluded."""
-    return y.pp * y.tp * y.b * teacher_per_sample() + teacher_passes() * T.L / y.pp * y.ov
+    """Teacher forward of one micro-step: the group's pp*tp*b samples, bubble excluded; with a
+    top-k output, the last stage reads its [tokens, V] logits once more to select the top k."""
+    select = y.topk * y.pp * y.b * head_tokens * T.V * y.q_T / y.H_bw
+    return y.pp * y.tp * y.b * teacher_per_sample() + teacher_passes() * T.L / y.pp * y.ov + select
 
 
 def teacher_bubble() -> sp.Expr:
@@ -138,7 +145,7 @@ def teacher_gather() -> sp.Expr:
 def teacher_output_bytes() -> sp.Expr:
     """Teacher output per sample that travels: GKD's loss covers the completion tokens only, so
     their logits (or top-k values and int32 indices)."""
-    return y.s_c * ((1 - y.topk) * T.V * y.q_L + y.topk * y.K * (y.q_L + 4))
+    return y.s_c * ((1 - y.topk) * T.V * y.q_L + y.topk * topk_bytes())
 
 
 def teacher_comm() -> sp.Expr:
@@ -158,6 +165,19 @@ def teacher_comm() -> sp.Expr:
 
 def teacher_microstep() -> sp.Expr:
     return teacher_compute() + teacher_bubble() + sp.Max(0, teacher_gather() - y.ovl * teacher_compute()) + teacher_comm()
+
+
+def cache_read() -> sp.Expr:
+    """Offline cache: one micro-batch's top-k (s_c tokens of k values and int32 indices) read from
+    node-local storage, whose bandwidth the node's GPUs share; not hidden behind compute."""
+    return y.b * y.s_c * topk_bytes() / y.bw_rd
+
+
+def cache_pass() -> sp.Expr:
+    """The one-time teacher pass that writes the cache, per optimizer step's worth of data: the
+    teacher's forward of the step's samples in the plan's teacher split (no student on the devices)
+    and the writes of their top-k; paid once and amortised over the `ep` passes over the data."""
+    return (ga_T * teacher_microstep() + ga * y.b * y.s_c * topk_bytes() / y.bw_wr) / y.ep
 
 
 # Which student machinery runs (PyTorch's, as the executor applies it): DDP; ZeRO-1 =
@@ -225,7 +245,7 @@ def terms() -> dict[str, sp.Expr]:
     fwd = student_fwd_flops() / y.F_S + S.L * y.ov
     bwd = (2 + y.rc_full) * fwd
     window = y.ovl * (fwd + bwd)  # what one micro-step's compute can hide of the collectives on its link
-    colo = 1 - y.disagg
+    colo = (1 - y.disagg) * (1 - y.cache)  # a teacher on the training devices (a cached plan has none)
     xfer = teacher_output_bytes() / y.link("X", "p2p")[0]
     t_side = ga_T * teacher_microstep() + ga_T * y.b * xfer
     P_local = total_params(S) / (1 + y.z_o * (y.s_sh - 1))
@@ -246,6 +266,8 @@ def terms() -> dict[str, sp.Expr]:
         "teacher_gather_exposed": colo * ga * sp.Max(0, teacher_gather() - y.ovl * teacher_compute()),
         "teacher_comm": colo * ga * teacher_comm(),
         "teacher_transfer": y.disagg * ga * y.b * xfer,
+        "teacher_cache_read": y.cache * ga * cache_read(),
+        "teacher_cache_pass": y.cache * cache_pass(),
     }
     rest = bwd + loss_pass() + sp.Max(0, gathers - window) + y.b * xfer
     t["teacher_wait"] = y.disagg * disaggregated_wait(t_side, y.lam * generation(), fwd, rest)

@@ -41,6 +41,7 @@ VARIABLES = {
     "completion_len": Variable("completion_len", "tokens", 8.0, 262144.0, True, "completion length"),
     "teacher_layers": Variable("teacher_layers", "layers", 1.0, 2000.0, True, "teacher depth (size)"),
     "nodes": Variable("nodes", "nodes", 1.0, 4096.0, True, "node count"),
+    "vocab": Variable("vocab", "tokens", 8.0, 4194304.0, True, "vocabulary size (teacher and student)"),
 }
 
 
@@ -63,6 +64,8 @@ def substitutions(var: Variable, values: dict[str, float], inter: dict[str, bool
         v["s_c"] = X
     elif var.name == "teacher_layers":
         v["L_T"] = X
+    elif var.name == "vocab":  # distillation needs one vocabulary: both models' change together
+        v["V_T"] = v["V_S"] = X
     elif var.name == "nodes":
         world, G = cluster.world, cluster.gpus_per_node
         rest = world - values["n_T"]  # a disaggregated student owns every GPU the teacher does not

@@ -49,6 +49,9 @@ def with_value(var: str, x: float, job: Job, cluster: Cluster) -> tuple[Job, Clu
         return job, cluster.model_copy(update={"inter_node": _changed(cluster.inter_node, source, bw_gb_per_s=float(x))})
     if var == "teacher_layers":
         return job.model_copy(update={"teacher": _changed(job.teacher, source, num_layers=n)}), cluster
+    if var == "vocab":  # one vocabulary for both models
+        return job.model_copy(update={"teacher": _changed(job.teacher, source, vocab=n),
+                                      "student": _changed(job.student, source, vocab=n)}), cluster
     w = job.workload
     if var == "micro_batch":
         return job.model_copy(update={"workload": _changed(w, source, micro_batch_min=n, micro_batch_max=n)}), cluster

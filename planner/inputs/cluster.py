@@ -99,6 +99,17 @@ class NetworkTier(Strict):
         return self.bytes_per_s, self.latency_us * 1e-6
 
 
+class Storage(Strict):
+    """Node-local storage (an offline teacher cache is written and read here). The defaults are a
+    DGX H100's data-cache volume: 8x 3.84 TB U.2 NVMe in RAID 0 (NVIDIA DGX H100 user guide,
+    "Hardware overview"), PCIe Gen4 drives rated about 7 GB/s sequential read and 3.8 GB/s write
+    each (Samsung PM1733 datasheet); we take about half their sum, as a file system over RAID 0
+    reaches, not the drives' peak."""
+
+    read_gb_per_s: float = Field(25.0, gt=0, description="Sequential read bandwidth of one node's local storage, GB/s (1e9 bytes/s), shared by its GPUs.")
+    write_gb_per_s: float = Field(12.0, gt=0, description="Sequential write bandwidth of one node's local storage, GB/s, shared by its GPUs.")
+
+
 class Slurm(Strict):
     """Hints for the exported sbatch script."""
 
@@ -121,6 +132,7 @@ class Cluster(Strict):
     inter_node: NetworkTier = Field(description="Tier between nodes (InfiniBand, RoCE, Ethernet).")
     backend: str = Field("nccl", pattern="^(nccl|gloo)$", description="torch.distributed backend: 'nccl' on GPUs, 'gloo' on CPU.")
     comm_overlap: float = Field(1.0, ge=0, le=1, description="Fraction of a prefetched collective (FSDP all-gather) that hides behind compute: 1 on GPUs (separate copy engines), 0 for gloo on CPU (the same cores do both).")
+    storage: Storage = Field(default_factory=Storage, description="Node-local storage for an offline teacher cache (default: a DGX H100's NVMe RAID 0).")
     nccl_env: dict[str, str] = Field(default_factory=dict, description="Environment variables exported before launch.")
     slurm: Slurm = Field(default_factory=Slurm, description="Slurm hints for `planner export`.")
 

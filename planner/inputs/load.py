@@ -23,8 +23,7 @@ from planner.inputs.yamlio import read_mapping
 
 DEFAULT_JOB = "llama70b-to-8b"
 DEFAULT_CLUSTER = "dgx-h100"
-DEFAULT_RUNTIME = "kd-planner"  # what our plans run under; TRL's baselines run under "trl-gkd"
-BASELINE_RUNTIME = "trl-gkd"
+DEFAULT_RUNTIME = "kd-planner"  # what our plans run under; each TRL baseline runs under its own (planner.search.baselines)
 
 
 def bundled_dir(kind: str) -> Path:
@@ -105,7 +104,7 @@ def load_cluster(ref: str, nodes: int | None = None) -> Cluster:
 
 
 def load_runtime(ref: str = DEFAULT_RUNTIME) -> Runtime:
-    """A runtime from a bundled name (`trl-gkd`, `trl-distillation`, `kd-planner`) or a YAML file."""
+    """A runtime from a bundled name (`trl-gkd`, `trl-distillation`, `trl-server`, `kd-planner`) or a YAML file."""
     path = _find(ref, "runtimes", None)
     data = read_mapping(path)
     try:

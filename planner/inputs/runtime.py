@@ -39,10 +39,17 @@ class Runtime(Strict):
         None, description="Teacher splits this runtime can run on ranks of their own (disaggregated); unset: any.")
     expert_parallel: bool = Field(False, description="Whether this runtime can split a mixture-of-experts teacher's experts over ranks (expert parallelism, `+ep:N`); the search never recommends an expert-parallel teacher under a runtime that cannot.")
 
-    def cannot_run(self, teacher: str, placement: str, ep: int = 1) -> str | None:
-        """Why this runtime cannot run a teacher split (with expert-parallel degree `ep`) in a placement, or None."""
+    teacher_outputs: list[Literal["logits", "topk", "cached"]] | None = Field(
+        None, description="Teacher outputs this runtime can train from (full logits, top-k, an offline top-k cache); unset: any. The search tries only these.")
+    topk_dense_buffers: int = Field(1, ge=0, description="fp32 [tokens, V] tensors a top-k loss still keeps alive (the dense gradient of the student's logits; a full log-softmax before gathering adds more).")
+
+    def cannot_run(self, teacher: str, placement: str, ep: int = 1, output: str = "logits") -> str | None:
+        """Why this runtime cannot run a teacher split (with expert-parallel degree `ep`) in a placement
+        with a teacher output, or None."""
         if ep > 1 and not self.expert_parallel:
             return f"the {self.name} runtime does not run an expert-parallel teacher"
+        if self.teacher_outputs is not None and output not in self.teacher_outputs:
+            return f"the {self.name} runtime does not train from teacher output '{output}'"
         allowed = self.disaggregated_teachers if placement == "disaggregated" else self.teacher_splits
         if allowed is not None and teacher not in allowed:
             where = "on its own ranks" if placement == "disaggregated" else "colocated"

@@ -36,7 +36,7 @@ class Workload(Strict):
     flash_attention: bool = Field(True, description="Attention kernel that never materialises the s x s score matrix.")
     loss: Literal["full", "chunked"] = Field("full", description="Full-vocabulary JSD over [B, S, V] at once (TRL) or in sequence chunks.")
     loss_chunk_tokens: Size = Field(1024, gt=0, description="Tokens per chunk for the chunked loss.")
-    teacher_output: Literal["logits", "topk", "cached"] = Field("logits", description="What the loss gets from the teacher: its full logits, its top-k (values + int32 indices, sent instead of [b, C, V] from a remote teacher), or top-k read from an offline cache written by one teacher pass (lmbda 0 only).")
+    teacher_output: Literal["auto", "logits", "topk", "cached"] = Field("auto", description="What the loss gets from the teacher: its full logits, its top-k (values + int32 indices, sent instead of [b, C, V] from a remote teacher; the loss renormalises over them), top-k read from an offline cache written by one teacher pass (lmbda 0 only), or auto: the planner tries each one the runtime can run and picks per plan (a plan file always names one).")
     topk: Size = Field(64, gt=0, description="k for teacher_output: topk or cached (values + int32 indices).")
     epochs: Size = Field(1, gt=0, description="Passes the run makes over its data; a cached teacher pass is paid once and amortised over them.")
     generation_kv_cache: bool = Field(True, description="Student generation uses a KV cache (TRL disables it with gradient checkpointing).")
@@ -58,7 +58,7 @@ class Workload(Strict):
             raise ValueError(f"micro_batch_min ({self.micro_batch_min}) must not exceed global_batch ({self.global_batch})")
         if self.mixed_precision == "autocast" and self.grad_dtype == "bf16":
             raise ValueError("grad_dtype: bf16 gradients need mixed_precision: master (under autocast they follow the fp32 weights)")
-        if self.teacher_output == "cached" and self.lmbda > 0:
+        if self.teacher_output == "cached" and self.lmbda > 0:  # auto never picks cached on policy
             raise ValueError(f"teacher_output: cached teacher logits exist only for fixed completions; set lmbda: 0 (got {self.lmbda})")
         return self
 
@@ -76,6 +76,14 @@ class Workload(Strict):
         """Optimizer state per student parameter: AdamW's two fp32 moments (SGD: one momentum), plus
         an fp32 master copy where the weights themselves are 16-bit (master)."""
         return (8 if self.optimizer == "adamw" else 4) + (4 if self.weight_bytes < 4 else 0)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The teacher outputs this job allows: the one it fixes, or under auto every one its lmbda
+        allows (a cache holds fixed completions only: lmbda 0)."""
+        if self.teacher_output != "auto":
+            return (self.teacher_output,)
+        return ("logits", "topk") + (("cached",) if self.lmbda == 0 else ())
 
     @property
     def seq_len(self) -> int:

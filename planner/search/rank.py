@@ -12,8 +12,10 @@ from planner.cost import bind
 from planner.cost.compile import evaluate
 from planner.cost.names import STUDENT_TERMS, TEACHER_TERMS
 from planner.inputs.cluster import Cluster
-from planner.inputs.load import BASELINE_RUNTIME, DEFAULT_RUNTIME, Job, load_runtime
+from planner.inputs.load import DEFAULT_RUNTIME, Job, load_runtime
 from planner.inputs.runtime import Runtime
+from planner.search import baselines as trl
+from planner.search import output as outputs
 from planner.search import space
 from planner.search.strategy import TEACHER_WORDS, Strategy
 
@@ -25,6 +27,9 @@ TERM_LABELS = {
     "teacher_comm": "teacher pipeline/tensor-parallel transfers",
     "teacher_wait": "students waiting for the teacher",
     "grad_sync": "student gradient synchronisation",
+    "loss": "the loss over the vocabulary",
+    "teacher_transfer": "teacher outputs sent to the students",
+    "teacher_cache_pass": "the one-time teacher pass that writes the cache",
 }
 
 
@@ -64,6 +69,8 @@ class Scored:
     feasible: bool
     reason: str | None = None
     free: float = 0.0
+    output: str = "logits"  # the teacher output it trains from (planner.search.output)
+    runtime: str = DEFAULT_RUNTIME  # the runtime it is costed under
 
     @property
     def samples_per_s(self) -> float:
@@ -74,17 +81,25 @@ class Scored:
         the teacher terms on the teacher ranks (`memory_sides`); colocated, all on one device."""
         return {k: self.figures[f"mem.{k}"] for k in STUDENT_TERMS + TEACHER_TERMS}
 
+    @property
+    def apart(self) -> bool:
+        """Teacher and student terms never share a device at once: a disaggregated plan, or a cached
+        one (its teacher terms are the one-time pass that writes the cache)."""
+        return self.strategy.placement == "disaggregated" or self.output == "cached"
+
     def busiest_terms(self) -> dict[str, float]:
-        """Terms of the busiest device (a disaggregated plan: the fuller side only)."""
+        """Terms of the busiest device (a disaggregated or cached plan: the fuller side only)."""
         f = self.figures
         names = STUDENT_TERMS + TEACHER_TERMS
-        if self.strategy.placement == "disaggregated":
+        if self.apart:
             names = TEACHER_TERMS if f["mem_teacher_side"] > f["mem_student_side"] else STUDENT_TERMS
         return {k: f[f"mem.{k}"] for k in names}
 
     def memory_sides(self) -> dict[str, float]:
         """Bytes per device on the student ranks and on the teacher ranks (the same device when colocated)."""
         f = self.figures
+        if self.output == "cached":  # no teacher while training; the teacher alone during the pass
+            return {"student_ranks": f["mem_student_side"], "teacher_pass": f["mem_teacher_side"]}
         if self.strategy.placement == "disaggregated":
             return {"student_ranks": f["mem_student_side"], "teacher_ranks": f["mem_teacher_side"]}
         return {"student_ranks": f["mem_peak"], "teacher_ranks": f["mem_peak"]}
@@ -106,16 +121,22 @@ class SearchResult:
     margin: float = TIE_MARGIN
     why_first: str = ""  # why ranked[0] is the one recommended among the tied
     notes: list[str] = field(default_factory=list)
-    runtime: str = DEFAULT_RUNTIME  # what the ranked plans run under
-    baseline_runtime: str = BASELINE_RUNTIME  # what the baselines run under
+    runtime: str = DEFAULT_RUNTIME  # what the ranked plans run under (each baseline: its own `Scored.runtime`)
+
+    @property
+    def strongest(self) -> str | None:
+        """The name of the fastest baseline that fits, or None."""
+        return strongest(self.baselines)
 
 
 def score(cands: list[Strategy], reasons: list[str | None], job: Job, cluster: Cluster,
           runtime: Runtime | None = None, reserve: Reserve = Reserve()) -> list[Scored]:
-    """Evaluate candidates (run by `runtime`, default the bundled executor) in one vectorised call
-    and attach feasibility: a plan must leave the `reserve` free."""
+    """Evaluate candidates (run by `runtime`, default the bundled executor, with the job's teacher
+    output: full logits under auto) in one vectorised call and attach feasibility: a plan must
+    leave the `reserve` free."""
     if not cands:
         return []
+    runtime = runtime or load_runtime(DEFAULT_RUNTIME)
     res = evaluate(bind.job_values(job, cluster, runtime) | space.columns(cands, cluster))
     usable, limit = bind.usable_bytes(cluster), reserve.limit(cluster)
     keys = list(res)
@@ -123,7 +144,7 @@ def score(cands: list[Strategy], reasons: list[str | None], job: Job, cluster: C
     out = []
     for i, (st, why) in enumerate(zip(cands, reasons)):
         figs = dict(zip(keys, table[i].tolist()))
-        s = Scored(st, figs, feasible=False, reason=why, free=usable - figs["mem_peak"])
+        s = Scored(st, figs, feasible=False, reason=why, free=usable - figs["mem_peak"], output=outputs.of(job), runtime=runtime.name)
         if why is None:
             if figs["mem_peak"] > usable:
                 terms = s.busiest_terms()
@@ -141,7 +162,7 @@ def recommend_order(tied: list[Scored]) -> list[Scored]:
     split (colocated before disaggregated; a replicated teacher before a sharded, tensor-parallel or
     pipelined one), then the most free memory (the student's ZeRO stage and the micro-batch trade
     memory for nothing once speed ties), then speed."""
-    return sorted(tied, key=lambda s: (s.strategy.machinery[:2], -s.free, -s.samples_per_s))
+    return sorted(tied, key=lambda s: (outputs.OUTPUT_ORDER[s.output], s.strategy.machinery[:2], -s.free, -s.samples_per_s))
 
 
 def why_recommended(tied: list[Scored], margin: float, reserve: float) -> str:
@@ -150,8 +171,9 @@ def why_recommended(tied: list[Scored], margin: float, reserve: float) -> str:
     if len(tied) == 1:
         return "the fastest plan; no other is within " + f"{margin:.0%}"
     st = first.strategy
-    simplest = [s for s in tied if s.strategy.machinery[:2] == st.machinery[:2]]
-    layout = f"{st.placement} with {TEACHER_WORDS[st.teacher]}" + (" and expert parallelism" if st.ep > 1 else "")
+    simplest = [s for s in tied if (s.output, s.strategy.machinery[:2]) == (first.output, st.machinery[:2])]
+    layout = (f"{st.placement} with {TEACHER_WORDS[st.teacher]}" + (" and expert parallelism" if st.ep > 1 else "")
+              + ("" if first.output == "logits" else f" and {outputs.WORDS[first.output]}"))
     free = f"{first.free / 2**30:.1f} GiB per device (the reserve is {reserve / 2**30:.1f} GiB)"
     if len(simplest) == len(tied):
         return f"all are {layout}; it keeps the most memory free: {free}"
@@ -171,12 +193,21 @@ def best_baseline(scored: list[Scored]) -> Scored | None:
     return min(scored, key=lambda s: s.figures["mem_peak"])
 
 
-def baselines(job: Job, cluster: Cluster, runtime: Runtime | None = None, reserve: Reserve = Reserve()) -> dict[str, Scored | None]:
-    """TRL's layouts (`space.baselines`) run by TRL's runtime (default `trl-gkd`), best micro-batch
-    each, judged against the same memory reserve as the plans."""
-    rt = runtime or load_runtime(BASELINE_RUNTIME)
-    return {name: best_baseline(score(c, [None] * len(c), job, cluster, rt, reserve))
-            for name, c in space.baselines(job, cluster).items()}
+def baselines(job: Job, cluster: Cluster, reserve: Reserve = Reserve()) -> dict[str, Scored | None]:
+    """What people run today (`planner.search.baselines`), each under its own runtime and teacher
+    output, best configuration each, judged against the same memory reserve as the plans."""
+    out = {}
+    for base in trl.BASELINES:
+        cands = trl.layouts(base, job, cluster)
+        out[base.name] = best_baseline(score(cands, [None] * len(cands), outputs.with_output(job, base.output), cluster,
+                                             load_runtime(base.runtime), reserve))
+    return out
+
+
+def strongest(base: dict[str, Scored | None]) -> str | None:
+    """The fastest baseline that fits (the one a plan's speed-up is against), or None."""
+    fit = {name: sc for name, sc in base.items() if sc is not None and sc.feasible}
+    return max(fit, key=lambda name: fit[name].samples_per_s) if fit else None
 
 
 def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: Runtime | None = None,
@@ -186,9 +217,12 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
     within `margin` of the fastest tie and come first, the recommended one (`recommend_order`)
     first of all; the others follow by speed. By memory, the smallest peak first."""
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
-    cands, reasons = space.enumerate_candidates(job, cluster)
-    reasons = [why or runtime.cannot_run(st.teacher, st.placement, st.ep) for st, why in zip(cands, reasons)]
-    scored = score(cands, reasons, job, cluster, runtime, reserve)
+    scored = []
+    for out in job.workload.outputs:  # every teacher output the job allows, each layout with each
+        cands, reasons = space.enumerate_candidates(job, cluster)
+        reasons = [why or outputs.rejection(out, st.disaggregated) or runtime.cannot_run(st.teacher, st.placement, st.ep, out)
+                   for st, why in zip(cands, reasons)]
+        scored += score(cands, reasons, outputs.with_output(job, out), cluster, runtime, reserve)
     base = baselines(job, cluster, reserve=reserve)
     fit = [s for s in scored if s.feasible]
     tied, why = len(fit[:1]), ""
@@ -201,7 +235,7 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
                       key=lambda s: (-s.samples_per_s, s.strategy.machinery, -s.free))
         fit, tied, why = group + rest, len(group), why_recommended(group, margin, reserve.bytes(cluster))
     rejected = Counter(s.reason for s in scored if not s.feasible)
-    skipped = space.unreachable(job, cluster)
+    skipped = space.unreachable(job, cluster) * len(job.workload.outputs)
     if skipped:
         rejected[space.UNREACHABLE] += skipped
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]
@@ -233,14 +267,15 @@ def speedup(plan: Scored, baseline: Scored | None) -> float | None:
     return plan.samples_per_s / baseline.samples_per_s
 
 
-def why_it_wins(winner: Scored, baseline: Scored | None, cluster: Cluster) -> str:
-    """One line naming the term the winner saves most against the baseline."""
+def why_it_wins(winner: Scored, baseline: Scored | None, cluster: Cluster, name: str = "TRL's layout") -> str:
+    """One line naming the term the winner saves most against the baseline (`name`); that a top-k
+    winner's loss is an approximation is `planner.search.output.note`'s line."""
     if baseline is None:
         return "no TRL baseline reaches the global batch on this cluster"
     bt, wt = baseline.time_terms(), winner.time_terms()
     if baseline.feasible and winner.samples_per_s < 1.01 * baseline.samples_per_s:
         top = max(wt, key=wt.get)
-        return (f"within 1% of TRL's layout: {TERM_LABELS.get(top, top.replace('_', ' '))} is "
+        return (f"within 1% of {name}: {TERM_LABELS.get(top, top.replace('_', ' '))} is "
                 f"{wt[top] / winner.figures['step_time']:.0%} of the step and costs every layout about the same")
     term = max(bt, key=lambda k: bt[k] - wt.get(k, 0.0))
     share = bt[term] / baseline.figures["step_time"]

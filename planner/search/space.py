@@ -104,14 +104,3 @@ def columns(cands: list[Strategy], cluster: Cluster) -> dict[str, np.ndarray]:
     rows = [strategy_values(c, cluster) for c in cands]
     cols = {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]} if rows else {}
     return {k: (float(v[0]) if len(v) > 1 and np.all(v == v[0]) else v) for k, v in cols.items()}
-
-
-def baselines(job: Job, cluster: Cluster) -> dict[str, list[Strategy]]:
-    """TRL 1.16 as users run it: both models ZeRO-3 over one world (`trl-zero3`), or a full teacher
-    replica per rank with DDP (`trl-ddp`); one candidate per micro-batch that reaches the batch."""
-    W, w = cluster.world, job.workload
-    bs = [b for b in range(w.micro_batch_min, w.micro_batch_max + 1) if w.global_batch % (b * W) == 0]
-    return {
-        "trl-zero3": [Strategy("shard", "zero3", "colocated", W, W, t_sh=W, s_sh=W, b=b) for b in bs],
-        "trl-ddp": [Strategy("replicate", "ddp", "colocated", W, W, s_sh=W, b=b) for b in bs],
-    }

@@ -1,0 +1,72 @@
+"""What people run today (issue 17), each a layout run by a runtime with a teacher output:
+
+| name | layout | runtime | teacher output |
+|---|---|---|---|
+| `trl-gkd-zero3` | both models ZeRO-3 over one world | `trl-gkd` (GKDTrainer) | full logits |
+| `trl-gkd-ddp` | a teacher replica per rank, student DDP | `trl-gkd` | full logits |
+| `trl-distill-zero3` | both models ZeRO-3 over one world | `trl-distillation` (DistillationTrainer) | full logits |
+| `trl-distill-ddp` | a teacher replica per rank, student DDP | `trl-distillation` | full logits |
+| `trl-server` | teacher behind a vLLM server on GPUs of its own (replicas or tensor-parallel), student FSDP2 on the rest | `trl-server` | top-k log-probs |
+
+Each is tried at every micro-batch (and `trl-server` at every teacher GPU count and split its
+server runs) that reaches the global batch; its best configuration that fits stands for it. The
+plans are compared with the strongest baseline that fits (`strongest`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.inputs.cluster import Cluster
+from planner.inputs.load import Job
+from planner.search import space
+from planner.search.strategy import Strategy
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    runtime: str  # a bundled runtime (runtimes/*.yaml)
+    output: str  # the teacher output it trains from
+    layout: str  # zero3 | ddp | server
+
+
+BASELINES = (
+    Baseline("trl-gkd-zero3", "trl-gkd", "logits", "zero3"),
+    Baseline("trl-gkd-ddp", "trl-gkd", "logits", "ddp"),
+    Baseline("trl-distill-zero3", "trl-distillation", "logits", "zero3"),
+    Baseline("trl-distill-ddp", "trl-distillation", "logits", "ddp"),
+    Baseline("trl-server", "trl-server", "topk", "server"),
+)
+BY_NAME = {b.name: b for b in BASELINES}
+ALIASES = {"trl-zero3": "trl-gkd-zero3", "trl-ddp": "trl-gkd-ddp"}  # the names before issue 17
+
+
+def _micro_batches(job: Job, ranks: int) -> list[int]:
+    w = job.workload
+    return [b for b in range(w.micro_batch_min, w.micro_batch_max + 1) if w.global_batch % (b * ranks) == 0]
+
+
+def layouts(base: Baseline, job: Job, cluster: Cluster) -> list[Strategy]:
+    """Every configuration of one baseline that reaches the global batch and that the job allows
+    (`Strategy.rejection`)."""
+    W, G = cluster.world, cluster.gpus_per_node
+    if base.layout == "zero3":
+        out = [Strategy("shard", "zero3", "colocated", W, W, t_sh=W, s_sh=W, b=b) for b in _micro_batches(job, W)]
+    elif base.layout == "ddp":
+        out = [Strategy("replicate", "ddp", "colocated", W, W, s_sh=W, b=b) for b in _micro_batches(job, W)]
+    else:  # the server: the teacher's GPUs serve replicas or tensor-parallel groups inside a node
+        out = []
+        for placement, n_T, n_S in space.placements(cluster):
+            if placement != "disaggregated":
+                continue
+            student = "zero3" if n_S > 1 else "ddp"
+            teachers = [("replicate", {})] + [("tp", {"tp": k}) for k in range(2, min(G, n_T) + 1) if n_T % k == 0]
+            for name, degree in teachers:
+                out += [Strategy(name, student, placement, n_T, n_S, s_sh=n_S, b=b, **degree) for b in _micro_batches(job, n_S)]
+    return [st for st in out if st.rejection(job) is None]
+
+
+def resolve(name: str) -> str:
+    """A baseline's name, the old spellings (`trl-zero3`, `trl-ddp`) included."""
+    return ALIASES.get(name, name)
