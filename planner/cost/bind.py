@@ -36,7 +36,7 @@ def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> di
         "rc_sel": float(w.grad_checkpointing == "selective"), "kvc": float(w.generation_kv_cache),
         "chunked": float((rt.loss or w.loss) == "chunked"), "C": w.loss_chunk_tokens,
         "topk_on": float(w.teacher_output in ("topk", "cached")), "cached": float(w.teacher_output == "cached"),
-        "K": w.topk, "ep": w.epochs, "n_buf": rt.loss_buffers, "n_dense": rt.topk_dense_buffers,
+        "K": w.topk, "n_ep": w.epochs, "n_buf": rt.loss_buffers, "n_dense": rt.topk_dense_buffers,
         "io_rd": cluster.storage.read_gb_per_s * 1e9 / cluster.gpus_per_node,
         "io_wr": cluster.storage.write_gb_per_s * 1e9 / cluster.gpus_per_node,
         "ext": float(rt.logits == "sequence"), "ov_dec": rt.generation.layer_overhead_us * 1e-6,

@@ -14,16 +14,22 @@ import sympy as sp
 from planner.cost.names import COLLECTIVE_SHORT, shape_values
 
 
-def _pos(name: str, desc: str) -> sp.Symbol:
-    s = sp.Symbol(name, positive=True)
+def _declare(name: str, desc: str) -> None:
+    """Record a symbol's description; a second symbol of the same name would silently be bound to the
+    first one's value (sympy symbols are equal by name), so it is refused."""
+    if name in DESCRIPTIONS:
+        raise ValueError(f"cost-model symbol {name!r} declared twice")
     DESCRIPTIONS[name] = desc
-    return s
+
+
+def _pos(name: str, desc: str) -> sp.Symbol:
+    _declare(name, desc)
+    return sp.Symbol(name, positive=True)
 
 
 def _nonneg(name: str, desc: str) -> sp.Symbol:
-    s = sp.Symbol(name, nonnegative=True)
-    DESCRIPTIONS[name] = desc
-    return s
+    _declare(name, desc)
+    return sp.Symbol(name, nonnegative=True)
 
 
 DESCRIPTIONS: dict[str, str] = {}
@@ -120,7 +126,7 @@ C_loss = _pos("C", "tokens per loss chunk")
 topk = _nonneg("topk_on", "1 if the loss gets the teacher's top-k (live or cached) instead of its full logits")
 cache = _nonneg("cached", "1 if the teacher's top-k is read from an offline cache (no teacher on the training GPUs)")
 K = _pos("K", "k of the top-k teacher output")
-ep = _pos("ep", "passes over the data (epochs) an offline teacher pass is amortised over")
+n_ep = _pos("n_ep", "passes over the data (epochs) an offline teacher pass is amortised over")
 n_dense = _nonneg("n_dense", "fp32 [tokens, V] tensors a top-k loss still keeps alive (the student's dense logit gradient)")
 n_buf = _pos("n_buf", "fp32 [tokens, V] buffers alive in the loss")
 

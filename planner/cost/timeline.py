@@ -177,7 +177,7 @@ def cache_pass() -> sp.Expr:
     """The one-time teacher pass that writes the cache, per optimizer step's worth of data: the
     teacher's forward of the step's samples in the plan's teacher split (no student on the devices)
     and the writes of their top-k; paid once and amortised over the `ep` passes over the data."""
-    return (ga_T * teacher_microstep() + ga * y.b * y.s_c * topk_bytes() / y.bw_wr) / y.ep
+    return (ga_T * teacher_microstep() + ga * y.b * y.s_c * topk_bytes() / y.bw_wr) / y.n_ep
 
 
 # Which student machinery runs (PyTorch's, as the executor applies it): DDP; ZeRO-1 =
