@@ -35,12 +35,13 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def run(
         plan: Annotated[Path, typer.Argument(help="Plan file (YAML) from `planner recommend` or written by hand.")],
-        steps: Annotated[int, typer.Option(help="Optimizer steps to reach (a resumed run continues to this count).", min=1)] = 10,
+        steps: Annotated[Optional[int], typer.Option(help="Optimizer steps to reach (a resumed run continues to this count); default the plan's training.steps, else workload.epochs over the dataset, else 10.", min=1)] = None,
         seed: Annotated[int, typer.Option(help="Seed of the weights, the data order and on-policy sampling.")] = 0,
         metrics_out: Annotated[Optional[Path], typer.Option(help="Write measured samples/s, losses and memory (JSON) here (checked before training starts).")] = None,
-        force: Annotated[bool, typer.Option(help="Overwrite --metrics-out if it exists.")] = False,
-        checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Folder of student checkpoints; the run resumes from the newest complete one.")] = None,
-        checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps (0: never).", min=0)] = 0,
+        force: Annotated[bool, typer.Option(help="Overwrite --metrics-out, and replace a non-empty --output-dir, if they exist.")] = False,
+        checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Folder of student checkpoints; the run resumes from the newest complete one (default: the plan's training.checkpoint_dir).")] = None,
+        checkpoint_every: Annotated[Optional[int], typer.Option(help="Save a checkpoint every N steps (0: never; default: the plan's training.checkpoint_every).", min=0)] = None,
+        output_dir: Annotated[Optional[Path], typer.Option(help="Save the trained student here in Hugging Face format at the end (default: the plan's training.output_dir).")] = None,
         warmup_steps: Annotated[int, typer.Option(help="Steps left out of samples/s.", min=0)] = 2,
         teacher: Annotated[Optional[str], typer.Option(help="Replace the plan's teacher (bundled name, config.json or local checkpoint folder).")] = None,
         student: Annotated[Optional[str], typer.Option(help="Replace the plan's student (bundled name, config.json or local checkpoint folder).")] = None,
@@ -54,13 +55,13 @@ def register(app: typer.Typer) -> None:
         # every rank of a node) by the first rank of each node; one every rank learned together (the
         # executor's inputs: tokenizer, dataset) by rank 0; the executor's others by the rank that saw them.
         try:
-            p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, teacher, student, tokenizer, dataset)
+            p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, teacher, student, tokenizer, dataset)
         except InputError as e:
             raise InputError(e.lines if os.environ.get("LOCAL_RANK", "0") == "0" else []) from None
         from planner.executor.loop import RunOptions, run as run_plan
         try:
             out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
-                                         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress,
+                                         checkpoint_every=checkpoint_every, output_dir=output_dir, warmup_steps=warmup_steps, progress=progress,
                                          phases=phases))
         except InputError as e:
             if getattr(e, "all_ranks", False) and os.environ.get("RANK", "0") != "0":
@@ -72,16 +73,26 @@ def register(app: typer.Typer) -> None:
                       f"{sps:.2f} samples/s" if sps else "done")
 
 
-def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: Path | None, checkpoint_every: int,
-             teacher: str | None, student: str | None, tokenizer: str | None, dataset: str | None):
+def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: Path | None, checkpoint_every: int | None,
+             output_dir: Path | None, teacher: str | None, student: str | None, tokenizer: str | None, dataset: str | None):
     """The plan to run, with every check that needs no other rank done."""
     from planner.plan import load_plan
 
-    if checkpoint_every and not checkpoint_dir:
-        raise InputError("--checkpoint-every needs --checkpoint-dir")
-    if checkpoint_dir and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
-        raise InputError(f"--checkpoint-dir: {checkpoint_dir}: is a file, not a folder")
+    p = load_plan(plan)
+    tr = p.training
+    ckpt_dir = checkpoint_dir or tr.checkpoint_dir
+    if checkpoint_every and not ckpt_dir:
+        raise InputError("--checkpoint-every needs --checkpoint-dir (or the plan's training.checkpoint_dir)")
+    if ckpt_dir and Path(ckpt_dir).exists() and not Path(ckpt_dir).is_dir():
+        raise InputError(f"{'--checkpoint-dir' if checkpoint_dir else f'{plan}: training.checkpoint_dir'}: {ckpt_dir}: is a file, not a folder")
     if metrics_out:  # every rank checks; rank 0 writes at the end, atomically and again without clobbering
         check_output(metrics_out, force, "--metrics-out")
     require_executor("planner run")
-    return _override(load_plan(plan), teacher, student, tokenizer, dataset)
+    from planner.executor.logs import require_tensorboard
+    from planner.executor.save import check_output_dir
+
+    if output_dir or tr.output_dir:
+        check_output_dir(output_dir or tr.output_dir, force, "--output-dir" if output_dir else f"{plan}: training.output_dir")
+    if tr.tensorboard_dir:
+        require_tensorboard(f"{plan}: training.tensorboard_dir")
+    return _override(p, teacher, student, tokenizer, dataset)

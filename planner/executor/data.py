@@ -144,10 +144,34 @@ def micro_batch_indices(step: int, micro: int, dp_rank: int, dp_size: int, micro
     return list(range(start, start + micro_batch))
 
 
-def make_samples(plan, tokenizer, seed: int, dataset: str | None) -> Samples:
-    w = plan.workload
+def split_rows(rows: list, fraction: float) -> tuple[list, list]:
+    """(train, eval): `fraction` of the rows (at least one) held out for evaluation, chosen by a
+    fixed seed so that runs with other seeds evaluate on the same rows."""
+    n_eval = max(1, round(len(rows) * fraction))
+    if n_eval >= len(rows):
+        raise InputError(f"training.eval_fraction: {fraction} of {len(rows)} rows leaves none to train on")
+    held = set(torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).tolist()[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def load_samples(plan, tokenizer, seed: int, dataset: str | None) -> tuple[Samples, Samples | None]:
+    """The training samples and, when `plan.training` asks for one, the eval split's (else None)."""
+    w, tr = plan.workload, plan.training
     vocab = min(plan.teacher.shape.vocab, plan.student.shape.vocab)
     if getattr(tokenizer, "vocab_size", 0) > vocab:
         raise InputError(f"{plan.tokenizer or 'the byte-level tokenizer'}: the tokenizer's {tokenizer.vocab_size} tokens do not fit the models' vocabulary of {vocab}")
     rows = read_jsonl(dataset, tokenizer, vocab) if dataset else None
-    return Samples(w.prompt_len, w.completion_len, vocab, seed, tokenizer, rows)
+    held = None
+    if tr.eval_fraction:
+        if rows is None:
+            raise InputError("training.eval_fraction: needs a dataset (the plan's `dataset` or --dataset); "
+                             "synthetic prompts have no rows to hold out; or set training.eval_dataset")
+        rows, held = split_rows(rows, tr.eval_fraction)
+    elif tr.eval_dataset:
+        held = read_jsonl(tr.eval_dataset, tokenizer, vocab)
+    make = lambda r: Samples(w.prompt_len, w.completion_len, vocab, seed, tokenizer, r)  # noqa: E731
+    return make(rows), (make(held) if held is not None else None)
+
+
+def make_samples(plan, tokenizer, seed: int, dataset: str | None) -> Samples:
+    return load_samples(plan, tokenizer, seed, dataset)[0]
