@@ -54,7 +54,7 @@ def test_training_section(tmp_path, example):
                         "checkpoint_dir": str(ckpt), "checkpoint_every": 1, "keep_checkpoints": 3, "output_dir": str(out),
                         "log_jsonl": str(log), "tensorboard_dir": str(tb)}
     plan.write_text(dump_yaml(data))
-    got = run_plan(plan, tmp_path / "m.json", STEPS)  # --steps 5 as well: the flag and the plan agree
+    got = run_plan(plan, tmp_path / "m.json", STEPS, timeout=600)  # --steps 5 as well: the flag and the plan agree
     want = reference_run(load_plan(plan), RunOptions())
 
     # schedule, betas, decay and clipping: the reference's numbers; clipping was active
