@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
         checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Folder of student checkpoints; the run resumes from the newest complete one (default: the plan's training.checkpoint_dir).")] = None,
         checkpoint_every: Annotated[Optional[int], typer.Option(help="Save a checkpoint every N steps (0: never; default: the plan's training.checkpoint_every).", min=0)] = None,
         output_dir: Annotated[Optional[Path], typer.Option(help="Save the trained student here in Hugging Face format at the end (default: the plan's training.output_dir).")] = None,
+        stop_file: Annotated[Optional[Path], typer.Option(help="Stop cleanly once this file exists (checked every step), as on SIGUSR1: save a checkpoint, write the metrics, exit 0; a rerun resumes.")] = None,
         warmup_steps: Annotated[int, typer.Option(help="Steps left out of samples/s.", min=0)] = 2,
         teacher: Annotated[Optional[str], typer.Option(help="Replace the plan's teacher (bundled name, config.json or local checkpoint folder).")] = None,
         student: Annotated[Optional[str], typer.Option(help="Replace the plan's student (bundled name, config.json or local checkpoint folder).")] = None,
@@ -61,13 +62,16 @@ def register(app: typer.Typer) -> None:
         from planner.executor.loop import RunOptions, run as run_plan
         try:
             out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
-                                         checkpoint_every=checkpoint_every, output_dir=output_dir, warmup_steps=warmup_steps, progress=progress,
+                                         checkpoint_every=checkpoint_every, output_dir=output_dir, stop_file=stop_file, warmup_steps=warmup_steps, progress=progress,
                                          phases=phases))
         except InputError as e:
             if getattr(e, "all_ranks", False) and os.environ.get("RANK", "0") != "0":
                 raise InputError([]) from None
             raise
-        if out is not None:
+        if out is not None and out.get("stopped"):
+            err.print(f"stopped on request (SIGUSR1 or --stop-file) after step {out['end_step']}; with a checkpoint folder "
+                      "that step was saved: run again to resume from it")
+        elif out is not None:
             sps = out["samples_per_s"]
             err.print(f"done: steps {out['start_step']}..{out['end_step']}, last loss {out['loss'][-1] if out['loss'] else float('nan'):.4f}, "
                       f"{sps:.2f} samples/s" if sps else "done")

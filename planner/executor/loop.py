@@ -24,6 +24,7 @@ from planner.executor.data import load_samples, micro_batch_indices
 from planner.executor.evaluate import evaluate, micro_steps
 from planner.executor.generate import generate
 from planner.executor.logs import RunLog
+from planner.executor.stop import StopRequest
 from planner.executor.loss import generalized_jsd
 from planner.inputs.errors import InputError
 from planner.inputs.training import resolve_steps
@@ -43,6 +44,7 @@ class RunOptions:
     checkpoint_dir: Path | None = None
     checkpoint_every: int | None = None
     output_dir: Path | None = None  # final Hugging Face save
+    stop_file: Path | None = None  # stop cleanly (checkpoint, exit 0) once it exists, as on SIGUSR1
     warmup_steps: int = 2  # left out of samples/s (not the lr warmup: training.warmup_steps)
     progress: bool = True
     phases: bool = False  # also time each phase of a step (on a GPU this synchronizes at every boundary)
@@ -163,6 +165,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     sched = schedule.make_scheduler(opt, tr, steps, start)
     log = RunLog(tr.log_jsonl, tr.tensorboard_dir, lay.rank == lay.coordinator)
     log.start(start, steps)
+    stop = StopRequest(opts.stop_file, lay, active=plan.placement == "colocated")
 
     def make(step: int, micro: int):
         idx = micro_batch_indices(step, micro, lay.dp_rank, lay.dp_size, plan.micro_batch, plan.grad_accum)
@@ -225,15 +228,23 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
                 loss = evaluate(model, teacher, held, n_eval, lay, plan, lambda: autocast(lay.device, w.student_dtype), ldtype)
                 record["eval_loss"].append([step + 1, loss])
                 log.eval(step + 1, loss, n_eval)
-            if ckpt_dir and ckpt_every and (step + 1) % ckpt_every == 0:
+            saved = bool(ckpt_dir and ckpt_every and (step + 1) % ckpt_every == 0)
+            if saved:
                 checkpoint.save(ckpt_dir, step + 1, model, opt, lay, fp, tr.keep_checkpoints)
             bar.update(task, advance=1, info=f"loss {record['loss'][-1]:.4f}")
+            if step + 1 < steps and stop.agreed():  # asked to stop (SIGUSR1, stop file): save this step and go
+                if ckpt_dir and not saved:
+                    checkpoint.save(ckpt_dir, step + 1, model, opt, lay, fp, tr.keep_checkpoints)
+                stop.consume()
+                record["stopped_at"] = step + 1
+                break
     log.close()
-    if out_dir:
+    stop.close()
+    if out_dir and "stopped_at" not in record:
         save.save_pretrained(model, lay, out_dir, tokenizer)
     if opts.phases:
         record["phase_times_s"] = clock.steps
-    record["memory"] = metrics.memory(lay.device, state if steps > start else stu.state_bytes(model, opt),
+    record["memory"] = metrics.memory(lay.device, state if steps > start and "stopped_at" not in record else stu.state_bytes(model, opt),
                                       None if teacher is None or isinstance(teacher, tea.Remote) else getattr(teacher, "model", None) or teacher.stage_module)
     return _finish(plan, lay, opts, record, start, backend)
 

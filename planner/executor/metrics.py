@@ -99,6 +99,7 @@ def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: 
         "global_batch": plan.workload.global_batch, "micro_batch": plan.micro_batch, "grad_accum": plan.grad_accum,
         "seq_len": plan.workload.seq_len,
         "start_step": start_step, "end_step": start_step + len(times), "warmup_steps": warm,
+        "stopped": "stopped_at" in lead,  # asked to stop (SIGUSR1, stop file) before its last step
         "samples_per_s": sps,
         "tokens_per_s": sps * plan.workload.seq_len if sps is not None else None,
         "step_times_s": times, "loss": lead["loss"], "grad_norm": lead["grad_norm"], "on_policy": lead["on_policy"],
