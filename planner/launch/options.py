@@ -115,9 +115,10 @@ def run_summary(plan: Plan, opts: LaunchOptions) -> list[str]:
     steps = opts.steps or tr.steps or f"workload.epochs ({plan.workload.epochs}) over the data"
     ckpt = opts.checkpoint_dir or tr.checkpoint_dir
     every = tr.checkpoint_every if opts.checkpoint_every is None else opts.checkpoint_every
+    where = "--checkpoint-dir" if opts.checkpoint_dir else "training.checkpoint_dir"
     return [f"# run: {text(steps, 'steps')} steps; data {text(plan.dataset or 'synthetic', 'dataset')}; "
             f"tokenizer {text(plan.tokenizer or 'bytes', 'tokenizer')};",
-            f"#   checkpoints {text(ckpt or 'none', 'checkpoint_dir')}" + (f" every {every} steps" if ckpt and every else "")
+            f"#   checkpoints {text(ckpt or 'none', where)}" + (f" every {every} steps" if ckpt and every else "")
             + f"; final save {text(tr.output_dir or 'none', 'training.output_dir')}."]
 
 
