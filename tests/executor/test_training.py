@@ -2,7 +2,8 @@
 clipping give the single-process reference's losses, lrs and gradient norms; the eval loss at its
 interval is the no-grad loss over the eval split; retention keeps exactly N checkpoints; the JSONL
 log and TensorBoard get every step; the final save reloads with `from_pretrained` and gives the
-logits of the trained weights (those of the last DCP checkpoint), for a DDP and a ZeRO-3 student."""
+logits of the trained weights (those of the last DCP checkpoint), for a DDP and a ZeRO-3 student and
+a disaggregated teacher (its ranks serve the eval forwards; the student's first rank is not rank 0)."""
 
 import json
 
@@ -41,7 +42,7 @@ def _trained_weights(folder):
     return {k[len("model."):]: v for k, v in sd.items()}
 
 
-@pytest.mark.parametrize("example", ["replicate-ddp", "shard-zero3"])
+@pytest.mark.parametrize("example", ["replicate-ddp", "shard-zero3", "disaggregated"])
 def test_training_section(tmp_path, example):
     from transformers import AutoModelForCausalLM
 
