@@ -65,7 +65,9 @@ def read_jsonl(path: str | Path, tokenizer, vocab: int | None = None) -> list[tu
             prompt, completion = row["prompt"], row["completion"]
         else:
             raise InputError(f"{where}: expected `messages` or `prompt` and `completion`")
-        rows.append((_ids(prompt, tokenizer, where, "prompt", vocab), _ids(completion, tokenizer, where, "completion", vocab)))
+        # a chat template writes its own BOS; any other prompt gets the tokenizer's; a completion none
+        rows.append((_ids(prompt, tokenizer, where, "prompt", vocab, special="messages" not in row or not _templated(tokenizer)),
+                     _ids(completion, tokenizer, where, "completion", vocab, special=False)))
     if not rows:
         raise InputError(f"{path}: no samples")
     return rows
@@ -84,19 +86,30 @@ def _is_message(m) -> bool:
     return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
 
 
+def _templated(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def _render(msgs: list[dict], tokenizer) -> str:
-    if getattr(tokenizer, "chat_template", None):
+    if _templated(tokenizer):
         return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
 
 
-def _ids(value, tokenizer, where: str, what: str, vocab: int | None) -> list[int]:
+def _encode(tokenizer, text: str, special: bool) -> list[int]:
+    """`tokenizer.encode`, with or without its special tokens (BOS) where it has them (not the byte tokenizer)."""
+    return tokenizer.encode(text, add_special_tokens=special) if hasattr(tokenizer, "add_special_tokens") else tokenizer.encode(text)
+
+
+def _ids(value, tokenizer, where: str, what: str, vocab: int | None, special: bool = True) -> list[int]:
     """Token ids of text, of a list of ids (pre-tokenized) or of a list of messages."""
     if isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
         ids = value
     elif isinstance(value, str) or (isinstance(value, list) and all(_is_message(m) for m in value)):
         try:
-            ids = tokenizer.encode(value if isinstance(value, str) else _render(value, tokenizer))
+            # messages are rendered with the chat template, which writes its own BOS: not a second one
+            text = value if isinstance(value, str) else _render(value, tokenizer)
+            ids = _encode(tokenizer, text, special and (isinstance(value, str) or not _templated(tokenizer)))
         except Exception as e:  # noqa: BLE001 - a tokenizer or chat template that fails on this line
             raise InputError(f"{where}: {what}: the tokenizer failed on this line ({_first_line(e)})") from None
         ids = ids if isinstance(ids, list) else list(ids)
