@@ -71,3 +71,22 @@ def test_bad_training_is_one_line(runner, root, tmp_path, training, field):
     with pytest.raises(InputError) as e:
         load_plan(plan)
     assert len(e.value.lines) == 1 and str(plan) in e.value.lines[0] and field in e.value.lines[0], e.value.lines
+
+
+def test_steps_come_from_the_flag_then_steps_then_epochs_then_ten():
+    from planner.inputs.training import DEFAULT_STEPS, Training, resolve_steps
+
+    assert resolve_steps(7, Training(steps=100), 3, 1000, 8) == 7
+    assert resolve_steps(None, Training(steps=100), 3, 1000, 8) == 100
+    assert resolve_steps(None, Training(), 3, 1001, 8) == 376  # 3 x 1001 samples in batches of 8, the last one partial
+    assert resolve_steps(None, Training(), 1, None, 8) == DEFAULT_STEPS  # synthetic data has no size
+
+
+def test_eval_points():
+    pytest.importorskip("torch")
+    from planner.executor.loop import eval_points
+
+    assert eval_points(0, 10, 4) == [4, 8, 10]
+    assert eval_points(4, 8, 4) == [8]  # a resumed run: after its start, and the last one once
+    assert eval_points(0, 5, 0) == [5]
+    assert eval_points(5, 5, 2) == []  # nothing left to run
