@@ -12,6 +12,7 @@ process's peak RSS on the CPU). Eval lines: step, eval_loss, eval_samples.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import resource
 import time
@@ -26,11 +27,9 @@ STEP_FIELDS = ("step", "loss", "lr", "grad_norm", "step_time_s", "samples_per_s"
 
 def require_tensorboard(where: str = "training.tensorboard_dir") -> None:
     """A one-line error when TensorBoard is asked for and not installed."""
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("tensorboard") is None:
         raise InputError(f"{where}: TensorBoard is not installed; `pip install 'kd-planner[tensorboard]'` "
-                         "(or `pip install tensorboard`), or leave tensorboard_dir out") from None
+                         "(or `pip install tensorboard`), or leave tensorboard_dir out")
 
 
 def peak_memory(device: torch.device) -> int:

@@ -149,10 +149,13 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     record = {"rank": lay.rank, "device": str(lay.device), "loss": [], "grad_norm": [], "on_policy": [], "step_times_s": [],
               "lr": [], "eval_loss": [],
               "role": "student" if not lay.is_teacher else ("teacher" if not lay.is_student else "both")}
+    # SIGUSR1 or the stop file: save and stop after a step (noted and ignored when disaggregated, teacher ranks included)
+    stop = StopRequest(opts.stop_file, lay, active=plan.placement == "colocated")
     if lay.is_teacher and not lay.is_student:  # disaggregated teacher: answer the student ranks
         mine = [r for i, r in enumerate(lay.student_ranks) if tea.teacher_rank_of(i, lay.teacher_ranks) == lay.rank]
         t0 = time.perf_counter()
         tea.serve(teacher, mine, (steps - start) * plan.grad_accum + len(evals) * eval_micro, plan.micro_batch, w.seq_len, ldtype, lay.device)
+        stop.close()
         record["serve_time_s"] = time.perf_counter() - t0
         record["memory"] = metrics.memory(lay.device, {}, teacher.model if hasattr(teacher, "model") else teacher.stage_module)
         return _finish(plan, lay, opts, record, start, backend)
@@ -165,7 +168,6 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     sched = schedule.make_scheduler(opt, tr, steps, start)
     log = RunLog(tr.log_jsonl, tr.tensorboard_dir, lay.rank == lay.coordinator)
     log.start(start, steps)
-    stop = StopRequest(opts.stop_file, lay, active=plan.placement == "colocated")
 
     def make(step: int, micro: int):
         idx = micro_batch_indices(step, micro, lay.dp_rank, lay.dp_size, plan.micro_batch, plan.grad_accum)
