@@ -56,8 +56,14 @@ def save_pretrained(model: nn.Module, lay: Layout, folder: str | Path, tokenizer
         shutil.rmtree(tmp, ignore_errors=True)
         net = unwrapped(model)
         net.config.use_cache = True  # the executor turns the cache off for training; a loaded model generates
-        net.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
-        net.config.use_cache = False
+        # transformers 5 writes only on global rank 0 once torch.distributed is up; here the student's
+        # first rank writes (rank 0 is a teacher's when disaggregated), so it decides for itself
+        net.should_save_on_this_rank = lambda is_main_process: is_main_process
+        try:
+            net.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+        finally:
+            del net.should_save_on_this_rank
+            net.config.use_cache = False
         if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
             tokenizer.save_pretrained(tmp)
         shutil.rmtree(final, ignore_errors=True)
