@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from planner.inputs.cluster import Cluster, rank_bound
 from planner.inputs.errors import InputError, from_validation
 from planner.inputs.model import ModelShape, Strict
+from planner.inputs.training import Training
 from planner.inputs.workload import Workload
 from planner.inputs.yamlio import dump_yaml, read_mapping
 from planner.search.strategy import PLACEMENTS, STUDENT_SPLITS, TEACHER_SPLITS, Strategy
@@ -91,6 +92,7 @@ class Plan(Strict):
     predicted: Predicted | None = Field(None, description="Cost-model figures (absent in a hand-written plan).")
     tokenizer: str | None = Field(None, description="Local tokenizer folder for the executor; default a byte-level tokenizer.")
     dataset: str | None = Field(None, description="Local JSONL dataset for the executor; default synthetic prompts.")
+    training: Training = Field(default_factory=Training, description="What the executor does beyond the split: lr, schedule, steps, evaluation, checkpoints, final save, logs (the job's `training:` section; the cost model does not read it).")
 
     @property
     def world(self) -> int:
@@ -192,8 +194,9 @@ def check_fits(plan_path: str | Path, plan: Plan, cluster: Cluster) -> Cluster:
 
 
 # What a run measures does not depend on these: the names, where predictions came from, the
-# predictions themselves, and the tokenizer and data (samples have fixed shapes).
-_NOT_RUN = {"version", "job", "cluster", "runtime", "predicted", "tokenizer", "dataset"}
+# predictions themselves, the tokenizer and data (samples have fixed shapes), and the training
+# configuration (lr, schedule, evaluation, checkpoints and logs change no step's cost).
+_NOT_RUN = {"version", "job", "cluster", "runtime", "predicted", "tokenizer", "dataset", "training"}
 
 
 def fingerprint(plan: Plan) -> str:

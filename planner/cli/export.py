@@ -31,7 +31,13 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option(help="Rendezvous port on the head node.", min=1, max=65535)] = 29500,
         steps: Annotated[Optional[int], typer.Option(help="Passed to `planner run --steps`.", min=1)] = None,
         metrics_out: Annotated[Optional[Path], typer.Option(help="Passed to `planner run --metrics-out` (made absolute).")] = None,
-        python: Annotated[Optional[str], typer.Option(help="Python with kd-planner and torch that runs torchrun (default: this one, by absolute path; `python3`: the one on PATH).")] = None,
+        python: Annotated[Optional[str], typer.Option(help="Python with kd-planner and torch that runs torchrun (default: this one, by absolute path; `python3`: the one on PATH; PYTHON=... at launch wins).")] = None,
+        checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Passed to `planner run --checkpoint-dir` (made absolute; default: the plan's training.checkpoint_dir).")] = None,
+        checkpoint_every: Annotated[Optional[int], typer.Option(help="Passed to `planner run --checkpoint-every` (default: the plan's training.checkpoint_every).", min=0)] = None,
+        requeue: Annotated[bool, typer.Option(help="Slurm only: before the time limit (USR1, --signal-s) the run saves a checkpoint and stops, and the job is requeued to resume from it; needs a checkpoint folder.")] = False,
+        signal_s: Annotated[int, typer.Option(help="Slurm only, with --requeue: seconds before the time limit that the run is asked to stop (enough for one step and a checkpoint).", min=1)] = 120,
+        module: Annotated[Optional[list[str]], typer.Option(help="`module load NAME` before the run (repeatable).")] = None,
+        container_image: Annotated[Optional[str], typer.Option(help="Slurm only: run the tasks in this container image (`srun --container-image`, pyxis/enroot).")] = None,
     ) -> None:
         """Write the torchrun command or Slurm sbatch script that runs PLAN with `planner run`."""
         from planner.files import check_output
@@ -40,11 +46,14 @@ def register(app: typer.Typer) -> None:
         if output is not None:
             check_output(output, force, "-o")
         if to == To.torchrun:
-            for flag, value in (("--partition", partition), ("--account", account), ("--time", time)):
+            for flag, value in (("--partition", partition), ("--account", account), ("--time", time),
+                                ("--requeue", requeue or None), ("--container-image", container_image)):
                 if value is not None:
                     raise typer.BadParameter("only applies to --to slurm", param_hint=flag)
         text = render(plan, None, to.value, job_name=job_name, partition=partition, account=account, time=time,
-                      port=port, steps=steps, metrics_out=metrics_out, python=python)
+                      port=port, steps=steps, metrics_out=metrics_out, python=python, checkpoint_dir=checkpoint_dir,
+                      checkpoint_every=checkpoint_every, requeue=requeue, signal_s=signal_s, modules=tuple(module or ()),
+                      container_image=container_image)
         if output is None:
             print(text, end="")
             return

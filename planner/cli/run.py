@@ -35,12 +35,14 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def run(
         plan: Annotated[Path, typer.Argument(help="Plan file (YAML) from `planner recommend` or written by hand.")],
-        steps: Annotated[int, typer.Option(help="Optimizer steps to reach (a resumed run continues to this count).", min=1)] = 10,
+        steps: Annotated[Optional[int], typer.Option(help="Optimizer steps to reach (a resumed run continues to this count); default the plan's training.steps, else workload.epochs over the dataset, else 10.", min=1)] = None,
         seed: Annotated[int, typer.Option(help="Seed of the weights, the data order and on-policy sampling.")] = 0,
         metrics_out: Annotated[Optional[Path], typer.Option(help="Write measured samples/s, losses and memory (JSON) here (checked before training starts).")] = None,
-        force: Annotated[bool, typer.Option(help="Overwrite --metrics-out, or the cache in the --cache-teacher folder, if it exists.")] = False,
-        checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Folder of student checkpoints; the run resumes from the newest complete one.")] = None,
-        checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps (0: never).", min=0)] = 0,
+        force: Annotated[bool, typer.Option(help="Overwrite --metrics-out, the cache in the --cache-teacher folder, and a non-empty --output-dir, if they exist.")] = False,
+        checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Folder of student checkpoints; the run resumes from the newest complete one (default: the plan's training.checkpoint_dir).")] = None,
+        checkpoint_every: Annotated[Optional[int], typer.Option(help="Save a checkpoint every N steps (0: never; default: the plan's training.checkpoint_every).", min=0)] = None,
+        output_dir: Annotated[Optional[Path], typer.Option(help="Save the trained student here in Hugging Face format at the end (default: the plan's training.output_dir).")] = None,
+        stop_file: Annotated[Optional[Path], typer.Option(help="Stop cleanly once this file exists (checked every step), as on SIGUSR1: save a checkpoint, write the metrics, exit 0; a rerun resumes.")] = None,
         warmup_steps: Annotated[int, typer.Option(help="Steps left out of samples/s.", min=0)] = 2,
         teacher: Annotated[Optional[str], typer.Option(help="Replace the plan's teacher (bundled name, config.json or local checkpoint folder).")] = None,
         student: Annotated[Optional[str], typer.Option(help="Replace the plan's student (bundled name, config.json or local checkpoint folder).")] = None,
@@ -56,7 +58,7 @@ def register(app: typer.Typer) -> None:
         # every rank of a node) by the first rank of each node; one every rank learned together (the
         # executor's inputs: tokenizer, dataset) by rank 0; the executor's others by the rank that saw them.
         try:
-            p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, teacher, student, tokenizer, dataset)
+            p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, teacher, student, tokenizer, dataset)
             _check_cache(p, cache_teacher, teacher_cache, force)
         except InputError as e:
             raise InputError(e.lines if os.environ.get("LOCAL_RANK", "0") == "0" else []) from None
@@ -65,7 +67,7 @@ def register(app: typer.Typer) -> None:
         run_plan = cache_pass.run if cache_teacher else loop.run
         try:
             out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
-                                         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress,
+                                         checkpoint_every=checkpoint_every, output_dir=output_dir, stop_file=stop_file, warmup_steps=warmup_steps, progress=progress,
                                          phases=phases, teacher_cache=teacher_cache, cache_teacher=cache_teacher))
         except InputError as e:
             if getattr(e, "all_ranks", False) and os.environ.get("RANK", "0") != "0":
@@ -74,6 +76,9 @@ def register(app: typer.Typer) -> None:
         if out is not None and cache_teacher:
             err.print(f"done: teacher cache of {out['samples']} samples in {out['shards']} shard(s), "
                       f"{out['bytes'] / 2**20:.1f} MiB, {out['seconds']:.1f} s: {out['folder']}")
+        elif out is not None and out.get("stopped"):
+            err.print(f"stopped on request (SIGUSR1 or --stop-file) after step {out['end_step']}; with a checkpoint folder "
+                      "that step was saved: run again to resume from it")
         elif out is not None:
             sps = out["samples_per_s"]
             err.print(f"done: steps {out['start_step']}..{out['end_step']}, last loss {out['loss'][-1] if out['loss'] else float('nan'):.4f}, "
@@ -98,16 +103,26 @@ def _check_cache(plan, cache_teacher: Path | None, teacher_cache: Path | None, f
         raise InputError(f"--teacher-cache: the plan's workload.teacher_output is {w.teacher_output}; a cache is read only with teacher_output: cached")
 
 
-def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: Path | None, checkpoint_every: int,
-             teacher: str | None, student: str | None, tokenizer: str | None, dataset: str | None):
+def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: Path | None, checkpoint_every: int | None,
+             output_dir: Path | None, teacher: str | None, student: str | None, tokenizer: str | None, dataset: str | None):
     """The plan to run, with every check that needs no other rank done."""
     from planner.plan import load_plan
 
-    if checkpoint_every and not checkpoint_dir:
-        raise InputError("--checkpoint-every needs --checkpoint-dir")
-    if checkpoint_dir and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
-        raise InputError(f"--checkpoint-dir: {checkpoint_dir}: is a file, not a folder")
+    p = load_plan(plan)
+    tr = p.training
+    ckpt_dir = checkpoint_dir or tr.checkpoint_dir
+    if checkpoint_every and not ckpt_dir:
+        raise InputError("--checkpoint-every needs --checkpoint-dir (or the plan's training.checkpoint_dir)")
+    if ckpt_dir and Path(ckpt_dir).exists() and not Path(ckpt_dir).is_dir():
+        raise InputError(f"{'--checkpoint-dir' if checkpoint_dir else f'{plan}: training.checkpoint_dir'}: {ckpt_dir}: is a file, not a folder")
     if metrics_out:  # every rank checks; rank 0 writes at the end, atomically and again without clobbering
         check_output(metrics_out, force, "--metrics-out")
     require_executor("planner run")
-    return _override(load_plan(plan), teacher, student, tokenizer, dataset)
+    from planner.executor.logs import require_tensorboard
+    from planner.executor.save import check_output_dir
+
+    if output_dir or tr.output_dir:
+        check_output_dir(output_dir or tr.output_dir, force, "--output-dir" if output_dir else f"{plan}: training.output_dir")
+    if tr.tensorboard_dir:
+        require_tensorboard(f"{plan}: training.tensorboard_dir")
+    return _override(p, teacher, student, tokenizer, dataset)

@@ -24,6 +24,7 @@ from planner.executor.loop import LOGITS_DTYPES, RunOptions, build_teacher, stop
 from planner.executor.topk import TopKTeacher
 from planner.files import write_files, write_text
 from planner.inputs.errors import InputError
+from planner.inputs.training import resolve_steps
 from planner.plan import Plan
 
 
@@ -37,7 +38,7 @@ def _pass(plan: Plan, lay: groups.Layout, opts: RunOptions) -> dict | None:
     except InputError as e:
         problem = e.lines
     stop_on_input_error(problem, lay)
-    n = cache.samples_needed(plan, samples, opts.steps)
+    n = cache.samples_needed(plan, samples, resolve_steps(opts.steps, plan.training, w.epochs, len(samples.rows) if samples and samples.rows else None, w.global_batch))
     first = lay.teacher_ranks[0]
     if lay.rank == first and opts.force:
         (folder / cache.MANIFEST).unlink(missing_ok=True)  # no stale manifest next to new shards, even after a crash

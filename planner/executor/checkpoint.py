@@ -210,8 +210,9 @@ def _state(model, opt, lay: Layout, step: int, for_load: bool) -> dict:
     return sd
 
 
-def save(root: str | Path, step: int, model, opt, lay: Layout, fp: dict) -> Path:
-    """Write the checkpoint of `step` with the run's fingerprint (collective over the student ranks)."""
+def save(root: str | Path, step: int, model, opt, lay: Layout, fp: dict, keep: int = KEEP) -> Path:
+    """Write the checkpoint of `step` with the run's fingerprint (collective over the student ranks),
+    then delete all but the `keep` newest complete checkpoints."""
     root, final = Path(root), _folder(Path(root), step)
     tmp = final.with_name(final.name + ".tmp")
     if lay.rank == lay.coordinator:
@@ -223,7 +224,7 @@ def save(root: str | Path, step: int, model, opt, lay: Layout, fp: dict) -> Path
     if lay.rank == lay.coordinator:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        prune(root)
+        prune(root, keep)
     dist.barrier(group=lay.student_group)
     return final
 

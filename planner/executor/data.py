@@ -66,7 +66,9 @@ def read_jsonl(path: str | Path, tokenizer, vocab: int | None = None) -> list[tu
             prompt, completion = row["prompt"], row["completion"]
         else:
             raise InputError(f"{where}: expected `messages` or `prompt` and `completion`")
-        rows.append((_ids(prompt, tokenizer, where, "prompt", vocab), _ids(completion, tokenizer, where, "completion", vocab)))
+        # a chat template writes its own BOS; any other prompt gets the tokenizer's; a completion none
+        rows.append((_ids(prompt, tokenizer, where, "prompt", vocab, special="messages" not in row or not _templated(tokenizer)),
+                     _ids(completion, tokenizer, where, "completion", vocab, special=False)))
     if not rows:
         raise InputError(f"{path}: no samples")
     return rows
@@ -85,19 +87,30 @@ def _is_message(m) -> bool:
     return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
 
 
+def _templated(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def _render(msgs: list[dict], tokenizer) -> str:
-    if getattr(tokenizer, "chat_template", None):
+    if _templated(tokenizer):
         return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
 
 
-def _ids(value, tokenizer, where: str, what: str, vocab: int | None) -> list[int]:
+def _encode(tokenizer, text: str, special: bool) -> list[int]:
+    """`tokenizer.encode`, with or without its special tokens (BOS) where it has them (not the byte tokenizer)."""
+    return tokenizer.encode(text, add_special_tokens=special) if hasattr(tokenizer, "add_special_tokens") else tokenizer.encode(text)
+
+
+def _ids(value, tokenizer, where: str, what: str, vocab: int | None, special: bool = True) -> list[int]:
     """Token ids of text, of a list of ids (pre-tokenized) or of a list of messages."""
     if isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
         ids = value
     elif isinstance(value, str) or (isinstance(value, list) and all(_is_message(m) for m in value)):
         try:
-            ids = tokenizer.encode(value if isinstance(value, str) else _render(value, tokenizer))
+            # messages are rendered with the chat template, which writes its own BOS: not a second one
+            text = value if isinstance(value, str) else _render(value, tokenizer)
+            ids = _encode(tokenizer, text, special and (isinstance(value, str) or not _templated(tokenizer)))
         except Exception as e:  # noqa: BLE001 - a tokenizer or chat template that fails on this line
             raise InputError(f"{where}: {what}: the tokenizer failed on this line ({_first_line(e)})") from None
         ids = ids if isinstance(ids, list) else list(ids)
@@ -163,10 +176,34 @@ def micro_batch_indices(step: int, micro: int, dp_rank: int, dp_size: int, micro
     return list(range(start, start + micro_batch))
 
 
-def make_samples(plan, tokenizer, seed: int, dataset: str | None) -> Samples:
-    w = plan.workload
+def split_rows(rows: list, fraction: float) -> tuple[list, list]:
+    """(train, eval): `fraction` of the rows (at least one) held out for evaluation, chosen by a
+    fixed seed so that runs with other seeds evaluate on the same rows."""
+    n_eval = max(1, round(len(rows) * fraction))
+    if n_eval >= len(rows):
+        raise InputError(f"training.eval_fraction: {fraction} of {len(rows)} rows leaves none to train on")
+    held = set(torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).tolist()[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def load_samples(plan, tokenizer, seed: int, dataset: str | None) -> tuple[Samples, Samples | None]:
+    """The training samples and, when `plan.training` asks for one, the eval split's (else None)."""
+    w, tr = plan.workload, plan.training
     vocab = min(plan.teacher.shape.vocab, plan.student.shape.vocab)
     if getattr(tokenizer, "vocab_size", 0) > vocab:
         raise InputError(f"{plan.tokenizer or 'the byte-level tokenizer'}: the tokenizer's {tokenizer.vocab_size} tokens do not fit the models' vocabulary of {vocab}")
     rows = read_jsonl(dataset, tokenizer, vocab) if dataset else None
-    return Samples(w.prompt_len, w.completion_len, vocab, seed, tokenizer, rows)
+    held = None
+    if tr.eval_fraction:
+        if rows is None:
+            raise InputError("training.eval_fraction: needs a dataset (the plan's `dataset` or --dataset); "
+                             "synthetic prompts have no rows to hold out; or set training.eval_dataset")
+        rows, held = split_rows(rows, tr.eval_fraction)
+    elif tr.eval_dataset:
+        held = read_jsonl(tr.eval_dataset, tokenizer, vocab)
+    make = lambda r: Samples(w.prompt_len, w.completion_len, vocab, seed, tokenizer, r)  # noqa: E731
+    return make(rows), (make(held) if held is not None else None)
+
+
+def make_samples(plan, tokenizer, seed: int, dataset: str | None) -> Samples:
+    return load_samples(plan, tokenizer, seed, dataset)[0]

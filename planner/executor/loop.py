@@ -1,5 +1,6 @@
-"""The GKD training loop under torch.distributed, applied in this order: groups, models, strategies,
-optimizer, resume, steps, metrics.
+"""The GKD training loop under torch.distributed, applied in this order: groups, inputs, models,
+strategies, optimizer, resume, schedule, steps (with evaluation, logs and checkpoints), final save,
+metrics. The plan's `training` section says how (lr, schedule, clipping, length, ...).
 
 Per micro-step and student rank: [student generation, with probability lmbda] -> teacher logits
 (no grad) -> student forward -> chunked generalized JSD -> backward; then clip and step.
@@ -18,12 +19,16 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from planner.executor import build, cache, checkpoint, groups, metrics, student as stu, teacher as tea
-from planner.executor.data import make_samples, micro_batch_indices
+from planner.executor import build, cache, checkpoint, groups, metrics, save, schedule, student as stu, teacher as tea
+from planner.executor.data import load_samples, micro_batch_indices
+from planner.executor.evaluate import evaluate, micro_steps
 from planner.executor.generate import generate
+from planner.executor.logs import RunLog
+from planner.executor.stop import StopRequest
 from planner.executor.loss import generalized_jsd
 from planner.executor.topk import TopKTeacher
 from planner.inputs.errors import InputError
+from planner.inputs.training import resolve_steps
 from planner.plan import Plan
 
 LOGITS_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -31,16 +36,17 @@ LOGITS_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 @dataclass
 class RunOptions:
-    steps: int = 10
+    """What `planner run` adds to the plan; None means: the plan's `training` section says."""
+
+    steps: int | None = None  # else training.steps, else workload.epochs over the data, else 10
     seed: int = 0
     metrics_out: Path | None = None
-    force: bool = False  # overwrite metrics_out if it exists
+    force: bool = False  # overwrite metrics_out and a non-empty output_dir
     checkpoint_dir: Path | None = None
-    checkpoint_every: int = 0
-    warmup_steps: int = 2
-    lr: float = 1e-4  # the plan has no learning rate (see docs/executor.md)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # TRL's default
+    checkpoint_every: int | None = None
+    output_dir: Path | None = None  # final Hugging Face save
+    stop_file: Path | None = None  # stop cleanly (checkpoint, exit 0) once it exists, as on SIGUSR1
+    warmup_steps: int = 2  # left out of samples/s (not the lr warmup: training.warmup_steps)
     progress: bool = True
     phases: bool = False  # also time each phase of a step (on a GPU this synchronizes at every boundary)
     teacher_cache: Path | None = None  # teacher_output: cached reads the teacher's top-k from here (planner/executor/cache.py)
@@ -109,23 +115,45 @@ def stop_on_input_error(problem: list[str] | None, lay: groups.Layout) -> None:
         raise e
 
 
+def eval_points(start: int, steps: int, every: int) -> list[int]:
+    """The step counts after which a run from `start` to `steps` evaluates: every `every`, and the last."""
+    return sorted({k for k in range(start + 1, steps + 1) if every and k % every == 0} | ({steps} if steps > start else set()))
+
+
 def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dict | None:
-    w, seed = plan.workload, opts.seed
+    w, tr, seed = plan.workload, plan.training, opts.seed
     ldtype = LOGITS_DTYPES[w.logits_dtype]
+    ckpt_dir = opts.checkpoint_dir or (Path(tr.checkpoint_dir) if tr.checkpoint_dir else None)
+    ckpt_every = tr.checkpoint_every if opts.checkpoint_every is None else opts.checkpoint_every
+    out_dir = opts.output_dir or (Path(tr.output_dir) if tr.output_dir else None)
     # The student's inputs first, before any model is built: a bad tokenizer or dataset line stops
     # every rank here, reported once by rank 0. The checkpoint fingerprint covers them too.
-    tokenizer = samples = fp = cached = None
+    tokenizer = samples = held = fp = cached = None
     problem = None
     if lay.is_student:
         try:
             tokenizer = build.build_tokenizer(plan.tokenizer)
-            samples = make_samples(plan, tokenizer, seed, plan.dataset)
-            if w.teacher_output == "cached":  # checked (manifest, shard sha256s) before any model is built
-                cached = cache.open_cache(opts.teacher_cache, plan, seed, opts.steps, tokenizer, samples, lay.device, lay.dp_rank, lay.dp_size)
+            samples, held = load_samples(plan, tokenizer, seed, plan.dataset)
         except InputError as e:
             problem = e.lines
     stop_on_input_error(problem, lay)
-    if lay.is_student and opts.checkpoint_dir:
+    # The run's length and the eval split's size are known where the data was read; every rank needs them.
+    sizes = [resolve_steps(opts.steps, tr, w.epochs, len(samples.rows) if samples and samples.rows else None, w.global_batch),
+             len(held.rows) if held else 0] if lay.is_student else [0, 0]
+    dist.broadcast_object_list(sizes, src=lay.coordinator)
+    steps, n_eval = sizes
+    if w.teacher_output == "cached":  # the cache is checked (manifest, shard sha256s) before any model is built
+        problem = None
+        if lay.is_student:
+            try:
+                if held is not None:
+                    raise InputError("training: a cached teacher (teacher_output: cached) holds the training rows only; "
+                                     "evaluation needs the live teacher: drop eval_fraction/eval_dataset or use teacher_output: topk")
+                cached = cache.open_cache(opts.teacher_cache, plan, seed, steps, tokenizer, samples, lay.device, lay.dp_rank, lay.dp_size)
+            except InputError as e:
+                problem = e.lines
+        stop_on_input_error(problem, lay)
+    if lay.is_student and ckpt_dir:
         fp = checkpoint.fingerprint(plan, seed, tokenizer)
     # Models: each rank builds only what it holds; seeds make every copy identical.
     teacher = build_teacher(plan, lay, seed) if lay.is_teacher and w.teacher_output != "cached" else None
@@ -133,16 +161,22 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     if lay.is_student:
         s = plan.student
         model = stu.wrap(build.build_model(s.ref, s.shape, "fp32", seed + 1), s.strategy, lay, build.TORCH_DTYPES.get(w.student_dtype, torch.float32))
-        opt = stu.optimizer(model, s.strategy, lay, opts.lr, opts.weight_decay, w.optimizer)
+        opt = stu.optimizer(model, s.strategy, lay, tr, w.optimizer)
     # Resume from the newest complete checkpoint of this run that loads; every rank learns the step.
-    start = checkpoint.resume(opts.checkpoint_dir, fp, model, opt, lay)
+    start = checkpoint.resume(ckpt_dir, fp, model, opt, lay)
+    evals = eval_points(start, steps, tr.eval_every) if n_eval else []
+    eval_micro = micro_steps(n_eval, plan.micro_batch, len(lay.student_ranks)) if n_eval else 0
     record = {"rank": lay.rank, "device": str(lay.device), "loss": [], "grad_norm": [], "on_policy": [], "step_times_s": [],
+              "lr": [], "eval_loss": [],
               "role": "student" if not lay.is_teacher else ("teacher" if not lay.is_student else "both")}
+    # SIGUSR1 or the stop file: save and stop after a step (noted and ignored when disaggregated, teacher ranks included)
+    stop = StopRequest(opts.stop_file, lay, active=plan.placement == "colocated")
     if lay.is_teacher and not lay.is_student:  # disaggregated teacher: answer the student ranks
         mine = [r for i, r in enumerate(lay.student_ranks) if tea.teacher_rank_of(i, lay.teacher_ranks) == lay.rank]
         t0 = time.perf_counter()
         if teacher is not None:  # a cached run has nothing to serve
-            tea.serve(teacher, mine, (opts.steps - start) * plan.grad_accum, plan.micro_batch, w.seq_len, ldtype, lay.device)
+            tea.serve(teacher, mine, (steps - start) * plan.grad_accum + len(evals) * eval_micro, plan.micro_batch, w.seq_len, ldtype, lay.device)
+        stop.close()
         record["serve_time_s"] = time.perf_counter() - t0
         record["memory"] = metrics.memory(lay.device, {}, _teacher_module(teacher))
         return _finish(plan, lay, opts, record, start, backend)
@@ -153,8 +187,11 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
                              w.topk if w.teacher_output == "topk" else None)
     ahead = 1 if isinstance(teacher, tea.Remote) else 0  # a remote teacher computes micro-step k+1 while the student trains on k
     chunk = w.loss_chunk_tokens if w.loss == "chunked" else None
-    bar, task = _progress(opts.progress and lay.rank == lay.coordinator, opts.steps, start)
+    bar, task = _progress(opts.progress and lay.rank == lay.coordinator, steps, start)
     clock = metrics.PhaseClock(lay.device, opts.phases)
+    sched = schedule.make_scheduler(opt, tr, steps, start)
+    log = RunLog(tr.log_jsonl, tr.tensorboard_dir, lay.rank == lay.coordinator)
+    log.start(start, steps)
 
     def make(step: int, micro: int):
         idx = micro_batch_indices(step, micro, lay.dp_rank, lay.dp_size, plan.micro_batch, plan.grad_accum)
@@ -166,7 +203,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         return batch, teacher.request(batch), gen
 
     with bar:
-        for step in range(start, opts.steps):
+        for step in range(start, steps):
             _maybe_fail(lay.rank, step)
             if lay.device.type == "cuda":
                 torch.cuda.synchronize(lay.device)
@@ -190,10 +227,12 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
                     (loss / plan.grad_accum).backward()
                     clock.lap("backward")
                 total += loss.detach().double()
-            norm = stu.clip_grad_norm(model, opts.max_grad_norm)
+            norm = stu.clip_grad_norm(model, tr.max_grad_norm)
+            lr = schedule.current_lr(opt)
             opt.step()
+            schedule.step(sched)
             clock.lap("optimizer")
-            if step == opts.steps - 1:  # counted once, on the last step, and kept out of its time
+            if step == steps - 1:  # counted once, on the last step, and kept out of its time
                 t_count = time.perf_counter()
                 state = stu.state_bytes(model, opt)  # gradients and optimizer state both alive here
                 t0 += time.perf_counter() - t_count
@@ -208,12 +247,31 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
             record["loss"].append(total.item() / (plan.grad_accum * lay.dp_size))
             record["grad_norm"].append(norm)
             record["on_policy"].append(gens)
-            if opts.checkpoint_dir and opts.checkpoint_every and (step + 1) % opts.checkpoint_every == 0:
-                checkpoint.save(opts.checkpoint_dir, step + 1, model, opt, lay, fp)
+            record["lr"].append(lr)
+            if (step + 1) % tr.log_every == 0 or step + 1 == steps:
+                log.step(step + 1, record["loss"][-1], lr, norm, record["step_times_s"][-1], w.global_batch, w.global_batch * w.seq_len, lay.device)
+            if step + 1 in evals:
+                loss = evaluate(model, teacher, held, n_eval, lay, plan, lambda: autocast(lay.device, w.student_dtype), ldtype)
+                record["eval_loss"].append([step + 1, loss])
+                log.eval(step + 1, loss, n_eval)
+            saved = bool(ckpt_dir and ckpt_every and (step + 1) % ckpt_every == 0)
+            if saved:
+                checkpoint.save(ckpt_dir, step + 1, model, opt, lay, fp, tr.keep_checkpoints)
             bar.update(task, advance=1, info=f"loss {record['loss'][-1]:.4f}")
+            if step + 1 < steps and stop.agreed():  # asked to stop (SIGUSR1, stop file): save this step and go
+                if ckpt_dir and not saved:
+                    checkpoint.save(ckpt_dir, step + 1, model, opt, lay, fp, tr.keep_checkpoints)
+                stop.consume()
+                record["stopped_at"] = step + 1
+                break
+    log.close()
+    stop.close()
+    if out_dir and "stopped_at" not in record:
+        save.save_pretrained(model, lay, out_dir, tokenizer)
     if opts.phases:
         record["phase_times_s"] = clock.steps
-    record["memory"] = metrics.memory(lay.device, state if opts.steps > start else stu.state_bytes(model, opt), _teacher_module(teacher))
+    record["memory"] = metrics.memory(lay.device, state if steps > start and "stopped_at" not in record else stu.state_bytes(model, opt),
+                                      _teacher_module(teacher))
     return _finish(plan, lay, opts, record, start, backend)
 
 

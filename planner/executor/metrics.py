@@ -3,8 +3,9 @@
 - `samples_per_s`: global batch x steady steps / their wall time (the first `warmup_steps`
   steps of this process are excluded: they pay for allocator growth, pipeline shape inference
   and first collectives); `tokens_per_s` counts prompt + completion tokens of every sample.
-- `step_times_s`, `loss`, `grad_norm`: per optimizer step, as seen by the first student rank
-  (the loss is the global-batch mean, all-reduced over the student ranks).
+- `step_times_s`, `loss`, `grad_norm` (before clipping), `lr` (the one the step ran at): per
+  optimizer step, as seen by the first student rank (the loss is the global-batch mean,
+  all-reduced over the student ranks); `eval_loss`: [step, loss] per evaluation.
 - `phase_times_s` (with `--phases`): per step, seconds spent in teacher (logits, and generation
   when on-policy), student_forward, loss_forward, backward (loss and student, with the gradient
   sync) and optimizer (clip, step, zero_grad, loss all-reduce), as seen by the first student rank.
@@ -98,9 +99,11 @@ def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: 
         "global_batch": plan.workload.global_batch, "micro_batch": plan.micro_batch, "grad_accum": plan.grad_accum,
         "seq_len": plan.workload.seq_len,
         "start_step": start_step, "end_step": start_step + len(times), "warmup_steps": warm,
+        "stopped": "stopped_at" in lead,  # asked to stop (SIGUSR1, stop file) before its last step
         "samples_per_s": sps,
         "tokens_per_s": sps * plan.workload.seq_len if sps is not None else None,
         "step_times_s": times, "loss": lead["loss"], "grad_norm": lead["grad_norm"], "on_policy": lead["on_policy"],
+        "lr": lead.get("lr", []), "eval_loss": lead.get("eval_loss", []),
         "peak_memory_bytes": {str(r["rank"]): r["memory"] for r in records},
         **({"phase_times_s": lead["phase_times_s"]} if "phase_times_s" in lead else {}),
         "roles": {str(r["rank"]): r["role"] for r in records},

@@ -2,35 +2,40 @@
 
 It walks the micro-batches of every student rank in the order the distributed run splits them,
 with a full teacher and a plain student, and averages the loss and the gradients over all of them,
-which is what DDP / FSDP averaging over the student ranks computes.
+which is what DDP / FSDP averaging over the student ranks computes. The optimizer, schedule and
+clipping are the plan's `training` section's; evaluation is one no-grad loss over the whole eval
+split in one batch.
 """
 
 from __future__ import annotations
 
 import torch
 
-from planner.executor import build
-from planner.executor.data import make_samples, micro_batch_indices
+from planner.executor import build, schedule
+from planner.executor.data import load_samples, micro_batch_indices
 from planner.executor.generate import generate
-from planner.executor.loop import LOGITS_DTYPES, RunOptions, autocast, on_policy, sample_seed
+from planner.executor.loop import LOGITS_DTYPES, RunOptions, autocast, eval_points, on_policy, sample_seed
 from planner.executor.loss import generalized_jsd, top_k
 from planner.executor.teacher import completion_logits
+from planner.inputs.training import resolve_steps
 from planner.plan import Plan
 
 
-def reference_losses(plan: Plan, opts: RunOptions) -> tuple[list[float], list[float]]:
-    """Per-step global-batch loss and gradient norm of `opts.steps` steps, as the distributed run reports them."""
-    w, t, s, seed = plan.workload, plan.teacher, plan.student, opts.seed
+def reference_run(plan: Plan, opts: RunOptions) -> dict:
+    """Per-step loss, gradient norm and lr, eval losses as [step, loss], and the trained student."""
+    w, t, s, tr, seed = plan.workload, plan.teacher, plan.student, plan.training, opts.seed
     device = torch.device("cpu")
     teacher = build.freeze(build.build_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, seed))
     student = build.build_model(s.ref, s.shape, "fp32", seed + 1).train()
-    kw = dict(lr=opts.lr, weight_decay=opts.weight_decay) if w.optimizer == "adamw" else dict(lr=opts.lr, momentum=0.9)
-    opt = (torch.optim.AdamW if w.optimizer == "adamw" else torch.optim.SGD)(student.parameters(), **kw)
-    samples = make_samples(plan, build.build_tokenizer(plan.tokenizer), seed, plan.dataset)
+    opt = schedule.make_optimizer(student.parameters(), w.optimizer, tr)
+    samples, held = load_samples(plan, build.build_tokenizer(plan.tokenizer), seed, plan.dataset)
+    steps = resolve_steps(opts.steps, tr, w.epochs, len(samples.rows) if samples.rows else None, w.global_batch)
+    sched = schedule.make_scheduler(opt, tr, steps)
+    evals = eval_points(0, steps, tr.eval_every) if held else []
     n, ga, ldtype = len(s.ranks), plan.grad_accum, LOGITS_DTYPES[w.logits_dtype]
     chunk = w.loss_chunk_tokens if w.loss == "chunked" else None
-    losses, norms = [], []
-    for step in range(opts.steps):
+    out = {"loss": [], "grad_norm": [], "lr": [], "eval_loss": [], "student": student}
+    for step in range(steps):
         total = 0.0
         for micro in range(ga):
             for r in range(n):
@@ -46,8 +51,24 @@ def reference_losses(plan: Plan, opts: RunOptions) -> tuple[list[float], list[fl
                     loss = generalized_jsd(s_logits, t_logits, batch.labels, w.beta, w.temperature, chunk, ldtype)
                     (loss / (ga * n)).backward()
                 total += loss.item()
-        norms.append(float(torch.nn.utils.clip_grad_norm_(student.parameters(), opts.max_grad_norm)))
+        out["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(student.parameters(), tr.max_grad_norm or float("inf"))))
+        out["lr"].append(schedule.current_lr(opt))
         opt.step()
+        schedule.step(sched)
         opt.zero_grad(set_to_none=True)
-        losses.append(total / (ga * n))
-    return losses, norms
+        out["loss"].append(total / (ga * n))
+        if step + 1 in evals:
+            batch = held.batch(list(range(len(held.rows))))
+            with torch.no_grad(), autocast(device, w.student_dtype):
+                t_logits = completion_logits(teacher, batch.input_ids, batch.attention_mask, w.completion_len)
+                if w.teacher_output != "logits":
+                    t_logits = top_k(t_logits, w.topk)
+                s_logits = completion_logits(student, batch.input_ids, batch.attention_mask, w.completion_len)
+                out["eval_loss"].append([step + 1, float(generalized_jsd(s_logits, t_logits, batch.labels, w.beta, w.temperature, chunk, ldtype))])
+    return out
+
+
+def reference_losses(plan: Plan, opts: RunOptions) -> tuple[list[float], list[float]]:
+    """Per-step global-batch loss and gradient norm of the run, as the distributed run reports them."""
+    out = reference_run(plan, opts)
+    return out["loss"], out["grad_norm"]

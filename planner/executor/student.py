@@ -64,11 +64,11 @@ def gathered_for_generation(model: nn.Module, strategy: str):
             m.set_reshard_after_forward(True, recurse=False)
 
 
-def optimizer(model: nn.Module, strategy: str, lay: Layout, lr: float, weight_decay: float, kind: str) -> torch.optim.Optimizer:
-    cls, kw = (torch.optim.AdamW, dict(lr=lr, weight_decay=weight_decay)) if kind == "adamw" else (torch.optim.SGD, dict(lr=lr, momentum=0.9))
-    if strategy == "zero1":
-        return ZeroRedundancyOptimizer(model.parameters(), optimizer_class=cls, process_group=lay.student_group, **kw)
-    return cls(model.parameters(), **kw)
+def optimizer(model: nn.Module, strategy: str, lay: Layout, training, kind: str) -> torch.optim.Optimizer:
+    """The plan's optimizer (`training` lr, betas, eps, decay); zero1 shards it over the student ranks."""
+    from planner.executor.schedule import make_optimizer
+
+    return make_optimizer(model.parameters(), kind, training, lay.student_group if strategy == "zero1" else None)
 
 
 def grad_sync(model: nn.Module, sync: bool):
@@ -79,8 +79,9 @@ def grad_sync(model: nn.Module, sync: bool):
     return contextlib.nullcontext()
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+def clip_grad_norm(model: nn.Module, max_norm: float | None) -> float:
+    """The global gradient norm before clipping; gradients scaled down to `max_norm` (None: measured only)."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf") if max_norm is None else max_norm)
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 

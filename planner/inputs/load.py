@@ -18,6 +18,7 @@ from planner.inputs.cluster import Cluster
 from planner.inputs.errors import InputError, from_validation
 from planner.inputs.model import ModelShape, Strict, from_hf_config
 from planner.inputs.runtime import Runtime
+from planner.inputs.training import Training
 from planner.inputs.workload import Workload
 from planner.inputs.yamlio import read_mapping
 
@@ -139,6 +140,7 @@ class Job(Strict):
     teacher_ref: str = Field("", description="How the teacher was named (bundled name or path), kept for the plan file.")
     student_ref: str = Field("", description="How the student was named (bundled name or path), kept for the plan file.")
     workload: Workload = Field(default_factory=Workload, description="Batch, lengths and GKD settings.")
+    training: Training = Field(default_factory=Training, description="Learning rate, schedule, length, evaluation, checkpoints, final save and logs (copied into the plan; the cost model does not read it).")
 
 
 def _model_field(value: Any, key: str, source: str, base: Path) -> tuple[ModelShape, str]:

@@ -30,3 +30,14 @@ def exports(cluster: Cluster, backend: str) -> list[str]:
         return []
     name = text(cluster.name, "topology name")
     return [f"# Network settings from the topology {name} (nccl_env)."] + [f"export {k}={q(v, f'nccl_env.{k} (topology)')}" for k, v in env.items()]
+
+
+def error_handling(backend: str) -> list[str]:
+    """Variables that make a failure end the job with a report instead of a hang: a Python stack on
+    a crash (faulthandler), and on NCCL a failed or timed-out collective that tears the process
+    group down (`TORCH_NCCL_ASYNC_ERROR_HANDLING=1`) with a flight-recorder dump. Each keeps a value
+    the environment already sets."""
+    env = {"PYTHONFAULTHANDLER": "1"}
+    if backend == "nccl":
+        env |= {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "TORCH_NCCL_DUMP_ON_TIMEOUT": "1"}
+    return ["# Fail loudly rather than hang (kept if already set)."] + [f'export {k}="${{{k}:-{v}}}"' for k, v in env.items()]

@@ -27,6 +27,12 @@ class LaunchOptions:
     steps: int | None = None         # passed to `planner run --steps`
     metrics_out: str | Path | None = None  # passed to `planner run --metrics-out` (made absolute)
     python: str | None = None        # interpreter with kd-planner and torch; default: the one running now
+    checkpoint_dir: str | Path | None = None  # passed to `planner run --checkpoint-dir` (made absolute)
+    checkpoint_every: int | None = None       # passed to `planner run --checkpoint-every`
+    requeue: bool = False            # slurm only: save and requeue on USR1 before the time limit
+    signal_s: int = 120              # slurm only: seconds before the time limit that USR1 comes
+    modules: tuple[str, ...] = ()    # `module load` lines before the run
+    container_image: str | None = None  # slurm only: `srun --container-image` (pyxis/enroot)
 
 
 # Bidirectional overrides reorder what a reader of the script sees ("Trojan Source", CVE-2021-42574).
@@ -86,14 +92,39 @@ def python(opts: LaunchOptions) -> str:
     return opts.python or str(Path(sys.executable).absolute())
 
 
-def planner_run(plan_path: str | Path, opts: LaunchOptions) -> list[str]:
-    """`-m planner run PLAN [--steps N] [--metrics-out F]`, quoted, with absolute paths."""
+def planner_run(plan_path: str | Path, opts: LaunchOptions, stop_file: str | None = None) -> list[str]:
+    """`-m planner run PLAN [--steps N] [--metrics-out F] [--checkpoint-dir D] [--checkpoint-every K]
+    [--stop-file S]`, quoted, with absolute paths; `stop_file` is a shell word already."""
     words = ["-m", "planner", "run", q(Path(plan_path).expanduser().resolve(), "plan path")]
     if opts.steps is not None:
         words += ["--steps", str(int(opts.steps))]
     if opts.metrics_out is not None:
         words += ["--metrics-out", q(Path(opts.metrics_out).expanduser().resolve(), "--metrics-out")]
+    if opts.checkpoint_dir is not None:
+        words += ["--checkpoint-dir", q(Path(opts.checkpoint_dir).expanduser().resolve(), "--checkpoint-dir")]
+    if opts.checkpoint_every is not None:
+        words += ["--checkpoint-every", str(int(opts.checkpoint_every))]
+    if stop_file is not None:
+        words += ["--stop-file", stop_file]
     return words
+
+
+def run_summary(plan: Plan, opts: LaunchOptions) -> list[str]:
+    """Comment lines naming what the run reads and writes (the plan's `training`, with the flags that win)."""
+    tr = plan.training
+    steps = opts.steps or tr.steps or f"workload.epochs ({plan.workload.epochs}) over the data"
+    ckpt = opts.checkpoint_dir or tr.checkpoint_dir
+    every = tr.checkpoint_every if opts.checkpoint_every is None else opts.checkpoint_every
+    where = "--checkpoint-dir" if opts.checkpoint_dir else "training.checkpoint_dir"
+    return [f"# run: {text(steps, 'steps')} steps; data {text(plan.dataset or 'synthetic', 'dataset')}; "
+            f"tokenizer {text(plan.tokenizer or 'bytes', 'tokenizer')};",
+            f"#   checkpoints {text(ckpt or 'none', where)}" + (f" every {every} steps" if ckpt and every else "")
+            + f"; final save {text(tr.output_dir or 'none', 'training.output_dir')}."]
+
+
+def module_lines(opts: LaunchOptions) -> list[str]:
+    """`module load NAME` per --module (environment modules / Lmod), each name one quoted word."""
+    return [f"module load {q(m, '--module')}" for m in opts.modules]
 
 
 def ranks(rs: list[int]) -> str:

@@ -1,5 +1,11 @@
 """An `sbatch` script: one task per node, each a `torchrun` that meets the others by c10d rendezvous
-on the first node of the allocation."""
+on the first node of the allocation.
+
+With `requeue`, Slurm sends USR1 to the batch shell `signal_s` seconds before the time limit
+(`--signal=B:USR1@T`; not to torchrun, whose agent would die of it). The shell's trap creates a
+stop file in the checkpoint folder; `planner run --stop-file` sees it at the end of a step, saves a
+checkpoint, removes the file and exits 0; the shell then requeues the job (`scontrol requeue`),
+which resumes from that checkpoint. A run that ended anyway leaves the file, and is not requeued."""
 
 from __future__ import annotations
 
@@ -7,8 +13,12 @@ from pathlib import Path
 
 from planner.inputs.cluster import Cluster
 from planner.launch import env
-from planner.launch.options import LaunchOptions, header, job_name, lines_to_script, planner_run, python_line, q, slug
+from planner.inputs.errors import InputError
+from planner.launch.options import (LaunchOptions, header, job_name, lines_to_script, module_lines, planner_run, python_line, q,
+                                    run_summary, slug)
 from planner.plan import Plan
+
+STOP_NAME = ".kd-planner-stop"  # in the checkpoint folder, which every node sees
 
 
 def directives(plan: Plan, cluster: Cluster, opts: LaunchOptions, job: str) -> list[str]:
@@ -29,7 +39,47 @@ def directives(plan: Plan, cluster: Cluster, opts: LaunchOptions, job: str) -> l
             where = f"--{key}" if flag else f"slurm.{'time_limit' if key == 'time' else key} (topology)"
             lines.append(f"#SBATCH --{key}={q(flag or hint, where)}")
     lines += [f"#SBATCH --output={slug(job)}-%j.out", f"#SBATCH --error={slug(job)}-%j.err"]
+    if opts.requeue:  # a requeued job appends to its logs rather than truncating them
+        lines += ["#SBATCH --requeue", f"#SBATCH --signal=B:USR1@{int(opts.signal_s)}", "#SBATCH --open-mode=append"]
     return lines
+
+
+def stop_file(plan: Plan, opts: LaunchOptions) -> str | None:
+    """The stop file's path as a shell word (None without requeue); needs a checkpoint folder."""
+    if not opts.requeue:
+        return None
+    folder = opts.checkpoint_dir or plan.training.checkpoint_dir
+    if folder is None:
+        raise InputError("--requeue: a requeued run resumes from its checkpoints; give --checkpoint-dir or set "
+                         "training.checkpoint_dir in the plan")
+    where = "--checkpoint-dir" if opts.checkpoint_dir else "training.checkpoint_dir"
+    folder = Path(folder).expanduser().resolve() if opts.checkpoint_dir else Path(folder)  # the plan's: from the run's folder, as the executor reads it
+    return q(str(folder / STOP_NAME), where)
+
+
+def requeue_lines(stop: str, srun_words: list[str]) -> list[str]:
+    """srun in the background, a USR1 trap that asks the run to stop, a wait that survives the trap,
+    and a requeue when the run stopped on that request."""
+    return ["# Requeue: USR1 before the time limit asks the run to save and stop (a stop file), then the job is requeued.",
+            "# A requeued job (SLURM_RESTART_COUNT > 0) may replace what its own earlier part wrote (--force).",
+            'force=""; if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then force=--force; fi',
+            f"STOP={stop}",
+            'mkdir -p "$(dirname "$STOP")" && rm -f "$STOP"',
+            "asked=0",
+            'on_usr1() { asked=1; echo "kd-planner: USR1: asking the run to save a checkpoint and stop"; touch "$STOP"; }',
+            "trap on_usr1 USR1",
+            *srun_words[:-1], srun_words[-1] + " &",
+            "pid=$!",
+            "# `wait` returns early when the trap runs: wait again until srun has ended.",
+            "set +e",
+            'wait "$pid"; status=$?',
+            'while [ "$status" -gt 128 ] && kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done',
+            "set -e",
+            'if [ "$asked" = 1 ] && [ "$status" = 0 ] && [ ! -e "$STOP" ]; then',
+            '    echo "kd-planner: the run saved and stopped; requeueing job $SLURM_JOB_ID"',
+            '    scontrol requeue "$SLURM_JOB_ID"',
+            "fi",
+            'exit "$status"']
 
 
 def render(plan_path: str | Path, plan: Plan, cluster: Cluster, opts: LaunchOptions) -> str:
@@ -37,17 +87,21 @@ def render(plan_path: str | Path, plan: Plan, cluster: Cluster, opts: LaunchOpti
     srun = ["srun", "--kill-on-bad-exit=1"]
     if cluster.slurm.cpus_per_task:  # srun does not inherit --cpus-per-task from sbatch (Slurm >= 22.05)
         srun.append(f"--cpus-per-task={cluster.slurm.cpus_per_task}")
+    if opts.container_image:  # pyxis/enroot: the job's tasks run inside the image
+        srun.append(f"--container-image={q(opts.container_image, '--container-image')}")
+    stop = stop_file(plan, opts)
+    run = [" ".join(srun) + ' "$PYTHON" -m torch.distributed.run \\',
+           f'    --nnodes "$SLURM_NNODES" --nproc-per-node {plan.gpus_per_node} \\',
+           f'    --rdzv-id "$SLURM_JOB_ID" --rdzv-backend c10d --rdzv-endpoint "$head:{int(opts.port)}" \\',
+           "    " + " ".join(planner_run(plan_path, opts, '"$STOP"' if stop else None)) + (" $force" if stop else "")]
     lines = ["#!/bin/bash", *directives(plan, cluster, opts, job),
-             *header(plan, plan_path, q(job, "job")),
+             *header(plan, plan_path, q(job, "job")), *run_summary(plan, opts),
              f"# Submit with `sbatch THIS_FILE`; logs go to {slug(job)}-JOBID.out and .err in the folder sbatch ran in.",
-             "set -euo pipefail",
-             *python_line(opts), *env.exports(cluster, plan.backend),
+             "set -euo pipefail", *module_lines(opts),
+             *python_line(opts), *env.exports(cluster, plan.backend), *env.error_handling(plan.backend),
              "# The first node of the allocation hosts the rendezvous; every node runs one torchrun.",
              "# (sed, not `head -n 1`: under pipefail head's early exit can fail scontrol with SIGPIPE.)",
              'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
              f'echo "kd-planner: job $SLURM_JOB_ID on $SLURM_NNODES node(s), rendezvous at $head:{int(opts.port)}"',
-             " ".join(srun) + ' "$PYTHON" -m torch.distributed.run \\',
-             f'    --nnodes "$SLURM_NNODES" --nproc-per-node {plan.gpus_per_node} \\',
-             f'    --rdzv-id "$SLURM_JOB_ID" --rdzv-backend c10d --rdzv-endpoint "$head:{int(opts.port)}" \\',
-             "    " + " ".join(planner_run(plan_path, opts))]
+             *(requeue_lines(stop, run) if stop else run)]
     return lines_to_script(lines)

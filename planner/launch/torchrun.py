@@ -6,13 +6,13 @@ from pathlib import Path
 
 from planner.inputs.cluster import Cluster
 from planner.launch import env
-from planner.launch.options import LaunchOptions, header, job_name, lines_to_script, planner_run, python_line, q
+from planner.launch.options import LaunchOptions, header, job_name, lines_to_script, module_lines, planner_run, python_line, q, run_summary
 from planner.plan import Plan
 
 
 def render(plan_path: str | Path, plan: Plan, cluster: Cluster, opts: LaunchOptions) -> str:
     job = job_name(plan, opts)
-    lines = ["#!/usr/bin/env bash", *header(plan, plan_path, q(job, "job"))]
+    lines = ["#!/usr/bin/env bash", *header(plan, plan_path, q(job, "job")), *run_summary(plan, opts)]
     torchrun = ['"$PYTHON"', "-m", "torch.distributed.run"]
     if plan.nodes == 1:
         torchrun += ["--standalone", "--nproc-per-node", str(plan.gpus_per_node)]
@@ -24,10 +24,10 @@ def render(plan_path: str | Path, plan: Plan, cluster: Cluster, opts: LaunchOpti
         torchrun += ["--nnodes", str(plan.nodes), "--nproc-per-node", str(plan.gpus_per_node),
                      "--node-rank", '"$NODE_RANK"', "--rdzv-backend", "c10d",
                      "--rdzv-endpoint", f'"$HEAD":{int(opts.port)}', "--rdzv-id=" + q(job, "job")]  # `=`: a name that starts with '-' is not an option
-    lines += ["set -euo pipefail"]
+    lines += ["set -euo pipefail", *module_lines(opts)]
     if plan.nodes > 1:
         lines += [f': "${{NODE_RANK:?set NODE_RANK: 0 on the head node, 1..{plan.nodes - 1} on the others}}"',
                   ': "${HEAD:?set HEAD to the head node hostname or IP}"']
-    lines += python_line(opts) + env.exports(cluster, plan.backend)
+    lines += python_line(opts) + env.exports(cluster, plan.backend) + env.error_handling(plan.backend)
     lines += ["exec " + " ".join(torchrun) + " \\", "    " + " ".join(planner_run(plan_path, opts))]
     return lines_to_script(lines)

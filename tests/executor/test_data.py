@@ -108,3 +108,32 @@ def test_a_bad_dataset_line_stops_every_rank_before_training_and_is_said_once(ru
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert r.exit_code == 1 and len(lines) == 1, r.stderr
     assert "the executor failed" in lines[0] and f"{data}:2: prompt: token id 99999" in lines[0] and "ChildFailed" not in r.stderr
+
+
+def _bos_tokenizer(template: bool):
+    """A word-level Hugging Face tokenizer that adds BOS when encoding, with or without a chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<s>", "</s>", "<unk>", "user", "assistant", "hi", "there", "hello", "friend", ":"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    if template:
+        fast.chat_template = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+                              "{% if add_generation_prompt %}assistant {% endif %}")
+    return fast
+
+
+@pytest.mark.parametrize("template", [True, False])
+def test_one_bos_per_prompt_and_none_in_completions(tmp_path, template):
+    """The chat template writes the BOS; encoding its text must not add a second (TRL's collator
+    encodes with add_special_tokens=False); a plain prompt gets the tokenizer's BOS, a completion none."""
+    tok = _bos_tokenizer(template)
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello friend"}]}) + "\n"
+                    + json.dumps({"prompt": "hi there", "completion": "hello friend"}) + "\n")
+    (chat_p, chat_c), (plain_p, plain_c) = read_jsonl(data, tok)
+    assert chat_p.count(1) == 1 and chat_p[0] == 1, chat_p
+    assert plain_p == [1, 6, 7] and chat_c == plain_c == [8, 9]

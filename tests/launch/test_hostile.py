@@ -30,10 +30,12 @@ SHELL = ["$(touch pwned1)", "`touch pwned2`", "'; touch pwned3; '", '"; touch pw
 CONTROL = ["ok\ntouch pwned8", "ok\rtouch pwned9", "ok\x00touch", "ok\ttab", "ok\x1b[2J", "ok\x85nel", "ok\u2028ls",
            "ok\u202eevil"]
 
-PLAN_FIELDS = ["teacher.ref", "student.ref", "job"]
+PLAN_FIELDS = ["teacher.ref", "student.ref", "job", "dataset", "tokenizer", "training.output_dir", "training.checkpoint_dir"]
 TOPOLOGY_FIELDS = ["topology name", "slurm.partition", "slurm.account", "slurm.time_limit", "slurm.gpus_flag", "nccl_env value"]
-FLAG_FIELDS = ["--job-name", "--partition", "--account", "--time", "--python", "--metrics-out", "plan path"]
-SLURM_ONLY = {"--partition", "--account", "--time", "slurm.partition", "slurm.account", "slurm.time_limit", "slurm.gpus_flag"}
+FLAG_FIELDS = ["--job-name", "--partition", "--account", "--time", "--python", "--metrics-out", "plan path", "--checkpoint-dir",
+               "--module", "--container-image"]
+SLURM_ONLY = {"--partition", "--account", "--time", "slurm.partition", "slurm.account", "slurm.time_limit", "slurm.gpus_flag",
+              "--container-image"}
 
 
 def site(tmp: Path, field: str, value: str) -> tuple[Path, dict]:
@@ -47,16 +49,20 @@ def site(tmp: Path, field: str, value: str) -> tuple[Path, dict]:
     name = "plan.yaml"
     if field in ("teacher.ref", "student.ref"):
         data[field.split(".")[0]]["ref"] = value
-    elif field == "job":
-        data["job"] = value
+    elif field in ("job", "dataset", "tokenizer"):
+        data[field] = value
+    elif field.startswith("training."):
+        data["training"][field.split(".")[1]] = value
     elif field == "topology name":
         topo["name"] = value
     elif field.startswith("slurm."):
         topo["slurm"][field.split(".")[1]] = value
     elif field == "nccl_env value":
         topo["nccl_env"] = {"NCCL_DEBUG": value}
-    elif field == "--metrics-out":
-        opts["metrics_out"] = tmp / value
+    elif field in ("--metrics-out", "--checkpoint-dir"):
+        opts[field.lstrip("-").replace("-", "_")] = tmp / value
+    elif field == "--module":
+        opts["modules"] = ("gcc", value)
     elif field == "plan path":
         name = value + ".yaml"
     else:
@@ -84,6 +90,7 @@ def run(text: str, work: Path, to: str, python_from_env: bool = True) -> tuple[s
     for name in ("python", "srun"):  # bash only (fast): each call's argv, NUL-separated, in its own file
         (bin_ / name).write_text(f'#!/bin/bash\nprintf "%s\\0" {name} "$@" > {shlex.quote(str(record))}/$$\n')
     (bin_ / "scontrol").write_text('#!/bin/bash\nprintf "node001\\nnode002\\n"\n')
+    (bin_ / "module").write_text(f'#!/bin/bash\nprintf "%s\\0" "$@" >> {shlex.quote(str(work))}/modules\n')  # Lmod's, as a program
     for f in bin_.iterdir():
         f.chmod(0o755)
     script = work / "job.sh"
@@ -128,8 +135,12 @@ def test_shell_metacharacters_stay_data(tmp_path, field, to):
         assert str(plan.resolve()) in argv  # the plan path arrives as one word, intact
         if field == "--python":  # srun gets the interpreter as one word
             assert argv[argv.index("torch.distributed.run") - 2] == value
-        if field == "--metrics-out":
-            assert argv[argv.index("--metrics-out") + 1] == str((work / value).resolve())
+        if field in ("--metrics-out", "--checkpoint-dir"):
+            assert argv[argv.index(field) + 1] == str((work / value).resolve())
+        if field == "--module":
+            assert (work / "modules").read_bytes().decode().split("\0")[:-1] == ["load", "gcc", "load", value]
+        if field == "--container-image":
+            assert f"--container-image={value}" in argv
         if field in ("job", "--job-name") and to == "torchrun":
             assert f"--rdzv-id={value}" in argv
 
@@ -140,7 +151,7 @@ def test_control_characters_are_refused_naming_the_field(tmp_path, field, to):
     if to == "torchrun" and field in SLURM_ONLY:
         pytest.skip("not in a torchrun script")
     for i, value in enumerate(CONTROL):
-        if field in ("plan path", "--metrics-out") and "\x00" in value:
+        if field in ("plan path", "--metrics-out", "--checkpoint-dir") and "\x00" in value:
             continue  # a file name cannot hold NUL
         if value == "ok\x85nel" and field in PLAN_FIELDS + TOPOLOGY_FIELDS:
             continue  # YAML reads a raw NEL as a line break and folds it into a space

@@ -1,0 +1,92 @@
+"""The plan's training section in a real run (2 gloo processes): the schedule, AdamW's knobs and
+clipping give the single-process reference's losses, lrs and gradient norms; the eval loss at its
+interval is the no-grad loss over the eval split; retention keeps exactly N checkpoints; the JSONL
+log and TensorBoard get every step; the final save reloads with `from_pretrained` and gives the
+logits of the trained weights (those of the last DCP checkpoint), for a DDP and a ZeRO-3 student and
+a disaggregated teacher (its ranks serve the eval forwards; the student's first rank is not rank 0)."""
+
+import json
+
+import pytest
+import torch
+
+from executor_helpers import run_plan, tiny_plan
+
+from planner.executor.loop import RunOptions
+from planner.executor.reference import reference_run
+from planner.inputs.yamlio import dump_yaml
+from planner.plan import load_plan
+
+STEPS = 5
+
+
+def _dataset(path, rows=40, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    with open(path, "w") as f:
+        for _ in range(rows):
+            p = torch.randint(3, 512, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
+            c = torch.randint(3, 512, (int(torch.randint(2, 8, (1,), generator=g)),), generator=g).tolist()
+            f.write(json.dumps({"prompt": p, "completion": c}) + "\n")
+    return path
+
+
+def _trained_weights(folder):
+    """The student's weights in a DCP checkpoint, read in this (non-distributed) process."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemReader
+
+    meta = FileSystemReader(str(folder)).read_metadata()
+    sd = {k: torch.empty(m.size, dtype=m.properties.dtype) for k, m in meta.state_dict_metadata.items()
+          if k.startswith("model.") and hasattr(m, "size")}
+    dcp.load(sd, checkpoint_id=folder, no_dist=True)
+    return {k[len("model."):]: v for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("example", ["replicate-ddp", "shard-zero3", "disaggregated"])
+def test_training_section(tmp_path, example):
+    from transformers import AutoModelForCausalLM
+
+    plan = tiny_plan(tmp_path, example)
+    data = load_plan(plan).model_dump(mode="json")
+    ckpt, out, log, tb = tmp_path / "ckpt", tmp_path / "student", tmp_path / "log.jsonl", tmp_path / "tb"
+    data["dataset"] = str(_dataset(tmp_path / "data.jsonl"))
+    data["training"] = {"lr": 2e-3, "schedule": "cosine", "warmup_steps": 2, "min_lr": 1e-4, "weight_decay": 0.1,
+                        "betas": [0.8, 0.99], "max_grad_norm": 0.01, "steps": STEPS, "eval_fraction": 0.25, "eval_every": 2,
+                        "checkpoint_dir": str(ckpt), "checkpoint_every": 1, "keep_checkpoints": 3, "output_dir": str(out),
+                        "log_jsonl": str(log), "tensorboard_dir": str(tb)}
+    plan.write_text(dump_yaml(data))
+    got = run_plan(plan, tmp_path / "m.json", STEPS, timeout=600)  # --steps 5 as well: the flag and the plan agree
+    want = reference_run(load_plan(plan), RunOptions())
+
+    # schedule, betas, decay and clipping: the reference's numbers; clipping was active
+    assert got["lr"] == pytest.approx(want["lr"], rel=1e-12) and got["lr"][0] < got["lr"][2] > got["lr"][-1]
+    assert got["loss"] == pytest.approx(want["loss"], abs=1e-5)
+    assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-5)
+    assert min(got["grad_norm"]) > 0.01
+    # eval at steps 2 and 4 and after the last; 10 held-out rows over 2 ranks x micro-batch 2: a partial last micro-step
+    assert [s for s, _ in got["eval_loss"]] == [2, 4, 5]
+    assert [v for _, v in got["eval_loss"]] == pytest.approx([v for _, v in want["eval_loss"]], abs=1e-5)
+    # retention: exactly the 3 newest complete checkpoints
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-00000003", "step-00000004", "step-00000005"]
+    # logs: one start line, a line per step with every field, the evals; TensorBoard event files
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    steps = [x for x in lines if "loss" in x]
+    assert [x["step"] for x in steps] == [1, 2, 3, 4, 5] and lines[0]["event"] == "start"
+    for x in steps:
+        assert {"step", "loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "memory_bytes"} <= x.keys()
+        assert x["samples_per_s"] > 0 and x["tokens_per_s"] == pytest.approx(x["samples_per_s"] * 16) and x["memory_bytes"] > 0
+    assert [x["loss"] for x in steps] == got["loss"] and [x["lr"] for x in steps] == got["lr"]
+    assert [[x["step"], x["eval_loss"]] for x in lines if "eval_loss" in x] == got["eval_loss"]
+    assert list(tb.glob("events.out.tfevents.*"))
+    # the final save: from_pretrained gives the logits of the trained weights
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    saved = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+    trained = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+    trained.load_state_dict(_trained_weights(ckpt / "step-00000005"))
+    ids = torch.randint(3, 512, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = saved(input_ids=ids).logits, trained(input_ids=ids).logits
+        c = want["student"](input_ids=ids).logits
+    assert torch.equal(a, b)
+    assert torch.allclose(a, c, atol=1e-4), (a - c).abs().max()
+    assert not torch.allclose(a, AutoModelForCausalLM.from_config(saved.config)(input_ids=ids).logits, atol=1e-3)
