@@ -5,8 +5,8 @@
   and first collectives); `tokens_per_s` counts prompt + completion tokens of every sample.
 - `step_times_s`, `loss`, `grad_norm`: per optimizer step, as seen by the first student rank
   (the loss is the global-batch mean, all-reduced over the student ranks).
-- `phase_times_s` (with `--phases`): per step, seconds spent in teacher (logits, and generation
-  when on-policy), student_forward, loss_forward, backward (loss and student, with the gradient
+- `phase_times_s` (with `--phases`): per step, seconds spent in teacher (its logits, or the wait
+  for them), generation (on-policy micro-steps only), student_forward, loss_forward, backward (loss and student, with the gradient
   sync) and optimizer (clip, step, zero_grad, loss all-reduce), as seen by the first student rank.
 - `peak_memory_bytes[rank]`: on a GPU `cuda_max_allocated`; on the CPU `peak_rss` (the process
   high-water mark, everything included); on both, the exact bytes of the student's parameters,
