@@ -98,6 +98,12 @@ def fit_alpha_beta(sizes: list[int], times: list[float], factor: float, steps: f
 
 
 # collective -> (bytes factor, latency steps) for n ranks, as in planner.cost.comm
+FACTORS = {
+    "all_reduce": lambda n: (2 * (n - 1) / n, 2 * (n - 1)),
+    "all_gather": lambda n: ((n - 1) / n, n - 1),
+    "reduce_scatter": lambda n: ((n - 1) / n, n - 1),
+    "p2p": lambda n: (1.0, 1.0),
+}
 
 
 def _collective_worker(rank: int, world: int, port: int, backend: str, sizes: list[int], out) -> None:
