@@ -65,9 +65,11 @@ def register(app: typer.Typer) -> None:
             rt_text = ("# Written by `planner calibrate --model`: the overheads of this backend fitted through the cost model "
                        f"(planner.calibrate.fit) to timed runs of {model}; the other fields are {base_runtime}'s.\n" + dump_yaml(runtime))
             files.append((rt_out, rt_text, False))
+        written = [f for f in files if f[0]]
+        if written:
+            write_files(written, force)
         if output:
-            write_files([f for f in files if f[0]], force)
             also = f" and {rt_out}" if runtime is not None else ""
             err.print(f"Wrote {output}, {raw_out}{also}. Next: `planner recommend -c {output}" + (f" --runtime {rt_out}`." if runtime is not None else "`."))
         else:
-            out.print(text + ("---\n" + rt_text if runtime is not None else ""), end="")
+            out.print(text + ("---\n" + rt_text if runtime is not None and not rt_out else ""), end="")
