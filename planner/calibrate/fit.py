@@ -98,7 +98,7 @@ def fit(cases: list[Case], scales: dict[str, float], inverse=frozenset(), iters:
     names, inverse = list(scales), frozenset(inverse)
     step = np.array([scales[n] for n in names], dtype=float)
     meas = np.array([c.measured for c in cases], dtype=float)
-    w = 1 / meas
+    w = 1 / np.maximum(np.abs(meas), 1e-12)  # a difference of two timings may come out negative on a busy machine
     x = np.zeros(len(names))
     for _ in range(iters):
         probes = np.vstack([x] + [x + np.eye(len(names))[j] * step[j] for j in range(len(names))])
