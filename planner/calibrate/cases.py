@@ -110,7 +110,7 @@ def as_fields(knobs: dict[str, float]) -> dict[str, float]:
         name, factor, _ = KNOBS[sym]
         if factor is None:
             if v > 0:
-                out[name] = round(1 / (v * 1e9), 4)
+                out[name] = round(float(1 / (v * 1e9)), 4)
         else:
-            out[name] = round(v * factor, 3)
+            out[name] = round(float(v * factor), 3)
     return out

@@ -109,7 +109,7 @@ def fit(cases: list[Case], scales: dict[str, float], inverse=frozenset(), iters:
         x = x_new
         if done:
             break
-    return {n: (1 / v if v > 0 else BIG) if n in inverse else float(v) for n, v in zip(names, x)}
+    return {n: float(1 / v if v > 0 else BIG) if n in inverse else float(v) for n, v in zip(names, x)}
 
 
 def bisect(f: Callable[[float], float | None], target: float, lo: float, hi: float, iters: int = 40) -> float | None:
