@@ -152,6 +152,15 @@ def write_inputs(tmp: Path, topo2: dict, topo4: dict, runtime: dict) -> dict:
     return out
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Rank correlation (no ties expected among step times)."""
+    ranks = lambda x: [sorted(x).index(v) for v in x]  # noqa: E731
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.mean(ra), statistics.mean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    return cov / ((sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5)
+
+
 def side_rows(rows) -> dict[str, tuple[float, float]]:
     return {r.what.split()[0]: (r.predicted, r.measured) for r in rows if r.what.endswith("side of the step (s)")}
 
@@ -203,6 +212,10 @@ def write_report(out: Path, results, texts: dict, steps: int, rounds: int, quick
         fmt = lambda k: f"{s[k][0]:.1%} ({s[k][1]})" if s[k] else "-"  # noqa: E731
         lines.append(f"| {'in-sample' if inside else '**out-of-sample**'} | {fmt('step')} | {fmt('teacher')} | {fmt('generation')} | {fmt('student')} |")
     state = [abs(x.rel_error) for _, _, r in results for x in r if x.what.endswith("(bytes)") and x.tolerance is not None]
+    ranked = [(r[0].predicted, r[0].measured) for inside, _, r in results if inside]
+    if len(ranked) > 2:
+        lines += ["", f"Ranking of the in-sample strategies by step time, Spearman predicted vs measured: "
+                  f"**{spearman([p for p, _ in ranked], [m for _, m in ranked]):.2f}**."]
     lines += ["", f"Model-state bytes (weights, gradients, optimizer, teacher weights) vs the executor's exact count: max error "
               f"**{max(state):.2%}** over every case.", "",
               "The GPU side, on published figures held out of every fit, is `docs/references.md` (`bench/references.py`).", ""]
