@@ -1,7 +1,8 @@
 """Fit the cost model's GPU knobs on the `fit` rows of bench/references/published.yaml only.
 
-One generic fitter: for a knob and one row, find the value at which the compiled model's
-prediction equals the published figure (bisection; every prediction is monotone in these knobs),
+One generic fitter (`planner.calibrate.fit.bisect`, shared with `planner calibrate`): for a knob
+and one row, find the value at which the compiled model's prediction equals the published figure
+(bisection; every prediction is monotone in these knobs),
 then take the median over the rows of the knob's group. The knobs:
 
 - `compute_efficiency` per (topology, dtype): training rows (tokens/s/GPU, MFU) and prefill rows;
@@ -12,34 +13,19 @@ Rows the model cannot express (`predict` returns None) inform nothing. The holdo
 
 from __future__ import annotations
 
-import math
 import statistics
 
 from references_eval import EAGER_ENGINES, predict
 
+from planner.calibrate.fit import bisect
+
 EFFICIENCY_KINDS = ("train_tokens_per_s_per_gpu", "train_mfu", "prefill_ms")
 
 
-def solve(row: dict, knobs_at, lo: float, hi: float, iters: int = 40) -> float | None:
-    """The knob value in [lo, hi] (log-bisection) where predict(row) meets the published value;
-    None if the row is out of scope; a bound if the published value lies beyond it."""
-    target = float(row["value"])
-    f = lambda x: predict(row, knobs_at(x))[0]  # noqa: E731
-    a, b = f(lo), f(hi)
-    if a is None or b is None:
-        return None
-    rising = b > a
-    if (target <= a) == rising:
-        return lo
-    if (target >= b) == rising:
-        return hi
-    for _ in range(iters):
-        mid = math.sqrt(lo * hi)
-        if (f(mid) < target) == rising:
-            lo = mid
-        else:
-            hi = mid
-    return math.sqrt(lo * hi)
+def solve(row: dict, knobs_at, lo: float, hi: float) -> float | None:
+    """The knob value in [lo, hi] where predict(row) meets the published value (the package's one
+    bisection, `planner.calibrate.fit.bisect`); None if the row is out of scope."""
+    return bisect(lambda x: predict(row, knobs_at(x))[0], float(row["value"]), lo, hi)
 
 
 def _dtype(row: dict) -> str:

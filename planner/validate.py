@@ -16,6 +16,7 @@ from planner.inputs.cluster import Cluster
 from planner.inputs.errors import InputError, from_validation
 from planner.inputs.load import Job
 from planner.inputs.model import Strict
+from planner.inputs.runtime import Runtime
 from planner.plan import Plan, fingerprint
 from planner.search import plans, rank
 
@@ -113,19 +114,30 @@ def job_of(plan: Plan) -> Job:
                student_ref=plan.student.ref, workload=plan.workload)
 
 
-def predict(plan: Plan, cluster: Cluster) -> rank.Scored:
+def predict(plan: Plan, cluster: Cluster, runtime: Runtime | None = None) -> rank.Scored:
+    """The compiled model's figures for `plan` on `cluster`, under `runtime` (default: the plan's)."""
     from planner.inputs.load import load_runtime
-    return rank.score([plans.strategy_of(plan)], [None], job_of(plan), cluster, load_runtime(plan.runtime))[0]
+    return rank.score([plans.strategy_of(plan)], [None], job_of(plan), cluster, runtime or load_runtime(plan.runtime))[0]
 
 
 def split_time(sc: rank.Scored) -> dict[str, float]:
     """Predicted step time on the teacher's side (its forward, bubble, gathers, transfers, the wait
-    for a remote teacher, and on-policy generation, which the executor times with the teacher's
-    request) and on the student's (forward, loss, backward, gradient sync, optimizer): what the
-    executor's `--phases` measure as `teacher` and as the other phases."""
+    for a remote teacher), of on-policy generation, and on the student's (forward, loss, backward,
+    gradient sync, optimizer): what the executor's `--phases` measure as `teacher`, `generation`
+    and the other phases."""
     terms = sc.time_terms()
-    teacher = sum(v for k, v in terms.items() if k.startswith("teacher_") or k == "generation")
-    return {"teacher": teacher, "student": sum(terms.values()) - teacher}
+    teacher = sum(v for k, v in terms.items() if k.startswith("teacher_"))
+    generation = terms.get("generation", 0.0)
+    return {"teacher": teacher, "generation": generation, "student": sum(terms.values()) - teacher - generation}
+
+
+def measured_sides(phases: list[dict[str, float]]) -> dict[str, float]:
+    """Median seconds per step on each side of `split_time` from the executor's phase times; a run
+    without a `generation` phase (off-policy, or an older executor that timed it with the teacher)
+    has no generation side of its own."""
+    sides = ("teacher", "generation", "student") if any("generation" in p for p in phases) else ("teacher", "student")
+    side_of = lambda k: k if k in sides else "student"  # noqa: E731
+    return {side: statistics.median(sum(v for k, v in step.items() if side_of(k) == side) for step in phases) for side in sides}
 
 
 def _max_over(metrics: dict, role: str, key: str) -> float:
@@ -134,9 +146,9 @@ def _max_over(metrics: dict, role: str, key: str) -> float:
     return float(max(vals)) if vals else 0.0
 
 
-def compare(plan: Plan, metrics: dict, cluster: Cluster) -> list[Row]:
+def compare(plan: Plan, metrics: dict, cluster: Cluster, runtime: Runtime | None = None) -> list[Row]:
     """Rows of predicted vs measured: step time, samples/s, and model-state bytes per device."""
-    sc = predict(plan, cluster)
+    sc = predict(plan, cluster, runtime)
     warm = metrics.get("warmup_steps", 0)
     steady = metrics["step_times_s"][warm:] or metrics["step_times_s"]
     f = sc.figures
@@ -152,11 +164,12 @@ def compare(plan: Plan, metrics: dict, cluster: Cluster) -> list[Row]:
         if measured:
             rows.append(Row(f"{term} (bytes)", f[f"mem.{term}"], measured, STATE_TOLERANCE))
     if metrics.get("phase_times_s"):
-        phases = metrics["phase_times_s"][warm:] or metrics["phase_times_s"]
-        measured = {side: statistics.median(sum(v for k, v in step.items() if (k == "teacher") == (side == "teacher")) for step in phases)
-                    for side in ("teacher", "student")}
-        for side, predicted in split_time(sc).items():
-            rows.append(Row(f"{side} side of the step (s)", predicted, measured[side], None))
+        measured = measured_sides(metrics["phase_times_s"][warm:] or metrics["phase_times_s"])
+        predicted = split_time(sc)
+        if "generation" not in measured:
+            predicted["teacher"] += predicted.pop("generation")
+        for side, value in predicted.items():
+            rows.append(Row(f"{side} side of the step (s)", value, measured[side], None))
     peak_key = "cuda_max_allocated" if "cuda" in str(metrics.get("device", "")) else "peak_rss"
     peak = max(m.get(peak_key, 0) for m in metrics["peak_memory_bytes"].values())
     if peak:

@@ -62,18 +62,20 @@ def register(app: typer.Typer) -> None:
         metrics: Annotated[Optional[str], typer.Option(help="Metrics JSON written by `planner run --metrics-out`.")] = None,
         run: Annotated[bool, typer.Option("--run", help="Run the executor here (one node, torchrun) and use its metrics.")] = False,
         cluster: Annotated[Optional[str], typer.Option("--cluster", "-c", help="Predict on this topology (e.g. one from `planner calibrate`); default: the plan's.")] = None,
+        runtime: Annotated[Optional[str], typer.Option("--runtime", help="Predict under this runtime (e.g. the .runtime.yaml of `planner calibrate --model`); default: the plan's.")] = None,
         steps: Annotated[int, typer.Option(help="With --run: optimizer steps.", min=2)] = 6,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
     ) -> None:
-        """Predicted vs measured per term (step time, samples/s, teacher and student sides of the step, model-state memory) with the relative error. Exits 3 if a figure is off by more than its tolerance."""
+        """Predicted vs measured per term (step time, samples/s, teacher, generation and student sides of the step, model-state memory) with the relative error. Exits 3 if a figure is off by more than its tolerance."""
         from planner import validate as v
-        from planner.inputs.load import load_cluster
+        from planner.inputs.load import load_cluster, load_runtime
         from planner.plan import check_fits, load_plan, plan_cluster
 
         if bool(metrics) == run:
             raise InputError("give exactly one of --metrics FILE or --run")
         p = load_plan(plan)
         cl = check_fits(plan, p, load_cluster(cluster)) if cluster else plan_cluster(plan, p)
+        rt = load_runtime(runtime) if runtime else None
         if run:
             if p.nodes != 1:
                 raise InputError(f"{plan}: --run starts one node; this plan needs {p.nodes} (use `planner export`)")
@@ -92,7 +94,7 @@ def register(app: typer.Typer) -> None:
             except (ValueError, RecursionError) as e:  # an integer of more than 4300 digits; nesting too deep
                 raise InputError(f"{metrics}: not valid JSON: {e or 'nesting too deep'}") from None
         data = v.check_metrics(p, data, metrics or "the run's metrics")
-        rows = v.compare(p, data, cl)
+        rows = v.compare(p, data, cl, rt)
         verdict = v.verdict(rows)
         if format != Format.table:
             emit({"rows": [{"what": r.what, "predicted": r.predicted, "measured": r.measured, "rel_error": r.rel_error,

@@ -39,22 +39,27 @@ def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> di
         "K": w.topk, "n_ep": w.epochs, "n_buf": rt.loss_buffers, "n_dense": rt.topk_dense_buffers,
         "io_rd": cluster.storage.read_gb_per_s * 1e9 / cluster.gpus_per_node,
         "io_wr": cluster.storage.write_gb_per_s * 1e9 / cluster.gpus_per_node,
-        "ext": float(rt.logits == "sequence"), "ov_dec": rt.generation.layer_overhead_us * 1e-6,
+        "ext": float(rt.logits == "sequence"),
         "g_once": float(rt.generation.sharded_gather == "once"), "g_tp": rt.generation.tensor_parallel,
         "F_S": _peak(cluster, w.student_dtype, "student"), "F_T": _peak(cluster, teacher_dtype, "teacher"),
         "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
-        "ov": cluster.gpu.layer_overhead_us * 1e-6, "ovl": cluster.comm_overlap,
-        "ov_sh": cluster.gpu.shard_unit_overhead_us * 1e-6, "ov_opt": cluster.gpu.optimizer_tensor_overhead_us * 1e-6,
-        "loss_el": cluster.gpu.loss_element_ns * 1e-9,
-        "ov_opt_sh": (cluster.gpu.optimizer_tensor_overhead_us if cluster.gpu.sharded_optimizer_tensor_overhead_us is None
-                      else cluster.gpu.sharded_optimizer_tensor_overhead_us) * 1e-6,
-        "ov_dd": cluster.gpu.ddp_sync_overhead_us * 1e-6,
-        "ov_ddb": 1 / (cluster.gpu.ddp_copy_gb_per_s * 1e9) if cluster.gpu.ddp_copy_gb_per_s else 0.0,
-        "ov_loss": cluster.gpu.loss_call_overhead_us * 1e-6,
-        "ov_pp": cluster.gpu.pipeline_tick_overhead_us * 1e-6,
-        "ov_shb": 1 / (cluster.gpu.shard_copy_gb_per_s * 1e9) if cluster.gpu.shard_copy_gb_per_s else 0.0,
+        "ovl": cluster.comm_overlap,
     }
-    return v
+    return v | overhead_values(rt, cluster.backend)
+
+
+def overhead_values(rt: Runtime, backend: str) -> dict[str, float]:
+    """The framework overheads of a runtime on a backend (`Runtime.overheads`) as symbol values (s, s per byte)."""
+    o = rt.overheads_on(backend)
+    per_byte = lambda gb_per_s: 1 / (gb_per_s * 1e9) if gb_per_s else 0.0  # noqa: E731
+    return {
+        "ov": o.layer_overhead_us * 1e-6, "loss_el": o.loss_element_ns * 1e-9, "ov_loss": o.loss_call_overhead_us * 1e-6,
+        "ov_opt": o.optimizer_tensor_overhead_us * 1e-6,
+        "ov_opt_sh": (o.optimizer_tensor_overhead_us if o.sharded_optimizer_tensor_overhead_us is None else o.sharded_optimizer_tensor_overhead_us) * 1e-6,
+        "ov_sh": o.shard_unit_overhead_us * 1e-6, "ov_shb": per_byte(o.shard_copy_gb_per_s),
+        "ov_dd": o.ddp_sync_overhead_us * 1e-6, "ov_ddb": per_byte(o.ddp_copy_gb_per_s), "ov_pp": o.pipeline_tick_overhead_us * 1e-6,
+        "ov_dec": (rt.generation.layer_overhead_us if o.decode_layer_overhead_us is None else o.decode_layer_overhead_us) * 1e-6,
+    }
 
 
 def usable_bytes(cluster: Cluster) -> float:

@@ -140,6 +140,7 @@ g_tp = _pos("g_tp", "GPUs a separate generation engine splits its copy of the st
 F_S = _pos("F_S", "reached FLOP/s per device in the student dtype")
 F_T = _pos("F_T", "reached FLOP/s per device in the teacher dtype")
 H_bw = _pos("H", "reached device-memory bandwidth, bytes/s")
+# framework overheads, ov to ov_shb: the runtime's `overheads` for the cluster's backend (planner.cost.bind)
 ov = _nonneg("ov", "fixed time per decoder layer per forward pass, s")
 loss_el = _nonneg("loss_el", "compute time of the loss per [token x vocabulary] element, s")
 ov_opt = _nonneg("ov_opt", "fixed time per parameter tensor of clipping + optimizer step, s")

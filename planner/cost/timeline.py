@@ -10,7 +10,7 @@ the student has generated can be scored). An offline teacher cache replaces the 
 by a read from local storage and charges the one-time pass, amortised over the epochs.
 FLOPs: forward 2 per matmul weight per token plus attention (Kaplan et al. 2020; Narayanan et al.
 2021), backward 2x forward, full recomputation one more forward. Every forward pass of a layer
-also costs a fixed `ov` (kernel launches, framework; the topology's `layer_overhead_us`).
+also costs a fixed `ov` (kernel launches, framework; the runtime's `overheads.<backend>.layer_overhead_us`).
 """
 
 from __future__ import annotations

@@ -198,8 +198,10 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         batch = samples.batch(idx).to(lay.device)
         gen = on_policy(seed, step, micro, w.lmbda)
         if gen:
+            clock.lap("teacher")  # --phases: what came before is the teacher's (as without generation)
             with autocast(lay.device, w.student_dtype), stu.gathered_for_generation(stu.unwrapped(model), plan.student.strategy) as gen_model:
                 batch = generate(gen_model, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank))
+            clock.lap("generation")
         return batch, teacher.request(batch), gen
 
     with bar:

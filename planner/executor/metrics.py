@@ -6,8 +6,8 @@
 - `step_times_s`, `loss`, `grad_norm` (before clipping), `lr` (the one the step ran at): per
   optimizer step, as seen by the first student rank (the loss is the global-batch mean,
   all-reduced over the student ranks); `eval_loss`: [step, loss] per evaluation.
-- `phase_times_s` (with `--phases`): per step, seconds spent in teacher (logits, and generation
-  when on-policy), student_forward, loss_forward, backward (loss and student, with the gradient
+- `phase_times_s` (with `--phases`): per step, seconds spent in teacher (its logits, or the wait
+  for them), generation (on-policy micro-steps only), student_forward, loss_forward, backward (loss and student, with the gradient
   sync) and optimizer (clip, step, zero_grad, loss all-reduce), as seen by the first student rank.
 - `peak_memory_bytes[rank]`: on a GPU `cuda_max_allocated`; on the CPU `peak_rss` (the process
   high-water mark, everything included); on both, the exact bytes of the student's parameters,

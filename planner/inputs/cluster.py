@@ -23,6 +23,12 @@ def rank_bound(nodes: int, gpus_per_node: int) -> str | None:
             f"(at most {MAX_RANKS // gpus_per_node} nodes of {gpus_per_node}); plan a part of the cluster")
 
 
+# Fields an accelerator held until the runtime input took them (planner.inputs.runtime.Overheads).
+MOVED_TO_RUNTIME = ("layer_overhead_us", "loss_element_ns", "loss_call_overhead_us", "optimizer_tensor_overhead_us",
+                    "shard_unit_overhead_us", "sharded_optimizer_tensor_overhead_us", "ddp_sync_overhead_us", "ddp_copy_gb_per_s",
+                    "pipeline_tick_overhead_us", "shard_copy_gb_per_s")
+
+
 class Accelerator(Strict):
     """One GPU (or one CPU process slot for the `cpu-local` topology)."""
 
@@ -33,16 +39,17 @@ class Accelerator(Strict):
     compute_efficiency: float | dict[Dtype, float] = Field(0.5, description="Fraction of peak reached by training matmuls (model FLOPs utilisation): one number, or one per dtype (a dtype not listed gets the smallest listed).")
     hbm_bw_gb_per_s: float = Field(gt=0, description="Device memory bandwidth, GB/s (1e9 bytes/s).")
     hbm_efficiency: float = Field(0.8, gt=0, le=1, description="Fraction of memory bandwidth reached by decoding.")
-    layer_overhead_us: float = Field(0.0, ge=0, description="Fixed time per decoder layer per forward pass (kernel launches, framework), microseconds; a backward counts twice. Measured by `planner calibrate --model`.")
-    loss_element_ns: float = Field(0.0, ge=0, description="Compute time of the GKD loss (forward + backward) per [token x vocabulary] element, nanoseconds; 0 = bandwidth-bound only (GPUs). Measured by `planner calibrate --model`.")
-    loss_call_overhead_us: float = Field(0.0, ge=0, description="Fixed time per call of the GKD loss (forward + backward; its small operations), microseconds. Measured by `planner calibrate --model`.")
-    optimizer_tensor_overhead_us: float = Field(0.0, ge=0, description="Fixed time per parameter tensor of gradient clipping and the optimizer step (foreach kernels, Python), microseconds. Measured by `planner calibrate --model`.")
-    shard_unit_overhead_us: float = Field(0.0, ge=0, description="Fixed time per FSDP unit per all-gather or reduce-scatter beyond the collective itself (hooks, DTensor; the per-byte copies are shard_copy_gb_per_s), microseconds. Measured by `planner calibrate --model` on CPU.")
-    sharded_optimizer_tensor_overhead_us: float | None = Field(None, ge=0, description="The same for FSDP-sharded (DTensor) parameters, whose clipping and step cost more per tensor; unset = optimizer_tensor_overhead_us. Measured by `planner calibrate --model` on CPU.")
-    ddp_sync_overhead_us: float = Field(0.0, ge=0, description="Fixed time of DDP's gradient sync beyond the all-reduce itself (reducer, bucket handling), microseconds per sync. Measured by `planner calibrate --model` on CPU.")
-    ddp_copy_gb_per_s: float | None = Field(None, gt=0, description="DDP's gradient sync cost per gradient byte beyond the all-reduce (bucket copies; on a CPU, gloo's thread sharing the core with the backward), GB/s; unset = free. Measured by `planner calibrate --model` on CPU.")
-    pipeline_tick_overhead_us: float = Field(0.0, ge=0, description="Fixed time per tick of a pipelined teacher forward beyond the stage's layers and its activation send (the schedule, the gathers of inputs and scatter of logits), microseconds. Measured by `planner calibrate --model` on CPU.")
-    shard_copy_gb_per_s: float | None = Field(None, gt=0, description="FSDP copy-in/out throughput per gathered or reduce-scattered byte, beyond the collective itself, GB/s; unset = free. Measured by `planner calibrate --model` on CPU.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_framework_costs(cls, data):
+        """Topologies written by `planner calibrate` before the runtime input existed carry the
+        framework's overheads: say where they live now rather than a list of unknown keys."""
+        moved = [k for k in MOVED_TO_RUNTIME if isinstance(data, dict) and k in data]
+        if moved:
+            raise ValueError(f"{', '.join(moved)}: framework overheads are no longer hardware; move them to a runtime file "
+                             "(`overheads: {gloo|nccl: ...}` in runtimes/*.yaml, `planner schema runtime`) or rerun `planner calibrate --model`")
+        return data
 
     @model_validator(mode="after")
     def _peaks(self) -> "Accelerator":

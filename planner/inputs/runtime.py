@@ -24,6 +24,28 @@ class Generation(Strict):
     tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; 1: the trainer's own model generates (its decode all-reduces are not modelled).")
 
 
+class Overheads(Strict):
+    """A framework's own costs beyond the modelled work, fitted by `planner calibrate --model` (each as
+    "measured minus the cost model's prediction with it at zero", `planner.calibrate.fit`). They
+    belong to the framework on one kind of device: on a CPU the cores that run Python also do the
+    math; on a GPU most of it hides behind asynchronous kernels (zero unless measured)."""
+
+    layer_overhead_us: float = Field(0.0, ge=0, description="Fixed time per decoder layer per forward pass (kernel launches, framework), microseconds; a backward counts twice.")
+    loss_element_ns: float = Field(0.0, ge=0, description="Compute time of the GKD loss (forward + backward) per [token x vocabulary] element, nanoseconds; 0 = bandwidth-bound only (GPUs).")
+    loss_call_overhead_us: float = Field(0.0, ge=0, description="Fixed time per call of the GKD loss (forward + backward; its small operations), microseconds.")
+    optimizer_tensor_overhead_us: float = Field(0.0, ge=0, description="Fixed time per parameter tensor of gradient clipping and the optimizer step (foreach kernels, Python), microseconds.")
+    sharded_optimizer_tensor_overhead_us: float | None = Field(None, ge=0, description="The same for FSDP-sharded (DTensor) parameters, whose clipping and step cost more per tensor; unset = optimizer_tensor_overhead_us.")
+    shard_unit_overhead_us: float = Field(0.0, ge=0, description="Fixed time per FSDP unit per all-gather or reduce-scatter beyond the collective itself (hooks, DTensor; the per-byte copies are shard_copy_gb_per_s), microseconds.")
+    shard_copy_gb_per_s: float | None = Field(None, gt=0, description="FSDP copy-in/out throughput per gathered or reduce-scattered byte, beyond the collective itself, GB/s; unset = free.")
+    ddp_sync_overhead_us: float = Field(0.0, ge=0, description="Fixed time of DDP's gradient sync beyond the all-reduce itself (reducer, bucket handling), microseconds per sync.")
+    ddp_copy_gb_per_s: float | None = Field(None, gt=0, description="DDP's gradient sync cost per gradient byte beyond the all-reduce (bucket copies; on a CPU, gloo's thread sharing the core with the backward), GB/s; unset = free.")
+    pipeline_tick_overhead_us: float = Field(0.0, ge=0, description="Fixed time per tick of a pipelined teacher forward beyond the stage's layers and its activation send (the schedule, the gathers of inputs and scatter of logits), microseconds.")
+    decode_layer_overhead_us: float | None = Field(None, ge=0, description="Host time per decoder layer per decode step on this backend, microseconds; unset = generation.layer_overhead_us.")
+
+
+OVERHEAD_FIELDS = tuple(f for f in Overheads.model_fields if f != "decode_layer_overhead_us")
+
+
 class Runtime(Strict):
     """A framework's way of running a GKD step."""
 
@@ -33,6 +55,8 @@ class Runtime(Strict):
     loss: Literal["full", "chunked"] | None = Field(None, description="Loss implementation: full-vocabulary JSD over all tokens at once, or chunked; unset: as the job's workload.loss says.")
     loss_buffers: int = Field(10, gt=0, description="fp32 [tokens, V] tensors the loss keeps alive at once (TRL 1.16 generalized_jsd_loss: about ten).")
     generation: Generation = Field(description="Generation engine and its costs.")
+    overheads: dict[Literal["nccl", "gloo"], Overheads] = Field(
+        default_factory=dict, description="Fitted framework overheads per torch.distributed backend (the topology's `backend`: gloo on CPU, nccl on GPU); a backend not listed has none.")
     teacher_splits: list[Literal["replicate", "shard", "pipeline", "tp", "hybrid"]] | None = Field(
         None, description="Teacher splits this runtime can run colocated; unset: any. The search never recommends another.")
     disaggregated_teachers: list[Literal["replicate", "shard", "pipeline", "tp", "hybrid"]] | None = Field(
@@ -42,6 +66,10 @@ class Runtime(Strict):
     teacher_outputs: list[Literal["logits", "topk", "cached"]] | None = Field(
         None, description="Teacher outputs this runtime can train from (full logits, top-k, an offline top-k cache); unset: any. The search tries only these.")
     topk_dense_buffers: int = Field(1, ge=0, description="fp32 [tokens, V] tensors a top-k loss still keeps alive (the dense gradient of the student's logits; a full log-softmax before gathering adds more).")
+
+    def overheads_on(self, backend: str) -> Overheads:
+        """The framework overheads on a backend (none where not listed)."""
+        return self.overheads.get(backend) or Overheads()
 
     def cannot_run(self, teacher: str, placement: str, ep: int = 1, output: str = "logits") -> str | None:
         """Why this runtime cannot run a teacher split (with expert-parallel degree `ep`) in a placement

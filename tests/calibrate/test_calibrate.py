@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from planner.calibrate.measure import fit_alpha_beta
+from planner.calibrate.hardware import fit_alpha_beta
 from planner.cli import app
 from planner.inputs.load import load_cluster
 
@@ -40,21 +40,30 @@ def test_calibrate_writes_a_loadable_topology(runner, tmp_path):
 
 
 @pytest.mark.slow
-def test_calibrate_model_times_everything_it_fits(runner, tmp_path):
-    """With --model every timing the fits need is taken and the topology loads. What the fits make
-    of timings is tested on synthetic ones (test_fits.py): values measured here depend on how busy
-    the machine is, so they are not judged."""
+def test_calibrate_model_writes_hardware_and_runtime(runner, tmp_path):
+    """With --model every timing the fits need is taken, the topology holds hardware only and the
+    runtime the fitted overheads of this backend. What the fits make of timings is tested on
+    synthetic ones (test_fits.py): values measured here depend on how busy the machine is, so
+    they are not judged."""
+    from planner.inputs.load import load_runtime
+
     out = tmp_path / "fit.yaml"
     r = runner.invoke(app, ["calibrate", "--quick", "--world", "2", "--model", "tiny-student", "-o", str(out)])
     assert r.exit_code == 0, r.stderr
     assert 0 < load_cluster(str(out)).gpu.compute_efficiency <= 1
+    assert "overhead" not in out.read_text()
+    rt = load_runtime(str(out.with_suffix(".runtime.yaml")))
+    assert rt.overheads_on("gloo").layer_overhead_us >= 0 and rt.overheads_on("gloo").decode_layer_overhead_us is not None
     fit = json.loads(out.with_suffix(".raw.json").read_text())["model_fit"]
-    assert {"train_steps", "loss_calls", "optimizer_tensor_overhead_us", "fsdp_gathers", "sharded_optimizer_tensor_overhead_us",
-            "ddp_syncs", "pipeline_tick_overhead_us"} <= set(fit)
+    assert {"train_steps", "loss_calls", "optimizer_step_s", "fsdp_gathers", "sharded_optimizer_step_s",
+            "ddp_syncs", "pipeline", "generations"} <= set(fit)
+    again = runner.invoke(app, ["calibrate", "--quick", "--model", "tiny-student", "--runtime-out", str(out.with_suffix(".runtime.yaml")),
+                                "-o", str(tmp_path / "other.yaml")])
+    assert again.exit_code == 1 and "runtime" in again.stderr  # the runtime is not overwritten without --force
 
 
-def test_shard_overhead_fit_separates_per_unit_and_per_byte():
-    from planner.calibrate.measure import widened
+def test_widened_doubles_every_width():
+    from planner.calibrate.overheads import widened
     from planner.inputs.load import load_model
     s = load_model("tiny-student")
     w = widened(s)
@@ -62,16 +71,15 @@ def test_shard_overhead_fit_separates_per_unit_and_per_byte():
         2 * s.hidden, 2 * s.ffn, 2 * s.num_heads, 2 * s.kv_heads, s.head_dim or s.hidden // s.num_heads)
 
 
-def test_fits_recover_known_costs():
-    from planner.calibrate.measure import fit_fixed_plus_per_byte, fit_layer_costs, fit_loss_costs
-    # extra = 800 us + bytes / 2 GB/s
-    pts = {m: {"bytes": b, "extra_s": 800e-6 + b / 2e9} for m, b in (("a", 1e6), ("b", 4e6))}
-    assert fit_fixed_plus_per_byte(pts) == pytest.approx((800.0, 2.0), rel=1e-9)
-    flat = {m: {"bytes": b, "extra_s": 1e-3} for m, b in (("a", 1e6), ("b", 4e6))}
-    assert fit_fixed_plus_per_byte(flat) == pytest.approx((1000.0, 0.0), abs=1e-9)  # no per-byte cost found
-    # t = 3 * (flops / 0.1 TFLOP/s + 4 layers * 300 us)
-    steps = {str(f): {"flops": 3 * f, "layer_passes": 12, "seconds": 3 * (f / 1e11 + 4 * 300e-6)} for f in (1e7, 1e8, 1e9)}
-    assert fit_layer_costs(steps) == pytest.approx((0.1, 300.0), rel=1e-6)
-    # t = 400 us + 15 ns per element
-    calls = {str(n): {"elements": n, "seconds": 400e-6 + 15e-9 * n} for n in (16384, 131072)}
-    assert fit_loss_costs(calls) == pytest.approx((15.0, 400.0), rel=1e-9)
+def test_old_topology_with_overheads_is_one_clear_line(runner, tmp_path):
+    """A topology written by an older `planner calibrate` carries framework overheads: refused with
+    one line that says where they live now, never a traceback."""
+    old = tmp_path / "old.yaml"
+    text = (load_cluster("cpu-local").model_dump_json())
+    import yaml
+    data = yaml.safe_load(text)
+    data["gpu"] |= {"layer_overhead_us": 370, "pipeline_tick_overhead_us": 1460}
+    old.write_text(yaml.safe_dump(data))
+    r = runner.invoke(app, ["show", "--cluster", str(old)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "layer_overhead_us, pipeline_tick_overhead_us" in r.stderr and "runtime" in r.stderr

@@ -117,3 +117,13 @@ def test_validate_recomputes_an_edited_prediction_and_refuses_another_plans_metr
     (tmp_path / "other.yaml").write_text(dump_yaml(other))
     r = runner.invoke(app, ["validate", str(tmp_path / "other.yaml"), "--metrics", str(m)])
     assert r.exit_code == 1 and "measured with another plan" in r.stderr and "Traceback" not in r.output, r.output
+
+
+def test_generation_is_its_own_side_when_the_executor_times_it():
+    """`planner run --phases` times on-policy generation as `generation`: validate compares it with
+    the model's generation term; a run without it keeps the two sides."""
+    from planner.validate import measured_sides
+
+    steps = [{"teacher": 1.0, "generation": 2.0, "student_forward": 0.5, "backward": 0.25}, {"teacher": 3.0, "backward": 1.0}]
+    assert measured_sides(steps) == {"teacher": 2.0, "generation": 1.0, "student": 0.875}
+    assert measured_sides([{"teacher": 1.0, "backward": 1.0}]) == {"teacher": 1.0, "student": 1.0}

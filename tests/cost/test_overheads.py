@@ -6,15 +6,16 @@ import pytest
 from planner.cost.bind import job_values, strategy_values
 from planner.search.strategy import Strategy
 from planner.cost.compile import evaluate
-from planner.inputs.load import load_cluster, load_job
+from planner.inputs.load import load_cluster, load_job, load_runtime
 
 JOB = load_job("tiny-cpu")  # global batch 8, 2 ranks: b=2 gives 2 micro-steps
 BASE = load_cluster("cpu-local")
+RUNTIME = load_runtime("kd-planner")  # the overheads live in the runtime, per backend (cpu-local: gloo)
 
 
-def terms(strat: Strategy, **gpu) -> dict[str, float]:
-    cluster = BASE.model_copy(update={"gpu": BASE.gpu.model_copy(update=gpu)})
-    f = evaluate(job_values(JOB, cluster) | strategy_values(strat, cluster))
+def terms(strat: Strategy, **overheads) -> dict[str, float]:
+    rt = RUNTIME.model_copy(update={"overheads": {"gloo": RUNTIME.overheads_on("gloo").model_copy(update=overheads)}})
+    f = evaluate(job_values(JOB, BASE, rt) | strategy_values(strat, BASE))
     return {k[5:]: float(v) for k, v in f.items() if k.startswith("time.")}
 
 
