@@ -42,8 +42,9 @@ def register(app: typer.Typer) -> None:
         checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Folder of student checkpoints; the run resumes from the newest complete one.")] = None,
         checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps (0: never).", min=0)] = 0,
         warmup_steps: Annotated[int, typer.Option(help="Steps left out of samples/s.", min=0)] = 2,
-        teacher: Annotated[Optional[str], typer.Option(help="Replace the plan's teacher (bundled name, config.json or local checkpoint folder).")] = None,
-        student: Annotated[Optional[str], typer.Option(help="Replace the plan's student (bundled name, config.json or local checkpoint folder).")] = None,
+        teacher: Annotated[Optional[str], typer.Option(help="Replace the plan's teacher: a local checkpoint folder (config.json + safetensors); with --random-init also a bundled name or config.json.")] = None,
+        student: Annotated[Optional[str], typer.Option(help="Replace the plan's student: a local checkpoint folder (config.json + safetensors); with --random-init also a bundled name or config.json.")] = None,
+        random_init: Annotated[bool, typer.Option("--random-init", help="Seeded random weights from the refs' shapes instead of their checkpoints (needed for a bundled name or a folder without weights).")] = False,
         tokenizer: Annotated[Optional[str], typer.Option(help="Local tokenizer folder (default: the plan's, else bytes).")] = None,
         dataset: Annotated[Optional[str], typer.Option(help="Local JSONL dataset (default: the plan's, else synthetic prompts).")] = None,
         progress: Annotated[bool, typer.Option(help="Progress bar on the first student rank.")] = True,
@@ -55,13 +56,14 @@ def register(app: typer.Typer) -> None:
         # executor's inputs: tokenizer, dataset) by rank 0; the executor's others by the rank that saw them.
         try:
             p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, teacher, student, tokenizer, dataset)
+            _check_weights(plan, p, random_init)
         except InputError as e:
             raise InputError(e.lines if os.environ.get("LOCAL_RANK", "0") == "0" else []) from None
         from planner.executor.loop import RunOptions, run as run_plan
         try:
             out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
                                          checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, progress=progress,
-                                         phases=phases))
+                                         phases=phases, random_init=random_init))
         except InputError as e:
             if getattr(e, "all_ranks", False) and os.environ.get("RANK", "0") != "0":
                 raise InputError([]) from None
@@ -85,3 +87,10 @@ def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: 
         check_output(metrics_out, force, "--metrics-out")
     require_executor("planner run")
     return _override(load_plan(plan), teacher, student, tokenizer, dataset)
+
+
+def _check_weights(plan: Path, p, random_init: bool) -> None:
+    """A ref without weights and no --random-init: one line per model, naming the plan file (or the folder)."""
+    from planner.executor.models import folders
+
+    folders(p, random_init, str(plan))

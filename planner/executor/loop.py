@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from planner.executor import build, checkpoint, groups, metrics, student as stu, teacher as tea
+from planner.executor import build, checkpoint, groups, metrics, models, student as stu, teacher as tea
 from planner.executor.data import make_samples, micro_batch_indices
 from planner.executor.generate import generate
 from planner.executor.loss import generalized_jsd
@@ -42,6 +42,7 @@ class RunOptions:
     max_grad_norm: float = 1.0  # TRL's default
     progress: bool = True
     phases: bool = False  # also time each phase of a step (on a GPU this synchronizes at every boundary)
+    random_init: bool = False  # seeded random weights instead of the refs' checkpoints (refs without weights need it)
 
 
 def on_policy(seed: int, step: int, micro: int, lmbda: float) -> bool:
@@ -68,16 +69,6 @@ def _maybe_fail(rank: int, steps_done: int) -> None:
     if not Path(marker).exists():
         Path(marker).write_text(f"rank {rank} exited before step {steps_done}\n")
         os._exit(17)
-
-
-def build_teacher(plan: Plan, lay: groups.Layout, seed: int):
-    t, w = plan.teacher, plan.workload
-    model = build.freeze(build.build_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, seed))
-    if t.strategy == "shard":
-        return tea.Sharded(model, lay.device, w.completion_len, lay.teacher_mesh)
-    if t.strategy in ("pipeline", "hybrid"):
-        return tea.Pipelined(model, lay.device, w.completion_len, lay.pipe_group, lay.pipe_ranks, plan.micro_batch)
-    return tea.Replicated(model, lay.device, w.completion_len)
 
 
 def _progress(enabled: bool, total: int, done: int):
@@ -116,13 +107,13 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     stop_on_input_error(problem, lay)
     if lay.is_student and opts.checkpoint_dir:
         fp = checkpoint.fingerprint(plan, seed, tokenizer)
-    # Models: each rank builds only what it holds; seeds make every copy identical.
-    teacher = build_teacher(plan, lay, seed) if lay.is_teacher else None
+    # Models: each rank builds and loads only what it holds (random weights: seeds make every copy identical).
+    t_folder, s_folder = models.folders(plan, opts.random_init)
+    teacher = models.teacher(plan, lay, seed, t_folder) if lay.is_teacher else None
     model = opt = None
     if lay.is_student:
-        s = plan.student
-        model = stu.wrap(build.build_model(s.ref, s.shape, "fp32", seed + 1), s.strategy, lay, build.TORCH_DTYPES.get(w.student_dtype, torch.float32))
-        opt = stu.optimizer(model, s.strategy, lay, opts.lr, opts.weight_decay, w.optimizer)
+        model = models.student(plan, lay, seed, s_folder)
+        opt = stu.optimizer(model, plan.student.strategy, lay, opts.lr, opts.weight_decay, w.optimizer)
     # Resume from the newest complete checkpoint of this run that loads; every rank learns the step.
     start = checkpoint.resume(opts.checkpoint_dir, fp, model, opt, lay)
     record = {"rank": lay.rank, "device": str(lay.device), "loss": [], "grad_norm": [], "on_policy": [], "step_times_s": [],
@@ -147,7 +138,8 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         gen = on_policy(seed, step, micro, w.lmbda)
         if gen:
             with autocast(lay.device, w.student_dtype), stu.gathered_for_generation(stu.unwrapped(model), plan.student.strategy) as gen_model:
-                batch = generate(gen_model, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank))
+                batch = generate(gen_model, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank),
+                                 w.generation_kv_cache)
         return batch, teacher.request(batch), gen
 
     with bar:
@@ -221,6 +213,7 @@ def run(plan: Plan, opts: RunOptions, keep_process_group: bool = False) -> dict 
     """
     try:
         groups.check_supported(plan)
+        models.folders(plan, opts.random_init)  # a ref without weights needs --random-init
     except InputError as e:
         e.all_ranks = True  # the same answer on every rank: said once
         raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from planner.executor import build
+from planner.executor import build, models, recompute
 from planner.executor.data import make_samples, micro_batch_indices
 from planner.executor.generate import generate
 from planner.executor.loop import LOGITS_DTYPES, RunOptions, autocast, on_policy, sample_seed
@@ -22,8 +22,10 @@ def reference_losses(plan: Plan, opts: RunOptions) -> tuple[list[float], list[fl
     """Per-step global-batch loss and gradient norm of `opts.steps` steps, as the distributed run reports them."""
     w, t, s, seed = plan.workload, plan.teacher, plan.student, opts.seed
     device = torch.device("cpu")
-    teacher = build.freeze(build.build_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, seed))
-    student = build.build_model(s.ref, s.shape, "fp32", seed + 1).train()
+    models.folders(plan, opts.random_init)  # the same refusal as the distributed run
+    t_attn, s_attn = recompute.attn_implementation(w.flash_attention), recompute.attn_implementation(w.flash_attention, w.grad_checkpointing)
+    teacher = build.freeze(build.build_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, seed, t_attn, opts.random_init))
+    student = recompute.apply(build.build_model(s.ref, s.shape, "fp32", seed + 1, s_attn, opts.random_init), w.grad_checkpointing).train()
     kw = dict(lr=opts.lr, weight_decay=opts.weight_decay) if w.optimizer == "adamw" else dict(lr=opts.lr, momentum=0.9)
     opt = (torch.optim.AdamW if w.optimizer == "adamw" else torch.optim.SGD)(student.parameters(), **kw)
     samples = make_samples(plan, build.build_tokenizer(plan.tokenizer), seed, plan.dataset)
@@ -37,7 +39,7 @@ def reference_losses(plan: Plan, opts: RunOptions) -> tuple[list[float], list[fl
                 batch = samples.batch(micro_batch_indices(step, micro, r, n, plan.micro_batch, ga))
                 with autocast(device, w.student_dtype):
                     if on_policy(seed, step, micro, w.lmbda):
-                        batch = generate(student, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, r))
+                        batch = generate(student, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, r), w.generation_kv_cache)
                     with torch.no_grad():
                         t_logits = completion_logits(teacher, batch.input_ids, batch.attention_mask, w.completion_len)
                     s_logits = completion_logits(student, batch.input_ids, batch.attention_mask, w.completion_len)
