@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option(help="Rendezvous port on the head node.", min=1, max=65535)] = 29500,
         steps: Annotated[Optional[int], typer.Option(help="Passed to `planner run --steps`.", min=1)] = None,
         metrics_out: Annotated[Optional[Path], typer.Option(help="Passed to `planner run --metrics-out` (made absolute).")] = None,
+        random_init: Annotated[bool, typer.Option("--random-init", help="Passed to `planner run --random-init`: random weights instead of the refs' checkpoints.")] = False,
         python: Annotated[Optional[str], typer.Option(help="Python with kd-planner and torch that runs torchrun (default: this one, by absolute path; `python3`: the one on PATH).")] = None,
     ) -> None:
         """Write the torchrun command or Slurm sbatch script that runs PLAN with `planner run`."""
@@ -44,7 +45,8 @@ def register(app: typer.Typer) -> None:
                 if value is not None:
                     raise typer.BadParameter("only applies to --to slurm", param_hint=flag)
         text = render(plan, None, to.value, job_name=job_name, partition=partition, account=account, time=time,
-                      port=port, steps=steps, metrics_out=metrics_out, python=python)
+                      port=port, steps=steps, metrics_out=metrics_out, python=python,
+                      random_init=random_init)
         if output is None:
             print(text, end="")
             return

@@ -27,6 +27,7 @@ class LaunchOptions:
     steps: int | None = None         # passed to `planner run --steps`
     metrics_out: str | Path | None = None  # passed to `planner run --metrics-out` (made absolute)
     python: str | None = None        # interpreter with kd-planner and torch; default: the one running now
+    random_init: bool = False        # passed to `planner run --random-init` (random weights, no checkpoints)
 
 
 # Bidirectional overrides reorder what a reader of the script sees ("Trojan Source", CVE-2021-42574).
@@ -87,12 +88,14 @@ def python(opts: LaunchOptions) -> str:
 
 
 def planner_run(plan_path: str | Path, opts: LaunchOptions) -> list[str]:
-    """`-m planner run PLAN [--steps N] [--metrics-out F]`, quoted, with absolute paths."""
+    """`-m planner run PLAN [--steps N] [--metrics-out F] [--random-init]`, quoted, with absolute paths."""
     words = ["-m", "planner", "run", q(Path(plan_path).expanduser().resolve(), "plan path")]
     if opts.steps is not None:
         words += ["--steps", str(int(opts.steps))]
     if opts.metrics_out is not None:
         words += ["--metrics-out", q(Path(opts.metrics_out).expanduser().resolve(), "--metrics-out")]
+    if opts.random_init:
+        words.append("--random-init")
     return words
 
 
