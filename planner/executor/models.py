@@ -65,11 +65,18 @@ def teacher(plan: Plan, lay: Layout, seed: int, folder):
     return tea.Replicated(model, lay.device, w.completion_len)
 
 
+def student_model(plan: Plan, seed: int, folder) -> nn.Module:
+    """The student before its strategy: fp32 weights (random, or on meta to be loaded), the
+    workload's attention kernel and recomputation."""
+    s, w = plan.student, plan.workload
+    attn = recompute.attn_implementation(w.flash_attention, w.grad_checkpointing)
+    return recompute.apply(_model(s.ref, s.shape, "fp32", seed + 1, attn, folder), w.grad_checkpointing)
+
+
 def student(plan: Plan, lay: Layout, seed: int, folder) -> nn.Module:
     """This student rank's model, wrapped for its strategy (fp32 weights; autocast does the rest)."""
     s, w = plan.student, plan.workload
-    attn = recompute.attn_implementation(w.flash_attention, w.grad_checkpointing)
-    model = recompute.apply(_model(s.ref, s.shape, "fp32", seed + 1, attn, folder), w.grad_checkpointing)
+    model = student_model(plan, seed, folder)
     fsdp = s.strategy in stu.FSDP_STRATEGIES
     if folder is not None and not fsdp:
         weights.fill(model, folder, lay.device)
