@@ -81,7 +81,8 @@ def main() -> None:
             for path in paths:  # alternate the strategies so a drift of the machine hits them all alike
                 metrics = tmp / f"{path.stem}-{r}.json"
                 subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "planner",
-                                "run", str(path), "--steps", str(args.steps), "--metrics-out", str(metrics), "--no-progress", "--phases"],
+                                "run", str(path), "--steps", str(args.steps), "--metrics-out", str(metrics), "--no-progress", "--phases",
+                                "--random-init"],
                                check=True, capture_output=True)
                 runs[path.stem].append(json.loads(metrics.read_text()))
         topo = tmp / "this-machine.yaml"
