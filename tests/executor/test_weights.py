@@ -93,9 +93,10 @@ def test_a_rank_never_holds_a_full_copy(tmp_path):
 
 
 def test_run_from_checkpoint_folders_matches_the_reference(tmp_path):
-    """The tiny models saved as sharded checkpoints and named by the plan: a sharded teacher with a
-    ZeRO-3 student, and a pipelined teacher with a DDP student, give the per-step losses of the
-    single-process reference, which loads the folders with `from_pretrained`."""
+    """The tiny models saved as sharded checkpoints and named by the plan give the per-step losses
+    of the single-process reference, which loads the folders with `from_pretrained`: a sharded
+    teacher with a ZeRO-3 student, a pipelined teacher with a DDP student, a replicated teacher with
+    an HSDP student (2 replicas of 1 shard: a 2-D mesh), and a disaggregated teacher."""
     from planner.executor.build import build_model
     from planner.executor.loop import RunOptions
     from planner.executor.reference import reference_losses
@@ -107,9 +108,11 @@ def test_run_from_checkpoint_folders_matches_the_reference(tmp_path):
         build_model(name, load_model(name), "fp32", seed).save_pretrained(tmp_path / name, max_shard_size="300KB")
         refs[who] = str(tmp_path / name)
     jobs = []
-    for example in ("shard-zero3", "pipeline-ddp"):
-        plan = tiny_plan(tmp_path, example)
+    for example, student in (("shard-zero3", None), ("pipeline-ddp", None), ("replicate-ddp", "hsdp"), ("disaggregated", None)):
+        plan = tiny_plan(tmp_path, example, student=student)
         data = read_mapping(plan)
+        if student == "hsdp":
+            data["student"]["shard"] = 1
         for who, ref in refs.items():
             data[who] |= {"ref": ref, "shape": load_model(ref).model_dump(mode="json")}
         plan.write_text(dump_yaml(data))
