@@ -127,8 +127,9 @@ def fill(model: nn.Module, folder: Path, device: torch.device, keep: list[nn.Mod
                          + f" that the {type(model).__name__} of its config.json needs")
     try:
         dcp.load(wanted, storage_reader=dcp.HuggingFaceStorageReader(str(folder)), no_dist=True)
-    except Exception as e:  # noqa: BLE001 - DCP wraps every reader failure (shape, dtype, truncated file) in CheckpointException
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{folder}: could not read the weights ({first[:300]})") from None
+    except (Exception, dcp.api.CheckpointException) as e:  # noqa: BLE001 - a BaseException wrapping each rank's traceback
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        why = lines[-1] if lines else type(e).__name__  # the traceback's last line: the reader's own error
+        raise InputError(f"{folder}: could not read the weights ({why[:300]})") from None
     return model
 

@@ -55,6 +55,24 @@ def test_refs_without_weights_are_refused_unless_random_init(tmp_path):
     assert checkpoint_folder(str(config_only), "teacher.ref", random_init=False) == config_only
 
 
+def test_a_checkpoint_of_another_model_is_one_line(tmp_path):
+    """Weights that do not fit the config: a missing layer, or tensors of another size."""
+    import torch
+
+    from planner.executor.build import model_config
+    from planner.executor.weights import empty_model, fill
+
+    folder = tmp_path / "ckpt"
+    save_llama(folder, hidden=128, layers=2, ffn=256, vocab=512, tied=False, shard="200KB")
+    config = model_config(str(folder), None)
+    for change, words in (({"num_hidden_layers": 3}, "the checkpoint has no tensor 'model.layers.2."),
+                          ({"intermediate_size": 128}, "could not read the weights")):
+        model = empty_model(type(config)(**(config.to_dict() | change)), torch.float32)
+        with pytest.raises(InputError, match=words) as e:
+            fill(model, folder, torch.device("cpu"))
+        assert len(e.value.lines) == 1 and e.value.lines[0].startswith(str(folder)), e.value.lines
+
+
 def test_planner_run_says_how_to_point_at_a_checkpoint(runner):
     plan = ROOT / "examples" / "tiny-replicate-ddp.yaml"
     r = runner.invoke(app, ["run", str(plan)])
