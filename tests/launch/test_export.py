@@ -122,6 +122,12 @@ def test_random_init_is_passed_only_when_asked(to, start):
     assert command(render(TINY, None, to, random_init=True), start)[-1] == "--random-init"
 
 
+def test_export_random_init_flag(runner):
+    for extra, want in (([], False), (["--random-init"], True)):
+        r = runner.invoke(app, ["export", str(TINY), "--to", "torchrun", *extra])
+        assert r.exit_code == 0 and ("--random-init" in command(r.stdout, "exec ")) == want, r.output
+
+
 def test_default_python_is_this_interpreter_by_absolute_path():
     import sys
 
