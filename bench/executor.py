@@ -44,7 +44,7 @@ def main() -> None:
     results: dict[str, list[float]] = {p: [] for p in args.plans}
     for _ in range(args.rounds):
         for path, plan in zip(args.plans, plans):
-            out = run(plan, RunOptions(steps=args.steps, warmup_steps=args.warmup, progress=False), keep_process_group=True)
+            out = run(plan, RunOptions(steps=args.steps, warmup_steps=args.warmup, progress=False, random_init=True), keep_process_group=True)
             if out is not None:
                 results[path].append(out["samples_per_s"])
     if dist.get_rank() == 0:

@@ -85,7 +85,7 @@ def calibrate(tmp: Path, tag: str, quick: bool, world: int, model: bool) -> dict
 
 def run_case(plan: Path, world: int, steps: int, metrics: Path) -> dict:
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}", "-m", "planner",
-                    "run", str(plan), "--steps", str(steps), "--metrics-out", str(metrics), "--no-progress", "--phases"],
+                    "run", str(plan), "--steps", str(steps), "--metrics-out", str(metrics), "--no-progress", "--phases", "--random-init"],
                    check=True, capture_output=True)
     return json.loads(metrics.read_text())
 

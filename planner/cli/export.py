@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option(help="Rendezvous port on the head node.", min=1, max=65535)] = 29500,
         steps: Annotated[Optional[int], typer.Option(help="Passed to `planner run --steps`.", min=1)] = None,
         metrics_out: Annotated[Optional[Path], typer.Option(help="Passed to `planner run --metrics-out` (made absolute).")] = None,
+        random_init: Annotated[bool, typer.Option("--random-init", help="Passed to `planner run --random-init`: random weights instead of the refs' checkpoints.")] = False,
         python: Annotated[Optional[str], typer.Option(help="Python with kd-planner and torch that runs torchrun (default: this one, by absolute path; `python3`: the one on PATH; PYTHON=... at launch wins).")] = None,
         checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Passed to `planner run --checkpoint-dir` (made absolute; default: the plan's training.checkpoint_dir).")] = None,
         checkpoint_every: Annotated[Optional[int], typer.Option(help="Passed to `planner run --checkpoint-every` (default: the plan's training.checkpoint_every).", min=0)] = None,
@@ -53,7 +54,7 @@ def register(app: typer.Typer) -> None:
         text = render(plan, None, to.value, job_name=job_name, partition=partition, account=account, time=time,
                       port=port, steps=steps, metrics_out=metrics_out, python=python, checkpoint_dir=checkpoint_dir,
                       checkpoint_every=checkpoint_every, requeue=requeue, signal_s=signal_s, modules=tuple(module or ()),
-                      container_image=container_image)
+                      container_image=container_image, random_init=random_init)
         if output is None:
             print(text, end="")
             return

@@ -44,8 +44,9 @@ def register(app: typer.Typer) -> None:
         output_dir: Annotated[Optional[Path], typer.Option(help="Save the trained student here in Hugging Face format at the end (default: the plan's training.output_dir).")] = None,
         stop_file: Annotated[Optional[Path], typer.Option(help="Stop cleanly once this file exists (checked every step), as on SIGUSR1: save a checkpoint, write the metrics, exit 0; a rerun resumes.")] = None,
         warmup_steps: Annotated[int, typer.Option(help="Steps left out of samples/s.", min=0)] = 2,
-        teacher: Annotated[Optional[str], typer.Option(help="Replace the plan's teacher (bundled name, config.json or local checkpoint folder).")] = None,
-        student: Annotated[Optional[str], typer.Option(help="Replace the plan's student (bundled name, config.json or local checkpoint folder).")] = None,
+        teacher: Annotated[Optional[str], typer.Option(help="Replace the plan's teacher: a local checkpoint folder (config.json + safetensors); with --random-init also a bundled name or config.json.")] = None,
+        student: Annotated[Optional[str], typer.Option(help="Replace the plan's student: a local checkpoint folder (config.json + safetensors); with --random-init also a bundled name or config.json.")] = None,
+        random_init: Annotated[bool, typer.Option("--random-init", help="Seeded random weights from the refs' shapes instead of their checkpoints (needed for a bundled name or a folder without weights).")] = False,
         tokenizer: Annotated[Optional[str], typer.Option(help="Local tokenizer folder (default: the plan's, else bytes).")] = None,
         dataset: Annotated[Optional[str], typer.Option(help="Local JSONL dataset (default: the plan's, else synthetic prompts).")] = None,
         progress: Annotated[bool, typer.Option(help="Progress bar on the first student rank.")] = True,
@@ -60,6 +61,7 @@ def register(app: typer.Typer) -> None:
         try:
             p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, teacher, student, tokenizer, dataset)
             _check_cache(p, cache_teacher, teacher_cache, force)
+            _check_weights(plan, p, random_init)
         except InputError as e:
             raise InputError(e.lines if os.environ.get("LOCAL_RANK", "0") == "0" else []) from None
         from planner.executor import cache_pass, loop
@@ -68,7 +70,7 @@ def register(app: typer.Typer) -> None:
         try:
             out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
                                          checkpoint_every=checkpoint_every, output_dir=output_dir, stop_file=stop_file, warmup_steps=warmup_steps, progress=progress,
-                                         phases=phases, teacher_cache=teacher_cache, cache_teacher=cache_teacher))
+                                         phases=phases, teacher_cache=teacher_cache, cache_teacher=cache_teacher, random_init=random_init))
         except InputError as e:
             if getattr(e, "all_ranks", False) and os.environ.get("RANK", "0") != "0":
                 raise InputError([]) from None
@@ -126,3 +128,10 @@ def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: 
     if tr.tensorboard_dir:
         require_tensorboard(f"{plan}: training.tensorboard_dir")
     return _override(p, teacher, student, tokenizer, dataset)
+
+
+def _check_weights(plan: Path, p, random_init: bool) -> None:
+    """A ref without weights and no --random-init: one line per model, naming the plan file (or the folder)."""
+    from planner.executor.models import folders
+
+    folders(p, random_init, str(plan))

@@ -19,12 +19,12 @@ from planner.files import read_text
 from planner.inputs.errors import InputError
 
 
-def run_plan(plan_path: str, nproc: int, steps: int, metrics_out: Path) -> None:
+def run_plan(plan_path: str, nproc: int, steps: int, metrics_out: Path, random_init: bool = False) -> None:
     """Run the executor on this machine (one node) and wait for its metrics."""
     import torch
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "planner", "run", plan_path, "--steps", str(steps), "--metrics-out", str(metrics_out), "--no-progress"]
+           "-m", "planner", "run", plan_path, "--steps", str(steps), "--metrics-out", str(metrics_out), "--no-progress"] + (["--random-init"] if random_init else [])
     if not torch.cuda.is_available():  # on a GPU the phase clock would synchronize inside the timed steps
         cmd.append("--phases")
     err.print("Running: " + " ".join(cmd))
@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
         cluster: Annotated[Optional[str], typer.Option("--cluster", "-c", help="Predict on this topology (e.g. one from `planner calibrate`); default: the plan's.")] = None,
         runtime: Annotated[Optional[str], typer.Option("--runtime", help="Predict under this runtime (e.g. the .runtime.yaml of `planner calibrate --model`); default: the plan's.")] = None,
         steps: Annotated[int, typer.Option(help="With --run: optimizer steps.", min=2)] = 6,
+        random_init: Annotated[bool, typer.Option("--random-init", help="With --run: random weights instead of the refs' checkpoints (`planner run --random-init`).")] = False,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
     ) -> None:
         """Predicted vs measured per term (step time, samples/s, teacher, generation and student sides of the step, model-state memory) with the relative error. Exits 3 if a figure is off by more than its tolerance."""
@@ -82,9 +83,11 @@ def register(app: typer.Typer) -> None:
             require_executor("validate --run")
             from planner.executor.groups import check_supported
             check_supported(p)  # refuse here, in one line, rather than from inside every rank
+            from planner.executor.models import folders
+            folders(p, random_init, plan)  # a ref without weights needs --random-init
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "metrics.json"
-                run_plan(plan, p.gpus_per_node, steps, path)
+                run_plan(plan, p.gpus_per_node, steps, path, random_init)
                 data = json.loads(read_text(path))
         else:
             try:

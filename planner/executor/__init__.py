@@ -3,9 +3,12 @@
 A thin PyTorch program, one file per concern:
 
 - `groups`: process groups and each rank's role, from the plan's rank lists;
-- `build`: teacher, student and tokenizer (seeded random init from a config, or a local checkpoint);
+- `build`: model configs, seeded random models (`--random-init`) and the tokenizer;
+- `weights`: load a local safetensors checkpoint onto a meta-built model, only this rank's part;
+- `models`: each rank's teacher and student, built, placed and loaded in the strategy's order;
+- `recompute`: the workload's attention kernel and activation recomputation;
 - `data`: fixed-shape micro-batches from a local JSONL file or synthetic seeded prompts;
-- `generate`: on-policy student completions with a KV cache;
+- `generate`: on-policy student completions (with a KV cache unless the workload turns it off);
 - `loss`: the generalized Jensen-Shannon divergence of GKD, in sequence chunks (full logits or renormalised top-k);
 - `topk`: `teacher_output: topk`, the teacher's top-k values and indices instead of its logits;
 - `cache`, `cache_pass`: `teacher_output: cached`, the teacher's top-k written once to disk and read back;

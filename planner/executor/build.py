@@ -1,11 +1,12 @@
 """Build the teacher, the student and the tokenizer the plan names; never touches the hub.
 
-A model reference is resolved like `planner.inputs.load`: a folder with weights is loaded with
-`from_pretrained(local_files_only=True)`; a config.json (a path, a folder, or a bundled name) gives
-`AutoConfig.for_model(**config)` with seeded random weights; anything else (a YAML shape) gives a
-`LlamaConfig` built from the plan's `shape` (a mixture-of-experts shape its family's config:
-`MixtralConfig` or `Qwen3MoeConfig`; another MoE family is refused rather than built dense). Seeding right before construction makes every rank
-build identical weights.
+A model reference is resolved like `planner.inputs.load`: a checkpoint folder, a config.json (a
+path, a folder, or a bundled name), or a YAML shape (a `LlamaConfig` built from the plan's
+`shape`; a mixture-of-experts shape its family's config: `MixtralConfig` or `Qwen3MoeConfig`; another
+MoE family is refused rather than built dense). `model_config` turns any of them into a `transformers` config; `build_model` gives the
+whole model on the CPU: seeded random weights (seeding right before construction makes every rank
+build identical weights), or a checkpoint folder's weights via `from_pretrained` (the single-process
+reference). The executor itself loads checkpoints without materialising them (`weights`).
 """
 
 from __future__ import annotations
@@ -75,22 +76,34 @@ def config_from_shape(shape: ModelShape):
     )
 
 
-def build_model(ref: str, shape: ModelShape, dtype: str, seed: int) -> nn.Module:
-    """A causal LM on the CPU, in `dtype`, with weights that depend only on (`ref`, `seed`)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def model_config(ref: str, shape: ModelShape, attn: str = "sdpa"):
+    """The `transformers` config of `ref` (a checkpoint folder, a config.json, a bundled name or a
+    shape), with attention implementation `attn` and no generation cache by default."""
+    from transformers import AutoConfig
+
+    path = resolve(ref)
+    if path is not None:
+        data = json.loads(read_text(path / "config.json" if path.is_dir() else path))
+        data.pop("torch_dtype", None), data.pop("dtype", None)
+        config = AutoConfig.for_model(**data)
+    else:
+        config = config_from_shape(shape)
+    config._attn_implementation = attn
+    config.use_cache = False
+    return config
+
+
+def build_model(ref: str, shape: ModelShape, dtype: str, seed: int, attn: str = "sdpa", random_init: bool = False) -> nn.Module:
+    """A causal LM on the CPU, in `dtype`: a checkpoint folder's weights (unless `random_init`), else
+    weights that depend only on (`ref`, `seed`)."""
+    from transformers import AutoModelForCausalLM
 
     torch_dtype = TORCH_DTYPES.get(dtype, torch.float32)
     path = resolve(ref)
-    if path is not None and path.is_dir():
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype, attn_implementation="sdpa")
+    if path is not None and path.is_dir() and not random_init:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype, attn_implementation=attn)
     else:
-        if path is not None:
-            data = json.loads(read_text(path))
-            data.pop("torch_dtype", None), data.pop("dtype", None)
-            config = AutoConfig.for_model(**data)
-        else:
-            config = config_from_shape(shape)
-        config._attn_implementation = "sdpa"
+        config = model_config(ref, shape, attn)
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config).to(torch_dtype)
     model.config.use_cache = False

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from planner.executor import build, cache, groups
+from planner.executor import build, cache, groups, models
 from planner.executor.data import make_samples
-from planner.executor.loop import LOGITS_DTYPES, RunOptions, build_teacher, stop_on_input_error
+from planner.executor.loop import LOGITS_DTYPES, RunOptions, stop_on_input_error
 from planner.executor.topk import TopKTeacher
 from planner.files import write_files, write_text
 from planner.inputs.errors import InputError
@@ -45,7 +45,7 @@ def _pass(plan: Plan, lay: groups.Layout, opts: RunOptions) -> dict | None:
     t0 = time.perf_counter()
     shards = []
     if lay.is_teacher:
-        teacher = TopKTeacher(build_teacher(plan, lay, opts.seed), w.topk)
+        teacher = TopKTeacher(models.teacher(plan, lay, opts.seed, models.folders(plan, opts.random_init)[0]), w.topk)
         me, n_t, mb = lay.teacher_ranks.index(lay.rank), len(lay.teacher_ranks), plan.micro_batch
         mine = list(range(me, n, n_t))
         values, indices = [], []

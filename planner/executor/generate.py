@@ -1,4 +1,6 @@
-"""On-policy completions: the student samples `completion_len` tokens after each prompt, with a KV cache.
+"""On-policy completions: the student samples `completion_len` tokens after each prompt, with a KV cache
+(`workload.generation_kv_cache`; without it every decode step runs the whole sequence again, as
+TRL does when gradient checkpointing turns the cache off).
 
 Always exactly `completion_len` tokens (no early stop), so every rank runs the same number of
 forwards. A sharded (FSDP2) student is gathered once for the whole generation by the caller
@@ -15,14 +17,15 @@ from planner.executor.data import IGNORE, Batch
 
 
 @torch.no_grad()
-def generate(model: torch.nn.Module, batch: Batch, prompt_len: int, temperature: float, seed: int) -> Batch:
+def generate(model: torch.nn.Module, batch: Batch, prompt_len: int, temperature: float, seed: int,
+             use_cache: bool = True) -> Batch:
     """The batch with its completion replaced by the student's own samples."""
     ids = batch.input_ids[:, :prompt_len]
     mask = batch.attention_mask[:, :prompt_len]
     n_new = batch.input_ids.shape[1] - prompt_len
     gen = torch.Generator(device=ids.device).manual_seed(seed)
-    out = model(input_ids=ids, attention_mask=mask, use_cache=True)
-    cache, new = out.cache, []
+    out = model(input_ids=ids, attention_mask=mask, use_cache=use_cache)
+    cache, new = out.cache if use_cache else None, []
     ones = torch.ones_like(mask[:, :1])
     for i in range(n_new):
         probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
@@ -30,7 +33,10 @@ def generate(model: torch.nn.Module, batch: Batch, prompt_len: int, temperature:
         new.append(token)
         mask = torch.cat([mask, ones], dim=1)
         if i + 1 < n_new:
-            out = model(input_ids=token, attention_mask=mask, cache=cache, use_cache=True)
-            cache = out.cache
+            if use_cache:
+                out = model(input_ids=token, attention_mask=mask, cache=cache, use_cache=True)
+                cache = out.cache
+            else:  # the whole sequence so far, every step
+                out = model(input_ids=torch.cat([ids, *new], dim=1), attention_mask=mask, use_cache=False, logits_to_keep=1)
     completion = torch.cat(new, dim=1)
     return Batch(torch.cat([ids, completion], dim=1), mask, completion.masked_fill(completion < 0, IGNORE))

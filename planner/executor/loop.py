@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from planner.executor import build, cache, checkpoint, groups, metrics, save, schedule, student as stu, teacher as tea
+from planner.executor import build, cache, checkpoint, groups, metrics, models, save, schedule, student as stu, teacher as tea
 from planner.executor.data import load_samples, micro_batch_indices
 from planner.executor.evaluate import evaluate, micro_steps
 from planner.executor.generate import generate
@@ -51,6 +51,7 @@ class RunOptions:
     phases: bool = False  # also time each phase of a step (on a GPU this synchronizes at every boundary)
     teacher_cache: Path | None = None  # teacher_output: cached reads the teacher's top-k from here (planner/executor/cache.py)
     cache_teacher: Path | None = None  # write that cache instead of training (planner/executor/cache_pass.py)
+    random_init: bool = False  # seeded random weights instead of the refs' checkpoints (refs without weights need it)
 
 
 def on_policy(seed: int, step: int, micro: int, lmbda: float) -> bool:
@@ -79,20 +80,10 @@ def _maybe_fail(rank: int, steps_done: int) -> None:
         os._exit(17)
 
 
-def build_teacher(plan: Plan, lay: groups.Layout, seed: int):
-    if plan.workload.teacher_output == "topk":
-        return TopKTeacher(_build_teacher(plan, lay, seed), plan.workload.topk)
-    return _build_teacher(plan, lay, seed)
-
-
-def _build_teacher(plan: Plan, lay: groups.Layout, seed: int):
-    t, w = plan.teacher, plan.workload
-    model = build.freeze(build.build_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, seed))
-    if t.strategy == "shard":
-        return tea.Sharded(model, lay.device, w.completion_len, lay.teacher_mesh)
-    if t.strategy in ("pipeline", "hybrid"):
-        return tea.Pipelined(model, lay.device, w.completion_len, lay.pipe_group, lay.pipe_ranks, plan.micro_batch)
-    return tea.Replicated(model, lay.device, w.completion_len)
+def build_teacher(plan: Plan, lay: groups.Layout, seed: int, folder):
+    """This rank's part of the teacher (`models.teacher`), keeping only its top-k when the plan says so."""
+    teacher = models.teacher(plan, lay, seed, folder)
+    return TopKTeacher(teacher, plan.workload.topk) if plan.workload.teacher_output == "topk" else teacher
 
 
 def _progress(enabled: bool, total: int, done: int):
@@ -155,13 +146,13 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         stop_on_input_error(problem, lay)
     if lay.is_student and ckpt_dir:
         fp = checkpoint.fingerprint(plan, seed, tokenizer)
-    # Models: each rank builds only what it holds; seeds make every copy identical.
-    teacher = build_teacher(plan, lay, seed) if lay.is_teacher and w.teacher_output != "cached" else None
+    # Models: each rank builds and loads only what it holds (random weights: seeds make every copy identical).
+    t_folder, s_folder = models.folders(plan, opts.random_init)
+    teacher = build_teacher(plan, lay, seed, t_folder) if lay.is_teacher and w.teacher_output != "cached" else None
     model = opt = None
     if lay.is_student:
-        s = plan.student
-        model = stu.wrap(build.build_model(s.ref, s.shape, "fp32", seed + 1), s.strategy, lay, build.TORCH_DTYPES.get(w.student_dtype, torch.float32))
-        opt = stu.optimizer(model, s.strategy, lay, tr, w.optimizer)
+        model = models.student(plan, lay, seed, s_folder)
+        opt = stu.optimizer(model, plan.student.strategy, lay, tr, w.optimizer)
     # Resume from the newest complete checkpoint of this run that loads; every rank learns the step.
     start = checkpoint.resume(ckpt_dir, fp, model, opt, lay)
     evals = eval_points(start, steps, tr.eval_every) if n_eval else []
@@ -200,7 +191,8 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         if gen:
             clock.lap("teacher")  # --phases: what came before is the teacher's (as without generation)
             with autocast(lay.device, w.student_dtype), stu.gathered_for_generation(stu.unwrapped(model), plan.student.strategy) as gen_model:
-                batch = generate(gen_model, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank))
+                batch = generate(gen_model, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank),
+                                 w.generation_kv_cache)
             clock.lap("generation")
         return batch, teacher.request(batch), gen
 
@@ -300,6 +292,7 @@ def run(plan: Plan, opts: RunOptions, keep_process_group: bool = False) -> dict 
     """
     try:
         groups.check_supported(plan)
+        models.folders(plan, opts.random_init)  # a ref without weights needs --random-init
     except InputError as e:
         e.all_ranks = True  # the same answer on every rank: said once
         raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from planner.executor import build, schedule
+from planner.executor import build, models, recompute, schedule
 from planner.executor.data import load_samples, micro_batch_indices
 from planner.executor.generate import generate
 from planner.executor.loop import LOGITS_DTYPES, RunOptions, autocast, eval_points, on_policy, sample_seed
@@ -25,8 +25,10 @@ def reference_run(plan: Plan, opts: RunOptions) -> dict:
     """Per-step loss, gradient norm and lr, eval losses as [step, loss], and the trained student."""
     w, t, s, tr, seed = plan.workload, plan.teacher, plan.student, plan.training, opts.seed
     device = torch.device("cpu")
-    teacher = build.freeze(build.build_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, seed))
-    student = build.build_model(s.ref, s.shape, "fp32", seed + 1).train()
+    models.folders(plan, opts.random_init)  # the same refusal as the distributed run
+    t_attn, s_attn = recompute.attn_implementation(w.flash_attention), recompute.attn_implementation(w.flash_attention, w.grad_checkpointing)
+    teacher = build.freeze(build.build_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, seed, t_attn, opts.random_init))
+    student = recompute.apply(build.build_model(s.ref, s.shape, "fp32", seed + 1, s_attn, opts.random_init), w.grad_checkpointing).train()
     opt = schedule.make_optimizer(student.parameters(), w.optimizer, tr)
     samples, held = load_samples(plan, build.build_tokenizer(plan.tokenizer), seed, plan.dataset)
     steps = resolve_steps(opts.steps, tr, w.epochs, len(samples.rows) if samples.rows else None, w.global_batch)
@@ -42,7 +44,7 @@ def reference_run(plan: Plan, opts: RunOptions) -> dict:
                 batch = samples.batch(micro_batch_indices(step, micro, r, n, plan.micro_batch, ga))
                 with autocast(device, w.student_dtype):
                     if on_policy(seed, step, micro, w.lmbda):
-                        batch = generate(student, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, r))
+                        batch = generate(student, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, r), w.generation_kv_cache)
                     with torch.no_grad():
                         t_logits = completion_logits(teacher, batch.input_ids, batch.attention_mask, w.completion_len)
                     if w.teacher_output != "logits":  # topk, or cached (the same top-k, read back from disk)

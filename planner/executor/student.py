@@ -25,7 +25,9 @@ FSDP_STRATEGIES = ("zero2", "zero3", "hsdp")
 def wrap(model: nn.Module, strategy: str, lay: Layout, compute_dtype: torch.dtype = torch.float32) -> nn.Module:
     """`model` holds fp32 weights (autocast mixed precision); FSDP gathers them in `compute_dtype`
     (MixedPrecisionPolicy, gradients reduced in fp32), as the cost model assumes."""
-    model.to(lay.device).train()
+    if not any(p.is_meta for p in model.parameters()):  # a model built on meta is sharded first, then loaded
+        model.to(lay.device)
+    model.train()
     if strategy in FSDP_STRATEGIES:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

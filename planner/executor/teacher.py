@@ -34,6 +34,10 @@ def completion_logits(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, c
     return model(input_ids=ids, attention_mask=mask, logits_to_keep=completion_len + 1).logits[:, :-1]
 
 
+def is_meta(model: nn.Module) -> bool:
+    return any(p.is_meta for p in model.parameters())
+
+
 class Replicated:
     def __init__(self, model: nn.Module, device: torch.device, completion_len: int):
         self.model, self.C = model.to(device), completion_len
@@ -48,7 +52,8 @@ class Sharded(Replicated):
     def __init__(self, model: nn.Module, device: torch.device, completion_len: int, mesh):
         from torch.distributed.fsdp import fully_shard
 
-        model.to(device)
+        if not is_meta(model):  # a model built on meta is sharded first, then loaded (executor.weights)
+            model.to(device)
         for layer in model.model.layers:
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)

@@ -25,7 +25,7 @@ def render(plan_path: str | Path, plan: Plan | None = None, to: Target = "slurm"
     """The launch script for the plan file at `plan_path` (loaded when `plan` is None).
 
     `opts` are `LaunchOptions` fields: job_name, partition, account, time, port, steps,
-    metrics_out, python. The plan path is written absolute; every value is shell-quoted.
+    metrics_out, python, random_init. The plan path is written absolute; every value is shell-quoted.
     """
     if to not in RENDERERS:
         raise InputError(f"--to: {to!r}: choose one of {', '.join(RENDERERS)}")

@@ -33,6 +33,7 @@ class LaunchOptions:
     signal_s: int = 120              # slurm only: seconds before the time limit that USR1 comes
     modules: tuple[str, ...] = ()    # `module load` lines before the run
     container_image: str | None = None  # slurm only: `srun --container-image` (pyxis/enroot)
+    random_init: bool = False        # passed to `planner run --random-init` (random weights, no checkpoints)
 
 
 # Bidirectional overrides reorder what a reader of the script sees ("Trojan Source", CVE-2021-42574).
@@ -94,7 +95,7 @@ def python(opts: LaunchOptions) -> str:
 
 def planner_run(plan_path: str | Path, opts: LaunchOptions, stop_file: str | None = None) -> list[str]:
     """`-m planner run PLAN [--steps N] [--metrics-out F] [--checkpoint-dir D] [--checkpoint-every K]
-    [--stop-file S]`, quoted, with absolute paths; `stop_file` is a shell word already."""
+    [--stop-file S] [--random-init]`, quoted, with absolute paths; `stop_file` is a shell word already."""
     words = ["-m", "planner", "run", q(Path(plan_path).expanduser().resolve(), "plan path")]
     if opts.steps is not None:
         words += ["--steps", str(int(opts.steps))]
@@ -106,6 +107,8 @@ def planner_run(plan_path: str | Path, opts: LaunchOptions, stop_file: str | Non
         words += ["--checkpoint-every", str(int(opts.checkpoint_every))]
     if stop_file is not None:
         words += ["--stop-file", stop_file]
+    if opts.random_init:
+        words.append("--random-init")
     return words
 
 

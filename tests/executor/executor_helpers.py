@@ -61,6 +61,8 @@ def torchrun(args: list[str], *, env: dict | None = None, max_restarts: int = 0,
     return proc
 
 
-def run_plan(plan: Path, out: Path, steps: int, *extra: str, **kw) -> dict:
-    torchrun(["-m", "planner", "run", str(plan), "--steps", str(steps), "--metrics-out", str(out), "--no-progress", *extra], **kw)
+def run_plan(plan: Path, out: Path, steps: int, *extra: str, random_init: bool = True, **kw) -> dict:
+    """`planner run` under torchrun; the tiny bundled shapes have no weights, hence `--random-init`."""
+    init = ["--random-init"] if random_init else []
+    torchrun(["-m", "planner", "run", str(plan), "--steps", str(steps), "--metrics-out", str(out), "--no-progress", *init, *extra], **kw)
     return json.loads(out.read_text())

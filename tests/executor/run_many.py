@@ -1,7 +1,8 @@
 """Run several plans one after the other inside one torchrun job (saves the start-up of each).
 
 Usage: torchrun --nproc-per-node 2 tests/executor/run_many.py JOBS.json, where JOBS.json is a list
-of {"plan": path, "metrics_out": path, "steps": n} (and optionally "teacher_cache": folder).
+of {"plan": path, "metrics_out": path, "steps": n} (and optionally "teacher_cache": folder; "random_init": false
+for plans whose refs are checkpoints).
 """
 
 import json
@@ -12,4 +13,4 @@ from planner.plan import load_plan
 
 for job in json.loads(open(sys.argv[1]).read()):
     run(load_plan(job["plan"]), RunOptions(steps=job["steps"], metrics_out=job["metrics_out"], progress=False, warmup_steps=0,
-                                          teacher_cache=job.get("teacher_cache")), keep_process_group=True)
+                                          teacher_cache=job.get("teacher_cache"), random_init=job.get("random_init", True)), keep_process_group=True)

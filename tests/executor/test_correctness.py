@@ -23,7 +23,7 @@ STEPS = 5
 def test_matches_single_process(tmp_path, example, workload):
     plan = tiny_plan(tmp_path, example, **workload)
     got = run_plan(plan, tmp_path / "metrics.json", STEPS)
-    want_loss, want_norm = reference_losses(load_plan(plan), RunOptions(steps=STEPS))
+    want_loss, want_norm = reference_losses(load_plan(plan), RunOptions(steps=STEPS, random_init=True))
     assert len(got["loss"]) == STEPS
     for step, (a, b) in enumerate(zip(got["loss"], want_loss)):
         assert abs(a - b) < 1e-5, f"step {step}: loss {a} vs reference {b}"

@@ -96,7 +96,8 @@ def test_a_bad_dataset_line_stops_every_rank_before_training_and_is_said_once(ru
     data.write_text('{"prompt": "fine", "completion": "ok"}\n{"prompt": [1, 99999], "completion": "x"}\n')
     plan = tiny_plan(tmp_path, "replicate-ddp")
     plan.write_text(dump_yaml(read_mapping(plan) | {"dataset": str(data)}))
-    res = torchrun(["-m", "planner", "run", str(plan), "--steps", "2", "--no-progress", "--metrics-out", str(tmp_path / "m.json")],
+    res = torchrun(["-m", "planner", "run", str(plan), "--steps", "2", "--no-progress", "--metrics-out", str(tmp_path / "m.json"),
+                    "--random-init"],
                    check=False)
     errors = [ln for ln in res.stderr.splitlines() if "error:" in ln]
     assert res.returncode != 0 and len(errors) == 1, res.stderr[-3000:]
@@ -104,7 +105,7 @@ def test_a_bad_dataset_line_stops_every_rank_before_training_and_is_said_once(ru
     assert "planner/executor" not in res.stderr, res.stderr[-3000:]  # no worker traceback (torchrun's own report is its own)
     assert not (tmp_path / "m.json").exists()
 
-    r = runner.invoke(app, ["validate", str(plan), "--run", "--steps", "2"])
+    r = runner.invoke(app, ["validate", str(plan), "--run", "--steps", "2", "--random-init"])
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert r.exit_code == 1 and len(lines) == 1, r.stderr
     assert "the executor failed" in lines[0] and f"{data}:2: prompt: token id 99999" in lines[0] and "ChildFailed" not in r.stderr

@@ -114,6 +114,20 @@ def test_one_node_slurm_cpu_local(tmp_path):
     check_shell(text, tmp_path)
 
 
+@pytest.mark.parametrize("to, start", [("torchrun", "exec "), ("slurm", "srun ")])
+def test_random_init_is_passed_only_when_asked(to, start):
+    """The bundled tiny shapes have no weights: `planner run` needs --random-init for them, and the
+    script carries it only when `export --random-init` asked for it."""
+    assert "--random-init" not in command(render(TINY, None, to), start)
+    assert command(render(TINY, None, to, random_init=True), start)[-1] == "--random-init"
+
+
+def test_export_random_init_flag(runner):
+    for extra, want in (([], False), (["--random-init"], True)):
+        r = runner.invoke(app, ["export", str(TINY), "--to", "torchrun", *extra])
+        assert r.exit_code == 0 and ("--random-init" in command(r.stdout, "exec ")) == want, r.output
+
+
 def test_default_python_is_this_interpreter_by_absolute_path():
     import sys
 

@@ -64,7 +64,8 @@ def test_sbatch_runs_the_plan(tmp_path, example):
     plan = folder / f"{example}.yaml"
     shutil.copy(ROOT / "examples" / f"{example}.yaml", plan)
     metrics = folder / "metrics.json"
-    script = write_script(render(plan, None, "slurm", job_name=JOB_NAME, steps=3, metrics_out=metrics, time="00:10:00"),
+    script = write_script(render(plan, None, "slurm", job_name=JOB_NAME, steps=3, metrics_out=metrics, time="00:10:00",
+                                 random_init=True),
                           folder / "job.sbatch")
 
     res = subprocess.run(["sbatch", "--parsable", str(script)], cwd=folder, capture_output=True, text=True, timeout=60)
