@@ -26,7 +26,7 @@ def written(tmp_path_factory):
     """A cache of the tiny replicate/ddp plan (teacher_output: cached, k = 16) for 3 steps of 8 samples."""
     tmp = tmp_path_factory.mktemp("cache")
     plan = tiny_plan(tmp, "replicate-ddp", "cached", teacher_output="cached", topk=K, lmbda=0.0)
-    out = torchrun(["-m", "planner", "run", str(plan), "--cache-teacher", str(tmp / "dir"), "--steps", str(STEPS), "--no-progress"], timeout=240)
+    out = torchrun(["-m", "planner", "run", str(plan), "--cache-teacher", str(tmp / "dir"), "--steps", str(STEPS), "--no-progress", "--random-init"], timeout=240)
     assert "teacher cache of 24 samples in 2 shard(s)" in out.stderr
     return tmp, plan, tmp / "dir"
 
@@ -60,7 +60,7 @@ def test_training_from_cache_equals_live_topk(written, tmp_path):
     torchrun([str(ROOT / "tests" / "executor" / "run_many.py"), str(tmp_path / "jobs.json")], timeout=240)
     got = json.loads((tmp_path / "cached.json").read_text())
     live_m = json.loads((tmp_path / "live.json").read_text())
-    want, _ = reference_losses(load_plan(plan), RunOptions(steps=STEPS))  # the reference runs the live teacher's top-k
+    want, _ = reference_losses(load_plan(plan), RunOptions(steps=STEPS, random_init=True))  # the reference runs the live teacher's top-k
     assert all(got["peak_memory_bytes"][r]["teacher_params"] == 0 for r in ("0", "1"))  # no teacher built
     assert live_m["peak_memory_bytes"]["0"]["teacher_params"] > 0
     for step in range(STEPS):
@@ -104,7 +104,7 @@ def test_refuses_a_truncated_or_corrupt_shard(written, tmp_path):
         _open(plan, bad)
     # end to end: one line on stderr, exit 1, no traceback, nothing trained or written
     shard.write_bytes(data[:-1])
-    out = torchrun(["-m", "planner", "run", str(plan), "--teacher-cache", str(bad), "--steps", str(STEPS), "--no-progress",
+    out = torchrun(["-m", "planner", "run", str(plan), "--teacher-cache", str(bad), "--steps", str(STEPS), "--no-progress", "--random-init",
                     "--metrics-out", str(tmp_path / "m.json")], check=False, timeout=240)
     errors = [ln for ln in out.stderr.splitlines() if "error:" in ln]
     assert out.returncode != 0 and len(errors) == 1 and "shard-00001.safetensors: sha256 differs" in errors[0], out.stderr[-3000:]
@@ -138,7 +138,7 @@ def test_dataset_cache_is_row_by_row_and_serves_every_epoch(tmp_path):
     live = tiny_plan(tmp_path, "replicate-ddp", "live-data", teacher_output="topk", topk=K, lmbda=0.0)
     for p in (plan, live):  # the dataset is part of the plan
         p.write_text(p.read_text().replace("dataset: null", f"dataset: {data}"))
-    torchrun(["-m", "planner", "run", str(plan), "--cache-teacher", str(tmp_path / "dir"), "--no-progress"], timeout=240)
+    torchrun(["-m", "planner", "run", str(plan), "--cache-teacher", str(tmp_path / "dir"), "--no-progress", "--random-init"], timeout=240)
     m = json.loads((tmp_path / "dir" / cache.MANIFEST).read_text())
     assert m["samples"] == 5 and m["data"]["path"] == str(data) and len(m["data"]["sha256"]) == 16
     jobs = [{"plan": str(plan), "metrics_out": str(tmp_path / "cached.json"), "steps": STEPS, "teacher_cache": str(tmp_path / "dir")},

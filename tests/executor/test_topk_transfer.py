@@ -28,7 +28,7 @@ def test_topk_transfer_and_loss(tmp_path):
         assert r["values_dtype"] == "torch.float32" and r["indices_dtype"] == "torch.int32" and r["shape"] == [2, 8, K]
         assert r["bytes"] * 16 == r["logits_bytes"]  # 2 x k x 4 bytes per token instead of V x 4 (V = 512, k = 16)
     got = {p.stem: json.loads((tmp_path / f"{p.stem}.json").read_text()) for p in (dis, col, full)}
-    want_loss, want_norm = reference_losses(load_plan(col), RunOptions(steps=STEPS))
+    want_loss, want_norm = reference_losses(load_plan(col), RunOptions(steps=STEPS, random_init=True))
     for step in range(STEPS):
         for name in ("dis-topk", "col-topk"):
             assert abs(got[name]["loss"][step] - want_loss[step]) < 1e-5, (name, step, got[name]["loss"], want_loss)
@@ -46,6 +46,6 @@ def test_sharded_and_pipelined_teachers_give_the_topk_reference(tmp_path):
     torchrun([str(ROOT / "tests" / "executor" / "run_many.py"), str(tmp_path / "jobs.json")], timeout=300)
     for p in plans:
         got = json.loads((tmp_path / f"{p.stem}.json").read_text())
-        want, _ = reference_losses(load_plan(p), RunOptions(steps=2))
+        want, _ = reference_losses(load_plan(p), RunOptions(steps=2, random_init=True))
         assert all(abs(a - b) < 1e-5 for a, b in zip(got["loss"], want)) and len(got["loss"]) == 2, (p.stem, got["loss"], want)
         assert got["peak_memory_bytes"]["0"]["teacher_params"] > 0

@@ -42,6 +42,6 @@ else:
         json.dump(rows, f)
 if len(sys.argv) > 3:
     for job in json.loads(open(sys.argv[3]).read()):
-        loop.run(load_plan(job["plan"]), loop.RunOptions(steps=job["steps"], metrics_out=job["metrics_out"], progress=False, warmup_steps=0,
+        loop.run(load_plan(job["plan"]), loop.RunOptions(steps=job["steps"], random_init=True, metrics_out=job["metrics_out"], progress=False, warmup_steps=0,
                                                          teacher_cache=job.get("teacher_cache")), keep_process_group=True)
 dist.destroy_process_group()
