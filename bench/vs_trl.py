@@ -256,7 +256,7 @@ def report(args, cases: list[Case], counts: dict) -> bool:
             failed |= not ok
             print(f"{'':12} loss, first {len(a)} steps: ours {' '.join(f'{x:.6f}' for x in a)} | TRL GKD "
                   f"{' '.join(f'{x:.6f}' if x is not None else '-' for x in b)} | max diff {diff:.1e} {'OK' if ok else 'MISMATCH'} (tol {args.tol:g})")
-    print(f"\nseconds per step by phase (median over steady steps of all rounds; ours: `teacher` includes on-policy generation)")
+    print("\nseconds per step by phase (median over steady steps of all rounds; ours: `teacher` includes on-policy generation)")
     print(f"{'case':12} {'side':16} " + " ".join(f"{p[:9]:>9}" for p in PHASES))
     for case in cases:
         for side, runs in case.results.items():
