@@ -105,9 +105,11 @@ workload:
 """)
 
 
-def write_budget_topology(path: Path, budget_mib: float) -> None:
+def write_budget_topology(path: Path, budget_mib: float, overhead_mib: float) -> None:
     """cpu-local whose device memory is the enforced per-process budget (resident bytes above the
-    shared baseline of bench/budget.py), nothing reserved: what `planner recommend` plans against."""
+    shared baseline of bench/budget.py), of which `overhead_mib` is reserved for what the cost model
+    does not count (allocator caching, gloo buffers, checkpoint loading): what `planner recommend`
+    plans against."""
     text = (ROOT / "topologies" / "cpu-local.yaml").read_text()
     out = []
     for line in text.splitlines():
@@ -118,6 +120,6 @@ def write_budget_topology(path: Path, budget_mib: float) -> None:
         elif line.startswith("  mem_gib: "):
             line = f"  mem_gib: {budget_mib / 1024:.6f}"
         elif line.startswith("  reserved_mem_gib: "):
-            line = "  reserved_mem_gib: 0"
+            line = f"  reserved_mem_gib: {overhead_mib / 1024:.6f}"
         out.append(line)
     path.write_text("\n".join(out) + "\n")
