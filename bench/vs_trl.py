@@ -211,6 +211,7 @@ def main() -> None:
                     case.results[side] = [res | {"tried": tries[:tries.index(mb) + 1]}]
                 elif trl_mb[case.key, side] is not None:
                     case.results[side].append(run_trl(case, trainer, mode, trl_mb[case.key, side], r, work, env, log, args))
+            save(work, args, cases, counts)
     save(work, args, cases, counts)
     failed = report(args, cases, counts)
     if args.keep:
@@ -249,7 +250,9 @@ def report(args, cases: list[Case], counts: dict) -> bool:
     print(f"\n{'case':12} {'side':38} {'mb x ga':>7} {'samples/s':>9} {'runs':>18} {'peak MiB':>8} {'ratio':>6}")
     failed = False
     for case in cases:
-        ours = case.results["ours"]
+        ours = case.results.get("ours")
+        if not ours or not all(case.results.get(f"trl-{t}-{m}") for t, m in case.trl):
+            continue  # not run yet (an interrupted run)
         o = median_sps(ours)
         trl_best = max((median_sps(v) or 0.0 for k, v in case.results.items() if k != "ours"), default=0.0)
         for side, runs in case.results.items():

@@ -3,8 +3,8 @@ jobs and the budget topology, all written into one work folder.
 
 Each size is a teacher/student pair of random Llamas (vocabulary 512, the byte-level tokenizer's
 bytes plus specials) with the prompt and completion lengths it is run at:
-  tiny: models/tiny-{teacher,student}.json (4.5M / 0.9M parameters), 32 + 32 tokens
-  27m:  a 9-layer 512-wide teacher (27.2M) and a 5-layer 256-wide student (4.0M), 64 + 64 tokens,
+  tiny: models/tiny-{teacher,student}.json (6.2M / 0.9M parameters), 32 + 32 tokens
+  27m:  a 9-layer 512-wide teacher (27.1M) and a 5-layer 256-wide student (4.0M), 64 + 64 tokens,
         the pair and lengths of the independent harness of issue 17
 """
 
