@@ -68,7 +68,15 @@ def main() -> None:
     limit = None if budget_mib is None else base + int(budget_mib * 2**20)
     rank = os.environ.get("RANK", "0")
 
+    def write(peak: int) -> None:
+        if report:
+            with open(report.replace("{rank}", rank), "w") as f:
+                json.dump({"rank": int(rank), "baseline_rss_bytes": base, "peak_rss_bytes": peak,
+                           "budget_bytes": None if limit is None else limit - base,
+                           "over_budget": limit is not None and peak > limit}, f)
+
     def over(peak: int) -> None:
+        write(peak)
         sys.stderr.write(f"rank {rank}: over budget: resident {peak / 2**20:.1f} MiB, budget {budget_mib:g} MiB "
                          f"above the shared baseline of {base / 2**20:.1f} MiB\n")
         sys.stderr.flush()
@@ -84,13 +92,9 @@ def main() -> None:
 
     def at_exit() -> None:
         peak = status("VmHWM")
-        if report:
-            with open(report.replace("{rank}", rank), "w") as f:
-                json.dump({"rank": int(rank), "baseline_rss_bytes": base, "peak_rss_bytes": peak,
-                           "budget_bytes": None if limit is None else limit - base,
-                           "over_budget": limit is not None and peak > limit}, f)
         if limit is not None and peak > limit:
             over(peak)
+        write(peak)
 
     atexit.register(at_exit)
     if limit is not None:
