@@ -1,10 +1,14 @@
-"""One TRL `GKDTrainer` run, one process of `torchrun --nproc-per-node N` (launched by bench/vs_trl.py).
+"""One TRL 1.16 `GKDTrainer` or `DistillationTrainer` run, one process of `torchrun --nproc-per-node N`
+(launched by bench/vs_trl.py).
 
-    torchrun --standalone --nproc-per-node 2 bench/trl_gkd_worker.py --mode ddp|zero3 \
+    torchrun --standalone --nproc-per-node 2 bench/trl_gkd_worker.py --trainer gkd|distill --mode ddp|zero3 \
         --teacher DIR --student DIR --tokenizer DIR --data data.jsonl --micro-batch 1 --grad-accum 4 \
         --steps 8 --out trl.json
 
-Set up as a TRL user would on CPU: `GKDConfig` + `GKDTrainer` (trl.experimental.gkd), the models
+Set up as a TRL user would on CPU: `GKDConfig` + `GKDTrainer` (trl.experimental.gkd) or
+`DistillationConfig` + `DistillationTrainer` (trl; always on-policy: it generates every completion
+with `generate`, so it is compared with `planner run` at lmbda 1; `min_new_tokens` makes it sample
+exactly --completion-len tokens, as `planner run` does, with its chunked, completion-only loss), the models
 and the teacher given as local checkpoint paths, a chat `messages` JSONL dataset, AdamW lr 1e-4 with
 a constant schedule and max grad norm 1.0 (what `planner run` hard-codes), fp32, no gradient
 checkpointing. `ddp`: `use_cpu`, gloo DDP, the teacher replicated on every rank. `zero3`: DeepSpeed
@@ -40,6 +44,66 @@ def zero3_config() -> dict:
     }
 
 
+class Phases:
+    """`--phases`: wall time per phase of each step, by wrapping the calls TRL makes (an instance
+    attribute shadows the method): `teacher` (the teacher's forward), `generation` (`generate`, with
+    every forward inside it), `student_forward`, `loss` (GKD: `generalized_jsd_loss`; Distillation:
+    the chunked divergence, which also projects both models' hidden states through their heads),
+    `backward`, `optimizer` (clip + step + zero_grad); `other` is the rest of the step (data
+    collation, logging, metrics, DDP/DeepSpeed bookkeeping). Nested timed calls are charged to the
+    inner phase, except inside `generation`."""
+
+    def __init__(self):
+        self.stack, self.now, self.steps = [], {}, []
+
+    def wrap(self, obj, attr: str, name: str) -> None:
+        fn = getattr(obj, attr)
+
+        def timed(*a, **k):
+            if self.stack and self.stack[-1][0] == "generation":
+                return fn(*a, **k)
+            self.push(name)
+            try:
+                return fn(*a, **k)
+            finally:
+                self.pop()
+        setattr(obj, attr, timed)
+
+    def push(self, name: str) -> None:
+        t = time.perf_counter()
+        if self.stack:
+            top = self.stack[-1]
+            self.now[top[0]] = self.now.get(top[0], 0.0) + t - top[1]
+        self.stack.append([name, t])
+
+    def pop(self) -> None:
+        t = time.perf_counter()
+        name, t0 = self.stack.pop()
+        self.now[name] = self.now.get(name, 0.0) + t - t0
+        if self.stack:
+            self.stack[-1][1] = t
+
+    def step(self, seconds: float) -> None:
+        self.steps.append(self.now | {"other": seconds - sum(self.now.values())})
+        self.now = {}
+
+
+def instrument(trainer, phases: Phases) -> None:
+    import trl.trainer.distillation_trainer as distill
+
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    teacher = trainer.teacher_model.module if hasattr(trainer.teacher_model, "module") else trainer.teacher_model
+    for model, name in ((teacher, "teacher"), (student, "student_forward")):
+        phases.wrap(model, "forward", name)
+        phases.wrap(model.model, "forward", name)  # DistillationTrainer calls the backbone, then the loss projects
+    phases.wrap(student, "generate", "generation")
+    if hasattr(trainer, "generalized_jsd_loss"):
+        phases.wrap(trainer, "generalized_jsd_loss", "loss")
+    phases.wrap(distill, "_chunked_divergence_loss", "loss")
+    phases.wrap(trainer.accelerator, "backward", "backward")
+    phases.wrap(trainer, "_clip_grad_norm", "optimizer")
+
+
 def patch_accelerate_for_cpu_deepspeed() -> None:
     """accelerate chooses DeepSpeed only when `cpu` is False and gloo multi-CPU only when it is True;
     make the backend choice multi-CPU gloo without the flag, so the DeepSpeed branch is taken."""
@@ -51,6 +115,7 @@ def patch_accelerate_for_cpu_deepspeed() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trainer", choices=("gkd", "distill"), default="gkd")
     ap.add_argument("--mode", choices=("ddp", "zero3"), required=True)
     for name in ("teacher", "student", "tokenizer", "data", "out"):
         ap.add_argument(f"--{name}", required=True)
@@ -63,6 +128,7 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--phases", action="store_true", help="also time each phase of a step (see Phases)")
     args = ap.parse_args()
 
     if args.mode == "zero3":
@@ -71,6 +137,7 @@ def main() -> None:
     import torch
     from datasets import load_dataset
     from transformers import AutoTokenizer, TrainerCallback
+    from trl import DistillationConfig, DistillationTrainer
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
     class Clock(TrainerCallback):
@@ -81,34 +148,50 @@ def main() -> None:
             self.marks.append(time.perf_counter())
 
         def on_step_end(self, *a, **k):
+            if args.phases and phases.stack:  # the optimizer's step and zero_grad are done
+                phases.pop()
             self.marks.append(time.perf_counter())
+            if args.phases:
+                phases.step(self.marks[-1] - self.marks[-2])
+
+        def on_pre_optimizer_step(self, *a, **k):
+            if args.phases:
+                phases.push("optimizer")
 
         def on_log(self, _args, state, _control, logs=None, **k):
             if logs and "loss" in logs:
                 self.loss[state.global_step] = logs["loss"]
 
-    config = GKDConfig(
+    common = dict(
         output_dir=str(Path(args.out).with_suffix(".trainer")),
         max_steps=args.steps, per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=args.grad_accum,
         learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
         optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-        lmbda=args.lmbda, beta=args.beta, temperature=args.temperature, max_new_tokens=args.completion_len,
-        seed=args.seed, data_seed=args.seed,
+        beta=args.beta, temperature=args.temperature, seed=args.seed, data_seed=args.seed,
         use_cpu=args.mode == "ddp", ddp_backend="gloo", bf16=False, fp16=False, gradient_checkpointing=False,
         deepspeed=zero3_config() if args.mode == "zero3" else None,
         model_init_kwargs={"dtype": "float32"}, teacher_model_init_kwargs={"dtype": "float32"},
         logging_steps=1, logging_first_step=True, save_strategy="no", report_to=[], disable_tqdm=True,
         dataloader_num_workers=0, dataloader_drop_last=True,
-        # default True: GKDTrainer.compute_loss then divides by the global token count but, unlike
-        # Trainer.compute_loss, never multiplies by the process count, so loss and gradients come out
-        # 1/world of the mean; False gives the true mean (one scalar all-gather per step less)
-        average_tokens_across_devices=False,
     )
+    if args.trainer == "distill":  # on-policy only; exactly completion_len sampled tokens, no top-k/top-p
+        config = DistillationConfig(**common, max_completion_length=args.completion_len, top_k=0, top_p=1.0,
+                                    generation_kwargs={"min_new_tokens": args.completion_len}, disable_dropout=True)
+    else:
+        # average_tokens_across_devices default True: GKDTrainer.compute_loss then divides by the global
+        # token count but, unlike Trainer.compute_loss, never multiplies by the process count, so loss and
+        # gradients come out 1/world of the mean; False gives the true mean (one scalar all-gather less)
+        config = GKDConfig(**common, lmbda=args.lmbda, max_new_tokens=args.completion_len, average_tokens_across_devices=False)
     tok = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
     data = load_dataset("json", data_files=args.data, split="train")
-    clock = Clock()
-    trainer = GKDTrainer(model=args.student, teacher_model=args.teacher, args=config, train_dataset=data,
-                         processing_class=tok, callbacks=[clock])
+    if args.trainer == "distill":  # a prompt column: the chat without its answer
+        data = data.map(lambda row: {"prompt": row["messages"][:-1]}, remove_columns=["messages"])
+    clock, phases = Clock(), Phases()
+    trainer_cls = DistillationTrainer if args.trainer == "distill" else GKDTrainer
+    trainer = trainer_cls(model=args.student, teacher_model=args.teacher, args=config, train_dataset=data,
+                          processing_class=tok, callbacks=[clock])
+    if args.phases:
+        instrument(trainer, phases)
     trainer.train()
     if int(os.environ.get("RANK", "0")) == 0:
         times = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
@@ -116,11 +199,11 @@ def main() -> None:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         global_batch = args.micro_batch * args.grad_accum * world
         Path(args.out).write_text(json.dumps({
-            "mode": args.mode, "world": world, "global_batch": global_batch, "step_times_s": times,
+            "trainer": args.trainer, "mode": args.mode, "world": world, "global_batch": global_batch, "step_times_s": times,
             "samples_per_s": global_batch * len(steady) / sum(steady) if steady else None,
             "loss": [clock.loss.get(s) for s in range(1, args.steps + 1)],
             "distributed_type": str(trainer.accelerator.distributed_type), "deepspeed": trainer.is_deepspeed_enabled,
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), **({"phase_times_s": phases.steps} if args.phases else {}),
         }, indent=1) + "\n")
     # An explicit teardown: left to interpreter exit, gloo's threads sometimes abort a rank
     # ("terminate called without an active exception") after training finished.

@@ -28,9 +28,12 @@ def optimizer_class(kind: str, training: Training) -> tuple[type[torch.optim.Opt
     return torch.optim.SGD, dict(lr=training.lr, momentum=0.9, weight_decay=training.weight_decay)
 
 
-def make_optimizer(params, kind: str, training: Training, zero_group=None) -> torch.optim.Optimizer:
-    """The optimizer over `params`; sharded over `zero_group` (ZeroRedundancyOptimizer) when given."""
+def make_optimizer(params, kind: str, training: Training, zero_group=None, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer over `params`; sharded over `zero_group` (ZeroRedundancyOptimizer) when given;
+    `fused`: AdamW's single-kernel implementation."""
     cls, kw = optimizer_class(kind, training)
+    if fused:
+        kw = kw | {"fused": True}
     if zero_group is not None:
         return ZeroRedundancyOptimizer(params, optimizer_class=cls, process_group=zero_group, **kw)
     return cls(params, **kw)
