@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from planner.cli import options as o
-from planner.cli.common import Command, Format, emit, err, escape, handles_errors, load_inputs, out
+from planner.cli.common import Command, Format, emit, err, escape, handles_errors, load_inputs, out, progress
 
 
 def _sentence(c, job_value: float, now_winner: str) -> str:
@@ -45,21 +45,23 @@ def register(app: typer.Typer) -> None:
             raise InputError("--between: give exactly two regimes (the option twice)")
         pairs = [tuple(between)] if between else regimes.default_pairs(res)
         rows = []
-        for a_text, b_text in pairs:
-            a, b = regimes.resolve(a_text, job, cl, res), regimes.resolve(b_text, job, cl, res)
-            for var in variables:
-                found = regimes.between(a, b, var, job, cl)
-                jv = regimes.job_value(var, job, cl, a.strategy)
-                if not found:
-                    rows.append({"between": [a.name, b.name], "variable": var.name, "value": None, "job_value": jv,
-                                 "expression": None, "latex": None, "root": None, "winner_below": None, "winner_above": None,
-                                 "text": f"{var.describe}: no crossing between {var.lo:g} and {var.hi:g} {var.unit}"})
-                for c in found:
-                    rows.append({"between": [a.name, b.name], "variable": var.name, "value": c.value, "job_value": jv,
-                                 "expression": crossing.describe(c), "latex": crossing.describe(c, latex=True),
-                                 "root": None if c.closed is None else str(c.closed[1]),
-                                 "winner_below": c.winner_below, "winner_above": c.winner_above,
-                                 "text": _sentence(c, jv, a.name)})
+        with progress("solving for the crossings", len(pairs) * len(variables)) as advance:
+            for a_text, b_text in pairs:
+                a, b = regimes.resolve(a_text, job, cl, res), regimes.resolve(b_text, job, cl, res)
+                for var in variables:
+                    found = regimes.between(a, b, var, job, cl)
+                    advance(1)
+                    jv = regimes.job_value(var, job, cl, a.strategy)
+                    if not found:
+                        rows.append({"between": [a.name, b.name], "variable": var.name, "value": None, "job_value": jv,
+                                     "expression": None, "latex": None, "root": None, "winner_below": None, "winner_above": None,
+                                     "text": f"{var.describe}: no crossing between {var.lo:g} and {var.hi:g} {var.unit}"})
+                    for c in found:
+                        rows.append({"between": [a.name, b.name], "variable": var.name, "value": c.value, "job_value": jv,
+                                     "expression": crossing.describe(c), "latex": crossing.describe(c, latex=True),
+                                     "root": None if c.closed is None else str(c.closed[1]),
+                                     "winner_below": c.winner_below, "winner_above": c.winner_above,
+                                     "text": _sentence(c, jv, a.name)})
         if not between and res.ranked:
             a = regimes.resolve("replicate/zero3/colocated/1", job, cl, res)
             for c in regimes.memory_boundary(a, crossing.VARIABLES["teacher_layers"], job, cl):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import Progress
 
 from planner.cli import options as o
-from planner.cli.common import Command, err, handles_errors, load_inputs, out
+from planner.cli.common import Command, handles_errors, load_inputs, out, progress
 from planner.files import check_outputs, write_files
 from planner.inputs.errors import InputError
 
@@ -43,9 +42,8 @@ def register(app: typer.Typer) -> None:
         job, cl, _, line = load_inputs(model, cluster, nodes, teacher, student)
         out.print(line)
         xs, ys = sw.axis(x_range, x, points, "--x-range"), sw.axis(y_range, y, points, "--y-range")
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("searching the grid", total=len(xs) * len(ys))
-            m = sw.sweep(job, cl, x, xs, y, ys, progress=lambda n: bar.advance(task, n))
+        with progress("searching the grid", len(xs) * len(ys)) as advance:
+            m = sw.sweep(job, cl, x, xs, y, ys, progress=advance)
         writes = [(csv_out, sw.csv_text(m), False)] if csv_out else []
         if plot_out:
             writes.append((plot_out, sw.plot_bytes(m, fmt, title=f"{job.teacher.name} -> {job.student.name} on {cl.name}"), False))
