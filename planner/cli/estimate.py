@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         teacher: o.Teacher = None, student: o.Student = None, runtime: o.RuntimeOpt = None,
         plan: Annotated[Optional[str], typer.Option("--plan", "-p", help="Re-evaluate a plan file (its job and strategy) instead of the flags below.")] = None,
         strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="The whole strategy as `recommend` prints it: teacher / student / placement / micro-batch, e.g. shard:16/zero3/colocated/4 (a missing micro-batch is 1); instead of the four flags below.")] = None,
-        teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] | hybrid[:k] (default k: shard all teacher GPUs, the others one node).")] = "shard",
+        teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] (default k: shard all teacher GPUs, the others one node; pipeline:k on more GPUs than k is replicated; hybrid is read as pipeline).")] = "shard",
         student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp[:SHARD] (default shard: one node; it must divide the student GPUs).")] = "zero3",
         placement: Annotated[str, typer.Option(help="colocated | disaggregated[:TEACHER_GPUS].")] = "colocated",
         micro_batch: Annotated[int, typer.Option(help="Samples per student rank per micro-step.", min=1)] = 1,

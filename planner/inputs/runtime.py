@@ -40,7 +40,7 @@ class Runtime(Strict):
     def cannot_run(self, teacher: str, placement: str) -> str | None:
         """Why this runtime cannot run a teacher split in a placement, or None."""
         allowed = self.disaggregated_teachers if placement == "disaggregated" else self.teacher_splits
-        if allowed is not None and teacher not in allowed:
+        if allowed is not None and teacher not in {"pipeline" if a == "hybrid" else a for a in allowed}:  # hybrid: pipeline's old name
             where = "on its own ranks" if placement == "disaggregated" else "colocated"
             return f"the {self.name} runtime does not run a {teacher} teacher {where}"
         return None

@@ -21,12 +21,13 @@ def _divisors(n: int) -> list[int]:
 
 def teacher_splits(n_T: int, cluster: Cluster) -> list[tuple[str, dict[str, int]]]:
     """Teacher splits on n_T ranks: (name, degree field), every divisor of n_T as the degree; a
-    pipeline inside a node replicated across nodes is `hybrid`; tensor parallelism stays in a node."""
+    pipeline of k < n_T ranks is replicated n_T/k times (inside a node or across nodes, as k says);
+    tensor parallelism stays in a node."""
     G = cluster.gpus_per_node
     out: list[tuple[str, dict[str, int]]] = [("replicate", {})]
     for k in _divisors(n_T)[1:]:
         out.append(("shard", {"t_sh": k}))
-        out.append(("hybrid" if k <= G and n_T > k and n_T > G else "pipeline", {"pp": k}))
+        out.append(("pipeline", {"pp": k}))
         if k <= G:
             out.append(("tp", {"tp": k}))
     return out
