@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         plot_out: Annotated[Optional[str], typer.Option("--plot", help="Regime map image (.png or .svg; '': none); needs matplotlib, checked before the sweep starts.")] = "regimes.png",
         force: Annotated[bool, typer.Option(help="Overwrite existing output files.")] = False,
     ) -> None:
-        """Best plan over a grid of two variables: a CSV and a regime map with the crossings on top."""
+        """Best plan over a grid of two variables: a CSV and a regime map with the crossings on top, each cell paler the less its winner wins by, the job red when another regime is within 3%."""
         from planner.inflection import sweep as sw
 
         for flag, var in (("--x", x), ("--y", y)):
@@ -53,5 +53,8 @@ def register(app: typer.Typer) -> None:
             for lab in row:
                 counts[lab] = counts.get(lab, 0) + 1
         out.print(f"{len(xs)} x {len(ys)} grid: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
+        if m.job_margin < float("inf"):
+            out.print(f"At the job, the next regime is {m.job_margin:.1%} slower"
+                      + (f": fragile (under {sw.FRAGILE:.0%}, well inside the model's error); read it as a tie." if m.fragile else "."))
         wrote = " and ".join(p for p in (csv_out, plot_out) if p)
         out.print((f"Wrote {wrote}; " if wrote else "") + f"{len(m.boundaries)} crossing points found.")

@@ -108,6 +108,23 @@ def test_regime_map_agrees_with_search_point_by_point():
             res = rank.search(j, c)
             assert m.best[yi][xi].strategy == res.ranked[0].strategy
             assert m.labels[yi][xi] == sweep.regime_label(res.ranked[0], c)
+            # the shading: the fastest plan of any other regime, found here by sorting on its own
+            others = sorted(sc.figures["step_time"] for sc in res.ranked if sweep.regime_label(sc, c) != m.labels[yi][xi])
+            want = others[0] / res.ranked[0].figures["step_time"] - 1 if others else np.inf
+            assert m.margins[yi][xi] == pytest.approx(want, rel=1e-12) and m.margins[yi][xi] >= 0
+    assert any(0 < m.margins[yi][xi] < np.inf for yi in range(len(ys)) for xi in range(len(xs)))
+    assert m.job_margin == pytest.approx(sweep.margin(RES, CLUSTER)) and m.fragile == (m.job_margin < sweep.FRAGILE)
+
+
+def test_a_job_near_a_boundary_is_marked_fragile():
+    """On the default job the split changes with the teacher depth (trl-zero3 vs tp:8 cross): a
+    teacher of the crossing's depth sits on a boundary, one far from it does not."""
+    a, b = (regimes.resolve(p, JOB, CLUSTER, RES) for p in ("trl-zero3", "tp:8/zero3/colocated/4"))
+    at = min(regimes.between(a, b, crossing.VARIABLES["teacher_layers"], JOB, CLUSTER), key=lambda c: c.value).value
+    near = sweep.with_value("teacher_layers", round(at), JOB, CLUSTER)
+    assert sweep.margin(rank.search(*near), CLUSTER) < sweep.FRAGILE
+    m = sweep.sweep(JOB, CLUSTER, "inter_bw", np.array([50.0]), "teacher_layers", np.array([float(round(at))]))
+    assert m.margins[0][0] < sweep.FRAGILE
 
 
 def test_inflection_cli_explains_the_default(runner):
