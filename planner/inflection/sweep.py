@@ -112,12 +112,13 @@ SHADE_FULL = 0.3  # a margin of 30% or more gets the full colour
 
 
 def margin(res: rank.SearchResult, cluster: Cluster) -> float:
-    """How much slower the fastest plan of a different regime is than the fastest plan (inf: none)."""
+    """How much slower the fastest plan of another regime is than the recommended plan (inf: none;
+    below 0 where a plan of another regime ties with it and lost on headroom)."""
     if not res.ranked:
         return math.inf
     first = regime_label(res.ranked[0], cluster)
-    other = next((sc for sc in res.ranked if regime_label(sc, cluster) != first), None)
-    return math.inf if other is None else other.figures["step_time"] / res.ranked[0].figures["step_time"] - 1
+    others = [sc.figures["step_time"] for sc in res.ranked if regime_label(sc, cluster) != first]
+    return min(others) / res.ranked[0].figures["step_time"] - 1 if others else math.inf
 
 
 def sweep(job: Job, cluster: Cluster, x_var: str, xs: np.ndarray, y_var: str, ys: np.ndarray,
@@ -207,7 +208,7 @@ def plot_bytes(m: RegimeMap, fmt: str = "png", title: str = "") -> bytes:
     cmap = plt.get_cmap("tab10", max(len(names), 2))
     rgba = np.array(cmap(idx), dtype=float)
     if m.margins:  # fade toward white by how little the winner wins by
-        strength = 0.25 + 0.75 * np.minimum(np.array(m.margins, dtype=float) / SHADE_FULL, 1.0)
+        strength = 0.25 + 0.75 * np.clip(np.array(m.margins, dtype=float) / SHADE_FULL, 0.0, 1.0)
         rgba[..., :3] = 1 - strength[..., None] * (1 - rgba[..., :3])
     ax.pcolormesh(m.xs, m.ys, rgba, shading="nearest")
     for i, n in enumerate(names):
