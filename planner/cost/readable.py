@@ -49,16 +49,21 @@ class Readable:
     terms: dict[str, tuple[dict[str, sp.Expr], sp.Expr]]
     legend: dict[str, str]
 
-    def expanded(self, name: str) -> sp.Expr:
-        """A term with every name in it replaced by its definition, until none is left: the model's
-        expression again (names are matched by symbol name)."""
+    def evaluate(self, values: dict[str, float]) -> dict[str, float]:
+        """Every expression's number for `values` (symbol name -> number), computed through the
+        names as printed: each definition once, in terms of the ones it uses."""
         defs = dict(self.shared)
         for k, (local, body) in self.terms.items():
             defs |= local | {k: body}
-        expr = self.terms[name][1]
-        while names := {f for f in expr.free_symbols if f.name in defs}:
-            expr = expr.xreplace({f: defs[f.name] for f in names})
-        return expr
+        known: dict[str, float] = dict(values)
+
+        def value(name: str) -> float:
+            if name not in known:
+                e = defs[name]
+                known[name] = float(e.xreplace({f: value(f.name) for f in e.free_symbols}))
+            return known[name]
+
+        return {k: value(k) for k in self.terms}
 
 
 @lru_cache(maxsize=1)
