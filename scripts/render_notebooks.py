@@ -26,10 +26,11 @@ def execute(path: Path, workdir: Path):
     """The notebook at `path`, executed in `workdir` (where it writes its images)."""
     nb = nbformat.read(path, as_version=4)
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
-    for cell in nb.cells:  # no run-specific metadata in git: execution times, counts
+    for cell in nb.cells:  # no run-specific metadata in git (execution times, counts), no warnings
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
             cell.execution_count = None
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
             for out in cell.outputs:
                 if "execution_count" in out:
                     out.execution_count = None

@@ -17,15 +17,17 @@ _spec.loader.exec_module(render)
 
 
 def text_outputs(nb) -> list[list[tuple[str, str]]]:
-    """Per code cell, what it printed or displayed as text (images left out)."""
+    """Per code cell, what it printed (stdout, however the kernel chunked it) and displayed as text
+    (images and warnings on stderr left out)."""
     cells = []
     for c in nb.cells:
         if c.cell_type != "code":
             continue
-        outs = []
+        printed = "".join(o.text for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stdout")
+        outs = [("stdout", printed)] if printed else []
         for o in c.get("outputs", []):
             if o.output_type == "stream":
-                outs.append((o.name, o.text))
+                continue
             elif o.output_type in ("execute_result", "display_data"):
                 outs += [(k, v if isinstance(v, str) else "".join(v)) for k, v in sorted(o.data.items()) if not k.startswith("image/")]
             else:
