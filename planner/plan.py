@@ -20,9 +20,9 @@ from planner.inputs.model import ModelShape, Strict
 from planner.inputs.training import Training
 from planner.inputs.workload import Workload
 from planner.inputs.yamlio import dump_yaml, read_mapping
-from planner.search.strategy import PLACEMENTS, STUDENT_SPLITS, TEACHER_SPLITS, Strategy
+from planner.search.strategy import PLACEMENTS, STUDENT_SPLITS, TEACHER_ALIASES, TEACHER_SPLITS, Strategy
 
-TeacherStrategy = Literal[TEACHER_SPLITS]
+TeacherStrategy = Literal[TEACHER_SPLITS + tuple(TEACHER_ALIASES)]  # hybrid: an older name of pipeline
 StudentStrategy = Literal[STUDENT_SPLITS]
 Tier = Literal["none", "intra_node", "inter_node"]
 
@@ -32,7 +32,7 @@ class TeacherPlan(Strict):
 
     ref: str = Field(description="Bundled model name or path to a config.json / checkpoint folder.")
     shape: ModelShape = Field(description="The teacher's shape (copied so the plan stands alone).")
-    strategy: TeacherStrategy = Field(description="replicate | shard (FSDP) | pipeline (layer stages) | tp | hybrid (pipeline in node x replicas).")
+    strategy: TeacherStrategy = Field(description="replicate | shard (FSDP) | pipeline (layer stages; groups of pp ranks, replicated) | tp (hybrid: read as pipeline).")
     pp: int = Field(1, gt=0, description="Pipeline stages per teacher replica.")
     tp: int = Field(1, gt=0, description="Tensor-parallel degree.")
     shard: int = Field(1, gt=0, description="Ranks one teacher copy is sharded over (FSDP); 1 = not sharded.")

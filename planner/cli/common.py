@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
 from enum import Enum
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -126,6 +127,18 @@ def load_inputs(model: str | None, cluster: str | None, nodes: int | None, teach
     else:
         line = heading(f"Planning {source if not model else f'job {job.name!r}'}", job, cl)
     return job, cl, cluster or load.DEFAULT_CLUSTER, line
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for long work, yielding `advance(n)`. It is drawn only where stderr
+    is a terminal (rich's test, which `TTY_COMPATIBLE=1` forces), so stdout stays clean for JSON,
+    YAML and CSV and a pipe or log never sees it; it disappears when the work is done."""
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
 
 
 def bold(text: str) -> Text:

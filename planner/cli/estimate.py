@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from planner.cli import options as o
+from planner.cli.symbolic import print_symbolic
 from planner.cli.common import EXIT_NO, Command, Format, bold, emit, err, gib, handles_errors, heading, load_inputs, out
 from planner.inputs.errors import InputError
 from planner.search import output as outputs
@@ -29,15 +30,6 @@ def _figures(sc: rank.Scored | None) -> dict | None:
     }
 
 
-def _symbolic(latex: bool) -> None:
-    import sympy as sp
-
-    from planner.cost.model import expressions
-
-    for name, e in expressions().items():
-        print(f"{name} = {sp.latex(e) if latex else sp.sstr(e)}")
-
-
 def register(app: typer.Typer) -> None:
     @app.command(cls=Command)
     @handles_errors
@@ -46,18 +38,21 @@ def register(app: typer.Typer) -> None:
         teacher: o.Teacher = None, student: o.Student = None, runtime: o.RuntimeOpt = None,
         plan: Annotated[Optional[str], typer.Option("--plan", "-p", help="Re-evaluate a plan file (its job and strategy) instead of the flags below.")] = None,
         strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="The whole strategy as `recommend` prints it: teacher / student / placement / micro-batch, e.g. shard:16/zero3/colocated/4 (a missing micro-batch is 1), with +topk or +cached for a top-k teacher output (default: the job's, full logits under auto); instead of the four flags below.")] = None,
-        teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] | hybrid[:k] (default k: shard all teacher GPUs, the others one node); an MoE teacher may add +ep:N, its experts split over N ranks (e.g. shard:16+ep:8).")] = "shard",
+        teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] (default k: shard all teacher GPUs, the others one node; pipeline:k on more GPUs than k is replicated; hybrid is read as pipeline); an MoE teacher may add +ep:N, its experts split over N ranks (e.g. shard:16+ep:8).")] = "shard",
         student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp[:SHARD] (default shard: one node; it must divide the student GPUs).")] = "zero3",
         placement: Annotated[str, typer.Option(help="colocated | disaggregated[:TEACHER_GPUS].")] = "colocated",
         micro_batch: Annotated[int, typer.Option(help="Samples per student rank per micro-step.", min=1)] = 1,
         reserve: o.ReserveOpt = 0.05, reserve_gib: o.ReserveGib = 0.0,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
-        symbolic: Annotated[bool, typer.Option(help="Print the model's expressions instead of numbers.")] = False,
+        symbolic: Annotated[bool, typer.Option(help="Print the model's expressions instead of numbers: repeated sub-expressions named once, and a legend of the symbols.")] = False,
         latex: Annotated[bool, typer.Option(help="With --symbolic: LaTeX.")] = False,
+        term: Annotated[Optional[list[str]], typer.Option("--term", help="With --symbolic: only this expression (e.g. time.teacher_comm, step_time) and what it uses; repeatable.")] = None,
     ) -> None:
         """Memory per device and step time, by term, for one plan next to the strongest TRL baseline that fits. Exits 3 if the plan does not fit (with the memory reserve kept free)."""
         if symbolic:
-            return _symbolic(latex)
+            return print_symbolic(latex, format, term or [])
+        if term or latex:
+            raise InputError("--term and --latex go with --symbolic")
         if plan:
             from planner.plan import load_plan, plan_cluster
             from planner.validate import job_of

@@ -7,18 +7,38 @@ from typing import Annotated, Optional
 import typer
 
 from planner.cli import options as o
-from planner.cli.common import Command, Format, emit, err, escape, handles_errors, load_inputs, out
+from planner.cli.common import Command, Format, emit, err, escape, handles_errors, load_inputs, out, progress
 
 
-def _sentence(c, job_value: float, now_winner: str) -> str:
-    """Which side the job is on and how far, in words."""
-    v = c.variable
-    side_winner = c.winner_below if job_value < c.value else c.winner_above
-    other = c.winner_above if job_value < c.value else c.winner_below
-    direction = "exceed" if job_value < c.value else "fall below"
-    ratio = c.value / job_value if job_value else float("inf")
-    return (f"{v.describe} is {job_value:g} {v.unit}: {side_winner} wins here; it would have to {direction} "
-            f"{c.value:.4g} {v.unit} ({ratio:.2f}x the job's value) for {other} to win")
+def _sentences(found: list, job_value: float, a: str, b: str) -> list[str]:
+    """One statement per crossing of one pair in one variable, all consistent: the winner at the job
+    is the side of the nearest crossings it sits between; the others are said as further out. Over
+    a whole-number variable, the whole values either side and both sides' step times there."""
+    found = sorted(found, key=lambda c: c.value)
+    below = [c for c in found if c.value <= job_value]
+    above = [c for c in found if c.value > job_value]
+    here = below[-1].winner_above if below else found[0].winner_below
+    nearest = below[-1:] + above[:1]
+    out = []
+    for c in found:
+        v = c.variable
+        at = (f"{c.whole[1][0]} {v.unit}" if c.whole else f"{c.value:.4g} {v.unit}")
+        if any(c is d for d in nearest):
+            up = c.value > job_value
+            ratio = c.value / job_value if job_value else float("inf")
+            text = (f"{v.describe} is {job_value:g} {v.unit}: {here} wins here; "
+                    + (f"from {at} on" if up and c.whole else f"at {c.whole[0][0]} {v.unit} and below" if c.whole
+                       else f"above {at}" if up else f"below {at}")
+                    + f" ({ratio:.2f}x the job's value) {c.winner_above if up else c.winner_below} wins")
+        else:
+            text = f"further out, at {c.value:.4g} {v.unit}, {c.winner_above} takes over from {c.winner_below}"
+        if c.whole:
+            (n0, a0, b0), (n1, a1, b1) = c.whole
+            text += f" (step time at {n0}: {a} {a0:.4g} s, {b} {b0:.4g} s; at {n1}: {a} {a1:.4g} s, {b} {b1:.4g} s)"
+            if not c.changes:
+                text += "; the next crossing comes before another whole value, so the winner at whole values does not change here"
+        out.append(text)
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -45,21 +65,24 @@ def register(app: typer.Typer) -> None:
             raise InputError("--between: give exactly two regimes (the option twice)")
         pairs = [tuple(between)] if between else regimes.default_pairs(res)
         rows = []
-        for a_text, b_text in pairs:
-            a, b = regimes.resolve(a_text, job, cl, res), regimes.resolve(b_text, job, cl, res)
-            for var in variables:
-                found = regimes.between(a, b, var, job, cl)
-                jv = regimes.job_value(var, job, cl, a.strategy)
-                if not found:
-                    rows.append({"between": [a.name, b.name], "variable": var.name, "value": None, "job_value": jv,
-                                 "expression": None, "latex": None, "root": None, "winner_below": None, "winner_above": None,
-                                 "text": f"{var.describe}: no crossing between {var.lo:g} and {var.hi:g} {var.unit}"})
-                for c in found:
-                    rows.append({"between": [a.name, b.name], "variable": var.name, "value": c.value, "job_value": jv,
-                                 "expression": crossing.describe(c), "latex": crossing.describe(c, latex=True),
-                                 "root": None if c.closed is None else str(c.closed[1]),
-                                 "winner_below": c.winner_below, "winner_above": c.winner_above,
-                                 "text": _sentence(c, jv, a.name)})
+        with progress("solving for the crossings", len(pairs) * len(variables)) as advance:
+            for a_text, b_text in pairs:
+                a, b = regimes.resolve(a_text, job, cl, res), regimes.resolve(b_text, job, cl, res)
+                for var in variables:
+                    found = regimes.between(a, b, var, job, cl)
+                    advance(1)
+                    jv = regimes.job_value(var, job, cl, a.strategy)
+                    if not found:
+                        rows.append({"between": [a.name, b.name], "variable": var.name, "value": None, "job_value": jv,
+                                     "expression": None, "latex": None, "root": None, "winner_below": None, "winner_above": None,
+                                     "text": f"{var.describe}: no crossing between {var.lo:g} and {var.hi:g} {var.unit}"})
+                    for c, text in zip(sorted(found, key=lambda c: c.value), _sentences(found, jv, a.name, b.name) if found else []):
+                        rows.append({"between": [a.name, b.name], "variable": var.name, "value": c.value, "job_value": jv,
+                                     "expression": crossing.describe(c), "latex": crossing.describe(c, latex=True),
+                                     "root": None if c.closed is None else str(c.closed[1]),
+                                     "winner_below": c.winner_below, "winner_above": c.winner_above,
+                                     "whole": None if c.whole is None else [{"at": n, "step_time_s": {a.name: x, b.name: y}} for n, x, y in c.whole],
+                                     "winner_changes": c.changes, "text": text})
         if not between and res.ranked:
             a = regimes.resolve("replicate/zero3/colocated/1", job, cl, res)
             for c in regimes.memory_boundary(a, crossing.VARIABLES["teacher_layers"], job, cl):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import Progress
 
 from planner.cli import options as o
-from planner.cli.common import Command, err, handles_errors, load_inputs, out
+from planner.cli.common import Command, handles_errors, load_inputs, out, progress
 from planner.files import check_outputs, write_files
 from planner.inputs.errors import InputError
 
@@ -30,7 +29,7 @@ def register(app: typer.Typer) -> None:
         plot_out: Annotated[Optional[str], typer.Option("--plot", help="Regime map image (.png or .svg; '': none); needs matplotlib, checked before the sweep starts.")] = "regimes.png",
         force: Annotated[bool, typer.Option(help="Overwrite existing output files.")] = False,
     ) -> None:
-        """Best plan over a grid of two variables: a CSV and a regime map with the crossings on top."""
+        """Best plan over a grid of two variables: a CSV and a regime map with the crossings on top, each cell paler the less its winner wins by, the job red when another regime is within 3%."""
         from planner.inflection import sweep as sw
 
         for flag, var in (("--x", x), ("--y", y)):
@@ -43,9 +42,8 @@ def register(app: typer.Typer) -> None:
         job, cl, _, line = load_inputs(model, cluster, nodes, teacher, student)
         out.print(line)
         xs, ys = sw.axis(x_range, x, points, "--x-range"), sw.axis(y_range, y, points, "--y-range")
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("searching the grid", total=len(xs) * len(ys))
-            m = sw.sweep(job, cl, x, xs, y, ys, progress=lambda n: bar.advance(task, n))
+        with progress("searching the grid", len(xs) * len(ys)) as advance:
+            m = sw.sweep(job, cl, x, xs, y, ys, progress=advance)
         writes = [(csv_out, sw.csv_text(m), False)] if csv_out else []
         if plot_out:
             writes.append((plot_out, sw.plot_bytes(m, fmt, title=f"{job.teacher.name} -> {job.student.name} on {cl.name}"), False))
@@ -55,5 +53,8 @@ def register(app: typer.Typer) -> None:
             for lab in row:
                 counts[lab] = counts.get(lab, 0) + 1
         out.print(f"{len(xs)} x {len(ys)} grid: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
+        if m.job_margin < float("inf"):
+            out.print(f"At the job, the next regime is {m.job_margin:.1%} slower"
+                      + (f": fragile (under {sw.FRAGILE:.0%}, well inside the model's error); read it as a tie." if m.fragile else "."))
         wrote = " and ".join(p for p in (csv_out, plot_out) if p)
         out.print((f"Wrote {wrote}; " if wrote else "") + f"{len(m.boundaries)} crossing points found.")

@@ -149,6 +149,18 @@ class Crossing:
     closed: tuple[sp.Expr, sp.Expr] | None  # (equation = 0 in x, root), or None: numeric root only
     winner_below: str
     winner_above: str
+    # A whole-number variable: the last whole value below the crossing and the first one above it,
+    # each with (A's figure, B's figure or the limit); the winner changes between them unless both
+    # lie on one side of a pair of crossings closer together than 1 (then `changes` is False).
+    whole: tuple[tuple[int, float, float], tuple[int, float, float]] | None = None
+
+    @property
+    def changes(self) -> bool:
+        """Whether the winner at the whole values either side differs (always, for a real variable)."""
+        if self.whole is None:
+            return True
+        (_, a0, b0), (_, a1, b1) = self.whole
+        return (a0 < b0) != (a1 < b1)
 
 
 def crossings(name_a: str, subs_a: dict, name_b: str, subs_b: dict, var: Variable, what: str = "step_time",
@@ -168,7 +180,14 @@ def crossings(name_a: str, subs_a: dict, name_b: str, subs_b: dict, var: Variabl
         # step time: the regime with the smaller time wins; memory: A fits below the limit
         a_wins_below = below < 0
         wb, wa = (name_a, name_b) if a_wins_below else (name_b, name_a)
-        out.append(Crossing(var, float(x0), (float(lo), float(hi)), closed, wb, wa))
+        whole = None
+        if var.integer:
+            n1 = max(int(np.floor(x0)) + 1, int(var.lo) + 1)
+            xs = np.array([n1 - 1, n1], dtype=float)
+            fa = _numeric(subs_a, xs)[what]
+            fb = np.full_like(fa, limit) if limit is not None else _numeric(subs_b, xs)[what]
+            whole = tuple((int(x), float(p), float(q)) for x, p, q in zip(xs, fa, fb))
+        out.append(Crossing(var, float(x0), (float(lo), float(hi)), closed, wb, wa, whole))
     return out
 
 

@@ -101,6 +101,27 @@ class RegimeMap:
     best: list[list[rank.Scored | None]]
     boundaries: list[tuple[float, float]]  # (x, y) points where the winner changes
     job_point: tuple[float, float]
+    margins: list[list[float]] | None = None  # [y][x]: how much slower the best plan of another regime is (0.1 = 10%)
+    job_margin: float = math.inf  # the same at the job itself
+
+    @property
+    def fragile(self) -> bool:
+        """The job sits within FRAGILE of another regime: a small error in the model could flip it."""
+        return self.job_margin < FRAGILE
+
+
+FRAGILE = 0.03  # a regime that wins by less than this is a coin toss (the model's time error is ~15%)
+SHADE_FULL = 0.3  # a margin of 30% or more gets the full colour
+
+
+def margin(res: rank.SearchResult, cluster: Cluster) -> float:
+    """How much slower the fastest plan of another regime is than the recommended plan (inf: none;
+    below 0 where a plan of another regime ties with it and lost on headroom)."""
+    if not res.ranked:
+        return math.inf
+    first = regime_label(res.ranked[0], cluster)
+    others = [sc.figures["step_time"] for sc in res.ranked if regime_label(sc, cluster) != first]
+    return min(others) / res.ranked[0].figures["step_time"] - 1 if others else math.inf
 
 
 def sweep(job: Job, cluster: Cluster, x_var: str, xs: np.ndarray, y_var: str, ys: np.ndarray,
@@ -108,16 +129,17 @@ def sweep(job: Job, cluster: Cluster, x_var: str, xs: np.ndarray, y_var: str, ys
     for var, values in ((x_var, xs), (y_var, ys)):  # the largest grid point first: refuse before any work
         if len(values):
             with_value(var, float(np.max(values)), job, cluster)
-    labels, best, bounds = [], [], []
+    labels, best, bounds, margins = [], [], [], []
     for y in ys:
         jy, cy = with_value(y_var, y, job, cluster)
-        row, row_best = [], []
+        row, row_best, row_margin = [], [], []
         for x in xs:
             j, c = with_value(x_var, x, jy, cy)
             res = rank.search(j, c)
             sc = res.ranked[0] if res.ranked else None
             row.append(regime_label(sc, c))
             row_best.append(sc)
+            row_margin.append(margin(res, c))
             if progress:
                 progress(1)
         for i in range(len(xs) - 1):
@@ -129,8 +151,9 @@ def sweep(job: Job, cluster: Cluster, x_var: str, xs: np.ndarray, y_var: str, ys
                 bounds += [(cr.value, float(y)) for cr in found if xs[i] <= cr.value <= xs[i + 1]]
         labels.append(row)
         best.append(row_best)
+        margins.append(row_margin)
     job_point = (regimes.job_value(VARIABLES[x_var], job, cluster, _any(best)), regimes.job_value(VARIABLES[y_var], job, cluster, _any(best)))
-    return RegimeMap(x_var, y_var, xs, ys, labels, best, bounds, job_point)
+    return RegimeMap(x_var, y_var, xs, ys, labels, best, bounds, job_point, margins, margin(rank.search(job, cluster), cluster))
 
 
 def _any(best):
@@ -146,13 +169,13 @@ def csv_text(m: RegimeMap) -> str:
     """The best plan at every grid point, as CSV."""
     f = io.StringIO(newline="")
     w = csv.writer(f)
-    w.writerow([m.x_var, m.y_var, "regime", "strategy", "samples_per_s", "mem_peak_bytes"])
+    w.writerow([m.x_var, m.y_var, "regime", "strategy", "samples_per_s", "mem_peak_bytes", "margin"])
     for yi, y in enumerate(m.ys):
         for xi, x in enumerate(m.xs):
             sc = m.best[yi][xi]
             st = sc.strategy if sc else None
             w.writerow([x, y, m.labels[yi][xi], str(st) if st else "", sc.samples_per_s if sc else "",
-                        sc.figures["mem_peak"] if sc else ""])
+                        sc.figures["mem_peak"] if sc else "", m.margins[yi][xi] if m.margins else ""])
     return f.getvalue()
 
 
@@ -177,7 +200,8 @@ def plot(m: RegimeMap, path: Path, title: str = "", force: bool = True) -> None:
 
 
 def plot_bytes(m: RegimeMap, fmt: str = "png", title: str = "") -> bytes:
-    """One colour per winning regime, crossings as black dots, the job as a star."""
+    """One colour per winning regime, paler where it wins by less (full colour from SHADE_FULL), crossings
+    as black dots, the job as a star (red, and said in the legend, when it is fragile)."""
     plot_format(f"map.{fmt}")
     import matplotlib.pyplot as plt
 
@@ -185,13 +209,20 @@ def plot_bytes(m: RegimeMap, fmt: str = "png", title: str = "") -> bytes:
     idx = np.array([[names.index(lab) for lab in row] for row in m.labels])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     cmap = plt.get_cmap("tab10", max(len(names), 2))
-    ax.pcolormesh(m.xs, m.ys, idx, cmap=cmap, vmin=-0.5, vmax=max(len(names), 2) - 0.5, shading="nearest")
+    rgba = np.array(cmap(idx), dtype=float)
+    if m.margins:  # fade toward white by how little the winner wins by
+        strength = 0.25 + 0.75 * np.clip(np.array(m.margins, dtype=float) / SHADE_FULL, 0.0, 1.0)
+        rgba[..., :3] = 1 - strength[..., None] * (1 - rgba[..., :3])
+    ax.pcolormesh(m.xs, m.ys, rgba, shading="nearest")
     for i, n in enumerate(names):
         ax.scatter([], [], color=cmap(i), marker="s", label=n)
     if m.boundaries:
         bx, by = zip(*m.boundaries)
         ax.scatter(bx, by, color="black", s=10, label="closed-form crossing")
-    ax.scatter([m.job_point[0]], [m.job_point[1]], marker="*", s=200, color="white", edgecolor="black", label="this job")
+    job = f"this job: fragile, another regime within {m.job_margin:.1%}" if m.fragile else "this job"
+    ax.scatter([m.job_point[0]], [m.job_point[1]], marker="*", s=200, color="red" if m.fragile else "white",
+               edgecolor="black", label=job)
+    ax.scatter([], [], color="none", label=f"paler: wins by less (full colour: {SHADE_FULL:.0%}+)")
     for name, setter in ((m.x_var, ax.set_xscale), (m.y_var, ax.set_yscale)):
         arr = m.xs if name == m.x_var else m.ys
         if len(arr) > 2 and arr[-1] / arr[0] > 20:

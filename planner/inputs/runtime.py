@@ -79,7 +79,7 @@ class Runtime(Strict):
         if self.teacher_outputs is not None and output not in self.teacher_outputs:
             return f"the {self.name} runtime does not train from teacher output '{output}'"
         allowed = self.disaggregated_teachers if placement == "disaggregated" else self.teacher_splits
-        if allowed is not None and teacher not in allowed:
+        if allowed is not None and teacher not in {"pipeline" if a == "hybrid" else a for a in allowed}:  # hybrid: pipeline's old name
             where = "on its own ranks" if placement == "disaggregated" else "colocated"
             return f"the {self.name} runtime does not run a {teacher} teacher {where}"
         return None

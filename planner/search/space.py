@@ -19,29 +19,24 @@ def _divisors(n: int) -> list[int]:
     return [k for k in range(1, n + 1) if n % k == 0]
 
 
-def _pipeline(k: int, group: int, n_T: int, G: int) -> str:
-    """A pipeline of `group` ranks inside a node, replicated across nodes, is `hybrid`."""
-    return "hybrid" if group <= G and n_T > group and n_T > G else "pipeline"
-
-
 def teacher_splits(n_T: int, cluster: Cluster, experts: int = 0) -> list[tuple[str, dict[str, int]]]:
     """Teacher splits on n_T ranks: (name, degrees), every divisor of n_T as the degree; a
-    pipeline inside a node replicated across nodes is `hybrid`; tensor parallelism stays in a node.
-    A teacher with `experts` routed experts per MoE layer (0: dense, none of these) also gets expert
-    parallelism over every ep > 1 that divides both its experts and the ranks: with the rest
-    replicated (`replicate+ep`), sharded over a group holding whole EP groups (`shard:K+ep`), or in
-    pipeline stages of ep ranks (`pipeline:K+ep`)."""
+    pipeline of k < n_T ranks is replicated n_T/k times (inside a node or across nodes, as k says);
+    tensor parallelism stays in a node. A teacher with `experts` routed experts per MoE layer (0:
+    dense, none of these) also gets expert parallelism over every ep > 1 that divides both its
+    experts and the ranks: with the rest replicated (`replicate+ep`), sharded over a group holding
+    whole EP groups (`shard:K+ep`), or in pipeline stages of ep ranks (`pipeline:K+ep`)."""
     G = cluster.gpus_per_node
     out: list[tuple[str, dict[str, int]]] = [("replicate", {})]
     for k in _divisors(n_T)[1:]:
         out.append(("shard", {"t_sh": k}))
-        out.append((_pipeline(k, k, n_T, G), {"pp": k}))
+        out.append(("pipeline", {"pp": k}))
         if k <= G:
             out.append(("tp", {"tp": k}))
     for ep in (e for e in _divisors(n_T)[1:] if experts and experts % e == 0):
         out.append(("replicate", {"ep": ep}))
         out += [("shard", {"t_sh": k, "ep": ep}) for k in _divisors(n_T) if k % ep == 0]
-        out += [(_pipeline(k, k * ep, n_T, G), {"pp": k, "ep": ep}) for k in _divisors(n_T // ep)[1:]]
+        out += [("pipeline", {"pp": k, "ep": ep}) for k in _divisors(n_T // ep)[1:]]
     return out
 
 

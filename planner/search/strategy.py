@@ -27,22 +27,26 @@ if TYPE_CHECKING:  # the executor imports this module: keep it free of the searc
     from planner.inputs.load import Job
     from planner.plan import Plan, Predicted
 
-TEACHER_SPLITS = ("replicate", "shard", "pipeline", "tp", "hybrid")
+TEACHER_SPLITS = ("replicate", "shard", "pipeline", "tp")
 STUDENT_SPLITS = ("ddp", "zero1", "zero2", "zero3", "hsdp")
 PLACEMENTS = ("colocated", "disaggregated")
 STUDENT_ALIASES = {"fsdp": "zero3"}  # accepted by `parse`, never written
+# `hybrid` was a second name for `pipeline:k` with k < the teacher GPUs: pipelines of k ranks,
+# replicated. Its cost, memory and executor were pipeline's, so it is one split now; the group's
+# tier (in a node or across nodes) follows from k. Old plans and flags that say hybrid still load.
+TEACHER_ALIASES = {"hybrid": "pipeline"}
 GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH"
 
-# The teacher's one degree field per split; `hybrid` is a pipeline inside a node, replicated across nodes.
-TEACHER_DEGREE = {"replicate": None, "shard": "t_sh", "pipeline": "pp", "tp": "tp", "hybrid": "pp"}
+# The teacher's one degree field per split; a pipeline of pp < n_T ranks is replicated n_T/pp times.
+TEACHER_DEGREE = {"replicate": None, "shard": "t_sh", "pipeline": "pp", "tp": "tp"}
 # What each student split shards over its group: (optimizer state, gradients, parameters), the ZeRO
 # stages of Rajbhandari et al. 2020; HSDP is ZeRO-3 inside a group, replicated across groups.
 STUDENT_SHARDS = {"ddp": (0, 0, 0), "zero1": (1, 0, 0), "zero2": (1, 1, 0), "zero3": (1, 1, 1), "hsdp": (1, 1, 1)}
 # How much machinery a split needs, for breaking ties (fewer moving parts first).
-TEACHER_MACHINERY = {"replicate": 0, "shard": 1, "tp": 2, "pipeline": 3, "hybrid": 3}
+TEACHER_MACHINERY = {"replicate": 0, "shard": 1, "tp": 2, "pipeline": 3}
 STUDENT_MACHINERY = {"ddp": 0, "zero1": 1, "zero2": 2, "zero3": 3, "hsdp": 4}
 TEACHER_WORDS = {"replicate": "a replicated teacher", "shard": "a sharded teacher", "tp": "a tensor-parallel teacher",
-                 "pipeline": "a pipelined teacher", "hybrid": "a pipelined teacher"}
+                 "pipeline": "a pipelined teacher"}
 
 
 def tier(group: int, cluster: Cluster) -> str:
@@ -157,7 +161,7 @@ class Strategy:
     def parse(cls, text: str, cluster: Cluster, flag: str = "strategy") -> "Strategy":
         """`TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][/PLACEMENT[:TEACHER_GPUS][/MICRO_BATCH]]` on `cluster`
         (placement colocated and micro-batch 1 when left out). A degree left out takes the natural
-        value: shard over all teacher GPUs; pipeline, tp and hybrid over one node; hsdp one node;
+        value: shard over all teacher GPUs; pipeline and tp over one node; hsdp one node;
         disaggregated gives the teacher half the nodes (half the node on one)."""
         parts = text.split("/")
         if not 2 <= len(parts) <= 4 or not all(parts):
@@ -188,6 +192,7 @@ class Strategy:
             part = 0
             base, plus, mod = teacher.partition("+")
             tname, k = _degree(base)
+            tname = TEACHER_ALIASES.get(tname, tname)
             if tname not in TEACHER_SPLITS:
                 raise ValueError(f"'{teacher}' is not one of {', '.join(TEACHER_SPLITS)} (with :DEGREE)")
             ep = _expert_degree(teacher, mod) if plus else 1
@@ -195,7 +200,7 @@ class Strategy:
             if own is None and k not in (None, 1):
                 raise ValueError(f"'{teacher}': replicate takes no degree (a full copy on every teacher GPU)")
             k = 1 if own is None else k or (n_T if tname == "shard" else min(G, n_T))
-            group = k * ep if tname in ("replicate", "pipeline", "hybrid") else k
+            group = k * ep if tname in ("replicate", "pipeline") else k
             if ep > 1 and tname == "tp":
                 raise ValueError(f"'{teacher}': a tp teacher does not combine with expert parallelism")
             if ep > 1 and k % ep and tname == "shard":
@@ -292,5 +297,5 @@ class Strategy:
         t, s = plan.teacher, plan.student
         n_S = len(s.ranks)
         s_sh = s.shard if s.strategy == "hsdp" else n_S
-        return cls(t.strategy, s.strategy, plan.placement, len(t.ranks), n_S, pp=t.pp, tp=t.tp, t_sh=t.shard,
+        return cls(TEACHER_ALIASES.get(t.strategy, t.strategy), s.strategy, plan.placement, len(t.ranks), n_S, pp=t.pp, tp=t.tp, t_sh=t.shard,
                    s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep)

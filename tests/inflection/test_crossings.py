@@ -108,6 +108,23 @@ def test_regime_map_agrees_with_search_point_by_point():
             res = rank.search(j, c)
             assert m.best[yi][xi].strategy == res.ranked[0].strategy
             assert m.labels[yi][xi] == sweep.regime_label(res.ranked[0], c)
+            # the shading: the fastest plan of any other regime, found here by sorting on its own
+            others = sorted(sc.figures["step_time"] for sc in res.ranked if sweep.regime_label(sc, c) != m.labels[yi][xi])
+            want = others[0] / res.ranked[0].figures["step_time"] - 1 if others else np.inf
+            assert m.margins[yi][xi] == pytest.approx(want, rel=1e-12)
+    assert any(0 < m.margins[yi][xi] < np.inf for yi in range(len(ys)) for xi in range(len(xs)))
+    assert m.job_margin == pytest.approx(sweep.margin(RES, CLUSTER)) and m.fragile == (m.job_margin < sweep.FRAGILE)
+
+
+def test_a_job_near_a_boundary_is_marked_fragile():
+    """On the default job the split changes with the teacher depth (trl-zero3 vs tp:8 cross): a
+    teacher of the crossing's depth sits on a boundary, one far from it does not."""
+    a, b = (regimes.resolve(p, JOB, CLUSTER, RES) for p in ("trl-zero3", "tp:8/zero3/colocated/4"))
+    at = min(regimes.between(a, b, crossing.VARIABLES["teacher_layers"], JOB, CLUSTER), key=lambda c: c.value).value
+    near = sweep.with_value("teacher_layers", round(at), JOB, CLUSTER)
+    assert sweep.margin(rank.search(*near), CLUSTER) < sweep.FRAGILE
+    m = sweep.sweep(JOB, CLUSTER, "inter_bw", np.array([50.0]), "teacher_layers", np.array([float(round(at))]))
+    assert m.margins[0][0] < sweep.FRAGILE
 
 
 def test_inflection_cli_explains_the_default(runner):
@@ -132,3 +149,30 @@ def test_sweep_cli_writes_csv_and_map(runner, tmp_path):
     assert csv_path.read_text().count("\n") == 10 and png.stat().st_size > 1000
     r = runner.invoke(app, ["sweep", "--points", "3", "--csv", str(csv_path), "--plot", str(png)])
     assert r.exit_code == 1 and "--force" in r.stderr
+
+
+@pytest.mark.parametrize("pair, var", [(p, v) for p, v in CROSSING if crossing.VARIABLES[v].integer])
+def test_a_whole_number_crossing_names_the_values_either_side_and_both_figures(pair, var):
+    a, b = (regimes.resolve(p, JOB, CLUSTER, RES) for p in pair)
+    v = crossing.VARIABLES[var]
+    found = regimes.between(a, b, v, JOB, CLUSTER)
+    assert found
+    for c in found:
+        (n0, a0, b0), (n1, a1, b1) = c.whole
+        assert n1 == n0 + 1 and n0 <= c.value < n1
+        assert (a0, b0, a1, b1) == pytest.approx((step(a, v, n0), step(b, v, n0), step(a, v, n1), step(b, v, n1)), rel=1e-9)
+        if c.changes:  # the winner at each whole value is the one reported for its side
+            assert ((a.name if a0 < b0 else b.name), (a.name if a1 < b1 else b.name)) == (c.winner_below, c.winner_above)
+
+
+def test_the_statements_of_one_run_agree_on_the_winner_at_the_job(runner):
+    """Two node-count crossings: each statement names the same winner at the job's 2 nodes, and it
+    is the faster side there."""
+    r = runner.invoke(app, ["inflection", "--between", "best", "--between", "trl-zero3", "--in", "nodes", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    rows = [row for row in json.loads(r.stdout)["crossings"] if row["value"] is not None]
+    assert len(rows) >= 2 and all(row["whole"] for row in rows)
+    here = {t.split(": ", 1)[1].split(" wins here")[0] for t in (row["text"] for row in rows) if " wins here" in t}
+    a, b = (regimes.resolve(p, JOB, CLUSTER, RES) for p in ("best", "trl-zero3"))
+    v = crossing.VARIABLES["nodes"]
+    assert here == {a.name if step(a, v, 2) < step(b, v, 2) else b.name}

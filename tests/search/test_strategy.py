@@ -94,6 +94,22 @@ def test_defaults_and_aliases_in_the_grammar():
     assert st.links(cl) == {"T": "intra_node", "S": "intra_node", "R": "one_nic", "X": "one_nic", "E": "none"}
 
 
+def test_hybrid_is_the_old_name_of_a_replicated_pipeline():
+    """`hybrid:8` on 16 GPUs was `pipeline:8` under a second name (same degrees, same cost, same
+    executor path): it still parses and loads from a plan file, always as pipeline, and the search
+    enumerates each pipeline degree once."""
+    job, cl = load_job(), load_cluster("dgx-h100")  # 2 nodes of 8
+    old, new = Strategy.parse("hybrid:8/zero3/colocated/4", cl), Strategy.parse("pipeline:8/zero3/colocated/4", cl)
+    assert old == new and str(old) == "pipeline:8/zero3/colocated/4" and (old.pp, old.n_T) == (8, 16)
+    data = new.to_plan(job, cl, "dgx-h100").model_dump(mode="json")
+    data["teacher"]["strategy"] = "hybrid"
+    assert Strategy.from_plan(Plan(**data)) == new
+    cands, _ = space.enumerate_candidates(job, cl)
+    pipes = [(c.pp, c.student, c.placement, c.n_T, c.b) for c in cands if c.teacher == "pipeline"]
+    assert "hybrid" not in {c.teacher for c in cands} and len(pipes) == len(set(pipes))
+    assert {c.pp for c in cands if c.teacher == "pipeline" and c.placement == "colocated"} == {2, 4, 8, 16}
+
+
 @pytest.mark.parametrize("text, words", [
     ("pipeline:x/zero3", "'pipeline:x': the number after ':' must be a whole number"),
     ("shard:3/zero3", "'shard:3': degree 3 does not divide the 16 teacher GPUs"),
