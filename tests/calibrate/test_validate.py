@@ -55,7 +55,7 @@ def test_validate_exits_3_when_the_prediction_disagrees(runner, root, tmp_path):
 @pytest.mark.slow
 def test_validate_run_measures_exact_state_bytes(runner, root):
     pytest.importorskip("torch")
-    r = runner.invoke(app, ["validate", str(root / PLAN), "--run", "--steps", "3", "-f", "json"])
+    r = runner.invoke(app, ["validate", str(root / PLAN), "--run", "--random-init", "--steps", "3", "-f", "json"])
     assert r.exit_code in (0, 3), r.stderr  # 3: the step time disagrees (a busy machine); judged below: state bytes
     rows = {x["what"]: x for x in json.loads(r.stdout)["rows"]}
     for term in ("student_weights", "student_grads", "student_optimizer", "teacher_weights"):
@@ -78,7 +78,7 @@ def test_bf16_student_state_bytes_match_under_autocast(runner, root, tmp_path, s
     s = plan.student.model_copy(update={"strategy": student, "shard": 2 if student == "zero3" else 1})
     path = tmp_path / "bf16.yaml"
     write_plan(plan.model_copy(update={"workload": w, "student": s}), path)
-    r = runner.invoke(app, ["validate", str(path), "--run", "--steps", "3", "-f", "json"])
+    r = runner.invoke(app, ["validate", str(path), "--run", "--random-init", "--steps", "3", "-f", "json"])
     assert r.exit_code in (0, 3), r.stderr  # 3: the step time disagrees; judged here: state bytes
     rows = {x["what"]: x for x in json.loads(r.stdout)["rows"]}
     for term in ("student_weights", "student_grads", "student_optimizer", "teacher_weights"):
@@ -91,7 +91,7 @@ def test_master_precision_is_refused_by_the_executor(runner, root, tmp_path):
     w = plan.workload.model_copy(update={"student_dtype": "bf16", "grad_dtype": None, "mixed_precision": "master"})
     path = tmp_path / "master.yaml"
     write_plan(plan.model_copy(update={"workload": w}), path)
-    r = runner.invoke(app, ["validate", str(path), "--run", "--steps", "2"])
+    r = runner.invoke(app, ["validate", str(path), "--run", "--random-init", "--steps", "2"])
     assert r.exit_code == 1 and "mixed_precision: master" in r.stderr
 
 
