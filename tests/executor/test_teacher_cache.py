@@ -137,7 +137,7 @@ def test_dataset_cache_is_row_by_row_and_serves_every_epoch(tmp_path):
     plan = tiny_plan(tmp_path, "replicate-ddp", "cached-data", teacher_output="cached", topk=K, lmbda=0.0)
     live = tiny_plan(tmp_path, "replicate-ddp", "live-data", teacher_output="topk", topk=K, lmbda=0.0)
     for p in (plan, live):  # the dataset is part of the plan
-        p.write_text(p.read_text().replace("dataset: null", f"dataset: {data}"))
+        p.write_text(p.read_text().replace("\ndataset: null", f"\ndataset: {data}"))  # not training.eval_dataset
     torchrun(["-m", "planner", "run", str(plan), "--cache-teacher", str(tmp_path / "dir"), "--no-progress", "--random-init"], timeout=240)
     m = json.loads((tmp_path / "dir" / cache.MANIFEST).read_text())
     assert m["samples"] == 5 and m["data"]["path"] == str(data) and len(m["data"]["sha256"]) == 16
