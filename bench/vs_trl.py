@@ -90,17 +90,25 @@ def run_ours(case: Case, r: int, work: Path, env: dict, log: Path, args) -> dict
     cmd = launch(work, name, case.budget_mib, ["-m", "planner", "run", case.plan, "--steps", args.steps, "--warmup-steps", args.warmup,
                                                "--seed", args.seed, "--tokenizer", work / "tokenizer", "--dataset", work / f"{case.size}.jsonl",
                                                "--metrics-out", out, "--force", "--no-progress", "--phases"])
-    rc = sh(cmd, env, log)
-    if rc and case.budget_mib is None:
-        fail(cmd, rc, log)
-    if rc:
-        return {"status": "over budget" if rc == OVER_BUDGET or "over budget" in log.read_text()[-4000:] else f"failed ({rc})", "peak_mib": peak_mib(work, name)}
+    if failed := run_case(cmd, case, env, log, work, name):
+        return failed
     m = json.loads(out.read_text())
     phases = [{OURS_PHASES[k]: v for k, v in p.items()} for p in m["phase_times_s"][m["warmup_steps"]:]]
     for p, t in zip(phases, m["step_times_s"][m["warmup_steps"]:]):
         p["other"] = t - sum(p.values())
     return {"status": "ok", "samples_per_s": m["samples_per_s"], "loss": m["loss"], "phases": phases, "peak_mib": peak_mib(work, name),
             "layout": layout(m), "micro_batch": m["micro_batch"], "grad_accum": m["grad_accum"]}
+
+
+def run_case(cmd, case: Case, env: dict, log: Path, work: Path, name: str) -> dict | None:
+    """Run one side; None when it ran, else why not (over an enforced budget, or failed). Without a
+    budget a failure stops the bench."""
+    rc = sh(cmd, env, log)
+    if rc and case.budget_mib is None:
+        fail(cmd, rc, log)
+    if rc:
+        return {"status": "over budget" if rc == OVER_BUDGET or "over budget" in log.read_text()[-4000:] else f"failed ({rc})", "peak_mib": peak_mib(work, name)}
+    return None
 
 
 def run_trl(case: Case, trainer: str, mode: str, micro_batch: int, r: int, work: Path, env: dict, log: Path, args) -> dict:
@@ -113,11 +121,8 @@ def run_trl(case: Case, trainer: str, mode: str, micro_batch: int, r: int, work:
                                                "--micro-batch", micro_batch, "--grad-accum", inputs.GLOBAL_BATCH // (2 * micro_batch),
                                                "--completion-len", s["completion_len"], "--steps", args.steps, "--warmup", args.warmup,
                                                "--seed", args.seed, "--lmbda", case.lmbda, "--beta", 0.5, "--temperature", 1.0, "--phases"])
-    rc = sh(cmd, env, log)
-    if rc and case.budget_mib is None:
-        fail(cmd, rc, log)
-    if rc:
-        return {"status": "over budget" if rc == OVER_BUDGET or "over budget" in log.read_text()[-4000:] else f"failed ({rc})", "peak_mib": peak_mib(work, name)}
+    if failed := run_case(cmd, case, env, log, work, name):
+        return failed
     m = json.loads(out.read_text())
     return {"status": "ok", "samples_per_s": m["samples_per_s"], "loss": m["loss"], "phases": m["phase_times_s"][args.warmup:],
             "peak_mib": peak_mib(work, name), "micro_batch": micro_batch, "grad_accum": inputs.GLOBAL_BATCH // (2 * micro_batch),
