@@ -8,7 +8,7 @@ Data order and on-policy sampling depend only on (seed, step), so step + weights
 state resume the run exactly; the torch RNG of each rank is saved as well.
 
 Each checkpoint carries `fingerprint.json`: the plan's strategy and degrees, both models' refs and
-shapes, the data, the tokenizer and the seed. `resume` refuses, in one line, a folder whose
+shapes, the data, the teacher output (top-k and its k, or the cache), the tokenizer and the seed. `resume` refuses, in one line, a folder whose
 checkpoints were written by another run, and falls back from a checkpoint that does not load
 (a truncated `.distcp`) to the newest one that does, naming the one it skipped.
 """
@@ -81,7 +81,7 @@ def tokenizer_digest(tok) -> str:
 
 
 def fingerprint(plan, seed: int, tokenizer) -> dict:
-    """What a checkpoint must agree with to be resumed: strategy, models, data, tokenizer, seed."""
+    """What a checkpoint must agree with to be resumed: strategy, models, data, teacher output, tokenizer, seed."""
     t, s, w = plan.teacher, plan.student, plan.workload
     return json.loads(json.dumps({
         "strategy": {"placement": plan.placement, "world": plan.world, "micro_batch": plan.micro_batch, "grad_accum": plan.grad_accum,
@@ -91,6 +91,9 @@ def fingerprint(plan, seed: int, tokenizer) -> dict:
         "student": {"ref": s.ref, "shape": s.shape.model_dump(mode="json")},
         "data": {"dataset": _file_digest(plan.dataset) if plan.dataset else "synthetic", "global_batch": w.global_batch,
                  "prompt_len": w.prompt_len, "completion_len": w.completion_len},
+        # what the loss learns from: listed only when not full logits, so a checkpoint written before the
+        # field existed (full logits, the only output then) still resumes
+        **({"teacher_output": {"kind": w.teacher_output, "k": w.topk}} if w.teacher_output != "logits" else {}),
         "tokenizer": tokenizer_digest(tokenizer),
         "seed": seed,
     }))

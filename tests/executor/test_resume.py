@@ -81,3 +81,21 @@ def test_fingerprint_and_corrupt_fallback(tmp_path):
     res = torchrun(args + ["--steps", "8"], check=False)
     assert res.returncode != 0
     assert any(ln.startswith("error:") and "no checkpoint in" in ln and "loads" in ln for ln in res.stderr.splitlines()), res.stderr[-3000:]
+
+
+def test_fingerprint_names_the_teacher_output(tmp_path):
+    """A top-k run's checkpoint does not resume as a full-logits run (or with another k), while a
+    full-logits fingerprint has no teacher_output key, as before the field existed."""
+    from transformers import PreTrainedTokenizerFast
+
+    from planner.executor.checkpoint import _differences, fingerprint
+    from tokenizers import Tokenizer, models
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]")))
+    plan = load_plan(tiny_plan(tmp_path, "replicate-ddp"))
+    full = fingerprint(plan, 0, tok)
+    assert "teacher_output" not in full
+    topk = fingerprint(plan.model_copy(update={"workload": plan.workload.model_copy(update={"teacher_output": "topk", "topk": 8})}), 0, tok)
+    k4 = fingerprint(plan.model_copy(update={"workload": plan.workload.model_copy(update={"teacher_output": "topk", "topk": 4})}), 0, tok)
+    assert _differences(topk, full) == ['teacher_output is {"kind": "topk", "k": 8} there, null now']
+    assert _differences(topk, k4) == ["teacher_output.k is 8 there, 4 now"]
