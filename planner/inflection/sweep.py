@@ -219,7 +219,10 @@ def plot_bytes(m: RegimeMap, fmt: str = "png", title: str = "") -> bytes:
     if m.boundaries:
         bx, by = zip(*m.boundaries)
         ax.scatter(bx, by, color="black", s=10, label="closed-form crossing")
-    job = f"this job: fragile, another regime within {m.job_margin:.1%}" if m.fragile else "this job"
+    job = "this job"
+    if m.fragile:  # below 0: another regime's plan is as fast (within the tie rule) and lost on headroom
+        job += (f": fragile, another regime within {m.job_margin:.1%}" if m.job_margin >= 0 else
+                f": fragile, another regime\n{-m.job_margin:.1%} faster (a tie broken by headroom)")
     ax.scatter([m.job_point[0]], [m.job_point[1]], marker="*", s=200, color="red" if m.fragile else "white",
                edgecolor="black", label=job)
     ax.scatter([], [], color="none", label=f"paler: wins by less (full colour: {SHADE_FULL:.0%}+)")
