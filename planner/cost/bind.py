@@ -34,6 +34,7 @@ def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> di
         "q_G": w.grad_bytes, "q_L": BYTES_PER_DTYPE[w.logits_dtype], "k_O": w.optimizer_bytes,
         "flash": float(w.flash_attention), "rc_full": float(w.grad_checkpointing == "full"),
         "rc_sel": float(w.grad_checkpointing == "selective"), "kvc": float(w.generation_kv_cache),
+        "rc_op": 0.0,  # torchtitan's op policy: no bundled runtime runs it; bench/references_eval.py sets it for torchtitan rows
         "chunked": float((rt.loss or w.loss) == "chunked"), "C": w.loss_chunk_tokens,
         "topk_on": float(w.teacher_output in ("topk", "cached")), "cached": float(w.teacher_output == "cached"),
         "K": w.topk, "n_ep": w.epochs, "n_buf": rt.loss_buffers, "n_dense": rt.topk_dense_buffers,

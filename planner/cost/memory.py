@@ -52,10 +52,10 @@ def student_optimizer() -> sp.Expr:
 
 
 def student_activations() -> sp.Expr:
-    """Saved activations of one micro-batch, by recomputation mode (0/1 switches rc_full, rc_sel)."""
+    """Saved activations of one micro-batch, by recomputation mode (0/1 switches rc_full, rc_op, rc_sel)."""
     args = (S.L, y.b, seq, S.h, S.a, S.g, S.d, experts.mlp_width(S), S.V, y.q_S, y.flash)  # MoE: the routed width
-    none, sel, full = (activations.model_saved_bytes(*args, ckpt=m) for m in ("none", "selective", "full"))
-    return y.rc_full * full + (1 - y.rc_full) * ((1 - y.rc_sel) * none + y.rc_sel * sel)
+    none, sel, op, full = (activations.model_saved_bytes(*args, ckpt=m) for m in ("none", "selective", "op", "full"))
+    return y.rc_full * full + (1 - y.rc_full) * (y.rc_op * op + (1 - y.rc_op) * ((1 - y.rc_sel) * none + y.rc_sel * sel))
 
 
 def student_generation() -> sp.Expr:

@@ -120,6 +120,7 @@ k_O = _nonneg("k_O", "optimizer bytes per student parameter (AdamW: 8, with an f
 flash = _nonneg("flash", "1 if attention never materialises s x s scores")
 rc_full = _nonneg("rc_full", "1 with full activation recomputation")
 rc_sel = _nonneg("rc_sel", "1 with selective (attention-core) recomputation")
+rc_op = _nonneg("rc_op", "1 with torchtitan's selective op-policy recomputation (every other matmul kept)")
 kv_cache = _nonneg("kvc", "1 if generation uses a KV cache")
 chunked = _nonneg("chunked", "1 for the sequence-chunked loss")
 C_loss = _pos("C", "tokens per loss chunk")

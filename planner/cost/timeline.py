@@ -9,15 +9,16 @@ works on the next micro-batch while the students train (`disaggregated_wait`: on
 the student has generated can be scored). An offline teacher cache replaces the teacher's forward
 by a read from local storage and charges the one-time pass, amortised over the epochs.
 FLOPs: forward 2 per matmul weight per token plus attention (Kaplan et al. 2020; Narayanan et al.
-2021), backward 2x forward, full recomputation one more forward. Every forward pass of a layer
-also costs a fixed `ov` (kernel launches, framework; the runtime's `overheads.<backend>.layer_overhead_us`).
+2021), backward 2x forward, full recomputation one more forward, torchtitan's op policy the matmuls
+it did not keep (`op_recompute`). Every forward pass of a layer also costs a fixed `ov` (kernel
+launches, framework; the runtime's `overheads.<backend>.layer_overhead_us`).
 """
 
 from __future__ import annotations
 
 import sympy as sp
 
-from planner.cost import comm, experts
+from planner.cost import activations, comm, experts
 from planner.cost import symbols as y
 from planner.cost.memory import loss_width, topk_bytes
 from planner.cost.params import (attention_flops_per_token, forward_flops_per_token, kv_cache_elements, matmul_params,
@@ -43,6 +44,11 @@ def forward_flops(m, tokens) -> sp.Expr:
 
 def student_fwd_flops() -> sp.Expr:
     return forward_flops(S, y.b)
+
+
+def op_recompute() -> sp.Expr:
+    """Backward's extra matmuls under torchtitan's op policy (`activations.op_policy_recompute_flops`), every layer."""
+    return S.L * activations.op_policy_recompute_flops(y.b, seq, S.h, S.a, S.g, S.d, experts.mlp_width(S)) / y.F_S
 
 
 def decode_step() -> sp.Expr:
@@ -243,7 +249,7 @@ def disaggregated_wait(teacher_step, gen, fwd, rest) -> sp.Expr:
 def terms() -> dict[str, sp.Expr]:
     """Step time by stable term name; the step time is their sum."""
     fwd = student_fwd_flops() / y.F_S + S.L * y.ov
-    bwd = (2 + y.rc_full) * fwd
+    bwd = (2 + y.rc_full) * fwd + y.rc_op * op_recompute()
     window = y.ovl * (fwd + bwd)  # what one micro-step's compute can hide of the collectives on its link
     colo = (1 - y.disagg) * (1 - y.cache)  # a teacher on the training devices (a cached plan has none)
     xfer = teacher_output_bytes() / y.link("X", "p2p")[0]
