@@ -9,7 +9,9 @@
 # without systemd). The node is this machine under its short hostname, with all its CPUs and its
 # memory less 1 GiB, in one partition `debug`. No cgroups: proctrack/linuxproc and task/none, so it
 # also runs in containers. No accounting: `sacct` answers nothing; use `sbatch --wait` or
-# `scontrol show job ID` right after a job ends.
+# `scontrol show job ID` right after a job ends. A requeued job may start again after 10 s
+# (AuthInfo=cred_expire=10; Slurm's default holds it for 120 s), and the scheduler looks at pending
+# jobs every 2 s (sched_interval, bf_interval; by default 60 and 30 s).
 #
 # Environment: SLURM_LOCAL_DIR (state, logs and pid files; default /tmp/kd-slurm-local),
 # SLURM_LOCAL_FORCE=1 to replace a slurm.conf this script did not write.
@@ -74,6 +76,7 @@ SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -81,6 +84,7 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
+SchedulerParameters=sched_interval=2,bf_interval=2
 ReturnToService=2
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/d

@@ -8,12 +8,34 @@ from typing import Annotated, Optional
 
 import typer
 
+from planner.cli import options as o
 from planner.cli.common import Command, err, handles_errors
+
+SLURM_ONLY = ("partition", "account", "time", "requeue", "container_image")  # LaunchOptions fields torchrun has no use for
 
 
 class To(str, Enum):
     torchrun = "torchrun"
     slurm = "slurm"
+
+
+def launch_script(plan_path: str | Path, plan, to: str, **opts) -> str:
+    """The launch script of a plan, for `planner export` and `planner recommend --export` alike:
+    Slurm-only flags refused for torchrun (exit 2), then `planner.launch.render` with `opts`
+    (`LaunchOptions` fields)."""
+    from planner.launch import render
+
+    if to == To.torchrun.value:
+        for key in SLURM_ONLY:
+            if opts.get(key):
+                raise typer.BadParameter("only applies to --to slurm", param_hint="--" + key.replace("_", "-"))
+    return render(plan_path, plan, to, **opts)
+
+
+def next_step(to: str, output: str | Path, text: str) -> str:
+    """What to do with the written script."""
+    run = f"sbatch {output}" if to == To.slurm.value else f"bash {output}" + (" on every node" if "NODE_RANK" in text else "")
+    return f"Wrote the {to} launch script to {output}. Next: `{run}`."
 
 
 def register(app: typer.Typer) -> None:
@@ -31,7 +53,7 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option(help="Rendezvous port on the head node.", min=1, max=65535)] = 29500,
         steps: Annotated[Optional[int], typer.Option(help="Passed to `planner run --steps`.", min=1)] = None,
         metrics_out: Annotated[Optional[Path], typer.Option(help="Passed to `planner run --metrics-out` (made absolute).")] = None,
-        random_init: Annotated[bool, typer.Option("--random-init", help="Passed to `planner run --random-init`: random weights instead of the refs' checkpoints.")] = False,
+        random_init: o.RandomInit = False,
         python: Annotated[Optional[str], typer.Option(help="Python with kd-planner and torch that runs torchrun (default: this one, by absolute path; `python3`: the one on PATH; PYTHON=... at launch wins).")] = None,
         checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Passed to `planner run --checkpoint-dir` (made absolute; default: the plan's training.checkpoint_dir).")] = None,
         checkpoint_every: Annotated[Optional[int], typer.Option(help="Passed to `planner run --checkpoint-every` (default: the plan's training.checkpoint_every).", min=0)] = None,
@@ -42,22 +64,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write the torchrun command or Slurm sbatch script that runs PLAN with `planner run`."""
         from planner.files import check_output
-        from planner.launch import render, write_script
+        from planner.launch import write_script
 
         if output is not None:
             check_output(output, force, "-o")
-        if to == To.torchrun:
-            for flag, value in (("--partition", partition), ("--account", account), ("--time", time),
-                                ("--requeue", requeue or None), ("--container-image", container_image)):
-                if value is not None:
-                    raise typer.BadParameter("only applies to --to slurm", param_hint=flag)
-        text = render(plan, None, to.value, job_name=job_name, partition=partition, account=account, time=time,
-                      port=port, steps=steps, metrics_out=metrics_out, python=python, checkpoint_dir=checkpoint_dir,
-                      checkpoint_every=checkpoint_every, requeue=requeue, signal_s=signal_s, modules=tuple(module or ()),
-                      container_image=container_image, random_init=random_init)
+        text = launch_script(plan, None, to.value, job_name=job_name, partition=partition, account=account, time=time,
+                             port=port, steps=steps, metrics_out=metrics_out, python=python, checkpoint_dir=checkpoint_dir,
+                             checkpoint_every=checkpoint_every, requeue=requeue, signal_s=signal_s, modules=tuple(module or ()),
+                             container_image=container_image, random_init=random_init)
         if output is None:
             print(text, end="")
             return
         write_script(text, output, force=force)
-        run = f"sbatch {output}" if to == To.slurm else f"bash {output}" + (" on every node" if "NODE_RANK" in text else "")
-        err.print(f"Wrote the {to.value} script to {output}. Next: `{run}`.")
+        err.print(next_step(to.value, output, text))

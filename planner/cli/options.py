@@ -14,3 +14,4 @@ Teacher = Annotated[Optional[str], typer.Option("--teacher", help="Teacher model
 Student = Annotated[Optional[str], typer.Option("--student", help="Student model instead of the job's.")]
 ReserveOpt = Annotated[float, typer.Option("--reserve", help="Fraction of each device's usable memory a plan must leave free, on top of the topology's reserved_mem_gib (CUDA context, NCCL buffers): for allocator fragmentation and longer batches.", min=0.0, max=0.5)]
 ReserveGib = Annotated[float, typer.Option("--reserve-gib", help="GiB a plan must leave free per device, added to --reserve.", min=0.0)]
+RandomInit = Annotated[bool, typer.Option("--random-init", help="Passed to `planner run --random-init` in the launch script: seeded random weights instead of the refs' checkpoints (a bundled name is a shape, not weights).")]

@@ -125,6 +125,7 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the best plan to this YAML file (with --export: the script; the plan goes to --plan-out).")] = None,
         export: Annotated[Optional[str], typer.Option(help="Also write the launch script: slurm or torchrun (needs -o).")] = None,
         plan_out: Annotated[Optional[str], typer.Option(help="With --export: where the plan goes (default: next to the script, .plan.yaml).")] = None,
+        random_init: o.RandomInit = False,
         force: Annotated[bool, typer.Option(help="Overwrite --output (and --plan-out) if it exists.")] = False,
         format: Annotated[Format, typer.Option("--format", "-f", help="table, json or yaml.")] = Format.table,
         wide: Annotated[bool, typer.Option("--wide", help="Every column (largest memory term, speed-up over every baseline), over 100 characters wide.")] = False,
@@ -138,6 +139,8 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--export: '{export}' is not slurm or torchrun")
         if export and not output:
             raise InputError("--export: give the script's path with -o")
+        if random_init and not export:
+            raise InputError("--random-init: goes into the launch script, so only with --export; or pass it to `planner export` or `planner run`")
         plan_path = (plan_out or str(Path(output).with_suffix(".plan.yaml"))) if export else output
         files.check_outputs({"-o": output, "--plan-out": plan_path if export else None}, force)
         job, cl, cl_ref, line = load_inputs(model, cluster, nodes, teacher, student)
@@ -161,13 +164,13 @@ def register(app: typer.Typer) -> None:
             plan = plans.to_plan(res.ranked[0], job, cl, cl_ref, best_base, rt_ref, res.strongest)
             writes = [(plan_path, plan_text(plan), False)]
             if export:  # the script is rendered before anything is written: a plan it refuses is not written either
-                from planner.launch import render
-                writes.append((output, render(plan_path, plan, export), True))
+                from planner.cli.export import launch_script, next_step
+                script = launch_script(plan_path, plan, export, random_init=random_init)
+                writes.append((output, script, True))
             files.write_files(writes, force)
             err.print(f"Wrote the recommended plan ({res.ranked[0].strategy}) to {plan_path}.")
             if export:
-                err.print(f"Wrote the {export} launch script to {output}. Next: `sbatch {output}`" if export == "slurm" else
-                          f"Wrote the {export} launch script to {output}. Next: `bash {output}` on each node.")
+                err.print(next_step(export, output, script))
             else:
                 err.print(f"Next: `planner estimate --plan {plan_path}` or `planner export {plan_path} --to slurm`.")
 

@@ -111,6 +111,23 @@ def eval_points(start: int, steps: int, every: int) -> list[int]:
     return sorted({k for k in range(start + 1, steps + 1) if every and k % every == 0} | ({steps} if steps > start else set()))
 
 
+def serve_steps(teacher, lay: groups.Layout, plan: Plan, start: int, steps: int, evals: list[int], eval_micro: int,
+                stop: StopRequest, record: dict) -> None:
+    """A disaggregated teacher rank, step by step as its students train: their micro-batches (and
+    the eval forwards after an eval step), then the stop agreement every rank makes after a step."""
+    w = plan.workload
+    mine = [r for i, r in enumerate(lay.student_ranks) if tea.teacher_rank_of(i, lay.teacher_ranks) == lay.rank]
+    t0 = time.perf_counter()
+    for step in range(start, steps):
+        if teacher is not None:  # a cached run has nothing to serve
+            requests = plan.grad_accum + (eval_micro if step + 1 in evals else 0)
+            tea.serve(teacher, mine, requests, plan.micro_batch, w.seq_len, LOGITS_DTYPES[w.logits_dtype], lay.device)
+        if step + 1 < steps and stop.agreed():
+            record["stopped_at"] = step + 1
+            break
+    record["serve_time_s"] = time.perf_counter() - t0
+
+
 def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dict | None:
     w, tr, seed = plan.workload, plan.training, opts.seed
     ldtype = LOGITS_DTYPES[w.logits_dtype]
@@ -160,15 +177,11 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     record = {"rank": lay.rank, "device": str(lay.device), "loss": [], "grad_norm": [], "on_policy": [], "step_times_s": [],
               "lr": [], "eval_loss": [],
               "role": "student" if not lay.is_teacher else ("teacher" if not lay.is_student else "both")}
-    # SIGUSR1 or the stop file: save and stop after a step (noted and ignored when disaggregated, teacher ranks included)
-    stop = StopRequest(opts.stop_file, lay, active=plan.placement == "colocated")
+    # SIGUSR1 or the stop file: every rank (a disaggregated teacher's too) stops after the same step
+    stop = StopRequest(opts.stop_file, lay)
     if lay.is_teacher and not lay.is_student:  # disaggregated teacher: answer the student ranks
-        mine = [r for i, r in enumerate(lay.student_ranks) if tea.teacher_rank_of(i, lay.teacher_ranks) == lay.rank]
-        t0 = time.perf_counter()
-        if teacher is not None:  # a cached run has nothing to serve
-            tea.serve(teacher, mine, (steps - start) * plan.grad_accum + len(evals) * eval_micro, plan.micro_batch, w.seq_len, ldtype, lay.device)
+        serve_steps(teacher, lay, plan, start, steps, evals, eval_micro, stop, record)
         stop.close()
-        record["serve_time_s"] = time.perf_counter() - t0
         record["memory"] = metrics.memory(lay.device, {}, _teacher_module(teacher))
         return _finish(plan, lay, opts, record, start, backend)
     if cached is not None:

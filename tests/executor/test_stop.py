@@ -1,6 +1,7 @@
 """Requeue: SIGUSR1 to a running CPU run (as Slurm's `--signal=USR1@T` sends it) and a stop file (as
 the exported sbatch script's trap writes it) each make the run save a checkpoint and exit 0; the
-runs that resume from them end with the losses of an uninterrupted run."""
+runs that resume from them end with the losses of an uninterrupted run. A disaggregated plan stops
+on every rank when only its teacher's rank is signalled."""
 
 import json
 import os
@@ -71,6 +72,44 @@ def test_signal_and_stop_file_then_resume(tmp_path):
 
     want, _ = reference_losses(load_plan(plan), RunOptions(steps=STEPS, random_init=True))
     got = m1["loss"] + m2["loss"] + m3["loss"]
+    assert len(got) == STEPS and all(abs(a - b) < 1e-5 for a, b in zip(got, want)), (got, want)
+
+
+def _rank_of(pid: int) -> int:
+    env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    return int(next(e for e in env if e.startswith(b"RANK="))[5:])
+
+
+def test_disaggregated_teacher_rank_signal_stops_every_rank(tmp_path):
+    """SIGUSR1 to the teacher's own rank (it serves the student, holds no student): every rank
+    agrees after the step, the student saves, all exit 0, and the rerun resumes to the end."""
+    plan = tiny_plan(tmp_path, "disaggregated")
+    ckpt, log = tmp_path / "ckpt", tmp_path / "log.jsonl"
+    data = load_plan(plan).model_dump(mode="json")
+    data["training"]["log_jsonl"] = str(log)
+    plan.write_text(dump_yaml(data))
+    teacher = data["teacher"]["ranks"]
+    base = [str(plan), "--steps", str(STEPS), "--checkpoint-dir", str(ckpt), "--checkpoint-every", "100"]
+
+    def usr1_to_the_teacher(p):
+        deadline = time.monotonic() + 500
+        while not (log.exists() and '"loss"' in log.read_text()):
+            assert p.poll() is None and time.monotonic() < deadline, "the run ended or stalled before its first step"
+            time.sleep(0.2)
+        pids = [pid for pid in _workers(p.pid) if _rank_of(pid) in teacher]
+        assert len(pids) == len(teacher) == 1
+        os.kill(pids[0], signal.SIGUSR1)
+
+    _run(base + ["--metrics-out", str(tmp_path / "m1.json")], on_start=usr1_to_the_teacher)
+    m1 = json.loads((tmp_path / "m1.json").read_text())
+    assert m1["stopped"] and 1 <= m1["end_step"] < STEPS, m1["end_step"]
+    assert [s for s, _ in checkpoint_steps(ckpt)] == [m1["end_step"]]
+    _run(base + ["--metrics-out", str(tmp_path / "m2.json")])
+    m2 = json.loads((tmp_path / "m2.json").read_text())
+    assert not m2["stopped"] and (m2["start_step"], m2["end_step"]) == (m1["end_step"], STEPS)
+
+    want, _ = reference_losses(load_plan(plan), RunOptions(steps=STEPS, random_init=True))
+    got = m1["loss"] + m2["loss"]
     assert len(got) == STEPS and all(abs(a - b) < 1e-5 for a, b in zip(got, want)), (got, want)
 
 

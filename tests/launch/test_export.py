@@ -128,6 +128,23 @@ def test_export_random_init_flag(runner):
         assert r.exit_code == 0 and ("--random-init" in command(r.stdout, "exec ")) == want, r.output
 
 
+@pytest.mark.parametrize("to", ["torchrun", "slurm"])
+def test_recommend_export_writes_what_export_writes(runner, tmp_path, to):
+    """`recommend --export` and `export` go through one code path: the same script from the same
+    plan, with --random-init when asked (it was once left out of recommend's)."""
+    for extra in ([], ["--random-init"]):
+        script, plan = tmp_path / f"job{len(extra)}.sh", tmp_path / f"job{len(extra)}.plan.yaml"
+        r = runner.invoke(app, ["recommend", "-m", "tiny-cpu", "-c", "cpu-local", "--export", to, "-o", str(script), *extra])
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(app, ["export", str(plan), "--to", to, *extra])
+        assert r.exit_code == 0, r.output
+        assert r.stdout == script.read_text()
+        assert ("--random-init" in script.read_text()) == bool(extra)
+    r = runner.invoke(app, ["recommend", "-m", "tiny-cpu", "-c", "cpu-local", "--random-init", "-o", str(tmp_path / "p.yaml")])
+    assert r.exit_code == 1 and "--random-init" in r.stderr and "--export" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p.yaml").exists()
+
+
 def test_default_python_is_this_interpreter_by_absolute_path():
     import sys
 
