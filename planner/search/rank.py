@@ -212,15 +212,17 @@ def strongest(base: dict[str, Scored | None]) -> str | None:
 
 def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: Runtime | None = None,
            reserve: Reserve = Reserve(), margin: float = TIE_MARGIN) -> SearchResult:
-    """Every candidate layout run by `runtime` (default the bundled executor), ranked, against TRL's
+    """Every candidate layout run by `runtime` (default the bundled executor), a sharded student
+    gathered for generation each way the runtime can (`space.gathers`), ranked, against TRL's
     layouts run by TRL. Only plans that keep the `reserve` free count. By throughput, the plans
     within `margin` of the fastest tie and come first, the recommended one (`recommend_order`)
     first of all; the others follow by speed. By memory, the smallest peak first."""
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
-    scored = []
+    scored, gathers = [], space.gathers(job, runtime)
     for out in job.workload.outputs:  # every teacher output the job allows, each layout with each
-        cands, reasons = space.enumerate_candidates(job, cluster)
-        reasons = [why or outputs.rejection(out, st.disaggregated) or runtime.cannot_run(st.teacher, st.placement, st.ep, out)
+        cands, reasons = space.enumerate_candidates(job, cluster, gathers)
+        reasons = [why or outputs.rejection(out, st.disaggregated)
+                   or runtime.cannot_run(st.teacher, st.placement, st.ep, out, st.gather if st.gathers(job) else None)
                    for st, why in zip(cands, reasons)]
         scored += score(cands, reasons, outputs.with_output(job, out), cluster, runtime, reserve)
     base = baselines(job, cluster, reserve=reserve)
@@ -235,7 +237,7 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
                       key=lambda s: (-s.samples_per_s, s.strategy.machinery, -s.free))
         fit, tied, why = group + rest, len(group), why_recommended(group, margin, reserve.bytes(cluster))
     rejected = Counter(s.reason for s in scored if not s.feasible)
-    skipped = space.unreachable(job, cluster) * len(job.workload.outputs)
+    skipped = space.unreachable(job, cluster, gathers) * len(job.workload.outputs)
     if skipped:
         rejected[space.UNREACHABLE] += skipped
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]
@@ -272,6 +274,8 @@ def why_it_wins(winner: Scored, baseline: Scored | None, cluster: Cluster, name:
     winner's loss is an approximation is `planner.search.output.note`'s line."""
     if baseline is None:
         return "no TRL baseline reaches the global batch on this cluster"
+    if not baseline.feasible and winner.samples_per_s <= baseline.samples_per_s:
+        return f"it fits in memory; {name} ({baseline.strategy}) would be faster but does not fit: {baseline.reason}"
     bt, wt = baseline.time_terms(), winner.time_terms()
     if baseline.feasible and winner.samples_per_s < 1.01 * baseline.samples_per_s:
         top = max(wt, key=wt.get)
