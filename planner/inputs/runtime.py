@@ -27,8 +27,7 @@ class Generation(Strict):
     sharded_gather: list[Gather] = Field(min_length=1, description="How this runtime can gather a ZeRO-3/HSDP student for generation: `once` per generation (the whole model in the compute dtype, TRL's ds3_gather_for_generation) and/or `per_step` (layer by layer at every decode step, FSDP2's hooks: less memory, a gather per step). The search tries each listed mode and the plan records its choice; a single word is read as a list of one.")
     tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; 1: the trainer's own model generates (its decode all-reduces are not modelled).")
 
-
-    @field_validator("sharded_gather", mode="before")
+    @field_validator("sharded_gather", mode="before", json_schema_input_type=Gather | list[Gather])
     @classmethod
     def _one_word(cls, value):
         """`sharded_gather: once` (the runtime files before the planner chose) is `[once]`."""
