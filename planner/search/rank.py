@@ -4,7 +4,7 @@ plans that tie with the fastest, and explain the choice."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -225,6 +225,7 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
                    or runtime.cannot_run(st.teacher, st.placement, st.ep, out, st.gather if st.gathers(job) else None)
                    for st, why in zip(cands, reasons)]
         scored += score(cands, reasons, outputs.with_output(job, out), cluster, runtime, reserve)
+    set_aside_dominated_gathers(scored)
     base = baselines(job, cluster, reserve=reserve)
     fit = [s for s in scored if s.feasible]
     tied, why = len(fit[:1]), ""
@@ -245,6 +246,24 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
     notes = [n for n in (expert_note(scored, fit, runtime),) if n]
     return SearchResult(fit, base, dict(rejected.most_common()), len(scored) + skipped, closest, bind.usable_bytes(cluster),
                         reserve.bytes(cluster), tied, margin, why, notes, runtime=runtime.name)
+
+
+DOMINATED_GATHER = "the same layout gathers its student the other way as fast in no more memory"
+
+
+def set_aside_dominated_gathers(scored: list[Scored]) -> None:
+    """The plan chooses how its sharded student is gathered for generation: of two feasible twins
+    that differ only in that (`Strategy.gather`), one at least as fast in no more memory sets the
+    other aside (the reason `DOMINATED_GATHER`); a faster twin that needs more memory leaves both."""
+    by_layout: dict[tuple, list[Scored]] = {}
+    for s in scored:
+        if s.feasible and s.strategy.student_shards[2]:
+            by_layout.setdefault((replace(s.strategy, gather="once"), s.output), []).append(s)
+    for twins in (t for t in by_layout.values() if len(t) > 1):
+        for s in twins:
+            if any(o is not s and o.feasible and o.samples_per_s >= s.samples_per_s and o.figures["mem_peak"] <= s.figures["mem_peak"]
+                   for o in twins):
+                s.feasible, s.reason = False, DOMINATED_GATHER
 
 
 def expert_note(scored: list[Scored], ranked: list[Scored], runtime: Runtime) -> str | None:

@@ -45,19 +45,25 @@ def test_search_gathers_once_where_it_fits_and_is_faster(root):
     """The same job on 141 GB GPUs: the whole bf16 student fits next to the rest, and a gather per
     generation instead of per token wins; per step would hold less and run slower."""
     job, cl = load_job(str(root / BIG)), load_cluster("hgx-h200", 2)
-    first = rank.search(job, cl).ranked[0]
+    res = rank.search(job, cl)
+    first = res.ranked[0]
     assert first.strategy.student in ("zero3", "hsdp") and first.strategy.gather == "once"
     per_step = _twin(first, job, cl, "per_step")
     assert per_step.feasible and per_step.samples_per_s < first.samples_per_s / 2
     assert per_step.figures["mem_peak"] < first.figures["mem_peak"] - 40 * 2**30
-    # the default job too: its 8B student gathered once costs no memory beyond the training phase
+    # slower but smaller: ranked too, below
+    assert any((s.strategy, s.output) == (per_step.strategy, per_step.output) for s in res.ranked[1:])
+    # the default job: its 8B student gathered once costs no memory beyond the training phase, so
+    # per step is slower in the same memory and set aside
     job, cl = load_job(), load_cluster("dgx-h100", 2)
     res = rank.search(job, cl)
     first = res.ranked[0]
     assert first.strategy.student in ("zero3", "hsdp") and first.strategy.gather == "once"
     per_step = _twin(first, job, cl, "per_step")
     assert per_step.feasible and per_step.samples_per_s < first.samples_per_s
-    assert any(s.strategy.gather == "per_step" for s in res.ranked)  # both were costed and ranked
+    assert per_step.figures["mem_peak"] == pytest.approx(first.figures["mem_peak"])
+    assert not any((s.strategy, s.output) == (per_step.strategy, per_step.output) for s in res.ranked)
+    assert res.rejected[rank.DOMINATED_GATHER] > 0
 
 
 def test_per_step_wins_once_a_reserve_leaves_no_room_for_the_whole_student(root):
