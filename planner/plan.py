@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from planner.inputs.cluster import Cluster, rank_bound
 from planner.inputs.errors import InputError, from_validation
 from planner.inputs.model import ModelShape, Strict
+from planner.inputs.runtime import Gather
 from planner.inputs.training import Training
 from planner.inputs.workload import Workload
 from planner.inputs.yamlio import dump_yaml, read_mapping
@@ -56,6 +57,7 @@ class StudentPlan(Strict):
     shape: ModelShape = Field(description="The student's shape.")
     strategy: StudentStrategy = Field(description="ddp | zero1 | zero2 | zero3 (FSDP) | hsdp (shard in node, replicate across).")
     shard: int = Field(1, gt=0, description="Ranks the sharded state is split over (1 for ddp).")
+    gather: Gather = Field("once", description="zero3/hsdp, on-policy: gather the student once per generation (the whole model in the compute dtype, as TRL's ds3_gather_for_generation) or per_step (FSDP2 gathers each layer at every decode step: less memory, more traffic). The planner chooses; plans without it gather once.")
     ranks: list[int] = Field(description="Global ranks that train the student.")
     group_tier: Tier = Field("none", description="Network tier of the gradient synchronisation.")
 

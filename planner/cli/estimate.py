@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         plan: Annotated[Optional[str], typer.Option("--plan", "-p", help="Re-evaluate a plan file (its job and strategy) instead of the flags below.")] = None,
         strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="The whole strategy as `recommend` prints it: teacher / student / placement / micro-batch, e.g. shard:16/zero3/colocated/4 (a missing micro-batch is 1), with +topk or +cached for a top-k teacher output (default: the job's, full logits under auto); instead of the four flags below.")] = None,
         teacher_split: Annotated[str, typer.Option(help="replicate | shard[:k] | pipeline[:k] | tp[:k] (default k: shard all teacher GPUs, the others one node; pipeline:k on more GPUs than k is replicated; hybrid is read as pipeline); an MoE teacher may add +ep:N, its experts split over N ranks (e.g. shard:16+ep:8).")] = "shard",
-        student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp[:SHARD] (default shard: one node; it must divide the student GPUs).")] = "zero3",
+        student_split: Annotated[str, typer.Option(help="ddp | zero1 | zero2 | zero3 (fsdp) | hsdp[:SHARD] (default shard: one node; it must divide the student GPUs); zero3 and hsdp may add +per_step: gathered layer by layer at every decode step instead of once per generation.")] = "zero3",
         placement: Annotated[str, typer.Option(help="colocated | disaggregated[:TEACHER_GPUS].")] = "colocated",
         micro_batch: Annotated[int, typer.Option(help="Samples per student rank per micro-step.", min=1)] = 1,
         reserve: o.ReserveOpt = 0.05, reserve_gib: o.ReserveGib = 0.0,

@@ -189,8 +189,8 @@ def _print(res: rank.SearchResult, top: int, cl, wide: bool, k: int) -> None:
         out.print(_strongest_line(res))
         for line in _ties(res):
             out.print(line)
-        first, name = res.ranked[0], res.strongest
-        out.print(f"Why #1 wins: {rank.why_it_wins(first, res.baselines.get(name) if name else None, cl, name or '')}.")
+        first, name = res.ranked[0], res.strongest or "trl-gkd-zero3"  # none fits: against TRL's default, which does not
+        out.print(f"Why #1 wins: {rank.why_it_wins(first, res.baselines.get(name), cl, name)}.")
         if note := outputs.note(first.output, k):
             out.print(f"Note: {note}.")
     if res.rejected:

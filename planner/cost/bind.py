@@ -41,7 +41,7 @@ def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> di
         "io_rd": cluster.storage.read_gb_per_s * 1e9 / cluster.gpus_per_node,
         "io_wr": cluster.storage.write_gb_per_s * 1e9 / cluster.gpus_per_node,
         "ext": float(rt.logits == "sequence"),
-        "g_once": float(rt.generation.sharded_gather == "once"), "g_tp": rt.generation.tensor_parallel,
+        "g_tp": rt.generation.tensor_parallel,
         "F_S": _peak(cluster, w.student_dtype, "student"), "F_T": _peak(cluster, teacher_dtype, "teacher"),
         "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
         "ovl": cluster.comm_overlap,
@@ -80,6 +80,7 @@ class Layout(Protocol):
     r_S: int
     b: int
     ep: int
+    gather: str
 
     @property
     def disaggregated(self) -> bool: ...
@@ -91,12 +92,13 @@ class Layout(Protocol):
 
 
 def strategy_values(st: Layout, cluster: Cluster) -> dict[str, float]:
-    """Values of the strategy symbols for one candidate, on the links the strategy says its groups use."""
+    """Values of the strategy symbols for one candidate, on the links the strategy says its groups use
+    (with how a sharded student is gathered for generation: the runtime says which it can, the plan which it does)."""
     z_o, z_g, z_p = st.student_shards
     values = {
         "n_S": st.n_S, "n_T": st.n_T, "D": float(st.disaggregated), "pp": st.pp, "tp": st.tp,
         "pipe": float(st.pp > 1), "t_sh": st.t_sh, "s_sh": st.s_sh, "r_S": st.r_S, "z_o": z_o, "z_g": z_g, "z_p": z_p, "b": st.b,
-        "ep": st.ep, "epx": float(st.ep > 1),
+        "ep": st.ep, "epx": float(st.ep > 1), "g_once": float(st.gather == "once"),
     }
     for group, where in st.links(cluster).items():
         if group == "E":  # the expert-parallel group runs all-to-alls only

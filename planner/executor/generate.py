@@ -3,8 +3,8 @@
 TRL does when gradient checkpointing turns the cache off).
 
 Always exactly `completion_len` tokens (no early stop), so every rank runs the same number of
-forwards. A sharded (FSDP2) student is gathered once for the whole generation by the caller
-(`student.gathered_for_generation`), not at every decode step. Sampling is seeded per
+forwards. A sharded (FSDP2) student is gathered by the caller as the plan says
+(`student.for_generation`): once for the whole generation, or by FSDP2 at every decode step. Sampling is seeded per
 (seed, step, micro-step, rank), so a resumed run draws the same tokens. As in TRL's GKDTrainer,
 sampling uses the loss temperature and no top-k/top-p.
 """

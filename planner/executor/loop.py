@@ -203,7 +203,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         gen = on_policy(seed, step, micro, w.lmbda)
         if gen:
             clock.lap("teacher")  # --phases: what came before is the teacher's (as without generation)
-            with autocast(lay.device, w.student_dtype), stu.gathered_for_generation(stu.unwrapped(model), plan.student.strategy) as gen_model:
+            with autocast(lay.device, w.student_dtype), stu.for_generation(stu.unwrapped(model), plan.student.strategy, plan.student.gather) as gen_model:
                 batch = generate(gen_model, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank),
                                  w.generation_kv_cache)
             clock.lap("generation")

@@ -6,6 +6,9 @@
   forward and backward, gradients and optimizer state are sharded (torchtitan's ZeRO-2 analogue).
 - zero3: FSDP2 `fully_shard` per decoder layer and at the root (parameters sharded too).
 - hsdp: the same over a 2-D (replicate, shard) mesh.
+
+On-policy generation gathers a zero3/hsdp student as the plan's `student.gather` says
+(`for_generation`): once for the whole generation, or layer by layer at every decode step.
 """
 
 from __future__ import annotations
@@ -47,10 +50,18 @@ def unwrapped(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DDP) else model
 
 
+def for_generation(model: nn.Module, strategy: str, gather: str):
+    """The student as generation calls it, gathered as the plan chose (`StudentPlan.gather`): `once`
+    (`gathered_for_generation`: the whole model for the whole generation, fewer collectives) or
+    `per_step` (the model as it is: FSDP2's hooks all-gather each layer unit before its forward and
+    free it after, at every decode step; only one or two layers are ever unsharded)."""
+    return gathered_for_generation(model, strategy) if gather == "once" else contextlib.nullcontext(model)
+
+
 @contextlib.contextmanager
 def gathered_for_generation(model: nn.Module, strategy: str):
     """A ZeRO-3/HSDP (FSDP2) student gathered once for a whole generation instead of layer by layer
-    at every decode step (TRL's ds3_gather_for_generation; the runtime's `sharded_gather: once`):
+    at every decode step (TRL's ds3_gather_for_generation; the plan's `student.gather: once`):
     its layer units stay unsharded after their first forward, then are resharded and set back. The
     root unit stays gathered after forward anyway (FSDP2), ZeRO-2 never reshards after forward, and
     DDP/ZeRO-1 hold their weights."""

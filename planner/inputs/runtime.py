@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from planner.inputs.model import Strict
+
+
+Gather = Literal["once", "per_step"]
+GATHERS: tuple[str, ...] = ("once", "per_step")  # planner.search.strategy spells the plan's choice
 
 
 class Generation(Strict):
@@ -20,8 +24,14 @@ class Generation(Strict):
 
     engine: Literal["hf-eager", "hf-static", "vllm"] = Field(description="hf-eager: `model.generate`/a Python decode loop, one kernel launch per op; hf-static: static KV cache + torch.compile (CUDA graphs); vllm: a serving engine.")
     layer_overhead_us: float = Field(ge=0, description="Host time per decoder layer per decode step (Python, kernel launches), microseconds; a decode step takes the larger of this x layers and the device time. Fitted on published decode latencies (bench/references).")
-    sharded_gather: Literal["once", "per_step"] = Field(description="A ZeRO-3/FSDP student: gather its weights once per generation (TRL's ds3_gather_for_generation, the default) or at every decode step (FSDP2 hooks, the bundled executor).")
+    sharded_gather: list[Gather] = Field(min_length=1, description="How this runtime can gather a ZeRO-3/HSDP student for generation: `once` per generation (the whole model in the compute dtype, TRL's ds3_gather_for_generation) and/or `per_step` (layer by layer at every decode step, FSDP2's hooks: less memory, a gather per step). The search tries each listed mode and the plan records its choice; a single word is read as a list of one.")
     tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; 1: the trainer's own model generates (its decode all-reduces are not modelled).")
+
+    @field_validator("sharded_gather", mode="before", json_schema_input_type=Gather | list[Gather])
+    @classmethod
+    def _one_word(cls, value):
+        """`sharded_gather: once` (the runtime files before the planner chose) is `[once]`."""
+        return [value] if isinstance(value, str) else value
 
 
 class Overheads(Strict):
@@ -71,9 +81,12 @@ class Runtime(Strict):
         """The framework overheads on a backend (none where not listed)."""
         return self.overheads.get(backend) or Overheads()
 
-    def cannot_run(self, teacher: str, placement: str, ep: int = 1, output: str = "logits") -> str | None:
+    def cannot_run(self, teacher: str, placement: str, ep: int = 1, output: str = "logits", gather: str | None = None) -> str | None:
         """Why this runtime cannot run a teacher split (with expert-parallel degree `ep`) in a placement
-        with a teacher output, or None."""
+        with a teacher output, gathering a sharded student for generation as `gather` says (None: the
+        plan does not gather one), or None."""
+        if gather is not None and gather not in self.generation.sharded_gather:
+            return f"the {self.name} runtime does not gather a sharded student {gather.replace('_', ' ')} for generation"
         if ep > 1 and not self.expert_parallel:
             return f"the {self.name} runtime does not run an expert-parallel teacher"
         if self.teacher_outputs is not None and output not in self.teacher_outputs:

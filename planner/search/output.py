@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from planner.inputs.errors import InputError
 from planner.inputs.load import Job
+from planner.inputs.runtime import GATHERS
 
 OUTPUTS = ("logits", "topk", "cached")
 # Among plans that tie on speed: the exact loss first, then live top-k, then a cache (one more
@@ -50,11 +51,14 @@ def suffix(output: str) -> str:
 
 
 def split(text: str, flag: str) -> tuple[str, str | None]:
-    """`STRATEGY[+OUTPUT]` -> (STRATEGY, OUTPUT or None)."""
-    strategy, plus, output = text.partition("+")
-    if plus and output not in OUTPUTS:
+    """`STRATEGY[+OUTPUT]` -> (STRATEGY, OUTPUT or None); the output follows the strategy's last part
+    (a '+' inside it, `shard:16+ep:8` or `zero3+per_step`, belongs to the strategy)."""
+    strategy, plus, output = text.rpartition("+")
+    if plus and output in OUTPUTS:
+        return strategy, output
+    if plus and "/" not in output and output not in GATHERS:
         raise InputError(f"{flag}: '{text}': the teacher output after '+' must be one of {', '.join(OUTPUTS)}")
-    return strategy, (output if plus else None)
+    return text, None
 
 
 def choose(job: Job, output: str | None, flag: str) -> Job:

@@ -4,7 +4,7 @@ plans that tie with the fastest, and explain the choice."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -212,17 +212,20 @@ def strongest(base: dict[str, Scored | None]) -> str | None:
 
 def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: Runtime | None = None,
            reserve: Reserve = Reserve(), margin: float = TIE_MARGIN) -> SearchResult:
-    """Every candidate layout run by `runtime` (default the bundled executor), ranked, against TRL's
+    """Every candidate layout run by `runtime` (default the bundled executor), a sharded student
+    gathered for generation each way the runtime can (`space.gathers`), ranked, against TRL's
     layouts run by TRL. Only plans that keep the `reserve` free count. By throughput, the plans
     within `margin` of the fastest tie and come first, the recommended one (`recommend_order`)
     first of all; the others follow by speed. By memory, the smallest peak first."""
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
-    scored = []
+    scored, gathers = [], space.gathers(job, runtime)
     for out in job.workload.outputs:  # every teacher output the job allows, each layout with each
-        cands, reasons = space.enumerate_candidates(job, cluster)
-        reasons = [why or outputs.rejection(out, st.disaggregated) or runtime.cannot_run(st.teacher, st.placement, st.ep, out)
+        cands, reasons = space.enumerate_candidates(job, cluster, gathers)
+        reasons = [why or outputs.rejection(out, st.disaggregated)
+                   or runtime.cannot_run(st.teacher, st.placement, st.ep, out, st.gather if st.gathers(job) else None)
                    for st, why in zip(cands, reasons)]
         scored += score(cands, reasons, outputs.with_output(job, out), cluster, runtime, reserve)
+    set_aside_dominated_gathers(scored)
     base = baselines(job, cluster, reserve=reserve)
     fit = [s for s in scored if s.feasible]
     tied, why = len(fit[:1]), ""
@@ -235,7 +238,7 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
                       key=lambda s: (-s.samples_per_s, s.strategy.machinery, -s.free))
         fit, tied, why = group + rest, len(group), why_recommended(group, margin, reserve.bytes(cluster))
     rejected = Counter(s.reason for s in scored if not s.feasible)
-    skipped = space.unreachable(job, cluster) * len(job.workload.outputs)
+    skipped = space.unreachable(job, cluster, gathers) * len(job.workload.outputs)
     if skipped:
         rejected[space.UNREACHABLE] += skipped
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]
@@ -243,6 +246,24 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
     notes = [n for n in (expert_note(scored, fit, runtime),) if n]
     return SearchResult(fit, base, dict(rejected.most_common()), len(scored) + skipped, closest, bind.usable_bytes(cluster),
                         reserve.bytes(cluster), tied, margin, why, notes, runtime=runtime.name)
+
+
+DOMINATED_GATHER = "the same layout gathers its student the other way as fast in no more memory"
+
+
+def set_aside_dominated_gathers(scored: list[Scored]) -> None:
+    """The plan chooses how its sharded student is gathered for generation: of two feasible twins
+    that differ only in that (`Strategy.gather`), one at least as fast in no more memory sets the
+    other aside (the reason `DOMINATED_GATHER`); a faster twin that needs more memory leaves both."""
+    by_layout: dict[tuple, list[Scored]] = {}
+    for s in scored:
+        if s.feasible and s.strategy.student_shards[2]:
+            by_layout.setdefault((replace(s.strategy, gather="once"), s.output), []).append(s)
+    for twins in (t for t in by_layout.values() if len(t) > 1):
+        for s in twins:
+            if any(o is not s and o.feasible and o.samples_per_s >= s.samples_per_s and o.figures["mem_peak"] <= s.figures["mem_peak"]
+                   for o in twins):
+                s.feasible, s.reason = False, DOMINATED_GATHER
 
 
 def expert_note(scored: list[Scored], ranked: list[Scored], runtime: Runtime) -> str | None:
@@ -272,6 +293,8 @@ def why_it_wins(winner: Scored, baseline: Scored | None, cluster: Cluster, name:
     winner's loss is an approximation is `planner.search.output.note`'s line."""
     if baseline is None:
         return "no TRL baseline reaches the global batch on this cluster"
+    if not baseline.feasible and winner.samples_per_s <= baseline.samples_per_s:
+        return f"it fits in memory; {name} ({baseline.strategy}) would be faster but does not fit: {baseline.reason}"
     bt, wt = baseline.time_terms(), winner.time_terms()
     if baseline.feasible and winner.samples_per_s < 1.01 * baseline.samples_per_s:
         top = max(wt, key=wt.get)

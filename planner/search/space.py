@@ -7,12 +7,15 @@ after evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from planner.cost.bind import strategy_values
 from planner.inputs.cluster import Cluster
 from planner.inputs.load import Job
-from planner.search.strategy import Strategy
+from planner.inputs.runtime import Runtime
+from planner.search.strategy import STUDENT_SHARDS, Strategy
 
 
 def _divisors(n: int) -> list[int]:
@@ -40,15 +43,21 @@ def teacher_splits(n_T: int, cluster: Cluster, experts: int = 0) -> list[tuple[s
     return out
 
 
-def student_splits(n_S: int, cluster: Cluster) -> list[tuple[str, int, int]]:
-    """(strategy, shard group, replicas) for the student on n_S ranks."""
+def student_splits(n_S: int, cluster: Cluster, gathers: Sequence[str] = ("once",)) -> list[tuple[str, int, int, str]]:
+    """(strategy, shard group, replicas, gather) for the student on n_S ranks: a student whose
+    parameters are sharded (zero3, hsdp) once per way of gathering it for generation in `gathers`
+    (those the runtime can, when the job generates), the others `once` (they hold their weights)."""
     if n_S == 1:
-        return [("ddp", 1, 1)]  # nothing to shard over
-    out = [(s, n_S, 1) for s in ("ddp", "zero1", "zero2", "zero3")]
+        return [("ddp", 1, 1, "once")]  # nothing to shard over
     G = cluster.gpus_per_node
-    if n_S > G and n_S % G == 0:
-        out.append(("hsdp", G, n_S // G))
-    return out
+    groups = [(s, n_S, 1) for s in ("ddp", "zero1", "zero2", "zero3")] + ([("hsdp", G, n_S // G)] if n_S > G and n_S % G == 0 else [])
+    return [(s, k, r, g) for s, k, r in groups for g in (gathers if STUDENT_SHARDS[s][2] else ("once",))]
+
+
+def gathers(job: Job, runtime: Runtime) -> tuple[str, ...]:
+    """How the search gathers a sharded student for generation: every way the runtime can when the
+    job generates (lmbda > 0), else `once` (nothing is generated: the choice costs nothing)."""
+    return tuple(runtime.generation.sharded_gather) if job.workload.lmbda > 0 else ("once",)
 
 
 def placements(cluster: Cluster) -> list[tuple[str, int, int]]:
@@ -73,23 +82,24 @@ def _micro_batches(job: Job, n_S: int) -> tuple[list[int], int]:
     return ok, (w.micro_batch_max - w.micro_batch_min + 1) - len(ok)
 
 
-def enumerate_candidates(job: Job, cluster: Cluster) -> tuple[list[Strategy], list[str | None]]:
-    """Every candidate whose micro-batch reaches the global batch, with its rejection reason
-    (None = runnable, subject to memory); `unreachable` counts the others."""
+def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",)) -> tuple[list[Strategy], list[str | None]]:
+    """Every candidate whose micro-batch reaches the global batch, a sharded student once per way of
+    gathering it in `gathers`, with its rejection reason (None = runnable, subject to memory);
+    `unreachable` counts the others."""
     cands: list[Strategy] = []
     for placement, n_T, n_S in placements(cluster):
         bs, _ = _micro_batches(job, n_S)
         for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
-            for s_name, s_sh, r_S in student_splits(n_S, cluster):
+            for s_name, s_sh, r_S, gather in student_splits(n_S, cluster, gathers):
                 for b in bs:
-                    cands.append(Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, **degree))
+                    cands.append(Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, gather=gather, **degree))
     return cands, [c.rejection(job) for c in cands]
 
 
-def unreachable(job: Job, cluster: Cluster) -> int:
+def unreachable(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",)) -> int:
     """Candidates `enumerate_candidates` leaves out because their micro-batch cannot reach the
     global batch (every teacher and student split of that placement)."""
-    return sum(_micro_batches(job, n_S)[1] * len(teacher_splits(n_T, cluster, job.teacher.num_experts)) * len(student_splits(n_S, cluster))
+    return sum(_micro_batches(job, n_S)[1] * len(teacher_splits(n_T, cluster, job.teacher.num_experts)) * len(student_splits(n_S, cluster, gathers))
                for _, n_T, n_S in placements(cluster))
 
 

@@ -2,9 +2,10 @@
 
 One value object with one spelling (as torchtitan's `ParallelDims`):
 
-    TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH
+    TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH
     shard:2/zero3/disaggregated:8/4      pipeline:8/hsdp:8/colocated/2      replicate/ddp/colocated/1
     shard:16+ep:8/zero3/colocated/1      (a mixture-of-experts teacher: experts split over groups of 8)
+    shard:16/zero3+per_step/colocated/1  (a ZeRO-3 student gathered layer by layer at every decode step)
 
 `str(s)` writes it with every degree spelled out and `Strategy.parse(text, cluster)` reads it
 back (`parse(str(s)) == s`); `recommend` prints it, `estimate --strategy` and `inflection
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from planner.inputs.errors import InputError
+from planner.inputs.runtime import GATHERS
 
 if TYPE_CHECKING:  # the executor imports this module: keep it free of the search's numpy and the cost model
     from planner.inputs.cluster import Cluster
@@ -35,7 +37,10 @@ STUDENT_ALIASES = {"fsdp": "zero3"}  # accepted by `parse`, never written
 # replicated. Its cost, memory and executor were pipeline's, so it is one split now; the group's
 # tier (in a node or across nodes) follows from k. Old plans and flags that say hybrid still load.
 TEACHER_ALIASES = {"hybrid": "pipeline"}
-GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH"
+GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH"
+# How a student whose parameters are sharded (zero3, hsdp) is gathered for on-policy generation:
+# `once` per generation (the default, never written: TRL's ds3_gather_for_generation) or `per_step`,
+# layer by layer at every decode step (FSDP2's hooks), written `+per_step` after the student part.
 
 # The teacher's one degree field per split; a pipeline of pp < n_T ranks is replicated n_T/pp times.
 TEACHER_DEGREE = {"replicate": None, "shard": "t_sh", "pipeline": "pp", "tp": "tp"}
@@ -66,6 +71,13 @@ def _degree(word: str) -> tuple[str, int | None]:
     return name, int(deg) if colon else None
 
 
+def _gather(student: str, mod: str) -> str:
+    """The gather after '+' in a student part (`zero3+per_step`)."""
+    if mod not in GATHERS:
+        raise ValueError(f"'{student}': after '+' only {' or '.join(GATHERS)} may follow (how a sharded student is gathered for generation)")
+    return mod
+
+
 def _expert_degree(teacher: str, mod: str) -> int:
     """The EP degree after '+' in a teacher part (`shard:16+ep:8`)."""
     name, ep = _degree(mod)
@@ -92,6 +104,7 @@ class Strategy:
     r_S: int = 1  # student replicas of that shard group (hsdp)
     b: int = 1  # micro-batch per student rank
     ep: int = 1  # expert parallelism: an MoE teacher's experts split over groups of ep consecutive ranks (1 = none)
+    gather: str = "once"  # GATHERS: a zero3/hsdp student gathered for generation once, or per decode step
 
     def __post_init__(self) -> None:
         if why := self.problems():
@@ -99,14 +112,14 @@ class Strategy:
 
     def _raw(self) -> str:
         return (f"{self.teacher}(pp={self.pp}, tp={self.tp}, shard={self.t_sh}, ep={self.ep})/{self.student}(shard={self.s_sh}, "
-                f"replicas={self.r_S})/{self.placement}({self.n_T} teacher, {self.n_S} student GPUs)/{self.b}")
+                f"replicas={self.r_S}, gather={self.gather})/{self.placement}({self.n_T} teacher, {self.n_S} student GPUs)/{self.b}")
 
     def problems(self) -> list[str]:
         """The structural rules: known names, one teacher degree that divides its GPUs, a student
         group that tiles its GPUs, colocated models on the same GPUs."""
         out = []
         for what, value, names in (("teacher split", self.teacher, TEACHER_SPLITS), ("student split", self.student, STUDENT_SPLITS),
-                                   ("placement", self.placement, PLACEMENTS)):
+                                   ("placement", self.placement, PLACEMENTS), ("gather", self.gather, GATHERS)):
             if value not in names:
                 out.append(f"{what} '{value}' is not one of {', '.join(names)}")
         if out:
@@ -129,6 +142,8 @@ class Strategy:
             out.append(f"hsdp shard degree {self.s_sh} x {self.r_S} replicas is not the {self.n_S} student GPUs")
         if self.student != "hsdp" and (self.s_sh, self.r_S) != (self.n_S, 1):
             out.append(f"{self.student} shards over all {self.n_S} student GPUs (only hsdp takes a shard degree)")
+        if self.gather != "once" and not self.student_shards[2]:
+            out.append(f"a {self.student} student holds its whole weights; only zero3 and hsdp are gathered {self.gather}")
         if self.placement == "colocated" and self.n_T != self.n_S:
             out.append(f"colocated models share their GPUs, but {self.n_T} teacher and {self.n_S} student GPUs are given")
         return out
@@ -148,7 +163,7 @@ class Strategy:
 
     @property
     def student_part(self) -> str:
-        return f"hsdp:{self.s_sh}" if self.student == "hsdp" else self.student
+        return (f"hsdp:{self.s_sh}" if self.student == "hsdp" else self.student) + ("" if self.gather == "once" else f"+{self.gather}")
 
     @property
     def placement_part(self) -> str:
@@ -159,7 +174,7 @@ class Strategy:
 
     @classmethod
     def parse(cls, text: str, cluster: Cluster, flag: str = "strategy") -> "Strategy":
-        """`TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][/PLACEMENT[:TEACHER_GPUS][/MICRO_BATCH]]` on `cluster`
+        """`TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step][/PLACEMENT[:TEACHER_GPUS][/MICRO_BATCH]]` on `cluster`
         (placement colocated and micro-batch 1 when left out). A degree left out takes the natural
         value: shard over all teacher GPUs; pipeline and tp over one node; hsdp one node;
         disaggregated gives the teacher half the nodes (half the node on one)."""
@@ -208,10 +223,14 @@ class Strategy:
             if n_T % group:
                 raise ValueError(f"'{teacher}': {'group' if ep > 1 else 'degree'} {group} does not divide the {n_T} teacher GPUs")
             part = 1
-            sname, s_k = _degree(student)
+            sbase, splus, smod = student.partition("+")
+            gather = _gather(student, smod) if splus else "once"
+            sname, s_k = _degree(sbase)
             sname = STUDENT_ALIASES.get(sname, sname)
             if sname not in STUDENT_SPLITS:
                 raise ValueError(f"'{student}' is not one of {', '.join(STUDENT_SPLITS)} (fsdp = zero3)")
+            if gather != "once" and not STUDENT_SHARDS[sname][2]:
+                raise ValueError(f"'{student}': a {sname} student holds its whole weights; only zero3 and hsdp are gathered {gather}")
             if s_k is not None and sname != "hsdp":
                 raise ValueError(f"'{student}': only hsdp takes a degree (hsdp:SHARD); {sname} uses all {n_S} student GPUs")
             s_sh = n_S
@@ -227,7 +246,7 @@ class Strategy:
         except ValueError as e:
             raise InputError(f"{flags[part]}: {e}") from None
         degree = {own: k} if own else {}
-        return cls(tname, sname, pname, n_T, n_S, s_sh=s_sh, r_S=n_S // s_sh, b=b, ep=ep, **degree)
+        return cls(tname, sname, pname, n_T, n_S, s_sh=s_sh, r_S=n_S // s_sh, b=b, ep=ep, gather=gather, **degree)
 
     # -- rules that need a job -----------------------------------------------------------------
 
@@ -255,6 +274,10 @@ class Strategy:
     def student_shards(self) -> tuple[int, int, int]:
         """(optimizer state, gradients, parameters): 1 where the student split shards it."""
         return STUDENT_SHARDS[self.student]
+
+    def gathers(self, job: Job) -> bool:
+        """Whether the gather matters: the job generates (lmbda > 0) with a student whose parameters are sharded."""
+        return bool(self.student_shards[2]) and job.workload.lmbda > 0
 
     @property
     def machinery(self) -> tuple[int, int, int]:
@@ -284,7 +307,7 @@ class Strategy:
                               pp=self.pp, tp=self.tp, shard=self.t_sh, ep=self.ep, ranks=t_ranks,
                               group_tier=tier(self.teacher_degree, cluster))
         student = StudentPlan(ref=job.student_ref or job.student.name, shape=job.student, strategy=self.student,
-                              shard=self.s_sh if self.student != "ddp" else 1, ranks=s_ranks,
+                              shard=self.s_sh if self.student != "ddp" else 1, gather=self.gather, ranks=s_ranks,
                               group_tier=tier(self.n_S, cluster))
         return Plan(version=1, job=job.name, cluster=cluster_ref, nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
                     backend=cluster.backend, placement=self.placement, teacher=teacher, student=student,
@@ -298,4 +321,4 @@ class Strategy:
         n_S = len(s.ranks)
         s_sh = s.shard if s.strategy == "hsdp" else n_S
         return cls(TEACHER_ALIASES.get(t.strategy, t.strategy), s.strategy, plan.placement, len(t.ranks), n_S, pp=t.pp, tp=t.tp, t_sh=t.shard,
-                   s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep)
+                   s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep, gather=s.gather)
