@@ -220,7 +220,7 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
     scored = []
     for out in job.workload.outputs:  # every teacher output the job allows, each layout with each
         cands, reasons = space.enumerate_candidates(job, cluster)
-        reasons = [why or outputs.rejection(out, st.disaggregated) or runtime.cannot_run(st.teacher, st.placement, st.ep, out)
+        reasons = [why or outputs.rejection(out, st.disaggregated) or runtime.cannot_run(st.teacher, st.placement, st.ep, out, bool(job.teacher.num_experts))
                    for st, why in zip(cands, reasons)]
         scored += score(cands, reasons, outputs.with_output(job, out), cluster, runtime, reserve)
     base = baselines(job, cluster, reserve=reserve)
