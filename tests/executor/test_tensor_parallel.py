@@ -2,7 +2,8 @@
 reference's per-step loss (within 1e-5) and gradient norm (relative 1e-5) over 3 steps, as
 test_correctness does for the other splits: colocated on 2 ranks (on-policy half the time); two
 tp:2 replicas on 4 ranks with top-k output (selected shard by shard) and a ZeRO-3 student; and on 2
-ranks of its own serving 2 DDP students. Each rank of a TP group holds half the teacher."""
+ranks of its own serving 2 DDP students. Each rank of a TP group holds half the teacher. Qwen2 and
+Qwen3 blocks and a tied head split like the whole model (tp_families.py)."""
 
 import json
 from pathlib import Path
@@ -65,3 +66,13 @@ def test_tp_teacher_replicas_and_disaggregated_on_four_ranks_match_single_proces
         teachers = [r for r, role in got["roles"].items() if role != "student"]
         assert len(teachers) == (4 if plan is replicas else 2)
         assert all(abs(got["peak_memory_bytes"][r]["teacher_params"] / full - 0.5) < 0.01 for r in teachers)
+
+
+def test_qwen2_qwen3_and_tied_llama_split_like_the_whole_model(tmp_path):
+    """Q/K/V biases (Qwen2), per-head q/k norms on the local heads (Qwen3) and a tied head re-tied to
+    the split embedding give each rank the whole model's logits for its rows (within float rounding
+    of the split sums), and the shard-wise top-k the top-k of those."""
+    torchrun([str(ROOT / "tests" / "executor" / "tp_families.py"), str(tmp_path / "fam")], timeout=240)
+    for rank in range(2):
+        for name, r in json.loads((tmp_path / f"fam.{rank}.json").read_text()).items():
+            assert r["logits"] < 1e-5 and r["topk_values"] < 1e-5 and r["topk_indices_equal"], (rank, name, r)
