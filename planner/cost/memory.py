@@ -120,8 +120,12 @@ def teacher_gathered() -> sp.Expr:
 def teacher_activations() -> sp.Expr:
     """Forward-only: one layer's transient tensors (residual, norm, attention and MLP inner widths;
     an MoE layer's routed width, top_k x f_e) plus, in a pipeline, the stage outputs of the pp
-    micro-batches in flight; under expert parallelism the dispatched tokens sent and received."""
-    return y.b * seq * y.q_T * (4 * T.h + 2 * experts.mlp_width(T) / y.tp + (y.pp - 1) * T.h) + experts.dispatch_buffers(y.b * seq)
+    micro-batches in flight; under expert parallelism the dispatched tokens sent and received.
+    Tensor parallel: a TP group runs its tp*b rows at once (planner/executor/tensor_parallel.py
+    gathers them; Megatron without sequence parallelism alike), each rank holding their whole hidden
+    width and 1/tp of the MLP's inner width."""
+    rows = y.tp * y.b
+    return rows * seq * y.q_T * (4 * T.h + 2 * experts.mlp_width(T) / y.tp + (y.pp - 1) * T.h) + experts.dispatch_buffers(y.b * seq)
 
 
 def teacher_logits() -> sp.Expr:

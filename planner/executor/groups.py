@@ -34,6 +34,7 @@ class Layout:
     student_group: dist.ProcessGroup | None = None
     student_mesh: DeviceMesh | None = None  # FSDP2 student (zero2/zero3/hsdp)
     teacher_mesh: DeviceMesh | None = None  # FSDP2 teacher (shard)
+    tp_mesh: DeviceMesh | None = None  # this rank's tensor-parallel group (teacher tp), a 1-D mesh
     pipe_group: dist.ProcessGroup | None = None  # this rank's pipeline replica (teacher pipeline)
     pipe_ranks: list[int] = field(default_factory=list)
 
@@ -104,6 +105,10 @@ def build_layout(plan: Plan, device: torch.device) -> Layout:
         lay.student_mesh = _mesh(device, s.ranks, shard, ("replicate", "shard"))
     if t.strategy == "shard":
         lay.teacher_mesh = _mesh(device, t.ranks, t.shard, ("replicate", "shard"))
+    if t.strategy == "tp":  # (replicas, tp) over the teacher ranks; each rank keeps its row
+        mesh = _mesh(device, t.ranks, t.tp, ("replicate", "tp"))
+        if rank in t.ranks:
+            lay.tp_mesh = mesh["tp"] if mesh.ndim == 2 else mesh
     if t.strategy in ("pipeline", "hybrid"):
         for row in torch.tensor(t.ranks).view(-1, t.pp).tolist():
             g = dist.new_group(row)
@@ -125,11 +130,12 @@ def check_supported(plan: Plan) -> None:
     if st.ep > 1:
         lines.append(f"teacher {st.teacher_part}: expert parallelism is plan-only (the executor builds the teacher as Hugging Face does, "
                      "every expert on every rank of its split); use replicate, shard or pipeline")
-    if st.tp > 1 or st.teacher == "tp":
-        lines.append(f"teacher {st.teacher_part}: tensor parallelism is not implemented by the executor; use replicate, shard or pipeline")
+    if st.teacher == "tp" and t.shape.num_experts:
+        lines.append(f"teacher {st.teacher_part}: the executor's tensor parallelism splits dense layers only, not a mixture-of-experts "
+                     "teacher's experts; use replicate, shard or pipeline")
     if st.disaggregated:
-        if st.teacher not in ("replicate", "shard"):
-            lines.append(f"teacher {st.teacher_part} with disaggregated placement is not implemented; use replicate or shard")
+        if st.teacher not in ("replicate", "shard", "tp"):
+            lines.append(f"teacher {st.teacher_part} with disaggregated placement is not implemented; use replicate, shard or tp")
         if st.n_S % st.n_T:
             lines.append(f"disaggregated: the {st.n_T} teacher ranks must divide the {st.n_S} student ranks")
     if t.shape.vocab != s.shape.vocab:

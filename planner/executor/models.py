@@ -6,6 +6,7 @@ a checkpoint from being materialised whole (see `weights`):
 | teacher replicate, student ddp / zero1 | meta -> load all (on the device) -> wrap (DDP) |
 | teacher shard, student zero2 / zero3 / hsdp | meta -> `fully_shard` -> load this rank's shards |
 | teacher pipeline / hybrid | meta -> load this stage's layers (and embed / norm + head at the ends) -> stage |
+| teacher tp | meta -> `parallelize_module` -> load this rank's slices |
 
 With `random_init` the models are built whole on the CPU from seeded random weights instead
 (identical on every rank), then placed the same way.
@@ -18,6 +19,7 @@ from torch import nn
 
 from planner.executor import build, recompute, student as stu, teacher as tea, weights
 from planner.executor.groups import Layout
+from planner.executor.tensor_parallel import TensorParallel
 from planner.plan import Plan
 
 
@@ -45,7 +47,8 @@ def _model(ref: str, shape, dtype: str, seed: int, attn: str, folder) -> nn.Modu
 
 
 def teacher(plan: Plan, lay: Layout, seed: int, folder):
-    """This teacher rank's part: `Replicated`, `Sharded` or a pipeline stage (`Pipelined`)."""
+    """This teacher rank's part: `Replicated`, `Sharded`, a pipeline stage (`Pipelined`) or a
+    tensor-parallel slice (`TensorParallel`)."""
     t, w = plan.teacher, plan.workload
     attn = recompute.attn_implementation(w.flash_attention)
     model = build.freeze(_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, seed, attn, folder))
@@ -54,6 +57,11 @@ def teacher(plan: Plan, lay: Layout, seed: int, folder):
         if folder is not None:
             weights.fill(model, folder, lay.device)
         return sharded
+    if t.strategy == "tp":
+        split = TensorParallel(model, lay.device, w.completion_len, lay.tp_mesh)
+        if folder is not None:
+            weights.fill(model, folder, lay.device)
+        return split
     if t.strategy in ("pipeline", "hybrid"):
         if folder is not None:
             index = sorted(lay.pipe_ranks).index(lay.rank)

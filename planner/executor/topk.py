@@ -3,6 +3,8 @@
 - colocated (replicate, shard, pipeline): `TopKTeacher` wraps the strategy's teacher and takes the
   top-k of the [b, C, V] logits it computed on this rank (`torch.topk`, no loop over tokens); the
   loss then reads [b, C, k] instead of [b, C, V];
+- tensor parallel (`tp:N`): the teacher selects its top-k shard by shard (`TensorParallel.request_topk`),
+  so the full logits never cross the TP group;
 - disaggregated: the teacher rank runs the same wrapper inside `teacher.serve` and sends values
   (in `logits_dtype`) and int32 indices, [b, C, k] each, instead of the logits; the student rank's
   `teacher.Remote(topk=k)` receives them.
@@ -23,6 +25,8 @@ class TopKTeacher:
         self.inner, self.k = inner, k
 
     def request(self, batch: Batch):
+        if hasattr(self.inner, "request_topk"):  # a tp teacher selects on its vocabulary shards
+            return self.inner.request_topk(batch, self.k)
         wait = self.inner.request(batch)
 
         def topk() -> TopK:

@@ -72,6 +72,7 @@ class Runtime(Strict):
     disaggregated_teachers: list[Literal["replicate", "shard", "pipeline", "tp", "hybrid"]] | None = Field(
         None, description="Teacher splits this runtime can run on ranks of their own (disaggregated); unset: any.")
     expert_parallel: bool = Field(False, description="Whether this runtime can split a mixture-of-experts teacher's experts over ranks (expert parallelism, `+ep:N`); the search never recommends an expert-parallel teacher under a runtime that cannot.")
+    tp_experts: bool = Field(True, description="Whether this runtime's tensor parallelism splits a mixture-of-experts teacher's experts too (vLLM, Megatron do); false: the search never recommends a tp split of an MoE teacher under it.")
 
     teacher_outputs: list[Literal["logits", "topk", "cached"]] | None = Field(
         None, description="Teacher outputs this runtime can train from (full logits, top-k, an offline top-k cache); unset: any. The search tries only these.")
@@ -81,14 +82,17 @@ class Runtime(Strict):
         """The framework overheads on a backend (none where not listed)."""
         return self.overheads.get(backend) or Overheads()
 
-    def cannot_run(self, teacher: str, placement: str, ep: int = 1, output: str = "logits", gather: str | None = None) -> str | None:
-        """Why this runtime cannot run a teacher split (with expert-parallel degree `ep`) in a placement
-        with a teacher output, gathering a sharded student for generation as `gather` says (None: the
-        plan does not gather one), or None."""
+    def cannot_run(self, teacher: str, placement: str, ep: int = 1, output: str = "logits", gather: str | None = None,
+                   moe: bool = False) -> str | None:
+        """Why this runtime cannot run a teacher split (with expert-parallel degree `ep`; `moe`: of a
+        mixture-of-experts teacher) in a placement with a teacher output, gathering a sharded student for
+        generation as `gather` says (None: the plan does not gather one), or None."""
         if gather is not None and gather not in self.generation.sharded_gather:
             return f"the {self.name} runtime does not gather a sharded student {gather.replace('_', ' ')} for generation"
         if ep > 1 and not self.expert_parallel:
             return f"the {self.name} runtime does not run an expert-parallel teacher"
+        if teacher == "tp" and moe and not self.tp_experts:
+            return f"the {self.name} runtime does not split a mixture-of-experts teacher by tensor parallelism"
         if self.teacher_outputs is not None and output not in self.teacher_outputs:
             return f"the {self.name} runtime does not train from teacher output '{output}'"
         allowed = self.disaggregated_teachers if placement == "disaggregated" else self.teacher_splits

@@ -42,7 +42,7 @@ def refuse_unrunnable(plan_path: str | Path, plan: Plan) -> None:
     from planner.search.strategy import Strategy
 
     st = Strategy.from_plan(plan)
-    why = load_runtime(DEFAULT_RUNTIME).cannot_run(st.teacher, st.placement, st.ep)
+    why = load_runtime(DEFAULT_RUNTIME).cannot_run(st.teacher, st.placement, st.ep, moe=bool(plan.teacher.shape.num_experts))
     if why:
         field = "teacher.ep" if st.ep > 1 else "teacher.strategy"
         raise InputError(f"{plan_path}: {field}: {st.teacher_part}: {why}, and the exported script runs it (`planner run`); "

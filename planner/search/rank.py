@@ -222,7 +222,8 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
     for out in job.workload.outputs:  # every teacher output the job allows, each layout with each
         cands, reasons = space.enumerate_candidates(job, cluster, gathers)
         reasons = [why or outputs.rejection(out, st.disaggregated)
-                   or runtime.cannot_run(st.teacher, st.placement, st.ep, out, st.gather if st.gathers(job) else None)
+                   or runtime.cannot_run(st.teacher, st.placement, st.ep, out, st.gather if st.gathers(job) else None,
+                                         bool(job.teacher.num_experts))
                    for st, why in zip(cands, reasons)]
         scored += score(cands, reasons, outputs.with_output(job, out), cluster, runtime, reserve)
     set_aside_dominated_gathers(scored)

@@ -100,6 +100,8 @@ def test_expert_parallel_plans_are_ranked_only_under_a_runtime_that_runs_them():
     ours = rank.search(JOB, CL)
     assert ours.ranked and all(s.strategy.ep == 1 for s in ours.ranked)
     assert any("does not run an expert-parallel teacher" in why for why in ours.rejected)
+    assert any("does not split a mixture-of-experts teacher by tensor parallelism" in why for why in ours.rejected)
+    assert all(s.strategy.teacher != "tp" for s in ours.ranked)
     assert any(n.startswith("Expert parallelism:") and "none ranked" in n for n in ours.notes)
     megatron = rank.search(JOB, CL, runtime=load_runtime("megatron-ep"))
     assert any(s.strategy.ep > 1 for s in megatron.ranked)

@@ -132,3 +132,19 @@ def test_vectorised_equals_one_by_one():
     for i, s in enumerate(strats):
         assert arr["step_time"][i] == pytest.approx(figures(job, cluster, s)["step_time"], rel=1e-12)
     assert np.all(np.diff(arr["mem_peak"]) > 0)
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_a_tp_teacher_holds_its_groups_rows(k):
+    """A tp:k group runs its k*b rows at once on every rank (the executor all-gathers them): each
+    rank holds the activations of k*b rows at full hidden width, with the MLP's inner width split k
+    ways. So more than a replica at micro-batch b, less than one at k*b, and the difference to the
+    latter is (k-1)/k of the MLP's part (measured here by zeroing the FFN width)."""
+    job, cluster = load_job("llama70b-to-8b"), load_cluster("dgx-h100", 2)
+    strat = Strategy("tp", "zero3", "colocated", 16, 16, s_sh=16, b=2, tp=k)
+    act = figures(job, cluster, strat)["mem.teacher_activations"]
+    one = figures(job, cluster, strat, tp=1)["mem.teacher_activations"]
+    rows = figures(job, cluster, strat, tp=1, b=2 * k)["mem.teacher_activations"]
+    no_mlp = figures(job, cluster, strat, tp=1, b=2 * k, f_T=0)["mem.teacher_activations"]
+    assert one < act < rows
+    assert rows - act == pytest.approx((k - 1) / k * (rows - no_mlp), rel=1e-9)

@@ -36,16 +36,17 @@ def tiny_plan(tmp: Path, example: str, name: str | None = None, *, student: str 
         data["student"]["strategy"] = student
         data["student"]["shard"] = 1 if student in ("ddp", "zero1") else len(data["student"]["ranks"])
     if teacher:
-        data["teacher"].update(strategy=teacher, shard=2 if teacher == "shard" else 1, pp=2 if teacher == "pipeline" else 1)
+        data["teacher"].update(strategy=teacher, shard=2 if teacher == "shard" else 1, pp=2 if teacher == "pipeline" else 1,
+                               tp=2 if teacher == "tp" else 1)
     path = tmp / f"{name or example}.yaml"
     path.write_text(dump_yaml(data))
     return path
 
 
 def torchrun(args: list[str], *, env: dict | None = None, max_restarts: int = 0, timeout: int = 120,
-             check: bool = True) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc-per-node 2 <args>` with gloo; fails the test on a non-zero exit if `check`."""
-    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", f"--max-restarts={max_restarts}", *args]
+             check: bool = True, nproc: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node NPROC <args>` with gloo; fails the test on a non-zero exit if `check`."""
+    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", str(nproc), f"--max-restarts={max_restarts}", *args]
     full_env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)} | (env or {})
     # its own session, so that a timeout kills torchrun's workers too instead of orphaning them
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=ROOT,

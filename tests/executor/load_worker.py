@@ -1,8 +1,8 @@
 """One rank of a load test: build a checkpoint's model on meta, take this rank's part (FSDP2 shard,
-pipeline stage, or all of it), load it with `planner.executor.weights`, and report what the load
+pipeline stage, tensor-parallel slice, or all of it), load it with `planner.executor.weights`, and report what the load
 added to the process's peak RSS and whether every loaded tensor equals the checkpoint's.
 
-Usage: torchrun --nproc-per-node 2 tests/executor/load_worker.py CHECKPOINT_DIR shard|pipeline|replicate OUT_PREFIX
+Usage: torchrun --nproc-per-node 2 tests/executor/load_worker.py CHECKPOINT_DIR shard|pipeline|tp|replicate OUT_PREFIX
 (writes OUT_PREFIX.RANK.json).
 """
 
@@ -18,6 +18,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 from planner.executor import build, teacher, weights
+from planner.executor.tensor_parallel import apply_tp
 
 
 def status(field: str) -> int:
@@ -36,6 +37,8 @@ if mode == "shard":
     for layer in model.model.layers:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
+elif mode == "tp":
+    apply_tp(model, init_device_mesh("cpu", (world,)))
 elif mode == "pipeline":
     lo, hi = teacher.layer_split(model.config.num_hidden_layers, world)[rank]
     keep = weights.stage_modules(model, lo, hi)

@@ -1,5 +1,5 @@
 """Expert parallelism is plan-only: the executor refuses it in one line, and `planner export`
-refuses it before writing a script (no processes)."""
+refuses it before writing a script (no processes); so is a tp split of an MoE teacher."""
 
 import pytest
 
@@ -22,6 +22,12 @@ def test_expert_parallelism_is_plan_only(tmp_path):
     write_plan(ep, path)
     with pytest.raises(InputError, match=r"teacher.ep: shard:16\+ep:8: the kd-planner runtime does not run an expert-parallel teacher"):
         render(path, None, "slurm")
+    tp = Strategy.parse("tp:4/zero3", cl).to_plan(job, cl, "dgx-a100")  # the executor's tp splits dense layers, not experts
+    with pytest.raises(InputError, match=r"teacher tp:4: the executor's tensor parallelism splits dense layers only"):
+        check_supported(tp)
+    write_plan(tp, tmp_path / "tp.yaml")
+    with pytest.raises(InputError, match=r"teacher.strategy: tp:4: the kd-planner runtime does not split a mixture-of-experts teacher"):
+        render(tmp_path / "tp.yaml", None, "slurm")
     plain = Strategy.parse("shard:16/zero3", cl).to_plan(job, cl, "dgx-a100")
     write_plan(plain, tmp_path / "plain.yaml")
     assert "planner run" in render(tmp_path / "plain.yaml", None, "slurm")  # the same job without EP exports

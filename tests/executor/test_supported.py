@@ -20,13 +20,15 @@ def plan(text: str, **teacher_shape) -> Plan:
 
 
 @pytest.mark.parametrize("text", ["replicate/ddp/colocated/2", "shard:2/zero3/colocated/4", "pipeline:2/zero2/colocated/1",
-                                  "replicate/ddp/disaggregated:1/4", "shard:1/ddp/disaggregated:1/8"])
+                                  "replicate/ddp/disaggregated:1/4", "shard:1/ddp/disaggregated:1/8", "tp:2/ddp/colocated/2"])
 def test_what_the_executor_runs_passes(text):
     check_supported(plan(text))
 
 
 @pytest.mark.parametrize("text, shape, words", [
-    ("tp:2/ddp/colocated/2", {}, "teacher tp:2: tensor parallelism is not implemented"),
+    ("tp:2/ddp/colocated/2", {"num_heads": 4, "num_kv_heads": 1}, "strategy tp:2/ddp/colocated/2: tensor-parallel degree does not divide the teacher heads"),
+    ("tp:2/ddp/colocated/2", {"num_experts": 4, "experts_per_token": 2, "expert_ffn": 128},
+     "teacher tp:2: the executor's tensor parallelism splits dense layers only"),
     ("pipeline:2/ddp/colocated/2", {"num_layers": 1}, "strategy pipeline:2/ddp/colocated/2: pipeline degree exceeds teacher layers"),
 ])
 def test_what_it_does_not_run_is_named_in_the_grammar(text, shape, words):
@@ -45,11 +47,12 @@ def test_every_plan_the_search_ranks_under_the_executors_runtime_runs(topology):
     assert res.ranked
     for sc in res.ranked:
         check_supported(sc.strategy.to_plan(JOB, cl, topology))
-    assert any("does not run a tp teacher" in why for why in res.rejected)
+    assert any(sc.strategy.teacher == "tp" for sc in res.ranked)  # a tp teacher runs, colocated
+    assert not any("tp teacher" in why for why in res.rejected)
 
 
 @pytest.mark.parametrize("text", ["replicate/ddp/colocated/2", "shard:2/zero3/colocated/4", "pipeline:2/zero2/colocated/1",
-                                  "replicate/ddp/disaggregated:1/4"])
+                                  "replicate/ddp/disaggregated:1/4", "tp:2/ddp/colocated/2"])
 @pytest.mark.parametrize("output", ["topk", "cached"])
 def test_topk_and_cached_teacher_output_run(text, output):
     p = plan(text)

@@ -89,6 +89,8 @@ def test_loaded_shards_and_stages_equal_the_checkpoint(tmp_path):
     save_llama(folder, hidden=128, layers=3, ffn=256, vocab=512, tied=True, shard="200KB")
     shard = load(folder, "shard", tmp_path)
     assert all(r["wrong"] == [] and r["checked"] > 0 for r in shard), shard
+    tp = load(folder, "tp", tmp_path)  # the tied head re-tied to the vocabulary-split embedding
+    assert all(r["wrong"] == [] and r["checked"] == shard[0]["checked"] for r in tp), tp
     stages = load(folder, "pipeline", tmp_path)
     assert all(r["wrong"] == [] for r in stages), stages
     # stage 0: embed + 2 layers (9 tensors each); stage 1: 1 layer, the final norm and the (tied) head
@@ -98,11 +100,11 @@ def test_loaded_shards_and_stages_equal_the_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_a_rank_never_holds_a_full_copy(tmp_path):
     """A ~250 MB checkpoint in 20 MB files: the load adds under 0.7x the model to each rank's peak
-    RSS (VmHWM, reset before the load) for a 2-way FSDP2 shard and a 2-stage pipeline, while a
+    RSS (VmHWM, reset before the load) for a 2-way FSDP2 shard, a tp:2 split and a 2-stage pipeline, while a
     replica (the control: the measurement sees a full copy) adds at least 1x."""
     folder = tmp_path / "ckpt"
     full = save_llama(folder, hidden=768, layers=6, ffn=2048, vocab=16000, tied=False, shard="20MB")
-    for mode in ("shard", "pipeline"):
+    for mode in ("shard", "tp", "pipeline"):
         for rank, r in enumerate(load(folder, mode, tmp_path)):
             assert r["wrong"] == [] and abs(r["held_bytes"] / full - 0.5) < 0.01
             assert r["added_rss"] < 0.7 * full, f"{mode} rank {rank}: the load added {r['added_rss'] / full:.2f}x the model"
@@ -114,7 +116,7 @@ def test_run_from_checkpoint_folders_matches_the_reference(tmp_path):
     """The tiny models saved as sharded checkpoints and named by the plan give the per-step losses
     of the single-process reference, which loads the folders with `from_pretrained`: a sharded
     teacher with a ZeRO-3 student, a pipelined teacher with a DDP student, a replicated teacher with
-    an HSDP student (2 replicas of 1 shard: a 2-D mesh), and a disaggregated teacher."""
+    an HSDP student (2 replicas of 1 shard: a 2-D mesh), a disaggregated teacher, and a tp:2 teacher."""
     from planner.executor.build import build_model
     from planner.executor.loop import RunOptions
     from planner.executor.reference import reference_losses
@@ -126,15 +128,16 @@ def test_run_from_checkpoint_folders_matches_the_reference(tmp_path):
         build_model(name, load_model(name), "fp32", seed).save_pretrained(tmp_path / name, max_shard_size="300KB")
         refs[who] = str(tmp_path / name)
     jobs = []
-    for example, student in (("shard-zero3", None), ("pipeline-ddp", None), ("replicate-ddp", "hsdp"), ("disaggregated", None)):
-        plan = tiny_plan(tmp_path, example, student=student)
+    for example, student, teacher in (("shard-zero3", None, None), ("pipeline-ddp", None, None), ("replicate-ddp", "hsdp", None),
+                                      ("disaggregated", None, None), ("replicate-ddp", None, "tp")):
+        plan = tiny_plan(tmp_path, example, teacher or example, student=student, teacher=teacher)
         data = read_mapping(plan)
         if student == "hsdp":
             data["student"]["shard"] = 1
         for who, ref in refs.items():
             data[who] |= {"ref": ref, "shape": load_model(ref).model_dump(mode="json")}
         plan.write_text(dump_yaml(data))
-        jobs.append({"plan": str(plan), "metrics_out": str(tmp_path / f"{example}.json"), "steps": 2, "random_init": False})
+        jobs.append({"plan": str(plan), "metrics_out": str(tmp_path / f"{plan.stem}.json"), "steps": 2, "random_init": False})
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     torchrun([str(ROOT / "tests" / "executor" / "run_many.py"), str(tmp_path / "jobs.json")], timeout=300)
     for job in jobs:
