@@ -81,8 +81,9 @@ def check_tokenization(tok_dir: Path, data: Path, prompt_len: int, completion_le
     from planner.executor.build import build_tokenizer as load_tok
     from planner.executor.data import read_jsonl
 
-    for p, c in read_jsonl(data, load_tok(str(tok_dir)))[:4]:
-        assert (len(p), len(c) + 1) == (prompt_len, completion_len), (len(p), len(c))
+    tok = load_tok(str(tok_dir))
+    for p, c in read_jsonl(data, tok)[:4]:  # the template ends the answer with EOS; a plain answer gets one added
+        assert (len(p), len(c) + (c[-1:] != [tok.eos_token_id])) == (prompt_len, completion_len), (len(p), len(c))
 
 
 def write_job(path: Path, size: str, teacher: Path, student: Path, lmbda: float) -> None:

@@ -92,8 +92,8 @@ class Plan(Strict):
     workload: Workload = Field(description="The workload the plan was made for.")
     runtime: str = Field("kd-planner", description="The runtime the predictions assume (bundled name or YAML path; `planner schema runtime`).")
     predicted: Predicted | None = Field(None, description="Cost-model figures (absent in a hand-written plan).")
-    tokenizer: str | None = Field(None, description="Local tokenizer folder for the executor; default a byte-level tokenizer.")
-    dataset: str | None = Field(None, description="Local JSONL dataset for the executor; default synthetic prompts.")
+    tokenizer: str | None = Field(None, description="Local tokenizer folder for the executor; default the student checkpoint folder's tokenizer, else a byte-level tokenizer.")
+    dataset: str | None = Field(None, description="Local dataset for the executor (a .jsonl or .parquet file, or a `Dataset.save_to_disk` folder; columns `messages`, or `prompt` and `completion`); default synthetic prompts.")
     training: Training = Field(default_factory=Training, description="What the executor does beyond the split: lr, schedule, steps, evaluation, checkpoints, final save, logs (the job's `training:` section; the cost model does not read it).")
 
     @property
@@ -223,3 +223,19 @@ def write_plan(plan: Plan, path: str | Path, force: bool = False) -> None:
     from planner.files import write_text
 
     write_text(path, plan_text(plan), force)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def tokenizer_folder(plan: Plan) -> str | None:
+    """The tokenizer folder a run uses: the plan's `tokenizer`; else the student's checkpoint folder,
+    or the teacher's, when it holds tokenizer files (never bytes when a real tokenizer is there);
+    else None: the executor's byte-level tokenizer (synthetic shapes, tests)."""
+    if plan.tokenizer:
+        return plan.tokenizer
+    for ref in (plan.student.ref, plan.teacher.ref):
+        p = Path(ref).expanduser()
+        if p.is_dir() and any((p / f).is_file() for f in TOKENIZER_FILES):
+            return str(p)
+    return None

@@ -221,7 +221,8 @@ def _pipeline_worker(rank: int, world: int, port: int, shape, seq: int, batches:
     group = dist.new_group(list(range(world)))
     piped = {}
     for b in batches:
-        pipe = Pipelined(build_model(shape.name, shape, "fp32", seed=0).eval(), torch.device("cpu"), seq // 2, group, list(range(world)), b)
+        pipe = Pipelined(build_model(shape.name, shape, "fp32", seed=0).eval(), torch.device("cpu"), seq // 2, group, list(range(world)), b,
+                         seq - seq // 2)
         ids = torch.randint(0, shape.vocab, (b, seq))
         batch = Batch(ids, torch.ones_like(ids), ids[:, seq // 2:])
         dist.barrier()

@@ -24,8 +24,8 @@ def _override(plan, teacher: str | None, student: str | None, tokenizer: str | N
     if tokenizer:
         update["tokenizer"] = tokenizer
     if dataset:
-        if not Path(dataset).is_file():
-            raise InputError(f"--dataset: {dataset}: not found; give a local JSONL file")
+        if not Path(dataset).expanduser().exists():
+            raise InputError(f"--dataset: {dataset}: not found; give a local .jsonl or .parquet file, or a folder written by `Dataset.save_to_disk`")
         update["dataset"] = dataset
     return plan.model_copy(update=update) if update else plan
 
@@ -47,8 +47,8 @@ def register(app: typer.Typer) -> None:
         teacher: Annotated[Optional[str], typer.Option(help="Replace the plan's teacher: a local checkpoint folder (config.json + safetensors); with --random-init also a bundled name or config.json.")] = None,
         student: Annotated[Optional[str], typer.Option(help="Replace the plan's student: a local checkpoint folder (config.json + safetensors); with --random-init also a bundled name or config.json.")] = None,
         random_init: Annotated[bool, typer.Option("--random-init", help="Seeded random weights from the refs' shapes instead of their checkpoints (needed for a bundled name or a folder without weights).")] = False,
-        tokenizer: Annotated[Optional[str], typer.Option(help="Local tokenizer folder (default: the plan's, else bytes).")] = None,
-        dataset: Annotated[Optional[str], typer.Option(help="Local JSONL dataset (default: the plan's, else synthetic prompts).")] = None,
+        tokenizer: Annotated[Optional[str], typer.Option(help="Local tokenizer folder (default: the plan's, else the student's (or teacher's) checkpoint folder when it has one, else bytes).")] = None,
+        dataset: Annotated[Optional[str], typer.Option(help="Local dataset: a .jsonl or .parquet file, or a `Dataset.save_to_disk` folder, with `messages` or `prompt`/`completion` (default: the plan's, else synthetic prompts).")] = None,
         progress: Annotated[bool, typer.Option(help="Progress bar on the first student rank.")] = True,
         phases: Annotated[bool, typer.Option(help="Also time each phase of a step into the metrics (on a GPU this synchronizes at every phase).")] = False,
         cache_teacher: Annotated[Optional[Path], typer.Option(help="Do not train: run only the teacher over the data (lmbda 0) and write its top-k (workload.topk) per token to this folder, a shard per teacher rank and manifest.json (synthetic data: --steps x global batch samples; a dataset: every row). An existing cache is refused unless --force.")] = None,
@@ -111,6 +111,11 @@ def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: 
     from planner.plan import load_plan
 
     p = load_plan(plan)
+    world = os.environ.get("WORLD_SIZE")
+    if world is not None and world.isdigit() and int(world) != p.world:
+        raise InputError(f"{plan}: nodes x gpus_per_node: the plan needs {p.world} processes ({p.nodes} x {p.gpus_per_node}) but torchrun "
+                         f"started {world} (WORLD_SIZE); launch with `torchrun --nnodes {p.nodes} --nproc-per-node {p.gpus_per_node}`, "
+                         "or `planner export` the plan")
     tr = p.training
     ckpt_dir = checkpoint_dir or tr.checkpoint_dir
     if checkpoint_every and not ckpt_dir:

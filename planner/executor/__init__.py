@@ -7,7 +7,8 @@ A thin PyTorch program, one file per concern:
 - `weights`: load a local safetensors checkpoint onto a meta-built model, only this rank's part;
 - `models`: each rank's teacher and student, built, placed and loaded in the strategy's order;
 - `recompute`: the workload's attention kernel and activation recomputation;
-- `data`: fixed-shape micro-batches from a local JSONL file or synthetic seeded prompts;
+- `dataset`: a local JSONL, Parquet or `save_to_disk` dataset, read with `datasets`, as token rows;
+- `data`: micro-batches padded to their longest sample, from those rows or synthetic seeded prompts;
 - `generate`: on-policy student completions (with a KV cache unless the workload turns it off);
 - `loss`: the generalized Jensen-Shannon divergence of GKD, in sequence chunks (full logits or renormalised top-k);
 - `topk`: `teacher_output: topk`, the teacher's top-k values and indices instead of its logits;

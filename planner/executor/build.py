@@ -21,6 +21,7 @@ from planner.files import read_text
 from planner.inputs.errors import InputError
 from planner.inputs.load import bundled_dir
 from planner.inputs.model import ModelShape
+from planner.plan import TOKENIZER_FILES
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -129,7 +130,6 @@ class ByteTokenizer:
         return bytes(i - 3 for i in ids if i >= 3).decode("utf-8", errors="replace")
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
 
 
 def build_tokenizer(ref: str | None):

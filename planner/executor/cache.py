@@ -189,7 +189,8 @@ class CachedTeacher:
             f, row = self.files[self.shard_of[key]], self.row_of[key].item()
             values.append(f.get_slice("values")[row:row + 1])
             indices.append(f.get_slice("indices")[row:row + 1])
-        out = TopK(torch.cat(values).to(self.device, self.dtype), torch.cat(indices).to(self.device))
+        width = batch.completion_len  # the cache holds completion_len tokens; this batch is padded to its longest
+        out = TopK(torch.cat(values)[:, :width].to(self.device, self.dtype), torch.cat(indices)[:, :width].to(self.device))
         return lambda: out
 
 

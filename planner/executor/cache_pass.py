@@ -25,7 +25,7 @@ from planner.executor.topk import TopKTeacher
 from planner.files import write_files, write_text
 from planner.inputs.errors import InputError
 from planner.inputs.training import resolve_steps
-from planner.plan import Plan
+from planner.plan import Plan, tokenizer_folder
 
 
 def _pass(plan: Plan, lay: groups.Layout, opts: RunOptions) -> dict | None:
@@ -33,7 +33,7 @@ def _pass(plan: Plan, lay: groups.Layout, opts: RunOptions) -> dict | None:
     tokenizer = samples = None
     problem = None
     try:
-        tokenizer = build.build_tokenizer(plan.tokenizer)
+        tokenizer = build.build_tokenizer(tokenizer_folder(plan))
         samples = make_samples(plan, tokenizer, opts.seed, plan.dataset)
     except InputError as e:
         problem = e.lines
@@ -54,7 +54,7 @@ def _pass(plan: Plan, lay: groups.Layout, opts: RunOptions) -> dict | None:
             keys = mine[r * mb:(r + 1) * mb]
             real = len(keys)
             keys += [keys[-1] if keys else 0] * (mb - real)
-            out = teacher.request(samples.pack(keys).to(lay.device))()
+            out = teacher.request(samples.pack(keys).pad(w.prompt_len, w.completion_len).to(lay.device))()  # stored at the fixed lengths
             values.append(out.values[:real].to(ldtype).cpu())
             indices.append(out.indices[:real].cpu())
         C, k = w.completion_len, w.topk

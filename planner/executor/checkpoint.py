@@ -68,7 +68,14 @@ def _digest(data: bytes | str) -> str:
 
 
 def _file_digest(path: str | Path) -> str:
-    with open(Path(path).expanduser(), "rb") as f:
+    """sha256 of a file; of a folder (a saved dataset), of its files' relative names and contents."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f.relative_to(path).as_posix().encode() + b"\0" + _file_digest(f).encode())
+        return h.hexdigest()[:16]
+    with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 

@@ -1,133 +1,81 @@
-"""Fixed-shape micro-batches: a local JSONL file (TRL chat `messages`, or `prompt`/`completion`)
+"""Micro-batches padded to their longest sample: rows of a local dataset (`planner.executor.dataset`)
 or synthetic seeded token prompts.
 
-Every sample is `prompt_len + completion_len` tokens: the prompt left-padded (or cut to its last
-tokens), the completion right-padded (or cut). `labels` hold the completion tokens and -100 on the
-prompt and the padding, as TRL's GKD collator does. Sample `i` depends only on (seed, i), so any
-rank can build any micro-batch and a resumed run sees the same data.
+A micro-batch is `[prompt | completion]`: each prompt left-padded (or cut to its last `prompt_len`
+tokens) to the batch's longest, each completion right-padded (or cut to `completion_len`) to the
+batch's longest, the whole rounded up to a multiple of `training.pad_to_multiple_of` (8 by default,
+as TRL's collators pad; 64 for some kernels) by more prompt padding, then completion padding, never
+past `prompt_len + completion_len`: those are the maxima the cost model charges. `labels` hold the
+completion tokens and -100 on the prompt and the padding, as TRL's GKD collator does. Sample `i`
+depends only on (seed, i), so any rank can build any micro-batch and a resumed run sees the same data.
+
+Where ranks exchange tensors whose shapes must agree, the batch is padded again (`Batch.pad`): a
+pipelined teacher and the teacher cache run at the fixed `prompt_len + completion_len`, on-policy
+generation writes `completion_len` tokens; a disaggregated teacher is told each batch's shape.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from planner.files import read_text
+from planner.executor.dataset import read_rows
 from planner.inputs.errors import InputError
 
 IGNORE = -100
-MAX_DATASET_BYTES = 1 << 30  # the whole dataset is tokenized in memory on every student rank
 
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor  # [b, P + C] int64
-    attention_mask: torch.Tensor  # [b, P + C] int64, 0 on padding
-    labels: torch.Tensor  # [b, C] completion tokens, IGNORE on padding
+    input_ids: torch.Tensor  # [b, P_b + C_b] int64
+    attention_mask: torch.Tensor  # [b, P_b + C_b] int64, 0 on padding
+    labels: torch.Tensor  # [b, C_b] completion tokens, IGNORE on padding
     index: list[int] | None = None  # the run's sample indices (a cached teacher looks them up)
+
+    @property
+    def completion_len(self) -> int:
+        return self.labels.shape[1]
+
+    @property
+    def prompt_len(self) -> int:
+        return self.input_ids.shape[1] - self.labels.shape[1]
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.index)
 
-
-def read_jsonl(path: str | Path, tokenizer, vocab: int | None = None) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, completion ids) per line of a JSONL file; a line that cannot be used is one
-    `InputError` naming the file and the line (wrong type, bad messages, token ids outside `vocab`)."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise InputError(f"{path}: dataset not found; give a local JSONL file with `messages` or `prompt`/`completion` per line")
-    rows = []
-    for n, line in enumerate(read_text(path, MAX_DATASET_BYTES).splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not JSON ({e.msg})") from None
-        except RecursionError:
-            raise InputError(f"{where}: not JSON (nesting too deep)") from None
-        if not isinstance(row, dict):
-            raise InputError(f"{where}: expected a JSON object with `messages` or `prompt` and `completion`, got {_kind(row)}")
-        if "messages" in row:
-            msgs = row["messages"]
-            if not isinstance(msgs, list) or not msgs or not all(_is_message(m) for m in msgs):
-                raise InputError(f"{where}: messages: expected a list of {{\"role\": ..., \"content\": ...}} objects with text values")
-            if msgs[-1]["role"] != "assistant":
-                raise InputError(f"{where}: messages: the last message must be the assistant's completion")
-            try:
-                prompt, completion = _render(msgs[:-1], tokenizer), msgs[-1]["content"]
-            except Exception as e:  # noqa: BLE001 - a chat template that fails on this line
-                raise InputError(f"{where}: messages: the chat template failed ({_first_line(e)})") from None
-        elif "prompt" in row and "completion" in row:
-            prompt, completion = row["prompt"], row["completion"]
-        else:
-            raise InputError(f"{where}: expected `messages` or `prompt` and `completion`")
-        # a chat template writes its own BOS; any other prompt gets the tokenizer's; a completion none
-        rows.append((_ids(prompt, tokenizer, where, "prompt", vocab, special="messages" not in row or not _templated(tokenizer)),
-                     _ids(completion, tokenizer, where, "completion", vocab, special=False)))
-    if not rows:
-        raise InputError(f"{path}: no samples")
-    return rows
+    def pad(self, prompt_len: int, completion_len: int, pad_id: int = 0) -> "Batch":
+        """The same samples, prompts left-padded to `prompt_len` and completions right-padded to
+        `completion_len` (padding is masked out: its token id does not matter)."""
+        left, right = prompt_len - self.prompt_len, completion_len - self.completion_len
+        if left < 0 or right < 0:
+            raise ValueError(f"cannot pad a ({self.prompt_len}, {self.completion_len}) batch to ({prompt_len}, {completion_len})")
+        if not left and not right:
+            return self
+        pad = torch.nn.functional.pad
+        return Batch(pad(self.input_ids, (left, right), value=pad_id), pad(self.attention_mask, (left, right), value=0),
+                     pad(self.labels, (0, right), value=IGNORE), self.index)
 
 
-def _kind(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(type(value), "a number")
+def read_jsonl(path, tokenizer, vocab: int | None = None) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids) per row of a local dataset (kept name; any format `read_rows` reads)."""
+    return read_rows(path, tokenizer, vocab)
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
-
-
-def _is_message(m) -> bool:
-    return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-
-
-def _templated(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def _render(msgs: list[dict], tokenizer) -> str:
-    if _templated(tokenizer):
-        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
-
-
-def _encode(tokenizer, text: str, special: bool) -> list[int]:
-    """`tokenizer.encode`, with or without its special tokens (BOS) where it has them (not the byte tokenizer)."""
-    return tokenizer.encode(text, add_special_tokens=special) if hasattr(tokenizer, "add_special_tokens") else tokenizer.encode(text)
-
-
-def _ids(value, tokenizer, where: str, what: str, vocab: int | None, special: bool = True) -> list[int]:
-    """Token ids of text, of a list of ids (pre-tokenized) or of a list of messages."""
-    if isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
-        ids = value
-    elif isinstance(value, str) or (isinstance(value, list) and all(_is_message(m) for m in value)):
-        try:
-            # messages are rendered with the chat template, which writes its own BOS: not a second one
-            text = value if isinstance(value, str) else _render(value, tokenizer)
-            ids = _encode(tokenizer, text, special and (isinstance(value, str) or not _templated(tokenizer)))
-        except Exception as e:  # noqa: BLE001 - a tokenizer or chat template that fails on this line
-            raise InputError(f"{where}: {what}: the tokenizer failed on this line ({_first_line(e)})") from None
-        ids = ids if isinstance(ids, list) else list(ids)
-    else:
-        raise InputError(f"{where}: {what}: expected text, a list of token ids or a list of messages, got {_kind(value)}")
-    if vocab is not None:
-        bad = next((t for t in ids if not 0 <= t < vocab), None)
-        if bad is not None:
-            raise InputError(f"{where}: {what}: token id {bad} is outside the models' vocabulary (0 to {vocab - 1})")
-    return ids
+def padded_lengths(prompts: list[int], completions: list[int], prompt_len: int, completion_len: int, multiple: int) -> tuple[int, int]:
+    """(prompt, completion) widths of a micro-batch: its longest of each (at most the maxima), the
+    sum rounded up to `multiple` by widening the prompt, then the completion, up to the maxima."""
+    p, c = min(max(*prompts, 1), prompt_len), min(max(completions), completion_len)
+    extra = -(p + c) % multiple
+    grow = min(extra, prompt_len - p)
+    return p + grow, c + min(extra - grow, completion_len - c)
 
 
 class Samples:
-    """Sample `i` of the run, padded to (prompt_len, completion_len)."""
+    """Sample `i` of the run; micro-batches padded to their longest sample (`padded_lengths`)."""
 
-    def __init__(self, prompt_len: int, completion_len: int, vocab: int, seed: int, tokenizer, rows=None):
-        self.P, self.C, self.vocab, self.seed, self.rows = prompt_len, completion_len, vocab, seed, rows
+    def __init__(self, prompt_len: int, completion_len: int, vocab: int, seed: int, tokenizer, rows=None, multiple: int = 8):
+        self.P, self.C, self.vocab, self.seed, self.rows, self.multiple = prompt_len, completion_len, vocab, seed, rows, multiple
         self.pad, self.eos = tokenizer.pad_token_id, tokenizer.eos_token_id
         self._order: tuple[int, torch.Tensor | None] = (-1, None)  # (epoch, its permutation of the rows)
 
@@ -146,8 +94,8 @@ class Samples:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
             ids = torch.randint(3, self.vocab, (self.P + self.C,), generator=g).tolist()
             return ids[: self.P], ids[self.P:]
-        prompt, completion = self.rows[key]
-        return prompt, completion + [self.eos]
+        prompt, completion = self.rows[key]  # ends with EOS: its own (a chat template's), else one added
+        return prompt, completion if completion[-1:] == [self.eos] else completion + [self.eos]
 
     def sample(self, i: int) -> tuple[list[int], list[int]]:
         return self.item(self.key(i))
@@ -159,11 +107,12 @@ class Samples:
 
     def pack(self, keys: list[int]) -> Batch:
         """The padded micro-batch of these samples (keys as `key` gives them)."""
+        items = [self.item(key) for key in keys]
+        items = [(p[-self.P:] if self.P else [], c[: self.C]) for p, c in items]
+        P, C = padded_lengths([len(p) for p, _ in items], [len(c) for _, c in items], self.P, self.C, self.multiple)
         ids, mask, labels = [], [], []
-        for key in keys:
-            p, c = self.item(key)
-            p, c = p[-self.P:], c[: self.C]
-            lp, lc = self.P - len(p), self.C - len(c)
+        for p, c in items:
+            lp, lc = P - len(p), C - len(c)
             ids.append([self.pad] * lp + p + c + [self.pad] * lc)
             mask.append([0] * lp + [1] * (len(p) + len(c)) + [0] * lc)
             labels.append(c + [IGNORE] * lc)
@@ -186,12 +135,23 @@ def split_rows(rows: list, fraction: float) -> tuple[list, list]:
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
+def check_vocabulary(plan, tokenizer, vocab: int) -> None:
+    """A tokenizer with more tokens (added ones included) than the models' vocabulary is one line
+    naming its folder and the plan field it came from."""
+    size = len(tokenizer) if hasattr(tokenizer, "__len__") else tokenizer.vocab_size
+    if size <= vocab:
+        return
+    where = getattr(tokenizer, "name_or_path", None) or "the byte-level tokenizer"
+    field = "tokenizer" if plan.tokenizer else ("student.ref (its tokenizer files)" if hasattr(tokenizer, "name_or_path") else "tokenizer (none given)")
+    raise InputError(f"{where}: {field}: the tokenizer's {size} tokens exceed the models' vocabulary of {vocab} "
+                     f"(teacher {plan.teacher.shape.vocab}, student {plan.student.shape.vocab}); use the models' own tokenizer")
+
+
 def load_samples(plan, tokenizer, seed: int, dataset: str | None) -> tuple[Samples, Samples | None]:
     """The training samples and, when `plan.training` asks for one, the eval split's (else None)."""
     w, tr = plan.workload, plan.training
     vocab = min(plan.teacher.shape.vocab, plan.student.shape.vocab)
-    if getattr(tokenizer, "vocab_size", 0) > vocab:
-        raise InputError(f"{plan.tokenizer or 'the byte-level tokenizer'}: the tokenizer's {tokenizer.vocab_size} tokens do not fit the models' vocabulary of {vocab}")
+    check_vocabulary(plan, tokenizer, vocab)
     rows = read_jsonl(dataset, tokenizer, vocab) if dataset else None
     held = None
     if tr.eval_fraction:
@@ -201,7 +161,7 @@ def load_samples(plan, tokenizer, seed: int, dataset: str | None) -> tuple[Sampl
         rows, held = split_rows(rows, tr.eval_fraction)
     elif tr.eval_dataset:
         held = read_jsonl(tr.eval_dataset, tokenizer, vocab)
-    make = lambda r: Samples(w.prompt_len, w.completion_len, vocab, seed, tokenizer, r)  # noqa: E731
+    make = lambda r: Samples(w.prompt_len, w.completion_len, vocab, seed, tokenizer, r, tr.pad_to_multiple_of)  # noqa: E731
     return make(rows), (make(held) if held is not None else None)
 
 

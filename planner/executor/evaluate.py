@@ -49,7 +49,7 @@ def evaluate(model, teacher, samples: Samples, n: int, lay: Layout, plan, amp: C
         batch = batch.to(lay.device)
         wait = teacher.request(batch)
         with amp():
-            s_logits = completion_logits(net, batch.input_ids, batch.attention_mask, w.completion_len)
+            s_logits = completion_logits(net, batch.input_ids, batch.attention_mask, batch.completion_len)
             loss = generalized_jsd(s_logits, wait(), batch.labels, w.beta, w.temperature, chunk, ldtype)
         count = (batch.labels != IGNORE).sum()
         total += torch.stack([loss.double() * count, count.double()])

@@ -29,7 +29,7 @@ from planner.executor.loss import generalized_jsd
 from planner.executor.topk import TopKTeacher
 from planner.inputs.errors import InputError
 from planner.inputs.training import resolve_steps
-from planner.plan import Plan
+from planner.plan import Plan, tokenizer_folder
 
 LOGITS_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -121,7 +121,7 @@ def serve_steps(teacher, lay: groups.Layout, plan: Plan, start: int, steps: int,
     for step in range(start, steps):
         if teacher is not None:  # a cached run has nothing to serve
             requests = plan.grad_accum + (eval_micro if step + 1 in evals else 0)
-            tea.serve(teacher, mine, requests, plan.micro_batch, w.seq_len, LOGITS_DTYPES[w.logits_dtype], lay.device)
+            tea.serve(teacher, mine, requests, plan.micro_batch, LOGITS_DTYPES[w.logits_dtype], lay.device)
         if step + 1 < steps and stop.agreed():
             record["stopped_at"] = step + 1
             break
@@ -140,7 +140,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     problem = None
     if lay.is_student:
         try:
-            tokenizer = build.build_tokenizer(plan.tokenizer)
+            tokenizer = build.build_tokenizer(tokenizer_folder(plan))
             samples, held = load_samples(plan, tokenizer, seed, plan.dataset)
         except InputError as e:
             problem = e.lines
@@ -174,7 +174,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     start = checkpoint.resume(ckpt_dir, fp, model, opt, lay)
     evals = eval_points(start, steps, tr.eval_every) if n_eval else []
     eval_micro = micro_steps(n_eval, plan.micro_batch, len(lay.student_ranks)) if n_eval else 0
-    record = {"rank": lay.rank, "device": str(lay.device), "loss": [], "grad_norm": [], "on_policy": [], "step_times_s": [],
+    record = {"rank": lay.rank, "device": str(lay.device), "loss": [], "tokens": [], "grad_norm": [], "on_policy": [], "step_times_s": [],
               "lr": [], "eval_loss": [],
               "role": "student" if not lay.is_teacher else ("teacher" if not lay.is_student else "both")}
     # SIGUSR1 or the stop file: every rank (a disaggregated teacher's too) stops after the same step
@@ -204,7 +204,8 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         if gen:
             clock.lap("teacher")  # --phases: what came before is the teacher's (as without generation)
             with autocast(lay.device, w.student_dtype), stu.for_generation(stu.unwrapped(model), plan.student.strategy, plan.student.gather) as gen_model:
-                batch = generate(gen_model, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank),
+                batch = batch.pad(batch.prompt_len, w.completion_len)  # generation writes completion_len tokens on every rank
+                batch = generate(gen_model, batch, batch.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank),
                                  w.generation_kv_cache)
             clock.lap("generation")
         return batch, teacher.request(batch), gen
@@ -215,7 +216,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
             if lay.device.type == "cuda":
                 torch.cuda.synchronize(lay.device)
             t0 = time.perf_counter()
-            queue, total, gens = deque(), torch.zeros((), device=lay.device, dtype=torch.float64), 0
+            queue, total, gens = deque(), torch.zeros(2, device=lay.device, dtype=torch.float64), 0  # loss sum, tokens (not padding)
             clock.start()
             for micro in range(plan.grad_accum):
                 while len(queue) + micro <= min(micro + ahead, plan.grad_accum - 1):
@@ -225,7 +226,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
                 last = micro == plan.grad_accum - 1
                 clock.lap("teacher")  # with generation, when on-policy
                 with stu.grad_sync(model, last), autocast(lay.device, w.student_dtype):
-                    s_logits = tea.completion_logits(model, batch.input_ids, batch.attention_mask, w.completion_len)
+                    s_logits = tea.completion_logits(model, batch.input_ids, batch.attention_mask, batch.completion_len)
                     clock.lap("student_forward")
                     t_logits = wait()
                     clock.lap("teacher")
@@ -233,7 +234,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
                     clock.lap("loss_forward")
                     (loss / plan.grad_accum).backward()
                     clock.lap("backward")
-                total += loss.detach().double()
+                total += torch.stack([loss.detach().double(), batch.attention_mask.sum().double()])
             norm = stu.clip_grad_norm(model, tr.max_grad_norm)
             lr = schedule.current_lr(opt)
             opt.step()
@@ -251,12 +252,13 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
             clock.lap("optimizer")
             clock.stop()
             record["step_times_s"].append(time.perf_counter() - t0)
-            record["loss"].append(total.item() / (plan.grad_accum * lay.dp_size))
+            record["loss"].append(total[0].item() / (plan.grad_accum * lay.dp_size))
+            record["tokens"].append(int(total[1].item()))
             record["grad_norm"].append(norm)
             record["on_policy"].append(gens)
             record["lr"].append(lr)
             if (step + 1) % tr.log_every == 0 or step + 1 == steps:
-                log.step(step + 1, record["loss"][-1], lr, norm, record["step_times_s"][-1], w.global_batch, w.global_batch * w.seq_len, lay.device)
+                log.step(step + 1, record["loss"][-1], lr, norm, record["step_times_s"][-1], w.global_batch, record["tokens"][-1], lay.device)
             if step + 1 in evals:
                 loss = evaluate(model, teacher, held, n_eval, lay, plan, lambda: autocast(lay.device, w.student_dtype), ldtype)
                 record["eval_loss"].append([step + 1, loss])

@@ -2,7 +2,8 @@
 
 - `samples_per_s`: global batch x steady steps / their wall time (the first `warmup_steps`
   steps of this process are excluded: they pay for allocator growth, pipeline shape inference
-  and first collectives); `tokens_per_s` counts prompt + completion tokens of every sample.
+  and first collectives); `tokens_per_s` counts the prompt + completion tokens of every sample
+  over the same steps, not the padding (micro-batches are padded to their longest sample).
 - `step_times_s`, `loss`, `grad_norm` (before clipping), `lr` (the one the step ran at): per
   optimizer step, as seen by the first student rank (the loss is the global-batch mean,
   all-reduced over the student ranks); `eval_loss`: [step, loss] per evaluation.
@@ -101,7 +102,7 @@ def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: 
         "start_step": start_step, "end_step": start_step + len(times), "warmup_steps": warm,
         "stopped": "stopped_at" in lead,  # asked to stop (SIGUSR1, stop file) before its last step
         "samples_per_s": sps,
-        "tokens_per_s": sps * plan.workload.seq_len if sps is not None else None,
+        "tokens_per_s": sum(lead["tokens"][warm:]) / sum(steady) if sps is not None else None,
         "step_times_s": times, "loss": lead["loss"], "grad_norm": lead["grad_norm"], "on_policy": lead["on_policy"],
         "lr": lead.get("lr", []), "eval_loss": lead.get("eval_loss", []),
         "peak_memory_bytes": {str(r["rank"]): r["memory"] for r in records},

@@ -58,7 +58,7 @@ def teacher(plan: Plan, lay: Layout, seed: int, folder):
             weights.fill(model, folder, lay.device)
         return sharded
     if t.strategy == "tp":
-        split = TensorParallel(model, lay.device, w.completion_len, lay.tp_mesh)
+        split = TensorParallel(model, lay.device, w.completion_len, lay.tp_mesh, w.prompt_len)
         if folder is not None:
             weights.fill(model, folder, lay.device)
         return split
@@ -67,7 +67,7 @@ def teacher(plan: Plan, lay: Layout, seed: int, folder):
             index = sorted(lay.pipe_ranks).index(lay.rank)
             lo, hi = tea.layer_split(model.config.num_hidden_layers, len(lay.pipe_ranks))[index]
             weights.fill(model, folder, lay.device, keep=weights.stage_modules(model, lo, hi))
-        return tea.Pipelined(model, lay.device, w.completion_len, lay.pipe_group, lay.pipe_ranks, plan.micro_batch)
+        return tea.Pipelined(model, lay.device, w.completion_len, lay.pipe_group, lay.pipe_ranks, plan.micro_batch, w.prompt_len)
     if folder is not None:
         weights.fill(model, folder, lay.device)
     return tea.Replicated(model, lay.device, w.completion_len)

@@ -18,7 +18,7 @@ from planner.executor.loop import LOGITS_DTYPES, RunOptions, autocast, eval_poin
 from planner.executor.loss import generalized_jsd, top_k
 from planner.executor.teacher import completion_logits
 from planner.inputs.training import resolve_steps
-from planner.plan import Plan
+from planner.plan import Plan, tokenizer_folder
 
 
 def reference_run(plan: Plan, opts: RunOptions) -> dict:
@@ -30,7 +30,7 @@ def reference_run(plan: Plan, opts: RunOptions) -> dict:
     teacher = build.freeze(build.build_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, seed, t_attn, opts.random_init))
     student = recompute.apply(build.build_model(s.ref, s.shape, "fp32", seed + 1, s_attn, opts.random_init), w.grad_checkpointing).train()
     opt = schedule.make_optimizer(student.parameters(), w.optimizer, tr)
-    samples, held = load_samples(plan, build.build_tokenizer(plan.tokenizer), seed, plan.dataset)
+    samples, held = load_samples(plan, build.build_tokenizer(tokenizer_folder(plan)), seed, plan.dataset)
     steps = resolve_steps(opts.steps, tr, w.epochs, len(samples.rows) if samples.rows else None, w.global_batch)
     sched = schedule.make_scheduler(opt, tr, steps)
     evals = eval_points(0, steps, tr.eval_every) if held else []
@@ -44,12 +44,13 @@ def reference_run(plan: Plan, opts: RunOptions) -> dict:
                 batch = samples.batch(micro_batch_indices(step, micro, r, n, plan.micro_batch, ga))
                 with autocast(device, w.student_dtype):
                     if on_policy(seed, step, micro, w.lmbda):
-                        batch = generate(student, batch, w.prompt_len, w.temperature, sample_seed(seed, step, micro, r), w.generation_kv_cache)
+                        batch = batch.pad(batch.prompt_len, w.completion_len)
+                        batch = generate(student, batch, batch.prompt_len, w.temperature, sample_seed(seed, step, micro, r), w.generation_kv_cache)
                     with torch.no_grad():
-                        t_logits = completion_logits(teacher, batch.input_ids, batch.attention_mask, w.completion_len)
+                        t_logits = completion_logits(teacher, batch.input_ids, batch.attention_mask, batch.completion_len)
                     if w.teacher_output != "logits":  # topk, or cached (the same top-k, read back from disk)
                         t_logits = top_k(t_logits, w.topk)
-                    s_logits = completion_logits(student, batch.input_ids, batch.attention_mask, w.completion_len)
+                    s_logits = completion_logits(student, batch.input_ids, batch.attention_mask, batch.completion_len)
                     loss = generalized_jsd(s_logits, t_logits, batch.labels, w.beta, w.temperature, chunk, ldtype)
                     (loss / (ga * n)).backward()
                 total += loss.item()
@@ -62,10 +63,10 @@ def reference_run(plan: Plan, opts: RunOptions) -> dict:
         if step + 1 in evals:
             batch = held.batch(list(range(len(held.rows))))
             with torch.no_grad(), autocast(device, w.student_dtype):
-                t_logits = completion_logits(teacher, batch.input_ids, batch.attention_mask, w.completion_len)
+                t_logits = completion_logits(teacher, batch.input_ids, batch.attention_mask, batch.completion_len)
                 if w.teacher_output != "logits":
                     t_logits = top_k(t_logits, w.topk)
-                s_logits = completion_logits(student, batch.input_ids, batch.attention_mask, w.completion_len)
+                s_logits = completion_logits(student, batch.input_ids, batch.attention_mask, batch.completion_len)
                 out["eval_loss"].append([step + 1, float(generalized_jsd(s_logits, t_logits, batch.labels, w.beta, w.temperature, chunk, ldtype))])
     return out
 

@@ -6,10 +6,13 @@ completion logits [b, C, V] on the rank that owns the micro-batch.
   ZeRO-3 analogue TRL uses; 2-D: HSDP); weights are all-gathered at every forward.
 - `Pipelined`: `torch.distributed.pipelining` stages over each pipeline group, forward-only
   (`ScheduleGPipe.eval`); the group's micro-batches are gathered on stage 0, flow through, and
-  the last stage scatters each owner its logits.
+  the last stage scatters each owner its logits. The stages fix their tensor shapes at the first
+  forward, so every micro-batch is padded to the fixed `prompt_len + completion_len` here.
 - `Remote` / `serve`: disaggregated placement; a student rank sends its tokens to its teacher rank
   and receives the logits with point-to-point isend/irecv, or with `teacher_output: topk` only the
-  top-k values (logits dtype) and int32 indices, [b, C, k] each (`planner.executor.topk`).
+  top-k values (logits dtype) and int32 indices, [b, C, k] each (`planner.executor.topk`). Each
+  request first sends the batch's shape (length, completion width): batches are padded to their
+  longest sample, so the teacher rank cannot know it in advance.
 
 `request(batch)` returns a function that waits for and returns the logits, so a remote teacher
 computes while the student runs its own forward.
@@ -44,7 +47,7 @@ class Replicated:
 
     @torch.no_grad()
     def request(self, batch: Batch) -> Wait:
-        logits = completion_logits(self.model, batch.input_ids, batch.attention_mask, self.C)
+        logits = completion_logits(self.model, batch.input_ids, batch.attention_mask, batch.completion_len)
         return lambda: logits
 
 
@@ -61,7 +64,7 @@ class Sharded(Replicated):
 
     @torch.no_grad()
     def request(self, batch: Batch) -> Wait:
-        logits = completion_logits(self.model, batch.input_ids, batch.attention_mask, self.C)
+        logits = completion_logits(self.model, batch.input_ids, batch.attention_mask, batch.completion_len)
         self.model.reshard()  # FSDP2 keeps the root's weights gathered after forward, waiting for a backward that never comes
         return lambda: logits
 
@@ -105,10 +108,10 @@ def layer_split(num_layers: int, stages: int) -> list[tuple[int, int]]:
 
 class Pipelined:
     def __init__(self, model: nn.Module, device: torch.device, completion_len: int, group: dist.ProcessGroup,
-                 group_ranks: list[int], micro_batch: int):
+                 group_ranks: list[int], micro_batch: int, prompt_len: int):
         from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
-        self.group, self.ranks, self.C, self.device = group, sorted(group_ranks), completion_len, device
+        self.group, self.ranks, self.P, self.C, self.device = group, sorted(group_ranks), prompt_len, completion_len, device
         self.index, k = dist.get_rank(group), len(group_ranks)
         lo, hi = layer_split(model.config.num_hidden_layers, k)[self.index]
         self.stage_module = Stage(model, lo, hi, completion_len).to(device)
@@ -119,6 +122,8 @@ class Pipelined:
     @torch.no_grad()
     def request(self, batch: Batch) -> Wait:
         k, first, last = len(self.ranks), self.ranks[0], self.ranks[-1]
+        width = batch.completion_len
+        batch = batch.pad(self.P, self.C)  # the stages' shapes are fixed at their first forward
         gathered = None
         if self.index == 0:
             gathered = [torch.empty_like(batch.input_ids) for _ in range(k)], [torch.empty_like(batch.attention_mask) for _ in range(k)]
@@ -132,7 +137,7 @@ class Pipelined:
         mine = torch.empty(b, self.C, V, device=self.device, dtype=next(self.stage_module.parameters()).dtype)
         chunks = list(out.split(b)) if self.index == k - 1 else None
         dist.scatter(mine, [c.contiguous() for c in chunks] if chunks else None, src=last, group=self.group)
-        return lambda: mine
+        return lambda: mine[:, :width]  # right padding does not change the logits before it (causal)
 
 
 def teacher_rank_of(dp_rank: int, teacher_ranks: list[int]) -> int:
@@ -148,8 +153,10 @@ class Remote:
         self.teacher, self.V, self.C, self.dtype, self.device, self.k = teacher, vocab, completion_len, dtype, device, topk
 
     def request(self, batch: Batch) -> Wait:
-        sends = [dist.isend(batch.input_ids.contiguous(), self.teacher), dist.isend(batch.attention_mask.contiguous(), self.teacher)]
-        shape = (batch.input_ids.shape[0], self.C, self.k or self.V)
+        head = torch.tensor([batch.input_ids.shape[1], batch.completion_len], dtype=torch.long, device=self.device)
+        outgoing = [t.contiguous() for t in (head, batch.input_ids, batch.attention_mask)]  # alive until sent
+        sends = [dist.isend(t, self.teacher) for t in outgoing]
+        shape = (batch.input_ids.shape[0], batch.completion_len, self.k or self.V)
         bufs = [torch.empty(shape, dtype=self.dtype, device=self.device)]
         if self.k:
             bufs.append(torch.empty(shape, dtype=torch.int32, device=self.device))
@@ -158,22 +165,26 @@ class Remote:
         def wait() -> torch.Tensor | TopK:
             for w in sends + recvs:
                 w.wait()
+            outgoing.clear()
             return TopK(*bufs) if self.k else bufs[0]
         return wait
 
 
 @torch.no_grad()
-def serve(teacher: Replicated, students: list[int], requests: int, micro_batch: int, seq_len: int,
+def serve(teacher: Replicated, students: list[int], requests: int, micro_batch: int,
           dtype: torch.dtype, device: torch.device) -> None:
     """Teacher side of a disaggregated teacher: answer `requests` micro-batches from each student, in turn."""
     pending: dict[int, tuple] = {}  # student -> (send works, tensors kept alive until sent)
-    ids = torch.empty(micro_batch, seq_len, dtype=torch.long, device=device)
-    mask = torch.empty_like(ids)
+    head = torch.empty(2, dtype=torch.long, device=device)
     for _ in range(requests):
         for s in students:
+            dist.recv(head, s)  # (length, completion width) of this micro-batch
+            length, width = head.tolist()
+            ids = torch.empty(micro_batch, length, dtype=torch.long, device=device)
+            mask = torch.empty_like(ids)
             dist.recv(ids, s)
             dist.recv(mask, s)
-            out = teacher.request(Batch(ids, mask, ids))()  # logits, or a TopK (planner.executor.topk)
+            out = teacher.request(Batch(ids, mask, ids[:, :width]))()  # logits or a TopK; of the labels only their width is read
             parts = [out.values.to(dtype).contiguous(), out.indices.contiguous()] if isinstance(out, TopK) else [out.to(dtype).contiguous()]
             if s in pending:  # at most one answer in flight per student
                 for w in pending[s][0]:

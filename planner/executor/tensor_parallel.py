@@ -62,9 +62,9 @@ def apply_tp(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
 class TensorParallel:
     """This rank's part of a tp:N teacher; `request` is collective over its TP group."""
 
-    def __init__(self, model: nn.Module, device: torch.device, completion_len: int, mesh: DeviceMesh):
+    def __init__(self, model: nn.Module, device: torch.device, completion_len: int, mesh: DeviceMesh, prompt_len: int):
         meta = any(p.is_meta for p in model.parameters())
-        self.model, self.C, self.mesh = apply_tp(model, mesh), completion_len, mesh
+        self.model, self.P, self.C, self.mesh = apply_tp(model, mesh), prompt_len, completion_len, mesh
         if not meta:  # random weights: the slices are on the mesh's device already, the norms and buffers follow
             model.to(device)  # (a model built on meta is split first, then loaded: `weights.fill`)
         self.group, self.n = mesh.get_group(), mesh.size()
@@ -76,7 +76,10 @@ class TensorParallel:
         return torch.cat(parts)
 
     def _logits(self, batch: Batch) -> DTensor:
-        """The group's completion logits, [N*b, C, V] split over the vocabulary (`Shard(2)`)."""
+        """The group's completion logits, [N*b, C, V] split over the vocabulary (`Shard(2)`). The ranks'
+        micro-batches are padded to the plan's lengths first (each is padded to its own longest sample,
+        and the group's all-gather needs one shape); `request` cuts its rows back."""
+        batch = batch.pad(self.P, self.C)
         ids, mask = self._gather(batch.input_ids), self._gather(batch.attention_mask)
         out = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=self.C + 1).logits
         return out[:, :-1]  # positions P-1 .. P+C-2, as `teacher.completion_logits`
@@ -90,14 +93,14 @@ class TensorParallel:
 
     @torch.no_grad()
     def request(self, batch: Batch):
-        logits = self._logits(batch)
+        width, logits = batch.completion_len, self._logits(batch)
         mine = logits.redistribute(self.mesh, [Shard(0)]).to_local()
-        return lambda: mine
+        return lambda: mine[:, :width]  # right padding does not change the logits before it (causal)
 
     @torch.no_grad()
     def request_topk(self, batch: Batch, k: int):
         """The top k of this rank's rows, selected shard by shard (`TopKTeacher` calls this)."""
-        logits = self._logits(batch)
+        width, logits = batch.completion_len, self._logits(batch)
         V = logits.shape[-1]
         local = logits.to_local()
         if V % self.n or local.shape[-1] < k:  # uneven or narrow shards: move the logits, then select
@@ -111,4 +114,4 @@ class TensorParallel:
             indices = self._own_rows(indices, (rows, C, self.n * k))
             values, pick = values.topk(k, dim=-1)
             indices = indices.gather(-1, pick)
-        return lambda: TopK(values, indices.to(torch.int32))
+        return lambda: TopK(values[:, :width], indices[:, :width].to(torch.int32))

@@ -31,7 +31,7 @@ class Training(Strict):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm to this (null: no clipping; the norm is still measured).")
     steps: int | None = Field(None, gt=0, description=f"Optimizer steps of the run; default workload.epochs passes over the training split of the dataset, or {DEFAULT_STEPS} on synthetic data. `planner run --steps` wins.")
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="Fraction of the dataset's rows held out (seeded) for evaluation; 0: none.")
-    eval_dataset: str | None = Field(None, description="Local JSONL file for evaluation instead of a held-out fraction.")
+    eval_dataset: str | None = Field(None, description="Local dataset for evaluation instead of a held-out fraction (as the plan's `dataset`: .jsonl, .parquet, or a `Dataset.save_to_disk` folder).")
     eval_every: int = Field(0, ge=0, description="Evaluate (GKD loss on the eval split, no gradient) every N steps; with an eval split the run also evaluates after its last step; 0: only then.")
     checkpoint_dir: str | None = Field(None, description="Folder of student checkpoints (torch.distributed.checkpoint); a run resumes from the newest complete one. `planner run --checkpoint-dir` wins.")
     checkpoint_every: int = Field(0, ge=0, description="Save a checkpoint every N steps (0: never). `planner run --checkpoint-every` wins.")
@@ -40,6 +40,7 @@ class Training(Strict):
     log_jsonl: str | None = Field(None, description="Append one JSON line per logged step (step, loss, lr, grad_norm, samples_per_s, tokens_per_s, memory_bytes) and per evaluation (eval_loss).")
     tensorboard_dir: str | None = Field(None, description="Also write the logged values as TensorBoard scalars here (needs the `tensorboard` extra).")
     log_every: int = Field(1, gt=0, description="Log every N steps (and the last step).")
+    pad_to_multiple_of: int = Field(8, gt=0, description="Pad each micro-batch to its longest sample rounded up to a multiple of this (8 as TRL's collators; 64 for some kernels; 1: no rounding), never past workload.prompt_len + completion_len, the lengths the cost model charges.")
 
     @model_validator(mode="after")
     def _rules(self) -> "Training":

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planner.inputs.errors import InputError
-from planner.plan import Plan
+from planner.plan import Plan, tokenizer_folder
 
 DEFAULT_PORT = 29500
 
@@ -120,7 +120,7 @@ def run_summary(plan: Plan, opts: LaunchOptions) -> list[str]:
     every = tr.checkpoint_every if opts.checkpoint_every is None else opts.checkpoint_every
     where = "--checkpoint-dir" if opts.checkpoint_dir else "training.checkpoint_dir"
     return [f"# run: {text(steps, 'steps')} steps; data {text(plan.dataset or 'synthetic', 'dataset')}; "
-            f"tokenizer {text(plan.tokenizer or 'bytes', 'tokenizer')};",
+            f"tokenizer {text(tokenizer_folder(plan) or 'bytes', 'tokenizer')};",
             f"#   checkpoints {text(ckpt or 'none', where)}" + (f" every {every} steps" if ckpt and every else "")
             + f"; final save {text(tr.output_dir or 'none', 'training.output_dir')}."]
 

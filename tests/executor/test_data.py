@@ -1,12 +1,13 @@
 """Data: JSONL rows (chat `messages` or `prompt`/`completion`) and synthetic prompts become
-fixed-shape micro-batches with labels on the completion only; bad rows are one-line errors."""
+micro-batches padded to their longest sample, with labels on the completion only; bad rows are
+one-line errors. (Parquet and saved folders: test_dataset.py.)"""
 
 import json
 
 import pytest
 
 from planner.executor.build import ByteTokenizer
-from planner.executor.data import IGNORE, Samples, micro_batch_indices, read_jsonl
+from planner.executor.data import IGNORE, Samples, micro_batch_indices, padded_lengths, read_jsonl
 from planner.inputs.errors import InputError
 
 
@@ -16,13 +17,34 @@ def test_jsonl_and_padding(tmp_path):
                  + json.dumps({"prompt": "a long prompt here", "completion": "ok"}) + "\n")
     tok = ByteTokenizer()
     rows = read_jsonl(f, tok)
-    s = Samples(8, 6, 512, 0, tok, rows)
+    # prompts of 20 ("user: hi\nassistant: ") and 18 bytes, completions of 3 (with EOS): 23 tokens,
+    # padded to 24 by one more prompt pad, not to the maxima 32 + 16
+    s = Samples(32, 16, 512, 0, tok, rows)
     b = s.batch([0, 1])
-    assert b.input_ids.shape == (2, 14) and b.labels.shape == (2, 6)
+    assert b.input_ids.shape == (2, 24) and b.labels.shape == (2, 3) and (b.prompt_len, b.completion_len) == (21, 3)
     for i in range(2):
         c = b.labels[i][b.labels[i] != IGNORE].tolist()
         assert c[-1] == tok.eos_token_id and tok.decode(c) in ("yo", "ok")
-        assert b.attention_mask[i, 8 + len(c):].sum() == 0  # right padding after the completion
+        assert b.attention_mask[i].sum() == len(rows[s.key(i)][0]) + len(c) and b.attention_mask[i, -1] == 1  # left padding only
+    # the maxima cut: the prompt's last tokens, the completion's first
+    b = Samples(8, 2, 512, 0, tok, rows).batch([0, 1])
+    assert b.input_ids.shape == (2, 10) and b.attention_mask.all() and (b.labels != IGNORE).all()
+    # padded again, as a pipelined teacher and the cache do: the tokens keep their places
+    wide = b.pad(12, 4)
+    assert wide.input_ids.shape == (2, 16) and wide.input_ids[:, 4:14].equal(b.input_ids) and wide.attention_mask[:, :4].sum() == 0
+    assert wide.labels[:, :2].equal(b.labels) and (wide.labels[:, 2:] == IGNORE).all()
+
+
+@pytest.mark.parametrize("prompts, completions, multiple, want", [
+    ([5, 3], [2, 7], 8, (9, 7)),  # 12 -> 16: the prompt widens
+    ([5, 3], [2, 7], 1, (5, 7)),  # no rounding: the longest of each
+    ([5, 3], [2, 7], 64, (16, 12)),  # 64 is past the maxima (16 + 12): the maxima
+    ([16, 3], [2, 3], 8, (16, 8)),  # the prompt is at its maximum: the completion widens
+    ([40], [30], 8, (16, 12)),  # longer rows are cut to the maxima
+    ([0], [1], 8, (7, 1)),  # an empty prompt still has a position before the completion
+])
+def test_padded_lengths(prompts, completions, multiple, want):
+    assert padded_lengths(prompts, completions, 16, 12, multiple) == want
 
 
 def test_synthetic_is_seeded_and_splits_the_global_batch():
@@ -36,12 +58,15 @@ def test_synthetic_is_seeded_and_splits_the_global_batch():
 def test_bad_rows(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text('{"text": "no"}\n')
-    with pytest.raises(InputError, match="bad.jsonl:1: expected"):
+    with pytest.raises(InputError, match=r"bad.jsonl: columns: expected `messages` \(chat\), or `prompt` and `completion`; found text"):
+        read_jsonl(f, ByteTokenizer())
+    f.write_text('{"prompt": "fine", "completion": "ok"}\n{"text": "no"}\n')
+    with pytest.raises(InputError, match="bad.jsonl:2: expected"):
         read_jsonl(f, ByteTokenizer())
 
 
 @pytest.mark.parametrize("line, words", [
-    ('[1, 2]', "expected a JSON object with `messages` or `prompt` and `completion`, got a list"),
+    ('[1, 2]', "expected a JSON object with `messages` (chat), or `prompt` and `completion`, got a list"),
     ('"text"', "got a string"),
     ('{"messages": "hi"}', "messages: expected a list of"),
     ('{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}]}', "messages: expected a list of"),

@@ -12,6 +12,8 @@ import torch
 
 from executor_helpers import run_plan, tiny_plan
 
+from planner.executor.build import ByteTokenizer
+from planner.executor.data import load_samples
 from planner.executor.loop import RunOptions
 from planner.executor.reference import reference_run
 from planner.inputs.yamlio import dump_yaml
@@ -72,9 +74,13 @@ def test_training_section(tmp_path, example):
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     steps = [x for x in lines if "loss" in x]
     assert [x["step"] for x in steps] == [1, 2, 3, 4, 5] and lines[0]["event"] == "start"
-    for x in steps:
+    # tokens_per_s counts each step's prompt + completion tokens (cut to 8 + 8), not the padding (lmbda 0)
+    samples, _ = load_samples(load_plan(plan), ByteTokenizer(), 0, data["dataset"])
+    for k, x in enumerate(steps):
         assert {"step", "loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "memory_bytes"} <= x.keys()
-        assert x["samples_per_s"] > 0 and x["tokens_per_s"] == pytest.approx(x["samples_per_s"] * 16) and x["memory_bytes"] > 0
+        real = sum(min(len(p), 8) + min(len(c), 8) for p, c in map(samples.sample, range(8 * k, 8 * (k + 1))))
+        assert real < 8 * 16 and x["samples_per_s"] > 0 and x["memory_bytes"] > 0
+        assert x["tokens_per_s"] == pytest.approx(x["samples_per_s"] * real / 8)
     assert [x["loss"] for x in steps] == got["loss"] and [x["lr"] for x in steps] == got["lr"]
     assert [[x["step"], x["eval_loss"]] for x in lines if "eval_loss" in x] == got["eval_loss"]
     assert list(tb.glob("events.out.tfevents.*"))

@@ -24,7 +24,7 @@ dist.init_process_group("gloo")
 rank, cpu, ldtype, n = dist.get_rank(), torch.device("cpu"), loop.LOGITS_DTYPES[w.logits_dtype], 3
 model = build.freeze(build.build_model(t.ref, t.shape, w.teacher_dtype or t.shape.dtype, 0))
 if rank == 0:
-    tea.serve(TopKTeacher(tea.Replicated(model, cpu, w.completion_len), w.topk), [1], n, plan.micro_batch, w.seq_len, ldtype, cpu)
+    tea.serve(TopKTeacher(tea.Replicated(model, cpu, w.completion_len), w.topk), [1], n, plan.micro_batch, ldtype, cpu)
 else:
     samples = make_samples(plan, build.ByteTokenizer(), 0, None)
     remote = tea.Remote(0, t.shape.vocab, w.completion_len, ldtype, cpu, topk=w.topk)

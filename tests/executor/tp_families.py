@@ -30,10 +30,17 @@ for name, config in (("qwen2", Qwen2Config(**common)), ("qwen3", Qwen3Config(**c
     model = AutoModelForCausalLM.from_config(config).eval().requires_grad_(False)
     ids = torch.randint(0, 512, (4, 16), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
+    mask[:2, :4] = 0  # rank 0's rows: 4-token prompts, left-padded to the plan's 8
     with torch.no_grad():
         want = completion_logits(model, ids, mask, 8)[2 * rank:2 * rank + 2]  # this rank's 2 rows of the group's 4
-    tp = TensorParallel(model, torch.device("cpu"), 8, mesh)
-    mine = Batch(ids[2 * rank:2 * rank + 2], mask[2 * rank:2 * rank + 2], ids[2 * rank:2 * rank + 2])
+    tp = TensorParallel(model, torch.device("cpu"), 8, mesh, 8)
+    # each rank's micro-batch padded to its own longest sample (as the executor's data does): rank 0 has
+    # 4-token prompts, rank 1 6-token completions; the group must still agree on one shape
+    rows = slice(2 * rank, 2 * rank + 2)
+    mine = (Batch(ids[rows, 4:], mask[rows, 4:], ids[rows, 8:]) if rank == 0 else
+            Batch(ids[rows, :14], mask[rows, :14], ids[rows, 8:14]))
+    if rank == 1:
+        want = want[:, :6]
     got, top = tp.request(mine)(), tp.request_topk(mine, 16)()
     values, indices = want.topk(16, dim=-1)
     out[name] = {"logits": (got - want).abs().max().item(), "topk_values": (top.values - values).abs().max().item(),
