@@ -141,6 +141,8 @@ class Job(Strict):
     student_ref: str = Field("", description="How the student was named (bundled name or path), kept for the plan file.")
     workload: Workload = Field(default_factory=Workload, description="Batch, lengths and GKD settings.")
     training: Training = Field(default_factory=Training, description="Learning rate, schedule, length, evaluation, checkpoints, final save and logs (copied into the plan; the cost model does not read it).")
+    dataset: str | None = Field(None, description="Local training dataset, copied into the plan for `planner run` (a .jsonl or .parquet file, or a `Dataset.save_to_disk` folder; columns `messages`, or `prompt` and `completion`); default synthetic prompts. Checked when the run starts, not when planning.")
+    tokenizer: str | None = Field(None, description="Local tokenizer folder, copied into the plan; default the student checkpoint folder's tokenizer.")
 
 
 def _model_field(value: Any, key: str, source: str, base: Path) -> tuple[ModelShape, str]:

@@ -312,7 +312,8 @@ class Strategy:
         return Plan(version=1, job=job.name, cluster=cluster_ref, nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
                     backend=cluster.backend, placement=self.placement, teacher=teacher, student=student,
                     micro_batch=self.b, grad_accum=job.workload.global_batch // (self.b * self.n_S),
-                    workload=job.workload, runtime=runtime, predicted=predicted, training=job.training)
+                    workload=job.workload, runtime=runtime, predicted=predicted, training=job.training,
+                    dataset=job.dataset, tokenizer=job.tokenizer)
 
     @classmethod
     def from_plan(cls, plan: Plan) -> "Strategy":

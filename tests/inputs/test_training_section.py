@@ -47,6 +47,21 @@ def test_recommend_copies_training_and_the_cost_ignores_it(runner, tmp_path):
     assert fingerprint(with_training) == fingerprint(without)
 
 
+def test_recommend_copies_the_jobs_dataset_and_tokenizer(runner, tmp_path):
+    """A job's `dataset` and `tokenizer` reach the plan, so `recommend -o plan.yaml && export` trains on
+    them; without them the plan has none (synthetic prompts, the student's tokenizer)."""
+    job, plan = tmp_path / "job.yaml", tmp_path / "plan.yaml"
+    job.write_text(yaml.safe_dump(TINY_JOB | {"dataset": "data/train.jsonl", "tokenizer": "tok"}))
+    r = runner.invoke(app, ["recommend", "-m", str(job), "-c", "cpu-local", "--nodes", "1", "-o", str(plan)])
+    assert r.exit_code == 0, r.output
+    got = load_plan(plan)
+    assert (got.dataset, got.tokenizer) == ("data/train.jsonl", "tok")
+    job.write_text(yaml.safe_dump(TINY_JOB))
+    r = runner.invoke(app, ["recommend", "-m", str(job), "-c", "cpu-local", "--nodes", "1", "-o", str(plan), "--force"])
+    assert r.exit_code == 0, r.output
+    assert (load_plan(plan).dataset, load_plan(plan).tokenizer) == (None, None)
+
+
 @pytest.mark.parametrize("training, field", [
     ({"lr": -1}, "training.lr"),
     ({"schedule": "exponential"}, "training.schedule"),
