@@ -45,7 +45,8 @@ import vs_trl_inputs as inputs  # noqa: E402
 BIN = Path(sys.executable).parent
 OVER_BUDGET = 137  # bench/budget.py's exit status for a process over the budget
 PHASES = ("teacher", "generation", "student_forward", "loss", "backward", "optimizer", "other")
-OURS_PHASES = {"teacher": "teacher", "student_forward": "student_forward", "loss_forward": "loss", "backward": "backward", "optimizer": "optimizer"}
+OURS_PHASES = {"teacher": "teacher", "generation": "generation", "student_forward": "student_forward", "loss_forward": "loss", "backward": "backward",
+               "optimizer": "optimizer"}
 
 
 @dataclass
@@ -286,7 +287,7 @@ def report(args, cases: list[Case], counts: dict) -> bool:
             failed |= not ok
             print(f"{'':12} loss, first {len(a)} steps: ours {' '.join(f'{x:.6f}' for x in a)} | TRL GKD "
                   f"{' '.join(f'{x:.6f}' if x is not None else '-' for x in b)} | max diff {diff:.1e} {'OK' if ok else 'MISMATCH'} (tol {args.tol:g})")
-    print("\nseconds per step by phase (median over steady steps of all rounds; ours: `teacher` includes on-policy generation)")
+    print("\nseconds per step by phase (median over steady steps of all rounds)")
     print(f"{'case':12} {'side':16} " + " ".join(f"{p[:9]:>9}" for p in PHASES))
     for case in cases:
         for side, runs in case.results.items():

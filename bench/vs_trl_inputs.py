@@ -87,6 +87,8 @@ def check_tokenization(tok_dir: Path, data: Path, prompt_len: int, completion_le
 
 
 def write_job(path: Path, size: str, teacher: Path, student: Path, lmbda: float) -> None:
+    """The job `planner recommend` plans; the teacher's full logits (not top-k or a cache the planner
+    could pick), so both sides compute the same loss."""
     s = SIZES[size]
     path.write_text(f"""name: vs-trl-{size}
 teacher: {teacher}
@@ -103,6 +105,7 @@ workload:
   teacher_dtype: fp32
   grad_dtype: fp32
   flash_attention: false
+  teacher_output: logits
 """)
 
 
