@@ -61,6 +61,9 @@ def save_models(work: Path, size: str, seed: int) -> dict:
         cfg.parent.mkdir(parents=True, exist_ok=True)
         cfg.write_text(json.dumps(config, indent=1))
         model = build_model(str(cfg), load_model(str(cfg)), "fp32", s)
+        # as a Hugging Face checkpoint has it (build_model turns the cache off for training): saved off,
+        # TRL's DistillationTrainer generated without a KV cache, every step over the whole sequence
+        model.config.use_cache = model.generation_config.use_cache = True
         model.save_pretrained(work / f"{size}-{role}")
         out[role], out[f"{role}_params"] = work / f"{size}-{role}", sum(p.numel() for p in model.parameters())
     return out
