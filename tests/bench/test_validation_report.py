@@ -1,6 +1,7 @@
-"""bench/validation_report.py --quick: calibrates, runs the executor in and out of sample and writes
-a report whose structure holds. Timings on a shared machine are noisy: no error is judged, only
-that every out-of-sample figure is there and finite."""
+"""bench/validation_report.py --smoke (its quickest mode: --quick with 3 cases): calibrates, runs the
+executor in and out of sample (generation and 4 processes included) and writes a report whose
+structure holds. Timings on a shared machine are noisy: no error is judged, only that every
+out-of-sample figure is there and finite."""
 
 import math
 import os
@@ -21,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_report_has_in_and_out_of_sample_errors_per_term(tmp_path):
     out = tmp_path / "validation.md"
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "validation_report.py"), "--quick", "--out", str(out)],
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "validation_report.py"), "--smoke", "--out", str(out)],
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=3000)
     assert r.returncode == 0, r.stderr[-3000:]
     text = out.read_text()
-    assert "PRELIMINARY" in text  # a quick run says so
+    assert "PRELIMINARY" in text and "validation_report.py --smoke`" in text  # a smoke run says so
     rows = [line for line in text.splitlines() if line.startswith("| in |") or line.startswith("| **out** |")]
     assert any(x.startswith("| in |") for x in rows) and any(x.startswith("| **out** |") for x in rows)
     summary = next(line for line in text.splitlines() if line.startswith("| **out-of-sample** |"))

@@ -138,13 +138,14 @@ def test_dataset_cache_is_row_by_row_and_serves_every_epoch(tmp_path):
     live = tiny_plan(tmp_path, "replicate-ddp", "live-data", teacher_output="topk", topk=K, lmbda=0.0)
     for p in (plan, live):  # the dataset is part of the plan
         p.write_text(p.read_text().replace("\ndataset: null", f"\ndataset: {data}"))  # not training.eval_dataset
-    torchrun(["-m", "planner", "run", str(plan), "--cache-teacher", str(tmp_path / "dir"), "--no-progress", "--random-init"], timeout=240)
-    m = json.loads((tmp_path / "dir" / cache.MANIFEST).read_text())
-    assert m["samples"] == 5 and m["data"]["path"] == str(data) and len(m["data"]["sha256"]) == 16
-    jobs = [{"plan": str(plan), "metrics_out": str(tmp_path / "cached.json"), "steps": STEPS, "teacher_cache": str(tmp_path / "dir")},
+    # one launch: write the cache (as `planner run --cache-teacher`, steps from the plan), then train from it and live
+    jobs = [{"plan": str(plan), "cache_teacher": str(tmp_path / "dir")},
+            {"plan": str(plan), "metrics_out": str(tmp_path / "cached.json"), "steps": STEPS, "teacher_cache": str(tmp_path / "dir")},
             {"plan": str(live), "metrics_out": str(tmp_path / "live.json"), "steps": STEPS}]
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    torchrun([str(ROOT / "tests" / "executor" / "run_many.py"), str(tmp_path / "jobs.json")], timeout=240)
+    torchrun([str(ROOT / "tests" / "executor" / "run_many.py"), str(tmp_path / "jobs.json")], timeout=300)
+    m = json.loads((tmp_path / "dir" / cache.MANIFEST).read_text())
+    assert m["samples"] == 5 and m["data"]["path"] == str(data) and len(m["data"]["sha256"]) == 16
     got, want = (json.loads((tmp_path / f"{n}.json").read_text())["loss"] for n in ("cached", "live"))
     assert len(got) == STEPS and all(abs(a - b) < 1e-6 for a, b in zip(got, want)), (got, want)
     data.write_text(data.read_text() + json.dumps({"prompt": "p", "completion": "c"}) + "\n")  # the data changed

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from executor_helpers import run_plan, tiny_plan
+from executor_helpers import ROOT, tiny_plan, torchrun
 
 from planner.executor.build import ByteTokenizer
 from planner.executor.data import load_samples
@@ -44,20 +44,41 @@ def _trained_weights(folder):
     return {k[len("model."):]: v for k, v in sd.items()}
 
 
-@pytest.mark.parametrize("example", ["replicate-ddp", "shard-zero3", "disaggregated"])
-def test_training_section(tmp_path, example):
+EXAMPLES = ["replicate-ddp", "shard-zero3", "disaggregated"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """Each example's plan (with a training section), its folders and metrics, all run in one torchrun
+    launch (run_many.py: the workers start once)."""
+    tmp = tmp_path_factory.mktemp("training")
+    dataset = str(_dataset(tmp / "data.jsonl"))
+    out, jobs = {}, []
+    for example in EXAMPLES:
+        d = tmp / example
+        d.mkdir()
+        plan = tiny_plan(d, example)
+        data = load_plan(plan).model_dump(mode="json")
+        data["dataset"] = dataset
+        data["training"] = {"lr": 2e-3, "schedule": "cosine", "warmup_steps": 2, "min_lr": 1e-4, "weight_decay": 0.1,
+                            "betas": [0.8, 0.99], "max_grad_norm": 0.01, "steps": STEPS, "eval_fraction": 0.25, "eval_every": 2,
+                            "checkpoint_dir": str(d / "ckpt"), "checkpoint_every": 1, "keep_checkpoints": 3, "output_dir": str(d / "student"),
+                            "log_jsonl": str(d / "log.jsonl"), "tensorboard_dir": str(d / "tb")}
+        plan.write_text(dump_yaml(data))
+        jobs.append({"plan": str(plan), "metrics_out": str(d / "m.json"), "steps": STEPS})  # steps 5 as well: the option and the plan agree
+        out[example] = d
+    (tmp / "jobs.json").write_text(json.dumps(jobs))
+    torchrun([str(ROOT / "tests" / "executor" / "run_many.py"), str(tmp / "jobs.json")], timeout=900)
+    return out
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_training_section(runs, example):
     from transformers import AutoModelForCausalLM
 
-    plan = tiny_plan(tmp_path, example)
-    data = load_plan(plan).model_dump(mode="json")
-    ckpt, out, log, tb = tmp_path / "ckpt", tmp_path / "student", tmp_path / "log.jsonl", tmp_path / "tb"
-    data["dataset"] = str(_dataset(tmp_path / "data.jsonl"))
-    data["training"] = {"lr": 2e-3, "schedule": "cosine", "warmup_steps": 2, "min_lr": 1e-4, "weight_decay": 0.1,
-                        "betas": [0.8, 0.99], "max_grad_norm": 0.01, "steps": STEPS, "eval_fraction": 0.25, "eval_every": 2,
-                        "checkpoint_dir": str(ckpt), "checkpoint_every": 1, "keep_checkpoints": 3, "output_dir": str(out),
-                        "log_jsonl": str(log), "tensorboard_dir": str(tb)}
-    plan.write_text(dump_yaml(data))
-    got = run_plan(plan, tmp_path / "m.json", STEPS, timeout=600)  # --steps 5 as well: the flag and the plan agree
+    d = runs[example]
+    plan, ckpt, out, log, tb = d / f"{example}.yaml", d / "ckpt", d / "student", d / "log.jsonl", d / "tb"
+    got = json.loads((d / "m.json").read_text())
     want = reference_run(load_plan(plan), RunOptions(random_init=True))
 
     # schedule, betas, decay and clipping: the reference's numbers; clipping was active

@@ -32,9 +32,10 @@ def save_llama(folder: Path, *, hidden: int, layers: int, ffn: int, vocab: int, 
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def load(folder: Path, mode: str, tmp: Path) -> list[dict]:
-    torchrun([str(WORKER), str(folder), mode, str(tmp / mode)], timeout=300)
-    return [json.loads((tmp / f"{mode}.{r}.json").read_text()) for r in range(2)]
+def load(folder: Path, modes: list[str], tmp: Path) -> dict[str, list[dict]]:
+    """Each mode's report per rank, from one launch (peak RSS is meaningful for the first mode only)."""
+    torchrun([str(WORKER), str(folder), ",".join(modes), str(tmp / "load")], timeout=300)
+    return {mode: [json.loads((tmp / f"load.{mode}.{r}.json").read_text()) for r in range(2)] for mode in modes}
 
 
 def test_refs_without_weights_are_refused_unless_random_init(tmp_path):
@@ -87,11 +88,11 @@ def test_loaded_shards_and_stages_equal_the_checkpoint(tmp_path):
     split 2 + 1, a checkpoint in several files: every tensor a rank holds equals the saved one."""
     folder = tmp_path / "ckpt"
     save_llama(folder, hidden=128, layers=3, ffn=256, vocab=512, tied=True, shard="200KB")
-    shard = load(folder, "shard", tmp_path)
+    loaded = load(folder, ["shard", "pipeline", "tp"], tmp_path)  # one launch: no RSS judged here
+    shard, stages = loaded["shard"], loaded["pipeline"]
     assert all(r["wrong"] == [] and r["checked"] > 0 for r in shard), shard
-    tp = load(folder, "tp", tmp_path)  # the tied head re-tied to the vocabulary-split embedding
+    tp = loaded["tp"]  # the tied head re-tied to the vocabulary-split embedding
     assert all(r["wrong"] == [] and r["checked"] == shard[0]["checked"] for r in tp), tp
-    stages = load(folder, "pipeline", tmp_path)
     assert all(r["wrong"] == [] for r in stages), stages
     # stage 0: embed + 2 layers (9 tensors each); stage 1: 1 layer, the final norm and the (tied) head
     assert [r["checked"] for r in stages] == [1 + 2 * 9, 9 + 2]
@@ -105,10 +106,10 @@ def test_a_rank_never_holds_a_full_copy(tmp_path):
     folder = tmp_path / "ckpt"
     full = save_llama(folder, hidden=768, layers=6, ffn=2048, vocab=16000, tied=False, shard="20MB")
     for mode in ("shard", "tp", "pipeline"):
-        for rank, r in enumerate(load(folder, mode, tmp_path)):
+        for rank, r in enumerate(load(folder, [mode], tmp_path)[mode]):  # a launch per mode: each measures its own peak
             assert r["wrong"] == [] and abs(r["held_bytes"] / full - 0.5) < 0.01
             assert r["added_rss"] < 0.7 * full, f"{mode} rank {rank}: the load added {r['added_rss'] / full:.2f}x the model"
-    for r in load(folder, "replicate", tmp_path):
+    for r in load(folder, ["replicate"], tmp_path)["replicate"]:
         assert r["added_rss"] >= full
 
 
