@@ -2,7 +2,8 @@
 reference's per-step loss (within 1e-5) and gradient norm (relative 1e-5) over 3 steps, as
 test_correctness does for the other splits: colocated on 2 ranks (on-policy half the time); two
 tp:2 replicas on 4 ranks with top-k output (selected shard by shard) and a ZeRO-3 student; and on 2
-ranks of its own serving 2 DDP students. Each rank of a TP group holds half the teacher. Qwen2 and
+ranks of its own serving 2 DDP students; and, in the same launch, two 2-stage pipelines of the teacher
+with an HSDP student (2 replicas x 2 shards), on-policy. Each rank of a TP group holds half the teacher. Qwen2 and
 Qwen3 blocks and a tied head split like the whole model (tp_families.py)."""
 
 import json
@@ -56,16 +57,29 @@ def test_tp_teacher_replicas_and_disaggregated_on_four_ranks_match_single_proces
     replicas = four_ranks(tiny_plan(tmp_path, "replicate-ddp", "tp2x2-topk", teacher="tp", student="zero3", teacher_output="topk", topk=16),
                           [0, 1, 2, 3], [0, 1, 2, 3], grad_accum=1, student_shard=4)
     own = four_ranks(tiny_plan(tmp_path, "disaggregated", "tp2-disaggregated", teacher="tp"), [0, 1], [2, 3], grad_accum=2)
-    jobs = [{"plan": str(p), "metrics_out": str(tmp_path / f"{p.stem}.json"), "steps": STEPS} for p in (replicas, own)]
+    # the other 2-D layouts, in the same launch: two 2-stage teacher pipelines (the old "hybrid") and an
+    # HSDP student (2 replicas of a 2-way shard)
+    hybrid = four_ranks(tiny_plan(tmp_path, "pipeline-ddp", "pp2x2-hsdp2x2", student="hsdp", lmbda=0.5),
+                        [0, 1, 2, 3], [0, 1, 2, 3], grad_accum=1, student_shard=2)
+    jobs = [{"plan": str(p), "metrics_out": str(tmp_path / f"{p.stem}.json"), "steps": STEPS} for p in (replicas, own, hybrid)]
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     torchrun([str(ROOT / "tests" / "executor" / "run_many.py"), str(tmp_path / "jobs.json")], nproc=4, timeout=300)
     full = full_teacher_bytes()
-    for plan, job in zip((replicas, own), jobs):
+    for plan, job in zip((replicas, own), jobs[:2]):
         got = json.loads(Path(job["metrics_out"]).read_text())
         assert_matches_reference(plan, got)
         teachers = [r for r, role in got["roles"].items() if role != "student"]
         assert len(teachers) == (4 if plan is replicas else 2)
         assert all(abs(got["peak_memory_bytes"][r]["teacher_params"] / full - 0.5) < 0.01 for r in teachers)
+    got = json.loads(Path(jobs[2]["metrics_out"]).read_text())
+    assert_matches_reference(hybrid, got)
+    assert sum(got["on_policy"]) > 0
+    # each rank holds one stage of its pipeline (two whole teachers over the 4 ranks, none on one rank)
+    # and the same half of the student (its replica's 2-way shard)
+    held = [got["peak_memory_bytes"][str(r)] for r in range(4)]
+    assert all(h["teacher_params"] < 0.75 * full for h in held), held
+    assert abs(sum(h["teacher_params"] for h in held) / (2 * full) - 1) < 0.02, held
+    assert len({h["student_params"] for h in held}) == 1
 
 
 def test_qwen2_qwen3_and_tied_llama_split_like_the_whole_model(tmp_path):

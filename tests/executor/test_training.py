@@ -96,7 +96,7 @@ def test_training_section(runs, example):
     steps = [x for x in lines if "loss" in x]
     assert [x["step"] for x in steps] == [1, 2, 3, 4, 5] and lines[0]["event"] == "start"
     # tokens_per_s counts each step's prompt + completion tokens (cut to 8 + 8), not the padding (lmbda 0)
-    samples, _ = load_samples(load_plan(plan), ByteTokenizer(), 0, data["dataset"])
+    samples, _ = load_samples(load_plan(plan), ByteTokenizer(), 0, load_plan(plan).dataset)
     for k, x in enumerate(steps):
         assert {"step", "loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "memory_bytes"} <= x.keys()
         real = sum(min(len(p), 8) + min(len(c), 8) for p, c in map(samples.sample, range(8 * k, 8 * (k + 1))))
