@@ -67,3 +67,17 @@ def run_plan(plan: Path, out: Path, steps: int, *extra: str, random_init: bool =
     init = ["--random-init"] if random_init else []
     torchrun(["-m", "planner", "run", str(plan), "--steps", str(steps), "--metrics-out", str(out), "--no-progress", *init, *extra], **kw)
     return json.loads(out.read_text())
+
+
+def assert_matches_reference(plan: Path, got: dict, steps: int) -> None:
+    """`got`'s per-step loss within 1e-5 and gradient norm within relative 1e-5 of the single-process reference."""
+    from planner.executor.loop import RunOptions
+    from planner.executor.reference import reference_losses
+    from planner.plan import load_plan
+
+    want_loss, want_norm = reference_losses(load_plan(plan), RunOptions(steps=steps, random_init=True))
+    assert len(got["loss"]) == steps
+    for step, (a, b) in enumerate(zip(got["loss"], want_loss)):
+        assert abs(a - b) < 1e-5, f"{Path(plan).name} step {step}: loss {a} vs reference {b}"
+    for step, (a, b) in enumerate(zip(got["grad_norm"], want_norm)):
+        assert abs(a - b) <= 1e-5 * abs(b), f"{Path(plan).name} step {step}: grad norm {a} vs reference {b}"

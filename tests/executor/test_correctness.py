@@ -6,11 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from planner.executor.loop import RunOptions
-from planner.executor.reference import reference_losses
-from planner.plan import load_plan
 
-from executor_helpers import ROOT, tiny_plan, torchrun
+from executor_helpers import ROOT, assert_matches_reference, tiny_plan, torchrun
 
 STEPS = 5
 CASES = [
@@ -37,11 +34,6 @@ def runs(tmp_path_factory) -> list[tuple[Path, dict]]:
 @pytest.mark.parametrize("example, workload", CASES)
 def test_matches_single_process(runs, example, workload):
     plan, got = runs[CASES.index((example, workload))]
-    want_loss, want_norm = reference_losses(load_plan(plan), RunOptions(steps=STEPS, random_init=True))
-    assert len(got["loss"]) == STEPS
-    for step, (a, b) in enumerate(zip(got["loss"], want_loss)):
-        assert abs(a - b) < 1e-5, f"step {step}: loss {a} vs reference {b}"
-    for step, (a, b) in enumerate(zip(got["grad_norm"], want_norm)):
-        assert abs(a - b) <= 1e-5 * abs(b), f"step {step}: grad norm {a} vs reference {b}"
+    assert_matches_reference(plan, got, STEPS)
     if workload.get("lmbda"):
         assert sum(got["on_policy"]) > 0

@@ -9,23 +9,11 @@ Qwen3 blocks and a tied head split like the whole model (tp_families.py)."""
 import json
 from pathlib import Path
 
-from executor_helpers import ROOT, run_plan, tiny_plan, torchrun
+from executor_helpers import ROOT, assert_matches_reference as _matches, run_plan, tiny_plan, torchrun
 
-from planner.executor.loop import RunOptions
-from planner.executor.reference import reference_losses
 from planner.inputs.yamlio import dump_yaml, read_mapping
-from planner.plan import load_plan
 
 STEPS = 3
-
-
-def assert_matches_reference(plan: Path, got: dict) -> None:
-    want_loss, want_norm = reference_losses(load_plan(plan), RunOptions(steps=STEPS, random_init=True))
-    assert len(got["loss"]) == STEPS
-    for step, (a, b) in enumerate(zip(got["loss"], want_loss)):
-        assert abs(a - b) < 1e-5, f"{plan.name} step {step}: loss {a} vs reference {b}"
-    for step, (a, b) in enumerate(zip(got["grad_norm"], want_norm)):
-        assert abs(a - b) <= 1e-5 * abs(b), f"{plan.name} step {step}: grad norm {a} vs reference {b}"
 
 
 def full_teacher_bytes() -> int:
@@ -47,7 +35,7 @@ def four_ranks(plan: Path, teacher_ranks: list[int], student_ranks: list[int], g
 def test_tp_teacher_on_two_ranks_matches_single_process(tmp_path):
     plan = tiny_plan(tmp_path, "replicate-ddp", "tp2", teacher="tp", lmbda=0.5)
     got = run_plan(plan, tmp_path / "tp2.json", STEPS)
-    assert_matches_reference(plan, got)
+    _matches(plan, got, STEPS)
     assert sum(got["on_policy"]) > 0
     held = [got["peak_memory_bytes"][r]["teacher_params"] for r in ("0", "1")]
     assert held[0] == held[1] and abs(held[0] / full_teacher_bytes() - 0.5) < 0.01  # the norms (replicated) are 0.1%
@@ -67,12 +55,12 @@ def test_tp_teacher_replicas_and_disaggregated_on_four_ranks_match_single_proces
     full = full_teacher_bytes()
     for plan, job in zip((replicas, own), jobs[:2]):
         got = json.loads(Path(job["metrics_out"]).read_text())
-        assert_matches_reference(plan, got)
+        _matches(plan, got, STEPS)
         teachers = [r for r, role in got["roles"].items() if role != "student"]
         assert len(teachers) == (4 if plan is replicas else 2)
         assert all(abs(got["peak_memory_bytes"][r]["teacher_params"] / full - 0.5) < 0.01 for r in teachers)
     got = json.loads(Path(jobs[2]["metrics_out"]).read_text())
-    assert_matches_reference(hybrid, got)
+    _matches(hybrid, got, STEPS)
     assert sum(got["on_policy"]) > 0
     # each rank holds one stage of its pipeline (two whole teachers over the 4 ranks, none on one rank)
     # and the same half of the student (its replica's 2-way shard)
