@@ -107,7 +107,7 @@ workload:
   student_dtype: fp32
   teacher_dtype: fp32
   grad_dtype: fp32
-  flash_attention: false
+  flash_attention: true
   teacher_output: logits
 """)
 
