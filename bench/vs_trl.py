@@ -251,7 +251,7 @@ def report(args, cases: list[Case], counts: dict) -> bool:
           f"beta 0.5, T 1; samples/s: median of {max(len(c.results.get('ours', [])) for c in cases)} alternating round(s), {args.steps - args.warmup} steady steps per run")
     for size, c in counts.items():
         s = inputs.SIZES[size]
-        print(f"  {size}: teacher {c['teacher_params'] / 1e6:.1f}M, student {c['student_params'] / 1e6:.1f}M parameters, vocab 512, "
+        print(f"  {size}: teacher {c['teacher_params'] / 1e6:.1f}M, student {c['student_params'] / 1e6:.1f}M parameters, vocab {c.get('vocab', 512)}, "
               f"P+C {s['prompt_len']}+{s['completion_len']}")
     print(f"\n{'case':12} {'side':38} {'mb x ga':>7} {'samples/s':>9} {'runs':>18} {'peak MiB':>8} {'ratio':>6}")
     failed = False

@@ -6,6 +6,9 @@ bytes plus specials) with the prompt and completion lengths it is run at:
   tiny: models/tiny-{teacher,student}.json (6.2M / 0.9M parameters), 32 + 32 tokens
   27m:  a 9-layer 512-wide teacher (27.1M) and a 5-layer 256-wide student (4.0M), 64 + 64 tokens,
         the pair and lengths of the independent harness of issue 17
+  27m-32k: the 27m pair with Llama 2's 32,000-token vocabulary (59.4M / 20.4M parameters; the byte
+        tokenizer uses the first 259 ids), 64 + 64 tokens: where the LM head and the loss weigh as
+        they do at a real vocabulary
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ NARROW = {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 5, 
 SIZES = {
     "tiny": {"teacher": {}, "student": {}, "prompt_len": 32, "completion_len": 32},
     "27m": {"teacher": WIDE, "student": NARROW, "prompt_len": 64, "completion_len": 64},
+    "27m-32k": {"teacher": WIDE | {"vocab_size": 32000}, "student": NARROW | {"vocab_size": 32000}, "prompt_len": 64, "completion_len": 64},
 }
 GLOBAL_BATCH = 8  # 4 samples per rank on 2 ranks
 
@@ -66,6 +70,7 @@ def save_models(work: Path, size: str, seed: int) -> dict:
         model.config.use_cache = model.generation_config.use_cache = True
         model.save_pretrained(work / f"{size}-{role}")
         out[role], out[f"{role}_params"] = work / f"{size}-{role}", sum(p.numel() for p in model.parameters())
+        out["vocab"] = config["vocab_size"]
     return out
 
 

@@ -41,8 +41,10 @@ def wrap(model: nn.Module, strategy: str, lay: Layout, compute_dtype: torch.dtyp
         fully_shard(model, mesh=lay.student_mesh, reshard_after_forward=reshard, **mp)
         return model
     ids = [lay.device] if lay.device.type == "cuda" else None
-    # gradients live in DDP's all-reduce buckets: no copy into them per step, no second gradient-sized buffer
-    return DDP(model, device_ids=ids, process_group=lay.student_group, gradient_as_bucket_view=True)
+    # gradients live in DDP's all-reduce buckets: no copy into them per step, no second gradient-sized buffer.
+    # No buffer broadcast per forward: a causal LM's buffers (rotary frequencies) are computed, never
+    # trained, and DDP already syncs them once at construction; the broadcast cost a collective per forward.
+    return DDP(model, device_ids=ids, process_group=lay.student_group, gradient_as_bucket_view=True, broadcast_buffers=False)
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
