@@ -111,6 +111,8 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="the test suite's run: --quick with 3 of its cases (one in sample, "
                     "generation and 4 processes out of sample) and 2 steps (still one steady step after the warm-up)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "validation.md"))
+    ap.add_argument("--calibration", type=Path, help="the .raw.json of a `planner calibrate --world 2 --model tiny-student` "
+                    "already run on this machine (with --quick if this run is): the first round's 2-process calibration, not run again")
     args = ap.parse_args()
     args.quick = args.quick or args.smoke
     rounds, steps = (1, 2 if args.smoke else 3) if args.quick else (args.rounds, args.steps)
@@ -125,7 +127,7 @@ def main() -> None:
         for r in range(rounds + (0 if args.quick else 1)):
             # a calibration before every round of runs and one after the last: the machine's drift
             # over the report reaches the calibration as it reaches the measurements
-            cal2 += calibrate(tmp, f"2-{r}", args.quick, 2, True)["rounds"]
+            cal2 += (json.loads(args.calibration.read_text()) if r == 0 and args.calibration else calibrate(tmp, f"2-{r}", args.quick, 2, True))["rounds"]
             cal4 += calibrate(tmp, f"4-{r}", args.quick, 4, False)["rounds"]
             if r == 0:
                 topo2, runtime, knobs = calibrated(median_of(cal2), "this-machine", 2)

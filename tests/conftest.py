@@ -1,12 +1,24 @@
-"""Shared fixtures: the repository root, a CLI runner and a deadline."""
+"""Shared fixtures: the repository root, a CLI runner, a deadline and one model calibration."""
 
+import atexit
+import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# `datasets` caches what it reads under ~/.cache/huggingface/datasets: the suite (and the runs it
+# starts, which inherit the variable) caches in a folder of its own, removed at the end.
+if "HF_DATASETS_CACHE" not in os.environ:
+    os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="kd-planner-tests-datasets-")
+    atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], True)
 
 
 @pytest.fixture
@@ -32,3 +44,17 @@ def deadline(request):
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="session")
+def tiny_student_calibration(tmp_path_factory) -> Path:
+    """`planner calibrate --quick --world 2 --model tiny-student`, run once per session (about 80 s):
+    its topology file (the runtime and the raw measurements lie next to it). The calibration test
+    checks what it wrote; the validation report's smoke run fits on its measurements."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    out = tmp_path_factory.mktemp("calibration") / "fit.yaml"
+    r = subprocess.run([sys.executable, "-m", "planner", "calibrate", "--quick", "--world", "2", "--model", "tiny-student", "-o", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out

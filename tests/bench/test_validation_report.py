@@ -19,10 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_quick_report_has_in_and_out_of_sample_errors_per_term(tmp_path):
+def test_quick_report_has_in_and_out_of_sample_errors_per_term(tmp_path, tiny_student_calibration):
     out = tmp_path / "validation.md"
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "validation_report.py"), "--smoke", "--out", str(out)],
+    raw = tiny_student_calibration.with_suffix(".raw.json")  # the session's 2-process model calibration, not run twice
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "validation_report.py"), "--smoke", "--out", str(out), "--calibration", str(raw)],
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=3000)
     assert r.returncode == 0, r.stderr[-3000:]
     text = out.read_text()

@@ -40,16 +40,15 @@ def test_calibrate_writes_a_loadable_topology(runner, tmp_path):
 
 
 @pytest.mark.slow
-def test_calibrate_model_writes_hardware_and_runtime(runner, tmp_path):
+def test_calibrate_model_writes_hardware_and_runtime(runner, tmp_path, tiny_student_calibration):
     """With --model every timing the fits need is taken, the topology holds hardware only and the
     runtime the fitted overheads of this backend. What the fits make of timings is tested on
     synthetic ones (test_fits.py): values measured here depend on how busy the machine is, so
-    they are not judged."""
+    they are not judged. The calibration (`--quick --world 2 --model tiny-student`) is the
+    session's, shared with the validation report's test."""
     from planner.inputs.load import load_runtime
 
-    out = tmp_path / "fit.yaml"
-    r = runner.invoke(app, ["calibrate", "--quick", "--world", "2", "--model", "tiny-student", "-o", str(out)])
-    assert r.exit_code == 0, r.stderr
+    out = tiny_student_calibration
     assert 0 < load_cluster(str(out)).gpu.compute_efficiency <= 1
     assert "overhead" not in out.read_text()
     rt = load_runtime(str(out.with_suffix(".runtime.yaml")))
