@@ -9,6 +9,9 @@ bytes plus specials) with the prompt and completion lengths it is run at:
   27m-32k: the 27m pair with Llama 2's 32,000-token vocabulary (59.4M / 20.4M parameters; the byte
         tokenizer uses the first 259 ids), 64 + 64 tokens: where the LM head and the loss weigh as
         they do at a real vocabulary
+  171m-32k: a 9-layer 1024-wide teacher (171M) and the 27m-32k student (20.1M) at the 32,000-token
+        vocabulary, 64 + 64 tokens: a teacher large enough that sharding it saves what DeepSpeed
+        ZeRO-3 adds on a CPU, for the enforced budget
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'assistant' %}{{ 'assista
 PROMPT_OVERHEAD = len("user: \nassistant: ")  # template bytes around the user's text
 
 WIDE = {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 9, "num_attention_heads": 8, "num_key_value_heads": 4}
+WIDER = {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 9, "num_attention_heads": 16, "num_key_value_heads": 8}
 NARROW = {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 5, "num_attention_heads": 4, "num_key_value_heads": 2}
 SIZES = {
     "tiny": {"teacher": {}, "student": {}, "prompt_len": 32, "completion_len": 32},
     "27m": {"teacher": WIDE, "student": NARROW, "prompt_len": 64, "completion_len": 64},
     "27m-32k": {"teacher": WIDE | {"vocab_size": 32000}, "student": NARROW | {"vocab_size": 32000}, "prompt_len": 64, "completion_len": 64},
+    "171m-32k": {"teacher": WIDER | {"vocab_size": 32000}, "student": NARROW | {"vocab_size": 32000}, "prompt_len": 64, "completion_len": 64},
 }
 GLOBAL_BATCH = 8  # 4 samples per rank on 2 ranks
 
