@@ -18,7 +18,7 @@ Per size, each a `torchrun --nproc-per-node 2` job, `planner recommend` on cpu-l
   off-policy (lmbda 0):  planner run <recommended>  vs  TRL GKDTrainer + DDP (teacher replica per rank)
   on-policy  (lmbda 1):  planner run <recommended>  vs  TRL DistillationTrainer + DDP (always on-policy)
 Under an enforced budget (--budget-size, --budget-mib: resident MiB per process above the baseline, by default
-27m-32k at 1300 MiB, where TRL's DDP replica does not fit at any micro-batch,
+27m-32k at 1300 MiB, where TRL's DDP replica does not fit at any micro-batch (nor, in most runs, its ZeRO-3),
 enforced by bench/budget.py; a process over it is ended and its side fails), the plan recommended on
 cpu-local with that memory vs TRL GKDTrainer with DDP and with DeepSpeed ZeRO-3 (teacher sharded
 by TRL's `prepare_deepspeed`), each at the largest micro-batch (4, 2, 1) that fits, found in round 1.
@@ -151,8 +151,8 @@ def main() -> None:
     ap.add_argument("--policies", default="off,on", help="off: lmbda 0 vs GKDTrainer; on: lmbda 1 vs DistillationTrainer")
     ap.add_argument("--budget-size", default="27m-32k", help="the size run under the enforced budget ('' for none)")
     ap.add_argument("--budget-mib", type=float, default=1300.0,
-                    help="resident MiB per process above the shared baseline; at 27m-32k TRL GKDTrainer + DDP peaks at about "
-                         "1320 MiB at micro-batch 1 (measured, so it does not fit) and + DeepSpeed ZeRO-3 at about 1280-1295 (fits)")
+                    help="resident MiB per process above the shared baseline; at 27m-32k, micro-batch 1, TRL GKDTrainer + DDP peaked at "
+                         "1303-1322 MiB and + DeepSpeed ZeRO-3 at 1276-1321 (4 runs each), so ZeRO-3 fits in some runs and not in others")
     ap.add_argument("--budget-overhead-mib", type=float, default=650.0,
                     help="of the budget, what the cost model does not count (allocator, gloo, checkpoint loading; about "
                          "650 MiB at 27m-32k, 160 at 27m): the budget topology's reserved memory")
