@@ -6,7 +6,7 @@ bytes plus specials) with the prompt and completion lengths it is run at:
   tiny: models/tiny-{teacher,student}.json (6.2M / 0.9M parameters), 32 + 32 tokens
   27m:  a 9-layer 512-wide teacher (27.1M) and a 5-layer 256-wide student (4.0M), 64 + 64 tokens,
         the pair and lengths of the independent harness of issue 17
-  27m-32k: the 27m pair with Llama 2's 32,000-token vocabulary (59.4M / 20.4M parameters; the byte
+  27m-32k: the 27m pair with Llama 2's 32,000-token vocabulary (59.3M / 20.1M parameters; the byte
         tokenizer uses the first 259 ids), 64 + 64 tokens: where the LM head and the loss weigh as
         they do at a real vocabulary
   171m-32k: a 9-layer 1024-wide teacher (171M) and the 27m-32k student (20.1M) at the 32,000-token

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-
 from executor_helpers import ROOT, assert_matches_reference, tiny_plan, torchrun
 
 STEPS = 5

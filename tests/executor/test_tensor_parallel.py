@@ -9,7 +9,7 @@ Qwen3 blocks and a tied head split like the whole model (tp_families.py)."""
 import json
 from pathlib import Path
 
-from executor_helpers import ROOT, assert_matches_reference as _matches, run_plan, tiny_plan, torchrun
+from executor_helpers import ROOT, assert_matches_reference, run_plan, tiny_plan, torchrun
 
 from planner.inputs.yamlio import dump_yaml, read_mapping
 
@@ -35,7 +35,7 @@ def four_ranks(plan: Path, teacher_ranks: list[int], student_ranks: list[int], g
 def test_tp_teacher_on_two_ranks_matches_single_process(tmp_path):
     plan = tiny_plan(tmp_path, "replicate-ddp", "tp2", teacher="tp", lmbda=0.5)
     got = run_plan(plan, tmp_path / "tp2.json", STEPS)
-    _matches(plan, got, STEPS)
+    assert_matches_reference(plan, got, STEPS)
     assert sum(got["on_policy"]) > 0
     held = [got["peak_memory_bytes"][r]["teacher_params"] for r in ("0", "1")]
     assert held[0] == held[1] and abs(held[0] / full_teacher_bytes() - 0.5) < 0.01  # the norms (replicated) are 0.1%
@@ -55,12 +55,12 @@ def test_tp_teacher_replicas_and_disaggregated_on_four_ranks_match_single_proces
     full = full_teacher_bytes()
     for plan, job in zip((replicas, own), jobs[:2]):
         got = json.loads(Path(job["metrics_out"]).read_text())
-        _matches(plan, got, STEPS)
+        assert_matches_reference(plan, got, STEPS)
         teachers = [r for r, role in got["roles"].items() if role != "student"]
         assert len(teachers) == (4 if plan is replicas else 2)
         assert all(abs(got["peak_memory_bytes"][r]["teacher_params"] / full - 0.5) < 0.01 for r in teachers)
     got = json.loads(Path(jobs[2]["metrics_out"]).read_text())
-    _matches(hybrid, got, STEPS)
+    assert_matches_reference(hybrid, got, STEPS)
     assert sum(got["on_policy"]) > 0
     # each rank holds one stage of its pipeline (two whole teachers over the 4 ranks, none on one rank)
     # and the same half of the student (its replica's 2-way shard)
