@@ -21,6 +21,13 @@ if "HF_DATASETS_CACHE" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], True)
 
 
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 of their own (a serial run has none): the
+# CLI would then size its tables to 80 columns. Tests that need a width set COLUMNS themselves.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
@@ -48,7 +55,8 @@ def deadline(request):
 
 @pytest.fixture(scope="session")
 def tiny_student_calibration(tmp_path_factory) -> Path:
-    """`planner calibrate --quick --world 2 --model tiny-student`, run once per session (about 80 s):
+    """`planner calibrate --quick --world 2 --model tiny-student`, run once per session (about 80 s;
+    under pytest-xdist once per worker, so the tests that use it share the `calibration` xdist group):
     its topology file (the runtime and the raw measurements lie next to it). The calibration test
     checks what it wrote; the validation report's smoke run fits on its measurements."""
     pytest.importorskip("torch")

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("calibration")  # shares the session calibration with test_calibrate
 def test_quick_report_has_in_and_out_of_sample_errors_per_term(tmp_path, tiny_student_calibration):
     out = tmp_path / "validation.md"
     env = os.environ | {"PYTHONPATH": str(ROOT)}

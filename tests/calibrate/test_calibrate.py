@@ -40,6 +40,7 @@ def test_calibrate_writes_a_loadable_topology(runner, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("calibration")  # shares the session calibration with the validation report test
 def test_calibrate_model_writes_hardware_and_runtime(runner, tmp_path, tiny_student_calibration):
     """With --model every timing the fits need is taken, the topology holds hardware only and the
     runtime the fitted overheads of this backend. What the fits make of timings is tested on
