@@ -26,6 +26,9 @@ from planner.search.strategy import PLACEMENTS, STUDENT_SPLITS, TEACHER_ALIASES,
 TeacherStrategy = Literal[TEACHER_SPLITS + tuple(TEACHER_ALIASES)]  # hybrid: an older name of pipeline
 StudentStrategy = Literal[STUDENT_SPLITS]
 Tier = Literal["none", "intra_node", "inter_node"]
+RolloutEngine = Literal["hf-eager", "hf-static", "vllm"]
+TeacherEngine = Literal["pytorch", "vllm-server"]
+Schedule = Literal["sync", "async"]
 
 
 class TeacherPlan(Strict):
@@ -40,6 +43,13 @@ class TeacherPlan(Strict):
     ep: int = Field(1, gt=0, description="Expert parallelism of a mixture-of-experts teacher: each group of ep consecutive ranks (of a pipeline stage) holds 1/ep of every MoE layer's experts and exchanges tokens by all-to-all; 1 = none. Plan-only: the bundled executor does not run it.")
     ranks: list[int] = Field(description="Global ranks that hold a piece of the teacher, in stage order within each group.")
     group_tier: Tier = Field("none", description="Network tier of the teacher's widest group (pipeline, tp or shard).")
+    engine: TeacherEngine = Field("pytorch", description="What runs the teacher: pytorch (in the trainer's torch.distributed world, on `ranks`) or vllm-server (vLLM OpenAI servers of the teacher on the cluster GPUs `ranks`, outside the trainer's world: len(ranks)/tp replicas of tp GPUs each, top-k prompt log-probs over HTTP; strategy replicate or tp).")
+    endpoints: list[str] = Field(default_factory=list, description="vllm-server: the base URLs of the teacher's servers (http://HOST:PORT), one per replica; `planner export` fills them for the hosts it starts them on, `planner run --teacher-url` overrides them.")
+
+    @property
+    def served(self) -> bool:
+        """The teacher runs behind servers of its own, outside the trainer's torch.distributed world."""
+        return self.engine == "vllm-server"
 
     @property
     def group_size(self) -> int:
@@ -60,6 +70,27 @@ class StudentPlan(Strict):
     gather: Gather = Field("once", description="zero3/hsdp, on-policy: gather the student once per generation (the whole model in the compute dtype, as TRL's ds3_gather_for_generation) or per_step (FSDP2 gathers each layer at every decode step: less memory, more traffic). The planner chooses; plans without it gather once.")
     ranks: list[int] = Field(description="Global ranks that train the student.")
     group_tier: Tier = Field("none", description="Network tier of the gradient synchronisation.")
+
+
+class RolloutPlan(Strict):
+    """Who generates the student's on-policy completions (the rollout role)."""
+
+    engine: RolloutEngine = Field("hf-eager", description="hf-eager: the trainer's model in a Python decode loop; hf-static: a static KV cache and a compiled decode step; vllm: a vLLM engine.")
+    placement: Literal["colocated", "dedicated"] = Field("colocated", description="colocated: on the trainer's GPUs, time-shared (a vLLM engine sleeps while the trainer runs); dedicated: vLLM servers of the student on the cluster GPUs `ranks`, outside the trainer's world, their weights refreshed from the trainer every step.")
+    tp: int = Field(1, gt=0, description="Tensor-parallel degree of each rollout engine (vLLM tensor_parallel_size).")
+    ranks: list[int] = Field(default_factory=list, description="dedicated: the cluster GPUs the rollout servers use (after the trainer's and a served teacher's); colocated: empty (the trainer's ranks).")
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vllm: the share of a GPU's memory the engine may take for its weights and KV cache (vLLM gpu_memory_utilization; TRL's vllm_gpu_memory_utilization default 0.3 when colocated).")
+    endpoints: list[str] = Field(default_factory=list, description="dedicated: the base URLs of the rollout servers; `planner export` fills them, `planner run --rollout-url` overrides them.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> "RolloutPlan":
+        if self.placement == "dedicated" and self.engine != "vllm":
+            raise ValueError(f"rollout.placement: dedicated rollout GPUs run vLLM servers; set engine: vllm (got {self.engine})")
+        if self.placement == "colocated" and self.ranks:
+            raise ValueError("rollout.ranks: a colocated rollout uses the trainer's ranks; leave ranks empty or set placement: dedicated")
+        if self.placement == "dedicated" and (not self.ranks or len(self.ranks) % self.tp):
+            raise ValueError(f"rollout.ranks: dedicated rollout needs GPUs in whole tp groups (tp {self.tp}, got {len(self.ranks)})")
+        return self
 
 
 class Predicted(Strict):
@@ -95,10 +126,26 @@ class Plan(Strict):
     tokenizer: str | None = Field(None, description="Local tokenizer folder for the executor; default the student checkpoint folder's tokenizer, else a byte-level tokenizer.")
     dataset: str | None = Field(None, description="Local dataset for the executor (a .jsonl or .parquet file, or a `Dataset.save_to_disk` folder; columns `messages`, or `prompt` and `completion`); default synthetic prompts.")
     training: Training = Field(default_factory=Training, description="What the executor does beyond the split: lr, schedule, steps, evaluation, checkpoints, final save, logs (the job's `training:` section; the cost model does not read it).")
+    rollout: RolloutPlan = Field(default_factory=RolloutPlan, description="The rollout role: the engine that generates on-policy completions and where it runs (plans without it: the trainer's eager loop).")
+    schedule: Schedule = Field("sync", description="sync: each step generates, scores and trains in turn; async: the rollouts of step n+1 are generated while step n trains (one step ahead, completions one update old: staleness 1, as TRL's async trainer and verl).")
 
     @property
     def world(self) -> int:
+        """Cluster GPUs the plan uses (nodes x gpus_per_node): the trainer's ranks, an in-process
+        teacher's, and the GPUs of served roles."""
         return self.nodes * self.gpus_per_node
+
+    @property
+    def torch_ranks(self) -> list[int]:
+        """The cluster GPUs that are processes of the trainer's torch.distributed world (torchrun's
+        ranks 0..n-1, in this order): the student's, plus an in-process teacher's."""
+        served = set(self.rollout.ranks) | (set(self.teacher.ranks) if self.teacher.served else set())
+        return [r for r in range(self.world) if r not in served]
+
+    @property
+    def torch_world(self) -> int:
+        """Processes torchrun starts (WORLD_SIZE): the cluster GPUs less those of served roles."""
+        return len(self.torch_ranks)
 
     @model_validator(mode="before")
     @classmethod
@@ -136,6 +183,19 @@ class Plan(Strict):
             raise ValueError("colocated: teacher.ranks and student.ranks must be the same ranks")
         if self.placement == "disaggregated" and set(self.teacher.ranks) & set(self.student.ranks):
             raise ValueError("disaggregated: teacher.ranks and student.ranks must not overlap")
+        if self.teacher.served:
+            if self.placement != "disaggregated" or self.teacher.strategy not in ("replicate", "tp"):
+                raise ValueError(f"teacher.engine: a vllm-server teacher runs on GPUs of its own as replicas or tp groups: placement disaggregated, "
+                                 f"strategy replicate or tp (got {self.placement}, {self.teacher.strategy})")
+            if self.workload.teacher_output != "topk":
+                raise ValueError(f"teacher.engine: a vllm-server teacher returns top-k log-probs; workload.teacher_output must be topk (got {self.workload.teacher_output})")
+        if set(self.rollout.ranks) & (set(self.teacher.ranks) | set(self.student.ranks)) or not all(0 <= r < self.world for r in self.rollout.ranks):
+            raise ValueError(f"rollout.ranks must be GPUs below the world size {self.world} that neither the teacher nor the student holds")
+        if self.torch_ranks != list(range(len(self.torch_ranks))):
+            raise ValueError("the trainer's ranks (the student's, and an in-process teacher's) must come first, 0..n-1: GPUs of served roles (a "
+                             "vllm-server teacher, dedicated rollout) follow them")
+        if self.schedule == "async" and self.workload.lmbda == 0:
+            raise ValueError("schedule: async generates rollouts one step ahead, but lmbda 0 generates none; set schedule: sync")
         if self.micro_batch * self.grad_accum * len(self.student.ranks) != self.workload.global_batch:
             raise ValueError(f"micro_batch x grad_accum x student ranks ({self.micro_batch} x {self.grad_accum} x {len(self.student.ranks)}) must equal workload.global_batch ({self.workload.global_batch})")
         try:  # the rest of the strategy's rules (one teacher degree per split), as `planner.search.strategy` states them
@@ -208,6 +268,16 @@ def fingerprint(plan: Plan) -> str:
     data = plan.model_dump(mode="json", exclude=_NOT_RUN)
     if data["teacher"]["ep"] == 1:  # plans written before expert parallelism keep their fingerprint
         del data["teacher"]["ep"]
+    data["teacher"].pop("endpoints")  # where a served teacher listens changes nothing it computes
+    if data["teacher"]["engine"] == "pytorch":  # plans written before roles keep their fingerprint
+        del data["teacher"]["engine"]
+    data["rollout"].pop("endpoints")
+    if data["rollout"] == RolloutPlan().model_dump(mode="json", exclude={"endpoints"}):
+        del data["rollout"]
+    if data["schedule"] == "sync":
+        del data["schedule"]
+    for key in ("rollout_engine", "teacher_serving"):  # the search's choices, not what runs
+        data["workload"].pop(key)
     text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
