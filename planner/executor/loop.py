@@ -112,13 +112,14 @@ def eval_points(start: int, steps: int, every: int) -> list[int]:
 
 
 def serve_steps(teacher, lay: groups.Layout, plan: Plan, start: int, steps: int, evals: list[int], eval_micro: int,
-                stop: StopRequest, record: dict) -> None:
+                stop: StopRequest, record: dict, anon: metrics.AnonPeak) -> None:
     """A disaggregated teacher rank, step by step as its students train: their micro-batches (and
     the eval forwards after an eval step), then the stop agreement every rank makes after a step."""
     w = plan.workload
     mine = [r for i, r in enumerate(lay.student_ranks) if tea.teacher_rank_of(i, lay.teacher_ranks) == lay.rank]
     t0 = time.perf_counter()
     for step in range(start, steps):
+        anon.mark("first_step" if step == start else "steps")
         if teacher is not None:  # a cached run has nothing to serve
             requests = plan.grad_accum + (eval_micro if step + 1 in evals else 0)
             tea.serve(teacher, mine, requests, plan.micro_batch, LOGITS_DTYPES[w.logits_dtype], lay.device)
@@ -130,6 +131,7 @@ def serve_steps(teacher, lay: groups.Layout, plan: Plan, start: int, steps: int,
 
 def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dict | None:
     w, tr, seed = plan.workload, plan.training, opts.seed
+    anon = metrics.AnonPeak()  # the peak anonymous memory, by phase (load, first_step, steps)
     ldtype = LOGITS_DTYPES[w.logits_dtype]
     ckpt_dir = opts.checkpoint_dir or (Path(tr.checkpoint_dir) if tr.checkpoint_dir else None)
     ckpt_every = tr.checkpoint_every if opts.checkpoint_every is None else opts.checkpoint_every
@@ -180,9 +182,9 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     # SIGUSR1 or the stop file: every rank (a disaggregated teacher's too) stops after the same step
     stop = StopRequest(opts.stop_file, lay)
     if lay.is_teacher and not lay.is_student:  # disaggregated teacher: answer the student ranks
-        serve_steps(teacher, lay, plan, start, steps, evals, eval_micro, stop, record)
+        serve_steps(teacher, lay, plan, start, steps, evals, eval_micro, stop, record, anon)
         stop.close()
-        record["memory"] = metrics.memory(lay.device, {}, _teacher_module(teacher))
+        record["memory"] = metrics.memory(lay.device, {}, _teacher_module(teacher), anon)
         return _finish(plan, lay, opts, record, start, backend)
     if cached is not None:
         teacher = cached
@@ -212,6 +214,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
 
     with bar:
         for step in range(start, steps):
+            anon.mark("first_step" if step == start else "steps")
             _maybe_fail(lay.rank, step)
             if lay.device.type == "cuda":
                 torch.cuda.synchronize(lay.device)
@@ -280,7 +283,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     if opts.phases:
         record["phase_times_s"] = clock.steps
     record["memory"] = metrics.memory(lay.device, state if steps > start and "stopped_at" not in record else stu.state_bytes(model, opt),
-                                      _teacher_module(teacher))
+                                      _teacher_module(teacher), anon)
     return _finish(plan, lay, opts, record, start, backend)
 
 

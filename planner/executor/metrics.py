@@ -11,8 +11,12 @@
   for them), generation (on-policy micro-steps only), student_forward, loss_forward, backward (loss and student, with the gradient
   sync) and optimizer (clip, step, zero_grad, loss all-reduce), as seen by the first student rank.
 - `peak_memory_bytes[rank]`: on a GPU `cuda_max_allocated`; on the CPU `peak_rss` (the process
-  high-water mark, everything included); on both, the exact bytes of the student's parameters,
-  gradients and optimizer state and of the teacher's parameters held by that rank.
+  high-water mark, everything included: file pages of a memory-mapped checkpoint too) and, where
+  /proc is, `peak_anon` (the sampled peak of anonymous resident memory, RssAnon: what tensors and
+  the interpreter hold), `start_anon` (RssAnon when the run started: the imports) and
+  `peak_anon_phase` (load, first_step or steps: where the peak was reached); on both, the exact
+  bytes of the student's parameters, gradients and optimizer state and of the teacher's
+  parameters held by that rank.
 - `plan_fingerprint`: `planner.plan.fingerprint` of the plan that ran (`planner validate` refuses
   metrics of another plan). The plan's `predicted` block is not copied: it could have been edited;
   `planner validate` recomputes the predictions.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import json
 import resource
+import threading
 import time
 from pathlib import Path
 
@@ -69,12 +74,62 @@ class PhaseClock:
         return time.perf_counter()
 
 
-def memory(device: torch.device, student_state: dict[str, int], teacher: nn.Module | None) -> dict[str, int]:
+def anon_bytes() -> int | None:
+    """This process's anonymous resident memory (RssAnon in /proc/self/status), bytes; None without /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class AnonPeak:
+    """The peak of `anon_bytes` while a run lasts, sampled by a daemon thread every `interval_s`,
+    with the phase (`mark`) it was reached in. `ru_maxrss` counts the file pages of a memory-mapped
+    checkpoint too, and only its high-water mark: a transient copy of a model shows here, by phase.
+    A peak shorter than the interval can be missed; the final reading is always taken."""
+
+    def __init__(self, interval_s: float = 0.005):
+        self.start = anon_bytes()
+        self.peak, self.phase, self._at = self.start, "load", "load"
+        self._done = threading.Event()
+        self._thread = None
+        if self.start is not None:
+            self._thread = threading.Thread(target=self._sample, args=(interval_s,), daemon=True, name="anon-peak")
+            self._thread.start()
+
+    def mark(self, phase: str) -> None:
+        self._take()
+        self.phase = phase
+
+    def _take(self) -> None:
+        now = anon_bytes()
+        if now is not None and now > (self.peak or 0):
+            self.peak, self._at = now, self.phase
+
+    def _sample(self, interval_s: float) -> None:
+        while not self._done.wait(interval_s):
+            self._take()
+
+    def stop(self) -> dict[str, int | str]:
+        """The figures for the metrics (nothing without /proc); the sampler ends."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._take()
+        return {} if self.start is None else {"peak_anon": self.peak, "start_anon": self.start, "peak_anon_phase": self._at}
+
+
+def memory(device: torch.device, student_state: dict[str, int], teacher: nn.Module | None,
+           anon: AnonPeak | None = None) -> dict[str, int | str]:
     mem = dict(student_state) | {"teacher_params": _local_bytes(teacher)}
     if device.type == "cuda":
         mem["cuda_max_allocated"] = torch.cuda.max_memory_allocated(device)
     mem["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    return mem
+    return mem | (anon.stop() if anon is not None else {})
 
 
 def versions() -> dict[str, str]:

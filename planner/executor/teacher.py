@@ -59,6 +59,13 @@ class Sharded(Replicated):
             model.to(device)
         for layer in model.model.layers:
             fully_shard(layer, mesh=mesh)
+        if model.lm_head.weight is not model.model.embed_tokens.weight:
+            # Units of their own, each gathered alone and resharded after its forward: in the root unit
+            # embeddings and head were gathered together, and FSDP2's copy-out holds its all-gather output
+            # beside the unsharded parameters, so a forward held twice both vocabulary matrices
+            # (a 32k-vocabulary teacher of 600 MB: 0.5 GB more per rank, docs/executor.md).
+            fully_shard(model.model.embed_tokens, mesh=mesh)
+            fully_shard(model.lm_head, mesh=mesh)
         fully_shard(model, mesh=mesh)
         self.model, self.C = model, completion_len
 
