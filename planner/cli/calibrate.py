@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -70,6 +71,8 @@ def register(app: typer.Typer) -> None:
             write_files(written, force)
         if output:
             also = f" and {rt_out}" if runtime is not None else ""
-            err.print(f"Wrote {output}, {raw_out}{also}. Next: `planner recommend -c {output}" + (f" --runtime {rt_out}`." if runtime is not None else "`."))
+            q = shlex.quote
+            err.print(f"Wrote {output}, {raw_out}{also}. Next: `planner recommend -c {q(str(output))}"
+                      + (f" --runtime {q(str(rt_out))}`." if runtime is not None else "`."))
         else:
             out.print(text + ("---\n" + rt_text if runtime is not None and not rt_out else ""), end="")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -33,8 +34,9 @@ def launch_script(plan_path: str | Path, plan, to: str, **opts) -> str:
 
 
 def next_step(to: str, output: str | Path, text: str) -> str:
-    """What to do with the written script."""
-    run = f"sbatch {output}" if to == To.slurm.value else f"bash {output}" + (" on every node" if "NODE_RANK" in text else "")
+    """What to do with the written script (its path shell-quoted: the command is for pasting)."""
+    path = shlex.quote(str(output))
+    run = f"sbatch {path}" if to == To.slurm.value else f"bash {path}" + (" on every node" if "NODE_RANK" in text else "")
     return f"Wrote the {to} launch script to {output}. Next: `{run}`."
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -172,7 +173,8 @@ def register(app: typer.Typer) -> None:
             if export:
                 err.print(next_step(export, output, script))
             else:
-                err.print(f"Next: `planner estimate --plan {plan_path}` or `planner export {plan_path} --to slurm`.")
+                q = shlex.quote(str(plan_path))
+                err.print(f"Next: `planner estimate --plan {q}` or `planner export {q} --to slurm`.")
 
 
 def _print(res: rank.SearchResult, top: int, cl, wide: bool, k: int) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -53,38 +55,72 @@ def register(app: typer.Typer) -> None:
         phases: Annotated[bool, typer.Option(help="Also time each phase of a step into the metrics (on a GPU this synchronizes at every phase).")] = False,
         cache_teacher: Annotated[Optional[Path], typer.Option(help="Do not train: run only the teacher over the data (lmbda 0) and write its top-k (workload.topk) per token to this folder, a shard per teacher rank and manifest.json (synthetic data: --steps x global batch samples; a dataset: every row). An existing cache is refused unless --force.")] = None,
         teacher_cache: Annotated[Optional[Path], typer.Option(help="Cache folder written by --cache-teacher; required by workload.teacher_output: cached (no teacher is built). A cache made with another teacher, tokenizer, data, lengths or k, or a damaged shard, is refused before training.")] = None,
+        allow_changed_settings: Annotated[bool, typer.Option("--allow-changed-settings", help="Resume a checkpoint written under other settings (loss, beta, temperature, lmbda, optimizer, lr, schedule, clipping, dtypes) and go on under the new ones, saying what changed; without it such a resume is refused.")] = False,
     ) -> None:
         """Train the student by GKD with the plan's split of both models; launch with `torchrun --nproc-per-node N -m planner run PLAN`."""
         # Each problem is said once: one found before the ranks meet (the plan, the flags: the same on
         # every rank of a node) by the first rank of each node; one every rank learned together (the
         # executor's inputs: tokenizer, dataset) by rank 0; the executor's others by the rank that saw them.
+        die_with_launcher()
         try:
-            p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, teacher, student, tokenizer, dataset)
-            _check_cache(p, cache_teacher, teacher_cache, force)
-            _check_weights(plan, p, random_init)
+            _run(plan, steps, seed, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, stop_file, warmup_steps, teacher,
+                 student, random_init, tokenizer, dataset, progress, phases, cache_teacher, teacher_cache, allow_changed_settings)
         except InputError as e:
-            raise InputError(e.lines if os.environ.get("LOCAL_RANK", "0") == "0" else []) from None
-        from planner.executor import cache_pass, loop
-        from planner.executor.loop import RunOptions
-        run_plan = cache_pass.run if cache_teacher else loop.run
-        try:
-            out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
-                                         checkpoint_every=checkpoint_every, output_dir=output_dir, stop_file=stop_file, warmup_steps=warmup_steps, progress=progress,
-                                         phases=phases, teacher_cache=teacher_cache, cache_teacher=cache_teacher, random_init=random_init))
-        except InputError as e:
-            if getattr(e, "all_ranks", False) and os.environ.get("RANK", "0") != "0":
-                raise InputError([]) from None
+            if not e.lines:  # another rank says it: give it time to print before torchrun, seeing this exit, stops it
+                time.sleep(SILENT_RANK_WAIT_S)
             raise
-        if out is not None and cache_teacher:
-            err.print(f"done: teacher cache of {out['samples']} samples in {out['shards']} shard(s), "
-                      f"{out['bytes'] / 2**20:.1f} MiB, {out['seconds']:.1f} s: {out['folder']}")
-        elif out is not None and out.get("stopped"):
-            err.print(f"stopped on request (SIGUSR1 or --stop-file) after step {out['end_step']}; with a checkpoint folder "
-                      "that step was saved: run again to resume from it")
-        elif out is not None:
-            sps = out["samples_per_s"]
-            err.print(f"done: steps {out['start_step']}..{out['end_step']}, last loss {out['loss'][-1] if out['loss'] else float('nan'):.4f}, "
-                      f"{sps:.2f} samples/s" if sps else "done")
+
+
+SILENT_RANK_WAIT_S = 3.0
+
+
+def die_with_launcher() -> None:
+    """Under torchrun on Linux: this rank gets SIGTERM when the launcher (its parent) dies, instead
+    of running on as an orphan (prctl PR_SET_PDEATHSIG); nothing elsewhere."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher died before the call: stop now
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run(plan, steps, seed, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, stop_file, warmup_steps, teacher,
+         student, random_init, tokenizer, dataset, progress, phases, cache_teacher, teacher_cache, allow_changed_settings) -> None:
+    try:
+        p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, teacher, student, tokenizer, dataset)
+        _check_cache(p, cache_teacher, teacher_cache, force)
+        _check_weights(plan, p, random_init)
+    except InputError as e:
+        raise InputError(e.lines if os.environ.get("LOCAL_RANK", "0") == "0" else []) from None
+    from planner.executor import cache_pass, loop
+    from planner.executor.loop import RunOptions
+    run_plan = cache_pass.run if cache_teacher else loop.run
+    try:
+        out = run_plan(p, RunOptions(steps=steps, seed=seed, metrics_out=metrics_out, force=force, checkpoint_dir=checkpoint_dir,
+                                     checkpoint_every=checkpoint_every, output_dir=output_dir, stop_file=stop_file, warmup_steps=warmup_steps, progress=progress,
+                                     phases=phases, teacher_cache=teacher_cache, cache_teacher=cache_teacher, random_init=random_init,
+                                     allow_changed_settings=allow_changed_settings))
+    except InputError as e:
+        if getattr(e, "all_ranks", False) and os.environ.get("RANK", "0") != "0":
+            raise InputError([]) from None
+        raise
+    if out is not None and cache_teacher:
+        err.print(f"done: teacher cache of {out['samples']} samples in {out['shards']} shard(s), "
+                  f"{out['bytes'] / 2**20:.1f} MiB, {out['seconds']:.1f} s: {out['folder']}")
+    elif out is not None and out.get("stopped"):
+        err.print(f"stopped on request (SIGUSR1 or --stop-file) after step {out['end_step']}; with a checkpoint folder "
+                  "that step was saved: run again to resume from it")
+    elif out is not None:
+        sps = out["samples_per_s"]
+        err.print(f"done: steps {out['start_step']}..{out['end_step']}, last loss {out['loss'][-1] if out['loss'] else float('nan'):.4f}, "
+                  f"{sps:.2f} samples/s" if sps else "done")
 
 
 def _check_cache(plan, cache_teacher: Path | None, teacher_cache: Path | None, force: bool) -> None:
@@ -126,10 +162,15 @@ def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: 
         check_output(metrics_out, force, "--metrics-out")
     require_executor("planner run")
     from planner.executor.logs import require_tensorboard
-    from planner.executor.save import check_output_dir
+    from planner.executor.save import check_checkpoint_dir, check_layout, check_output_dir
 
+    out_flag = "--output-dir" if output_dir else f"{plan}: training.output_dir"
+    ckpt_flag = "--checkpoint-dir" if checkpoint_dir else f"{plan}: training.checkpoint_dir"
+    if ckpt_dir:
+        check_checkpoint_dir(ckpt_dir, ckpt_flag)
     if output_dir or tr.output_dir:
-        check_output_dir(output_dir or tr.output_dir, force, "--output-dir" if output_dir else f"{plan}: training.output_dir")
+        check_layout(output_dir or tr.output_dir, ckpt_dir, out_flag, ckpt_flag)
+        check_output_dir(output_dir or tr.output_dir, force, out_flag)
     if tr.tensorboard_dir:
         require_tensorboard(f"{plan}: training.tensorboard_dir")
     return _override(p, teacher, student, tokenizer, dataset)

@@ -1,25 +1,37 @@
 """Student checkpoints with torch.distributed.checkpoint (DCP): model, optimizer, step, RNG.
 
-Atomic: the student ranks write `step-NNNNNNNN.tmp`, DCP writes its `.metadata` last, and only
-then does the first student rank rename the folder to `step-NNNNNNNN`. A folder without the
-final name or without `.metadata` is incomplete: never resumed from, never counted when the two
-newest complete checkpoints are kept (stray empty `step-N` folders cannot push them out).
+Atomic: the student ranks write into a temporary folder of the run's own (`.step-NNNNNNNN.XXXXXXXX.tmp`,
+created exclusively by `tempfile.mkdtemp`, so a user's `step-N.tmp` is never touched), DCP writes
+its `.metadata` last, the first student rank adds `manifest.json` (the sha256 of every file and the
+settings, `planner/executor/manifest.py`), and only then renames the folder to `step-NNNNNNNN`. A
+folder without the final name or without `.metadata` is incomplete: never resumed from, never
+counted when the two newest complete checkpoints are kept (stray empty `step-N` folders cannot push
+them out), never deleted; only checkpoints with this run's fingerprint are pruned. A user's folder
+that holds the name a checkpoint needs is renamed aside (`step-N.kept.XXXXXXXX`), never deleted. A
+checkpoint that cannot be written (full disk, `ulimit -f`) stops every rank with one line, the
+checkpoints before it kept. The folder is locked (`flock`) against a second run.
 Data order and on-policy sampling depend only on (seed, step), so step + weights + optimizer
 state resume the run exactly; the torch RNG of each rank is saved as well.
 
 Each checkpoint carries `fingerprint.json`: the plan's strategy and degrees, both models' refs and
-shapes, the data, the teacher output (top-k and its k, or the cache), the tokenizer and the seed. `resume` refuses, in one line, a folder whose
-checkpoints were written by another run, and falls back from a checkpoint that does not load
-(a truncated `.distcp`) to the newest one that does, naming the one it skipped.
+shapes, the data (by content), the teacher output (top-k and its k, or the cache), the tokenizer and the seed. `resume` refuses, in one line, a folder whose
+checkpoints were written by another run, and one written under other settings (lr, schedule, loss,
+optimizer, ...) unless `--allow-changed-settings`, then says what changed; it falls back from a
+checkpoint whose files do not match its manifest, or that does not load, to the newest one that
+does, naming the one it skipped in one line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,6 +42,7 @@ from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_o
                                                      set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
+from planner.executor import manifest
 from planner.executor.groups import Layout
 from planner.inputs.errors import InputError
 
@@ -58,8 +71,9 @@ def latest(root: str | Path | None) -> tuple[int, Path] | None:
 
 
 def prune(root: Path, keep: int = KEEP) -> None:
-    """Delete all but the `keep` newest complete checkpoints; incomplete folders are not counted."""
-    for _, old in complete(root)[keep:]:
+    """Delete all but the `keep` newest complete checkpoints written by kd-planner (with a
+    fingerprint); incomplete folders and others are not counted and never deleted."""
+    for _, old in [c for c in complete(root) if (c[1] / FINGERPRINT).is_file()][keep:]:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -103,6 +117,7 @@ def fingerprint(plan, seed: int, tokenizer) -> dict:
         **({"teacher_output": {"kind": w.teacher_output, "k": w.topk}} if w.teacher_output != "logits" else {}),
         "tokenizer": tokenizer_digest(tokenizer),
         "seed": seed,
+        "settings": manifest.settings(plan),  # not part of the identity: checked on its own (`_choose`)
     }))
 
 
@@ -115,25 +130,48 @@ def _differences(old, new, key: str = "") -> list[str]:
     return [f"{key} is {shown[0]} there, {shown[1]} now"]
 
 
-def _choose(root: Path | None, fp: dict) -> tuple[list[str], list[str], str | None]:
-    """The complete checkpoints to try, newest first; the ones skipped (unreadable fingerprint),
-    as 'name (why)'; or why none may be resumed (one line)."""
+def _choose(root: Path | None, fp: dict, allow_changed: bool = False) -> tuple[list[str], list[str], str | None]:
+    """The complete checkpoints to try, newest first; the ones skipped (unreadable fingerprint,
+    files that do not match the manifest), as 'name (why)'; or why none may be resumed (one line)."""
     folders, skipped = [], []
+    fp = dict(fp)
+    now = fp.pop("settings", None)
     for _, folder in complete(root):
         try:
             old = json.loads((folder / FINGERPRINT).read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not an object")
         except FileNotFoundError:
             return [], [], (f"checkpoint {folder} has no {FINGERPRINT} (written by an older kd-planner or by hand); "
                             "resume refuses it: move it away or use another --checkpoint-dir")
         except (OSError, ValueError) as e:  # unreadable: a damaged checkpoint, left to the fallback
-            _warn(f"checkpoint {folder}: {FINGERPRINT} is unreadable ({e}); skipping it")
+            _warn(f"checkpoint {folder}: {FINGERPRINT} is unreadable ({type(e).__name__}); skipping it, trying the one before it")
             skipped.append(f"{folder.name} (unreadable {FINGERPRINT})")
             continue
+        then = old.pop("settings", None)
         diff = _differences(old, fp)
         if diff:
             return [], [], (f"checkpoint {folder} was written by another run ({'; '.join(diff[:3])}"
                             f"{'; ...' if len(diff) > 3 else ''}); resume with the same plan, models, data, tokenizer and "
                             "seed, or use another --checkpoint-dir")
+        try:
+            body = manifest.read(folder)
+            why = manifest.damage(folder, body) if body is not None else None
+        except (OSError, ValueError) as e:
+            body, why = {}, f"{manifest.MANIFEST} is unreadable ({type(e).__name__})"
+        if why:
+            _warn(f"checkpoint {folder} is damaged ({why}); skipping it, trying the one before it")
+            skipped.append(f"{folder.name} (damaged: {why})")
+            continue
+        if body is None:
+            _warn(f"checkpoint {folder} has no {manifest.MANIFEST} (written by an older kd-planner): its files are not verified")
+        changed = _differences(then, now) if then is not None and now is not None else []
+        if changed and not allow_changed:
+            return [], [], (f"checkpoint {folder} was written under other settings ({'; '.join(changed[:3])}"
+                            f"{'; ...' if len(changed) > 3 else ''}); resume with the same settings, or pass "
+                            "--allow-changed-settings to go on under the new ones")
+        if changed:
+            _warn(f"resuming {folder} under changed settings (--allow-changed-settings): {'; '.join(changed)}")
         folders.append(str(folder))
     return folders, skipped, None
 
@@ -153,16 +191,33 @@ def _why(e: BaseException) -> str:
     return line if len(line) <= 160 else line[:157] + "..."
 
 
-def resume(root: Path | None, fp: dict | None, model, opt, lay: Layout) -> int:
+@contextmanager
+def _quiet_dcp():
+    """DCP logs each rank's failure with its traceback before raising it; the fallback says it in one line."""
+    log = logging.getLogger("torch.distributed.checkpoint")
+    level, log.level = log.level, logging.CRITICAL
+    try:
+        yield
+    finally:
+        log.level = level
+
+
+def resume(root: Path | None, fp: dict | None, model, opt, lay: Layout, allow_changed: bool = False) -> int:
     """The step to start from (collective over all ranks): the newest complete checkpoint under
-    `root` that has this run's fingerprint and loads; 0 when there is none.
+    `root` that has this run's fingerprint, matches its manifest and loads; 0 when there is none.
+    The coordinator first locks `root` against another run.
 
     Raises `InputError` on every rank (with its line on the coordinator, empty elsewhere) when the
-    checkpoints are another run's, or when there are checkpoints and none of them loads.
+    folder is another run's (locked, or its checkpoints written by another run or under other
+    settings without `allow_changed`), or when there are checkpoints and none of them loads.
     """
     choice: list = [[], [], None]
     if lay.rank == lay.coordinator and root is not None:
-        choice = list(_choose(Path(root), fp))
+        try:
+            manifest.lock(Path(root))
+            choice = list(_choose(Path(root), fp, allow_changed))
+        except InputError as e:
+            choice = [[], [], e.lines[0]]
     dist.broadcast_object_list(choice, src=lay.coordinator)
     folders, failed, error = choice
     step = 0
@@ -170,7 +225,8 @@ def resume(root: Path | None, fp: dict | None, model, opt, lay: Layout) -> int:
         for folder in folders:
             ok, why = 1, ""
             try:
-                step = load(Path(folder), model, opt, lay)
+                with _quiet_dcp():
+                    step = load(Path(folder), model, opt, lay)
             except (Exception, CheckpointException) as e:  # noqa: BLE001 - any failure means: try the previous one
                 ok, why = 0, _why(e)
             agreed = torch.tensor([ok], device=lay.device)
@@ -220,22 +276,76 @@ def _state(model, opt, lay: Layout, step: int, for_load: bool) -> dict:
     return sd
 
 
+def _place(tmp: Path, final: Path) -> None:
+    """Rename the finished `tmp` to `final`. A `final` already there is this run's own (a damaged
+    checkpoint of the same step: replaced once the new one is in place) or someone else's (renamed
+    aside, said, never deleted)."""
+    aside = None
+    if final.exists() or final.is_symlink():
+        ours = final.is_dir() and not final.is_symlink() and (final / FINGERPRINT).is_file()
+        keep = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{final.name}.kept." if not ours else f".{final.name}.", suffix="" if not ours else ".old"))
+        os.rename(final, keep / final.name)
+        if ours:
+            aside = keep
+        else:
+            _warn(f"{final} was in the way of the checkpoint of that step; moved to {keep / final.name}")
+    os.rename(tmp, final)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _agree(ok: bool, lay: Layout) -> bool:
+    flag = torch.tensor([int(ok)], device=lay.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=lay.student_group)
+    return bool(flag.item())
+
+
+def _oserror(e: BaseException) -> str:
+    if isinstance(e, CheckpointException) and e.failures:
+        e = min(e.failures.items())[1][0]
+    if isinstance(e, OSError):
+        return (e.strerror or str(e)).lower()
+    return _why(e)
+
+
 def save(root: str | Path, step: int, model, opt, lay: Layout, fp: dict, keep: int = KEEP) -> Path:
-    """Write the checkpoint of `step` with the run's fingerprint (collective over the student ranks),
-    then delete all but the `keep` newest complete checkpoints."""
+    """Write the checkpoint of `step` with the run's fingerprint and manifest (collective over the
+    student ranks), then delete all but the `keep` newest complete checkpoints of this run.
+
+    A write that fails is one `InputError` on every student rank (the line on the coordinator):
+    the temporary folder is removed, the checkpoints before it kept."""
     root, final = Path(root), _folder(Path(root), step)
-    tmp = final.with_name(final.name + ".tmp")
+    said: list = [None, None]  # (temporary folder, why it could not be made)
     if lay.rank == lay.coordinator:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        (tmp / FINGERPRINT).write_text(json.dumps(fp, indent=1) + "\n")
-    dist.barrier(group=lay.student_group)
-    dcp.save(_state(model, opt, lay, step, False), checkpoint_id=tmp, process_group=lay.student_group)
-    if lay.rank == lay.coordinator:
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        prune(root, keep)
-    dist.barrier(group=lay.student_group)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            said[0] = tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".tmp")
+            (Path(said[0]) / FINGERPRINT).write_text(json.dumps(fp, indent=1) + "\n")
+        except OSError as e:
+            said[1] = f"{_oserror(e)}"
+    dist.broadcast_object_list(said, src=lay.coordinator, group=lay.student_group)
+    tmp, why = Path(said[0]) if said[0] else None, said[1]
+    if why is None:
+        try:
+            with _quiet_dcp():
+                dcp.save(_state(model, opt, lay, step, False), checkpoint_id=tmp, process_group=lay.student_group)
+        except (Exception, CheckpointException) as e:  # noqa: BLE001 - DCP wraps each rank's OSError
+            why = _oserror(e)
+    ok = _agree(why is None, lay)
+    if ok and lay.rank == lay.coordinator:
+        try:
+            manifest.write(tmp, fp.get("settings"))
+            _place(tmp, final)
+            prune(root, keep)
+        except OSError as e:
+            ok, why = False, _oserror(e)
+    ok = _agree(ok, lay)
+    if not ok:
+        if lay.rank == lay.coordinator and tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        line = (f"checkpoint {final} could not be written ({why or 'failed on another rank'}); the run stops here, the "
+                f"checkpoints before it are kept in {root}")
+        raise InputError(line if lay.rank == lay.coordinator else [])
     return final
 
 

@@ -52,6 +52,7 @@ class RunOptions:
     teacher_cache: Path | None = None  # teacher_output: cached reads the teacher's top-k from here (planner/executor/cache.py)
     cache_teacher: Path | None = None  # write that cache instead of training (planner/executor/cache_pass.py)
     random_init: bool = False  # seeded random weights instead of the refs' checkpoints (refs without weights need it)
+    allow_changed_settings: bool = False  # resume a checkpoint written under other settings (lr, schedule, loss, ...), saying so
 
 
 def on_policy(seed: int, step: int, micro: int, lmbda: float) -> bool:
@@ -173,7 +174,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         model = models.student(plan, lay, seed, s_folder)
         opt = stu.optimizer(model, plan.student.strategy, lay, tr, w.optimizer)
     # Resume from the newest complete checkpoint of this run that loads; every rank learns the step.
-    start = checkpoint.resume(ckpt_dir, fp, model, opt, lay)
+    start = checkpoint.resume(ckpt_dir, fp, model, opt, lay, opts.allow_changed_settings)
     evals = eval_points(start, steps, tr.eval_every) if n_eval else []
     eval_micro = micro_steps(n_eval, plan.micro_batch, len(lay.student_ranks)) if n_eval else 0
     record = {"rank": lay.rank, "device": str(lay.device), "loss": [], "tokens": [], "grad_norm": [], "on_policy": [], "step_times_s": [],
@@ -311,6 +312,7 @@ def run(plan: Plan, opts: RunOptions, keep_process_group: bool = False) -> dict 
     try:
         groups.check_supported(plan)
         models.folders(plan, opts.random_init)  # a ref without weights needs --random-init
+        save.check_layout(opts.output_dir or plan.training.output_dir, opts.checkpoint_dir or plan.training.checkpoint_dir)
     except InputError as e:
         e.all_ranks = True  # the same answer on every rank: said once
         raise

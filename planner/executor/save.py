@@ -7,13 +7,21 @@ FSDP2 DTensors) by `torch.distributed.checkpoint.state_dict.get_model_state_dict
 `full_state_dict=True, cpu_offload=True`: a collective over the student ranks that leaves the
 whole dict, on the CPU, on global rank 0 only. When the student's first rank is not global rank 0
 (a disaggregated teacher holds rank 0), every student rank gathers it on its device instead and
-the first student rank moves it to the CPU. That rank writes `FOLDER.tmp` and renames it to
-FOLDER when every file is written, so a folder with the final name is complete.
+the first student rank moves it to the CPU.
+
+What the save promises about the user's files (docs/your-files.md): that rank writes into a
+temporary folder of its own (`.FOLDER.XXXXXXXX.tmp`, created exclusively by `tempfile.mkdtemp` in
+the same parent, so a user's `FOLDER.tmp` is never touched) and renames it to FOLDER when every
+file is written, so a folder with the final name is complete. An empty FOLDER is replaced; a
+non-empty one only with `--force` (checked before training), and it is moved aside first and
+removed only once the new folder is in place. A failed write removes the temporary folder only.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -25,8 +33,19 @@ from planner.executor.groups import Layout
 from planner.inputs.errors import InputError
 
 
+def _probe(folder: Path, where: str) -> None:
+    """Refuse a folder this process cannot create a file in (probed with a temporary file)."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".kd-planner-probe.", suffix=".tmp")
+    except OSError as e:
+        raise InputError(f"{where}: cannot write in {folder}: {(e.strerror or str(e)).lower()}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_output_dir(path: str | Path, force: bool, where: str = "training.output_dir") -> None:
-    """Refuse, before training, to replace a folder with something in it (unless `force`) or a file."""
+    """Refuse, before training, to replace a folder with something in it (unless `force`) or a file,
+    and a folder whose parent (where the temporary folder goes) cannot be written."""
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise InputError(f"{where}: {p}: is a file, not a folder")
@@ -34,6 +53,38 @@ def check_output_dir(path: str | Path, force: bool, where: str = "training.outpu
         raise InputError(f"{where}: {p}: exists and is not empty; use --force to replace it, or choose another folder")
     if not p.parent.is_dir():
         raise InputError(f"{where}: {p.parent}: no such folder")
+    _probe(p.parent, where)
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    inner, outer = Path(os.path.abspath(inner.expanduser())), Path(os.path.abspath(outer.expanduser()))
+    inner = inner.parent.resolve() / inner.name if inner.parent.exists() else inner
+    outer = outer.parent.resolve() / outer.name if outer.parent.exists() else outer
+    return inner == outer or outer in inner.parents
+
+
+def check_layout(output_dir: str | Path | None, checkpoint_dir: str | Path | None, where_out: str = "--output-dir",
+                 where_ckpt: str = "--checkpoint-dir") -> None:
+    """Refuse, before training, an output folder that is the checkpoint folder or holds it (the
+    final save replaces the output folder), or one inside the checkpoint folder."""
+    if not output_dir or not checkpoint_dir:
+        return
+    out, ckpt = Path(output_dir), Path(checkpoint_dir)
+    if _inside(ckpt, out) or _inside(out, ckpt):
+        raise InputError(f"{where_out}: {out}: is {where_ckpt} {ckpt} or holds it or lies inside it; the final save replaces "
+                         "the output folder as a whole: give two separate folders")
+
+
+def check_checkpoint_dir(path: str | Path, where: str = "--checkpoint-dir") -> None:
+    """Before training: the checkpoint folder is a folder, or can be made in a folder this process
+    can write in (its nearest existing ancestor is probed; nothing is created)."""
+    p = Path(os.path.abspath(Path(path).expanduser()))
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{where}: {p}: is a file, not a folder")
+    existing = next(a for a in (p, *p.parents) if a.exists())
+    if not existing.is_dir():
+        raise InputError(f"{where}: {existing}: is a file, not a folder")
+    _probe(existing, where)
 
 
 def full_state_dict(model: nn.Module, lay: Layout) -> dict[str, torch.Tensor]:
@@ -45,28 +96,58 @@ def full_state_dict(model: nn.Module, lay: Layout) -> dict[str, torch.Tensor]:
     return sd if offload else {k: v.detach().cpu() for k, v in sd.items()}
 
 
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Put the finished folder `tmp` (created by this run) at `final`: an empty `final` is removed,
+    a non-empty one is renamed aside (a unique name of this run's own) and removed only once `tmp`
+    has its name; a file at `final` is refused."""
+    aside = None
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise InputError(f"{final}: appeared as a file while the run trained; the student is kept in {tmp}")
+    if final.is_dir():
+        try:
+            final.rmdir()  # empty: nothing of the user's is lost
+        except OSError:
+            aside = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
+            os.rename(final, aside / final.name)  # --force was given: replaced, but only once the new one is there
+    os.rename(tmp, final)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def save_pretrained(model: nn.Module, lay: Layout, folder: str | Path, tokenizer=None) -> Path | None:
-    """Write the student to `folder` (collective over the student ranks; the first student rank writes)."""
+    """Write the student to `folder` (collective over the student ranks; the first student rank writes).
+
+    A write that fails (full disk, an unwritable folder) is one `InputError` line on the student's
+    first rank (empty on the others), after the ranks agree; the temporary folder is removed."""
     from planner.executor.student import unwrapped
 
     sd = full_state_dict(model, lay)
     final = Path(folder).expanduser()
+    problem = ""
     if lay.rank == lay.coordinator:
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = None
         net = unwrapped(model)
-        net.config.use_cache = True  # the executor turns the cache off for training; a loaded model generates
-        # transformers 5 writes only on global rank 0 once torch.distributed is up; here the student's
-        # first rank writes (rank 0 is a teacher's when disaggregated), so it decides for itself
-        net.should_save_on_this_rank = lambda is_main_process: is_main_process
         try:
+            tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+            net.config.use_cache = True  # the executor turns the cache off for training; a loaded model generates
+            # transformers 5 writes only on global rank 0 once torch.distributed is up; here the student's
+            # first rank writes (rank 0 is a teacher's when disaggregated), so it decides for itself
+            net.should_save_on_this_rank = lambda is_main_process: is_main_process
             net.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+            if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+                tokenizer.save_pretrained(tmp)
+            replace_folder(tmp, final)
+        except InputError as e:
+            problem = e.lines[0]
+        except OSError as e:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            problem = f"{final}: the final save failed: {(e.strerror or str(e)).lower()}; nothing was written there"
         finally:
-            del net.should_save_on_this_rank
+            net.__dict__.pop("should_save_on_this_rank", None)
             net.config.use_cache = False
-        if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
-            tokenizer.save_pretrained(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    dist.barrier(group=lay.student_group)
+    said = [problem]
+    dist.broadcast_object_list(said, src=lay.coordinator, group=lay.student_group)
+    if said[0]:
+        raise InputError(said[0] if lay.rank == lay.coordinator else [])
     return final if lay.rank == lay.coordinator else None
