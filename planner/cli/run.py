@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         cache_teacher: Annotated[Optional[Path], typer.Option(help="Do not train: run only the teacher over the data (lmbda 0) and write its top-k (workload.topk) per token to this folder, a shard per teacher rank and manifest.json (synthetic data: --steps x global batch samples; a dataset: every row). An existing cache is refused unless --force.")] = None,
         teacher_cache: Annotated[Optional[Path], typer.Option(help="Cache folder written by --cache-teacher; required by workload.teacher_output: cached (no teacher is built). A cache made with another teacher, tokenizer, data, lengths or k, or a damaged shard, is refused before training.")] = None,
         allow_changed_settings: Annotated[bool, typer.Option("--allow-changed-settings", help="Resume a checkpoint written under other settings (loss, beta, temperature, lmbda, optimizer, lr, schedule, clipping, dtypes) and go on under the new ones, saying what changed; without it such a resume is refused.")] = False,
+        teacher_url: Annotated[Optional[list[str]], typer.Option("--teacher-url", help="teacher.engine: vllm-server: the base URL (http://HOST:PORT) of a vLLM OpenAI server of the teacher; repeat it for each replica (student rank i asks replica i mod n). Replaces the plan's teacher.endpoints.")] = None,
     ) -> None:
         """Train the student by GKD with the plan's split of both models; launch with `torchrun --nproc-per-node N -m planner run PLAN`."""
         # Each problem is said once: one found before the ranks meet (the plan, the flags: the same on
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         die_with_launcher()
         try:
             _run(plan, steps, seed, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, stop_file, warmup_steps, teacher,
-                 student, random_init, tokenizer, dataset, progress, phases, cache_teacher, teacher_cache, allow_changed_settings)
+                 student, random_init, tokenizer, dataset, progress, phases, cache_teacher, teacher_cache, allow_changed_settings, teacher_url)
         except InputError as e:
             if not e.lines:  # another rank says it: give it time to print before torchrun, seeing this exit, stops it
                 time.sleep(SILENT_RANK_WAIT_S)
@@ -92,9 +93,10 @@ def die_with_launcher() -> None:
 
 
 def _run(plan, steps, seed, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, stop_file, warmup_steps, teacher,
-         student, random_init, tokenizer, dataset, progress, phases, cache_teacher, teacher_cache, allow_changed_settings) -> None:
+         student, random_init, tokenizer, dataset, progress, phases, cache_teacher, teacher_cache, allow_changed_settings, teacher_url) -> None:
     try:
         p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, teacher, student, tokenizer, dataset)
+        p = _endpoints(plan, p, teacher_url)
         _check_cache(p, cache_teacher, teacher_cache, force)
         _check_weights(plan, p, random_init)
     except InputError as e:
@@ -123,6 +125,23 @@ def _run(plan, steps, seed, metrics_out, force, checkpoint_dir, checkpoint_every
                   f"{sps:.2f} samples/s" if sps else "done")
 
 
+def _endpoints(path: Path, plan, teacher_url: list[str] | None):
+    """The plan with --teacher-url as its served teacher's endpoints; a served teacher needs one."""
+    if teacher_url:
+        if not plan.teacher.served:
+            raise InputError(f"--teacher-url: the plan's teacher.engine is {plan.teacher.engine}; a URL is for teacher.engine: vllm-server")
+        bad = [u for u in teacher_url if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise InputError(f"--teacher-url: {bad[0]}: give a base URL, http://HOST:PORT")
+        plan = plan.model_copy(update={"teacher": plan.teacher.model_copy(update={"endpoints": list(teacher_url)})})
+    if plan.teacher.served and not plan.teacher.endpoints:
+        raise InputError(f"{path}: teacher.endpoints: a vllm-server teacher needs its servers' URLs; give --teacher-url http://HOST:PORT "
+                         "(once per replica) or `planner export` the plan")
+    if plan.rollout.placement == "dedicated" and not plan.rollout.endpoints:
+        raise InputError(f"{path}: rollout.endpoints: dedicated rollout needs its vLLM servers' URLs; `planner export` the plan")
+    return plan
+
+
 def _check_cache(plan, cache_teacher: Path | None, teacher_cache: Path | None, force: bool) -> None:
     """The cache flags against each other and the plan's workload.teacher_output."""
     from planner.executor.cache import check_target
@@ -148,9 +167,10 @@ def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: 
 
     p = load_plan(plan)
     world = os.environ.get("WORLD_SIZE")
-    if world is not None and world.isdigit() and int(world) != p.world:
-        raise InputError(f"{plan}: nodes x gpus_per_node: the plan needs {p.world} processes ({p.nodes} x {p.gpus_per_node}) but torchrun "
-                         f"started {world} (WORLD_SIZE); launch with `torchrun --nnodes {p.nodes} --nproc-per-node {p.gpus_per_node}`, "
+    if world is not None and world.isdigit() and int(world) != p.torch_world:
+        served = f", less the {p.world - p.torch_world} GPU(s) of its served roles" if p.torch_world != p.world else ""
+        raise InputError(f"{plan}: nodes x gpus_per_node: the plan needs {p.torch_world} trainer processes ({p.nodes} x {p.gpus_per_node}{served}) but torchrun "
+                         f"started {world} (WORLD_SIZE); launch with `torchrun --nnodes {p.nodes} --nproc-per-node {p.torch_world // p.nodes}`, "
                          "or `planner export` the plan")
     tr = p.training
     ckpt_dir = checkpoint_dir or tr.checkpoint_dir

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from planner.executor.data import IGNORE, Batch
+from planner.executor.hf_compat import CACHE, cache_of
 
 
 @torch.no_grad()
@@ -25,7 +26,7 @@ def generate(model: torch.nn.Module, batch: Batch, prompt_len: int, temperature:
     n_new = batch.input_ids.shape[1] - prompt_len
     gen = torch.Generator(device=ids.device).manual_seed(seed)
     out = model(input_ids=ids, attention_mask=mask, use_cache=use_cache)
-    cache, new = out.cache if use_cache else None, []
+    cache, new = cache_of(out) if use_cache else None, []
     ones = torch.ones_like(mask[:, :1])
     for i in range(n_new):
         probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
@@ -34,8 +35,8 @@ def generate(model: torch.nn.Module, batch: Batch, prompt_len: int, temperature:
         mask = torch.cat([mask, ones], dim=1)
         if i + 1 < n_new:
             if use_cache:
-                out = model(input_ids=token, attention_mask=mask, cache=cache, use_cache=True)
-                cache = out.cache
+                out = model(input_ids=token, attention_mask=mask, use_cache=True, **{CACHE: cache})
+                cache = cache_of(out)
             else:  # the whole sequence so far, every step
                 out = model(input_ids=torch.cat([ids, *new], dim=1), attention_mask=mask, use_cache=False, logits_to_keep=1)
     completion = torch.cat(new, dim=1)

@@ -56,9 +56,10 @@ class Layout:
 def init_distributed(plan: Plan) -> tuple[str, torch.device]:
     """Start torch.distributed from torchrun's environment: NCCL on a GPU, else gloo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world != plan.world:
-        raise InputError(f"the plan needs {plan.world} processes ({plan.nodes} node(s) x {plan.gpus_per_node}) but "
-                         f"WORLD_SIZE is {world}; launch with `torchrun --nproc-per-node {plan.gpus_per_node} -m planner run PLAN`")
+    if world != plan.torch_world:  # GPUs of served roles (a vllm-server teacher, dedicated rollout) are not torchrun's
+        raise InputError(f"the plan needs {plan.torch_world} trainer processes ({plan.nodes} node(s) x {plan.gpus_per_node}"
+                         f"{f', less {plan.world - plan.torch_world} GPU(s) of served roles' if plan.torch_world != plan.world else ''}) but "
+                         f"WORLD_SIZE is {world}; launch with `torchrun --nproc-per-node {plan.torch_world // plan.nodes} -m planner run PLAN`")
     cuda = torch.cuda.is_available() and plan.backend == "nccl"
     backend = "nccl" if cuda else "gloo"
     if cuda:
@@ -95,7 +96,9 @@ def _mesh(device: torch.device, ranks: list[int], shard: int, names: tuple[str, 
 def build_layout(plan: Plan, device: torch.device) -> Layout:
     rank, world = dist.get_rank(), dist.get_world_size()
     t, s = plan.teacher, plan.student
-    lay = Layout(rank, world, device, rank in t.ranks, rank in s.ranks, list(s.ranks), list(t.ranks))
+    # a served teacher's GPUs are not ranks of this world: no rank is a teacher, no group holds one
+    t_ranks = [] if t.served else list(t.ranks)
+    lay = Layout(rank, world, device, rank in t_ranks, rank in s.ranks, list(s.ranks), t_ranks)
     # Every rank calls every constructor below, in this order.
     lay.student_group = dist.new_group(s.ranks)
     if s.strategy in ("zero2", "zero3", "hsdp"):
@@ -103,6 +106,8 @@ def build_layout(plan: Plan, device: torch.device) -> Layout:
         if len(s.ranks) % shard:
             raise InputError(f"student.shard ({shard}) must divide the {len(s.ranks)} student ranks")
         lay.student_mesh = _mesh(device, s.ranks, shard, ("replicate", "shard"))
+    if t.served:
+        return lay
     if t.strategy == "shard":
         lay.teacher_mesh = _mesh(device, t.ranks, t.shard, ("replicate", "shard"))
     if t.strategy == "tp":  # (replicas, tp) over the teacher ranks; each rank keeps its row
@@ -133,7 +138,7 @@ def check_supported(plan: Plan) -> None:
     if st.teacher == "tp" and t.shape.num_experts:
         lines.append(f"teacher {st.teacher_part}: the executor's tensor parallelism splits dense layers only, not a mixture-of-experts "
                      "teacher's experts; use replicate, shard or pipeline")
-    if st.disaggregated:
+    if st.disaggregated and not t.served:
         if st.teacher not in ("replicate", "shard", "tp"):
             lines.append(f"teacher {st.teacher_part} with disaggregated placement is not implemented; use replicate, shard or tp")
         if st.n_S % st.n_T:

@@ -189,13 +189,19 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         return _finish(plan, lay, opts, record, start, backend)
     if cached is not None:
         teacher = cached
+    elif plan.teacher.served:  # vLLM servers of the teacher, outside this world: top-k log-probs over HTTP
+        from planner.executor.teacher_server import Served, endpoint_of
+
+        teacher = Served(endpoint_of(plan.teacher.endpoints, lay.dp_rank), w.topk, ldtype, lay.device)
     elif plan.placement == "disaggregated":
         teacher = tea.Remote(tea.teacher_rank_of(lay.dp_rank, lay.teacher_ranks), plan.teacher.shape.vocab, w.completion_len, ldtype, lay.device,
                              w.topk if w.teacher_output == "topk" else None)
-    ahead = 1 if isinstance(teacher, tea.Remote) else 0  # a remote teacher computes micro-step k+1 while the student trains on k
+    ahead = 1 if isinstance(teacher, tea.Remote) or plan.teacher.served else 0  # a remote teacher computes micro-step k+1 while the student trains on k
+    engine = rollout_engine(plan, model, lay, seed)
     chunk = w.loss_chunk_tokens if w.loss == "chunked" else None
     bar, task = _progress(opts.progress and lay.rank == lay.coordinator, steps, start)
-    clock = metrics.PhaseClock(lay.device, opts.phases)
+    # per-phase seconds (the metrics' phase_s): always on a CPU (a lap costs a clock read), on a GPU with --phases only (a lap synchronizes)
+    clock = metrics.PhaseClock(lay.device, opts.phases or lay.device.type == "cpu")
     sched = schedule.make_scheduler(opt, tr, steps, start)
     log = RunLog(tr.log_jsonl, tr.tensorboard_dir, lay.rank == lay.coordinator)
     log.start(start, steps)
@@ -206,10 +212,16 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         gen = on_policy(seed, step, micro, w.lmbda)
         if gen:
             clock.lap("teacher")  # --phases: what came before is the teacher's (as without generation)
-            with autocast(lay.device, w.student_dtype), stu.for_generation(stu.unwrapped(model), plan.student.strategy, plan.student.gather) as gen_model:
-                batch = batch.pad(batch.prompt_len, w.completion_len)  # generation writes completion_len tokens on every rank
-                batch = generate(gen_model, batch, batch.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank),
-                                 w.generation_kv_cache)
+            if engine is not None:  # vLLM: the trainer's weights in place first, when a step changed them
+                if engine.stale:
+                    engine.refresh(model)
+                    clock.lap("weight_sync")
+                batch = engine.generate(batch.pad(batch.prompt_len, w.completion_len), w.temperature, sample_seed(seed, step, micro, lay.dp_rank))
+            else:
+                with autocast(lay.device, w.student_dtype), stu.for_generation(stu.unwrapped(model), plan.student.strategy, plan.student.gather) as gen_model:
+                    batch = batch.pad(batch.prompt_len, w.completion_len)  # generation writes completion_len tokens on every rank
+                    batch = generate(gen_model, batch, batch.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank),
+                                     w.generation_kv_cache)
             clock.lap("generation")
         return batch, teacher.request(batch), gen
 
@@ -242,6 +254,8 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
             norm = stu.clip_grad_norm(model, tr.max_grad_norm)
             lr = schedule.current_lr(opt)
             opt.step()
+            if engine is not None:
+                engine.stale = True  # the next rollout loads these weights first
             schedule.step(sched)
             clock.lap("optimizer")
             if step == steps - 1:  # counted once, on the last step, and kept out of its time
@@ -283,9 +297,30 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         save.save_pretrained(model, lay, out_dir, tokenizer)
     if opts.phases:
         record["phase_times_s"] = clock.steps
+    record["phase_s"] = metrics.phase_seconds(clock.steps[min(opts.warmup_steps, max(len(clock.steps) - 1, 0)):]) if clock.enabled else None
+    record["engines"] = {"rollout": plan.rollout.engine if w.lmbda > 0 else None, "teacher": plan.teacher.engine}
+    if hasattr(teacher, "close"):
+        teacher.close()
+    if engine is not None:
+        engine.close()
     record["memory"] = metrics.memory(lay.device, state if steps > start and "stopped_at" not in record else stu.state_bytes(model, opt),
                                       _teacher_module(teacher), anon)
     return _finish(plan, lay, opts, record, start, backend)
+
+
+def rollout_engine(plan: Plan, model, lay: groups.Layout, seed: int):
+    """This student rank's rollout engine beyond the eager loop (`plan.rollout`), or None."""
+    r, w = plan.rollout, plan.workload
+    if not lay.is_student or w.lmbda == 0 or r.engine == "hf-eager":
+        return None
+    if r.engine == "vllm":
+        from planner.executor.rollout.vllm_engine import VllmColocated
+
+        return VllmColocated(model, w.prompt_len + w.completion_len, w.student_dtype, lay.device, seed + lay.dp_rank, r.tp,
+                             r.gpu_memory_utilization, lay.world)
+    from planner.executor.rollout.static import StaticDecode
+
+    return StaticDecode(model, plan)
 
 
 def _teacher_module(teacher) -> torch.nn.Module | None:

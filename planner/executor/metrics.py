@@ -74,6 +74,15 @@ class PhaseClock:
         return time.perf_counter()
 
 
+def phase_seconds(steps: list[dict]) -> dict[str, float]:
+    """The PhaseClock's laps of `steps`, summed into the four roles' phases: rollout (generation),
+    weight_sync (trainer to rollout engine), teacher (its forward, or the wait for a remote or served
+    one) and train (student forward, loss, backward, optimizer)."""
+    total = lambda *names: sum(st.get(n, 0.0) for st in steps for n in names)  # noqa: E731
+    return {"rollout": total("generation"), "weight_sync": total("weight_sync"), "teacher": total("teacher"),
+            "train": total("student_forward", "loss_forward", "backward", "optimizer")}
+
+
 def anon_bytes() -> int | None:
     """This process's anonymous resident memory (RssAnon in /proc/self/status), bytes; None without /proc."""
     try:
@@ -163,6 +172,8 @@ def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: 
         "peak_memory_bytes": {str(r["rank"]): r["memory"] for r in records},
         **({"phase_times_s": lead["phase_times_s"]} if "phase_times_s" in lead else {}),
         "roles": {str(r["rank"]): r["role"] for r in records},
+        "engines": lead.get("engines"),  # what ran each role: {rollout: hf-eager | hf-static | vllm (None off policy), teacher: pytorch | vllm-server}
+        "phase_s": lead.get("phase_s"),  # seconds per phase over the steady steps (rollout, weight_sync, teacher, train); None on a GPU without --phases
         "plan_fingerprint": fingerprint(plan),  # predictions are recomputed by `planner validate`, never copied from the plan
         "versions": versions(),
     }

@@ -91,9 +91,11 @@ class Stage(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
         from transformers.masking_utils import create_causal_mask
 
+        from planner.executor.hf_compat import CACHE
+
         h = self.embed(x) if self.embed is not None else x
         pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
-        causal = create_causal_mask(config=self.config, inputs_embeds=h, attention_mask=mask, cache=None, position_ids=pos)
+        causal = create_causal_mask(config=self.config, inputs_embeds=h, attention_mask=mask, position_ids=pos, **{CACHE: None})
         pe = self.rotary(h, position_ids=pos)
         for layer in self.layers:
             h = layer(h, attention_mask=causal, position_embeddings=pe, position_ids=pos)

