@@ -34,6 +34,8 @@ class LaunchOptions:
     modules: tuple[str, ...] = ()    # `module load` lines before the run
     container_image: str | None = None  # slurm only: `srun --container-image` (pyxis/enroot)
     random_init: bool = False        # passed to `planner run --random-init` (random weights, no checkpoints)
+    server_port: int = 8000          # served roles: the first vLLM server's port (one more per replica)
+    health_timeout_s: int = 900      # served roles: how long the script waits for each server's /health
 
 
 # Bidirectional overrides reorder what a reader of the script sees ("Trojan Source", CVE-2021-42574).
