@@ -63,6 +63,8 @@ def register(app: typer.Typer) -> None:
         signal_s: Annotated[int, typer.Option(help="Slurm only, with --requeue: seconds before the time limit that the run is asked to stop (enough for one step and a checkpoint).", min=1)] = 120,
         module: Annotated[Optional[list[str]], typer.Option(help="`module load NAME` before the run (repeatable).")] = None,
         container_image: Annotated[Optional[str], typer.Option(help="Slurm only: run the tasks in this container image (`srun --container-image`, pyxis/enroot).")] = None,
+        server_port: Annotated[int, typer.Option(help="Served roles (a vllm-server teacher, dedicated rollout): the first vLLM server's port; each further replica takes the next.", min=1, max=65535)] = 8000,
+        health_timeout: Annotated[int, typer.Option(help="Served roles: seconds to wait for each server's /health before the job fails.", min=1)] = 900,
     ) -> None:
         """Write the torchrun command or Slurm sbatch script that runs PLAN with `planner run`."""
         from planner.files import check_output
@@ -73,7 +75,8 @@ def register(app: typer.Typer) -> None:
         text = launch_script(plan, None, to.value, job_name=job_name, partition=partition, account=account, time=time,
                              port=port, steps=steps, metrics_out=metrics_out, python=python, checkpoint_dir=checkpoint_dir,
                              checkpoint_every=checkpoint_every, requeue=requeue, signal_s=signal_s, modules=tuple(module or ()),
-                             container_image=container_image, random_init=random_init)
+                             container_image=container_image, random_init=random_init,
+                             server_port=server_port, health_timeout_s=health_timeout)
         if output is None:
             print(text, end="")
             return

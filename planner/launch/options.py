@@ -34,6 +34,8 @@ class LaunchOptions:
     modules: tuple[str, ...] = ()    # `module load` lines before the run
     container_image: str | None = None  # slurm only: `srun --container-image` (pyxis/enroot)
     random_init: bool = False        # passed to `planner run --random-init` (random weights, no checkpoints)
+    server_port: int = 8000          # served roles: the first vLLM server's port (one more per replica)
+    health_timeout_s: int = 900      # served roles: how long the script waits for each server's /health
 
 
 # Bidirectional overrides reorder what a reader of the script sees ("Trojan Source", CVE-2021-42574).
@@ -144,11 +146,17 @@ def ranks(rs: list[int]) -> str:
 def header(plan: Plan, plan_path: str | Path, job: str) -> list[str]:
     """Comment lines saying what the script runs; `job` is already quoted, the rest is checked here
     (numbers and the strategy, backend and placement words are validated by the plan schema)."""
-    t, s = plan.teacher, plan.student
-    return [f"# kd-planner launch of {text(Path(plan_path).name, 'plan path')}, job {job}, written by `planner export`.",
-            f"# {plan.nodes} node(s) x {plan.gpus_per_node} process(es), backend {plan.backend}, {plan.placement}:",
-            f"#   teacher {text(t.ref, 'teacher.ref')} ({t.strategy}) on ranks {ranks(t.ranks)}; "
-            f"student {text(s.ref, 'student.ref')} ({s.strategy}) on ranks {ranks(s.ranks)}."]
+    t, s, r = plan.teacher, plan.student, plan.rollout
+    lines = [f"# kd-planner launch of {text(Path(plan_path).name, 'plan path')}, job {job}, written by `planner export`.",
+             f"# {plan.nodes} node(s) x {plan.gpus_per_node} process(es), backend {plan.backend}, {plan.placement}:",
+             f"#   teacher {text(t.ref, 'teacher.ref')} ({t.strategy}) on ranks {ranks(t.ranks)}; "
+             f"student {text(s.ref, 'student.ref')} ({s.strategy}) on ranks {ranks(s.ranks)}."]
+    if t.served or r.placement == "dedicated":
+        lines.append(f"#   torchrun starts the trainer's {plan.torch_world} rank(s) {ranks(plan.torch_ranks)}; vLLM servers run "
+                     + " and ".join(([f"the teacher ({t.replicas} x tp {t.tp}) on GPUs {ranks(t.ranks)}"] if t.served else [])
+                                    + ([f"rollout ({len(r.ranks) // r.tp} x tp {r.tp}) on GPUs {ranks(r.ranks)}"] if r.placement == "dedicated" else []))
+                     + ".")
+    return lines
 
 
 def python_line(opts: LaunchOptions) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from planner.inputs.cluster import Cluster
-from planner.launch import env
+from planner.launch import env, servers
 from planner.inputs.errors import InputError
 from planner.launch.options import (LaunchOptions, header, job_name, lines_to_script, module_lines, planner_run, python_line, q,
                                     run_summary, slug)
@@ -82,18 +82,59 @@ def requeue_lines(stop: str, srun_words: list[str]) -> list[str]:
             'exit "$status"']
 
 
+def trainer_nodes(plan: Plan) -> tuple[int, int]:
+    """(nodes, processes per node) of the trainer's torchrun: its ranks come first, so the first
+    nodes; torchrun starts as many on each, so they must fill those nodes alike."""
+    counts = [n for n in (sum(1 for r in plan.torch_ranks if r // plan.gpus_per_node == k) for k in range(plan.nodes)) if n]
+    if len(set(counts)) > 1:
+        raise InputError(f"the trainer's {plan.torch_world} ranks fill its {len(counts)} nodes unevenly ({', '.join(map(str, counts))} "
+                         "per node); torchrun starts as many on each node: give served roles whole nodes, or one node's tail")
+    return len(counts), counts[0]
+
+
+def srun_words(cluster: Cluster, opts: LaunchOptions) -> list[str]:
+    words = []
+    if cluster.slurm.cpus_per_task:  # srun does not inherit --cpus-per-task from sbatch (Slurm >= 22.05)
+        words.append(f"--cpus-per-task={cluster.slurm.cpus_per_task}")
+    if opts.container_image:  # pyxis/enroot: the job's tasks run inside the image
+        words.append(f"--container-image={q(opts.container_image, '--container-image')}")
+    return words
+
+
+def server_lines(plan: Plan, cluster: Cluster, served: list[servers.Server], opts: LaunchOptions, job: str) -> list[str]:
+    """One srun step per server replica, in the background on its node (`--overlap`: it shares the
+    node with the trainer's step; CUDA_VISIBLE_DEVICES picks its GPUs), then a health wait per server."""
+    lines = servers.prelude(len(served), opts.health_timeout_s)
+    lines += ['mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")']
+    for s in served:
+        host = f'"${{nodes[{s.node}]}}"'
+        log = q(f"{s.log(job)}-%j.log", "job")
+        lines += [f"# {s.role} replica {s.index}: node {s.node}, GPUs {','.join(map(str, s.gpus))}, port {s.port}; its log {s.log(job)}-JOBID.log.",
+                  " ".join(["srun", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={host}", f"--output={log}",
+                            *srun_words(cluster, opts), *servers.command(plan, s, host, opts)]) + " &",
+                  'server_pids+=("$!")']
+    for i, s in enumerate(served):
+        log = q(s.log(job), "job") + '-"$SLURM_JOB_ID".log'
+        lines.append(f'wait_healthy "http://${{nodes[{s.node}]}}:{s.port}" "${{server_pids[{i}]}}" {log}')
+    return lines
+
+
 def render(plan_path: str | Path, plan: Plan, cluster: Cluster, opts: LaunchOptions) -> str:
     job = job_name(plan, opts)
+    served = servers.servers(plan, opts)
     srun = ["srun", "--kill-on-bad-exit=1"]
-    if cluster.slurm.cpus_per_task:  # srun does not inherit --cpus-per-task from sbatch (Slurm >= 22.05)
-        srun.append(f"--cpus-per-task={cluster.slurm.cpus_per_task}")
-    if opts.container_image:  # pyxis/enroot: the job's tasks run inside the image
-        srun.append(f"--container-image={q(opts.container_image, '--container-image')}")
+    nnodes, nproc = '"$SLURM_NNODES"', plan.gpus_per_node
+    if served:  # the trainer's step shares its nodes with the servers' steps
+        k, nproc = trainer_nodes(plan)
+        srun += ["--overlap", f"--nodes={k}", f"--ntasks={k}", "--ntasks-per-node=1"]
+        nnodes = str(k)
+    srun += srun_words(cluster, opts)
     stop = stop_file(plan, opts)
+    urls = servers.url_words(served, lambda s: f"${{nodes[{s.node}]}}")
     run = [" ".join(srun) + ' "$PYTHON" -m torch.distributed.run \\',
-           f'    --nnodes "$SLURM_NNODES" --nproc-per-node {plan.gpus_per_node} \\',
+           f'    --nnodes {nnodes} --nproc-per-node {nproc} \\',
            f'    --rdzv-id "$SLURM_JOB_ID" --rdzv-backend c10d --rdzv-endpoint "$head:{int(opts.port)}" \\',
-           "    " + " ".join(planner_run(plan_path, opts, '"$STOP"' if stop else None)) + (" $force" if stop else "")]
+           "    " + " ".join(planner_run(plan_path, opts, '"$STOP"' if stop else None) + urls) + (" $force" if stop else "")]
     lines = ["#!/bin/bash", *directives(plan, cluster, opts, job),
              *header(plan, plan_path, q(job, "job")), *run_summary(plan, opts),
              f"# Submit with `sbatch THIS_FILE`; logs go to {slug(job)}-JOBID.out and .err in the folder sbatch ran in.",
@@ -103,5 +144,6 @@ def render(plan_path: str | Path, plan: Plan, cluster: Cluster, opts: LaunchOpti
              "# (sed, not `head -n 1`: under pipefail head's early exit can fail scontrol with SIGPIPE.)",
              'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
              f'echo "kd-planner: job $SLURM_JOB_ID on $SLURM_NNODES node(s), rendezvous at $head:{int(opts.port)}"',
+             *(server_lines(plan, cluster, served, opts, job) if served else []),
              *(requeue_lines(stop, run) if stop else run)]
     return lines_to_script(lines)
