@@ -3,7 +3,7 @@
 
     torchrun --standalone --nproc-per-node 2 bench/trl_gkd_worker.py --trainer gkd|distill --mode ddp|zero3 \
         --teacher DIR --student DIR --tokenizer DIR --data data.jsonl --micro-batch 1 --grad-accum 4 \
-        --steps 8 --out trl.json
+        --steps 8 --out trl.json [--vllm colocate [--vllm-sleep]]   # --vllm: distill + ddp only
 
 Set up as a TRL user would on CPU: `GKDConfig` + `GKDTrainer` (trl.experimental.gkd) or
 `DistillationConfig` + `DistillationTrainer` (trl; always on-policy: it generates every completion
@@ -14,7 +14,9 @@ a constant schedule and max grad norm 1.0 (what `planner run` hard-codes), fp32,
 checkpointing. `ddp`: `use_cpu`, gloo DDP, the teacher replicated on every rank. `zero3`: DeepSpeed
 ZeRO-3 for the student and (through TRL's `prepare_deepspeed`) for the teacher; accelerate never
 picks DeepSpeed when `cpu=True`, so its backend choice is patched to multi-CPU gloo and `use_cpu`
-left off; DeepSpeed's CPU accelerator then uses gloo too.
+left off; DeepSpeed's CPU accelerator then uses gloo too. `--vllm colocate` (DistillationTrainer,
+`ddp`): `use_vllm=True, vllm_mode="colocate"`, a `vllm.LLM` per rank generating the completions
+(`min_tokens` in vLLM's SamplingParams for exactly --completion-len tokens; see `vllm_config`).
 
 Writes rank 0's per-step wall times (on_step_end to on_step_end, data loading included, as in
 `planner run`), the logged per-step loss and samples/s over the steps after `--warmup`.
@@ -47,6 +49,39 @@ def zero3_config() -> dict:
         "bf16": {"enabled": False}, "fp16": {"enabled": False},
         "wall_clock_breakdown": False,
     }
+
+
+def vllm_config(args) -> dict:
+    """DistillationConfig's vLLM fields for `--vllm colocate`, as a TRL user sets them (TRL 1.16
+    trl/trainer/distillation_config.py): one engine per rank (tensor parallel 1), TRL's default
+    memory share 0.3 (on a CPU vLLM sizes its KV cache from VLLM_CPU_KVCACHE_SPACE instead, set by
+    bench/vs_trl_vllm.py), a model length of prompt + completion. TRL passes `generation_kwargs` to
+    vLLM's SamplingParams as well as to transformers' GenerationConfig: `min_tokens` is vLLM's
+    name for `min_new_tokens`."""
+    return {"use_vllm": True, "vllm_mode": args.vllm, "vllm_enable_sleep_mode": args.vllm_sleep, "vllm_tensor_parallel_size": 1,
+            "vllm_gpu_memory_utilization": 0.3, "vllm_max_model_length": args.prompt_len + args.completion_len,
+            "generation_kwargs": {"min_tokens": args.completion_len}}
+
+
+def refresh_weights_on_cpu(vllm_generation) -> None:
+    """On a CPU, vLLM repacks fp32 linear weights for oneDNN when it loads them, so TRL's per-step
+    refresh (`model.load_weights([(name, param)])` in trl/generation/vllm_generation.py
+    `sync_weights`) fails in fp32 ("'Parameter' object has no attribute 'weight_loader'"). Without a
+    refresh the engine would sample from the step-0 student, off policy. This `sync_weights` does
+    what TRL's colocate branch does (wake the weights under sleep mode, load every parameter, reset
+    the prefix cache) but loads through the worker's `reload_weights(weights_iterator=...,
+    is_checkpoint_format=True)`, vLLM's checkpoint path, repacking included. TRL still calls it
+    when it would (once per optimizer step, before the step's first generation)."""
+    llm = vllm_generation.llm
+
+    def sync_weights():
+        if vllm_generation.enable_sleep_mode:
+            llm.wake_up(tags=["weights"])
+            vllm_generation._llm_weights_sleeping = False
+        params = [(name, param.detach()) for name, param in vllm_generation._iter_named_params()]
+        llm.collective_rpc("reload_weights", kwargs={"weights_iterator": params, "is_checkpoint_format": True})
+        llm.reset_prefix_cache()
+    vllm_generation.sync_weights = sync_weights
 
 
 class Phases:
@@ -102,11 +137,34 @@ def instrument(trainer, phases: Phases) -> None:
         phases.wrap(model, "forward", name)
         phases.wrap(model.model, "forward", name)  # DistillationTrainer calls the backbone, then the loss projects
     phases.wrap(student, "generate", "generation")
+    if getattr(trainer, "use_vllm", False):
+        phases.wrap(trainer.vllm_generation, "generate", "generation")
+        phases.wrap(trainer.vllm_generation, "sync_weights", "weight_sync")
     if hasattr(trainer, "generalized_jsd_loss"):
         phases.wrap(trainer, "generalized_jsd_loss", "loss")
     phases.wrap(distill, "_chunked_divergence_loss", "loss")
     phases.wrap(trainer.accelerator, "backward", "backward")
     phases.wrap(trainer, "_clip_grad_norm", "optimizer")
+
+
+def count_completions(trainer, lengths: list, refreshes: list) -> None:
+    """Record every completion's token count (on policy: each exactly --completion-len) and every
+    weight refresh of a vLLM engine, into the lists given."""
+    if hasattr(trainer, "_generate_single_turn"):
+        fn = trainer._generate_single_turn
+
+        def counted(*a, **k):
+            out = fn(*a, **k)
+            lengths.extend(len(c) for c in out)
+            return out
+        trainer._generate_single_turn = counted
+    if getattr(trainer, "use_vllm", False):
+        sync = trainer.vllm_generation.sync_weights
+
+        def synced(*a, **k):
+            refreshes.append(trainer.state.global_step)
+            return sync(*a, **k)
+        trainer.vllm_generation.sync_weights = synced
 
 
 def patch_accelerate_for_cpu_deepspeed() -> None:
@@ -127,6 +185,9 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, required=True)
     ap.add_argument("--grad-accum", type=int, required=True)
     ap.add_argument("--completion-len", type=int, required=True)
+    ap.add_argument("--prompt-len", type=int, default=64, help="--vllm: with --completion-len, the engine's max model length")
+    ap.add_argument("--vllm", choices=("colocate",), help="DistillationTrainer with use_vllm=True in this vllm_mode (see vllm_config)")
+    ap.add_argument("--vllm-sleep", action="store_true", help="--vllm: vllm_enable_sleep_mode=True")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--lmbda", type=float, default=0.0)
@@ -135,6 +196,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--phases", action="store_true", help="also time each phase of a step (see Phases)")
     args = ap.parse_args()
+    if args.vllm and (args.trainer, args.mode) != ("distill", "ddp"):
+        ap.error("--vllm goes with --trainer distill --mode ddp")
 
     if args.mode == "zero3":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -180,8 +243,8 @@ def main() -> None:
         dataloader_num_workers=0, dataloader_drop_last=True,
     )
     if args.trainer == "distill":  # on-policy only; exactly completion_len sampled tokens, no top-k/top-p
-        config = DistillationConfig(**common, max_completion_length=args.completion_len, top_k=0, top_p=1.0,
-                                    generation_kwargs={"min_new_tokens": args.completion_len}, disable_dropout=True)
+        engine = vllm_config(args) if args.vllm else {"generation_kwargs": {"min_new_tokens": args.completion_len}}
+        config = DistillationConfig(**common, max_completion_length=args.completion_len, top_k=0, top_p=1.0, disable_dropout=True, **engine)
     else:
         # average_tokens_across_devices default True: GKDTrainer.compute_loss then divides by the global
         # token count but, unlike Trainer.compute_loss, never multiplies by the process count, so loss and
@@ -195,8 +258,12 @@ def main() -> None:
     trainer_cls = DistillationTrainer if args.trainer == "distill" else GKDTrainer
     trainer = trainer_cls(model=args.student, teacher_model=args.teacher, args=config, train_dataset=data,
                           processing_class=tok, callbacks=[clock])
+    if args.vllm and not torch.cuda.is_available():
+        refresh_weights_on_cpu(trainer.vllm_generation)
     if args.phases:
         instrument(trainer, phases)
+    lengths, refreshes = [], []
+    count_completions(trainer, lengths, refreshes)
     trainer.train()
     if int(os.environ.get("RANK", "0")) == 0:
         times = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
@@ -204,11 +271,12 @@ def main() -> None:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         global_batch = args.micro_batch * args.grad_accum * world
         Path(args.out).write_text(json.dumps({
-            "trainer": args.trainer, "mode": args.mode, "world": world, "global_batch": global_batch, "step_times_s": times,
+            "trainer": args.trainer, "mode": args.mode, "vllm": args.vllm, "vllm_sleep": args.vllm_sleep, "world": world, "global_batch": global_batch, "step_times_s": times,
             "samples_per_s": global_batch * len(steady) / sum(steady) if steady else None,
             "loss": [clock.loss.get(s) for s in range(1, args.steps + 1)],
             "distributed_type": str(trainer.accelerator.distributed_type), "deepspeed": trainer.is_deepspeed_enabled,
-            "threads": torch.get_num_threads(), **({"phase_times_s": phases.steps} if args.phases else {}),
+            "threads": torch.get_num_threads(), "completion_lengths": sorted(set(lengths)), "completions": len(lengths),
+            "weight_refreshes": refreshes, **({"phase_times_s": phases.steps} if args.phases else {}),
         }, indent=1) + "\n")
     # An explicit teardown: left to interpreter exit, gloo's threads sometimes abort a rank
     # ("terminate called without an active exception") after training finished.

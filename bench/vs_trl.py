@@ -95,11 +95,12 @@ def run_ours(case: Case, r: int, work: Path, env: dict, log: Path, args) -> dict
     if failed := run_case(cmd, case, env, log, work, name):
         return failed
     m = json.loads(out.read_text())
-    phases = [{OURS_PHASES[k]: v for k, v in p.items()} for p in m["phase_times_s"][m["warmup_steps"]:]]
+    phases = [{OURS_PHASES.get(k, k): v for k, v in p.items()} for p in m["phase_times_s"][m["warmup_steps"]:]]  # a phase of a newer executor keeps its name
     for p, t in zip(phases, m["step_times_s"][m["warmup_steps"]:]):
         p["other"] = t - sum(p.values())
     return {"status": "ok", "samples_per_s": m["samples_per_s"], "loss": m["loss"], "phases": phases, "peak_mib": peak_mib(work, name),
-            "layout": layout(m), "micro_batch": m["micro_batch"], "grad_accum": m["grad_accum"]}
+            "layout": layout(m), "micro_batch": m["micro_batch"], "grad_accum": m["grad_accum"], "engines": m.get("engines"),
+            "tokens_per_sample": m["tokens_per_s"] / m["samples_per_s"] if m.get("tokens_per_s") and m["samples_per_s"] else None}
 
 
 def run_case(cmd, case: Case, env: dict, log: Path, work: Path, name: str) -> dict | None:
@@ -113,8 +114,10 @@ def run_case(cmd, case: Case, env: dict, log: Path, work: Path, name: str) -> di
     return None
 
 
-def run_trl(case: Case, trainer: str, mode: str, micro_batch: int, r: int, work: Path, env: dict, log: Path, args) -> dict:
-    name = f"trl-{trainer}-{mode}-{case.key}-mb{micro_batch}-{r}"
+def run_trl(case: Case, trainer: str, mode: str, micro_batch: int, r: int, work: Path, env: dict, log: Path, args, extra: list = (),
+            tag: str = "") -> dict:
+    """One TRL run (bench/trl_gkd_worker.py); `extra`: more worker flags (e.g. --vllm colocate), `tag` names them in the files."""
+    name = f"trl-{trainer}-{mode}{tag}-{case.key}-mb{micro_batch}-{r}"
     out = work / f"{name}.json"
     s = inputs.SIZES[case.size]
     cmd = launch(work, name, case.budget_mib, [ROOT / "bench" / "trl_gkd_worker.py", "--trainer", trainer, "--mode", mode,
@@ -122,13 +125,14 @@ def run_trl(case: Case, trainer: str, mode: str, micro_batch: int, r: int, work:
                                                "--tokenizer", work / "tokenizer", "--data", work / f"{case.size}.jsonl", "--out", out,
                                                "--micro-batch", micro_batch, "--grad-accum", inputs.GLOBAL_BATCH // (2 * micro_batch),
                                                "--completion-len", s["completion_len"], "--steps", args.steps, "--warmup", args.warmup,
-                                               "--seed", args.seed, "--lmbda", case.lmbda, "--beta", 0.5, "--temperature", 1.0, "--phases"])
+                                               "--seed", args.seed, "--lmbda", case.lmbda, "--beta", 0.5, "--temperature", 1.0, "--phases",
+                                               "--prompt-len", s["prompt_len"], *extra])
     if failed := run_case(cmd, case, env, log, work, name):
         return failed
     m = json.loads(out.read_text())
     return {"status": "ok", "samples_per_s": m["samples_per_s"], "loss": m["loss"], "phases": m["phase_times_s"][args.warmup:],
             "peak_mib": peak_mib(work, name), "micro_batch": micro_batch, "grad_accum": inputs.GLOBAL_BATCH // (2 * micro_batch),
-            "deepspeed": m["deepspeed"]}
+            "deepspeed": m["deepspeed"], **{k: m.get(k) for k in ("vllm", "completion_lengths", "completions", "weight_refreshes")}}
 
 
 def layout(m: dict) -> str:
@@ -240,9 +244,9 @@ def median_sps(runs: list[dict]) -> float | None:
     return statistics.median(ok) if ok else None
 
 
-def median_phases(runs: list[dict]) -> dict[str, float]:
+def median_phases(runs: list[dict], phases: tuple = PHASES) -> dict[str, float]:
     steps = [p for x in runs if x["status"] == "ok" for p in x["phases"]]
-    return {k: statistics.median(p.get(k, 0.0) for p in steps) for k in PHASES} if steps else {}
+    return {k: statistics.median(p.get(k, 0.0) for p in steps) for k in phases} if steps else {}
 
 
 def report(args, cases: list[Case], counts: dict) -> bool:
