@@ -169,7 +169,7 @@ def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: 
     world = os.environ.get("WORLD_SIZE")
     if world is not None and world.isdigit() and int(world) != p.torch_world:
         served = f", less the {p.world - p.torch_world} GPU(s) of its served roles" if p.torch_world != p.world else ""
-        raise InputError(f"{plan}: nodes x gpus_per_node: the plan needs {p.torch_world} trainer processes ({p.nodes} x {p.gpus_per_node}{served}) but torchrun "
+        raise InputError(f"{plan}: nodes x gpus_per_node: the plan needs {p.torch_world} processes ({p.nodes} x {p.gpus_per_node}{served}) but torchrun "
                          f"started {world} (WORLD_SIZE); launch with `torchrun --nnodes {p.nodes} --nproc-per-node {p.torch_world // p.nodes}`, "
                          "or `planner export` the plan")
     tr = p.training

@@ -57,7 +57,7 @@ def init_distributed(plan: Plan) -> tuple[str, torch.device]:
     """Start torch.distributed from torchrun's environment: NCCL on a GPU, else gloo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != plan.torch_world:  # GPUs of served roles (a vllm-server teacher, dedicated rollout) are not torchrun's
-        raise InputError(f"the plan needs {plan.torch_world} trainer processes ({plan.nodes} node(s) x {plan.gpus_per_node}"
+        raise InputError(f"the plan needs {plan.torch_world} processes ({plan.nodes} node(s) x {plan.gpus_per_node}"
                          f"{f', less {plan.world - plan.torch_world} GPU(s) of served roles' if plan.torch_world != plan.world else ''}) but "
                          f"WORLD_SIZE is {world}; launch with `torchrun --nproc-per-node {plan.torch_world // plan.nodes} -m planner run PLAN`")
     cuda = torch.cuda.is_available() and plan.backend == "nccl"

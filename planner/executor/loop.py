@@ -186,6 +186,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         serve_steps(teacher, lay, plan, start, steps, evals, eval_micro, stop, record, anon)
         stop.close()
         record["memory"] = metrics.memory(lay.device, {}, _teacher_module(teacher), anon)
+        record["peak_anon_phase"] = anon.peak_phase
         return _finish(plan, lay, opts, record, start, backend)
     if cached is not None:
         teacher = cached
@@ -305,6 +306,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         engine.close()
     record["memory"] = metrics.memory(lay.device, state if steps > start and "stopped_at" not in record else stu.state_bytes(model, opt),
                                       _teacher_module(teacher), anon)
+    record["peak_anon_phase"] = anon.peak_phase
     return _finish(plan, lay, opts, record, start, backend)
 
 

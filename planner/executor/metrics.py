@@ -13,8 +13,8 @@
 - `peak_memory_bytes[rank]`: on a GPU `cuda_max_allocated`; on the CPU `peak_rss` (the process
   high-water mark, everything included: file pages of a memory-mapped checkpoint too) and, where
   /proc is, `peak_anon` (the sampled peak of anonymous resident memory, RssAnon: what tensors and
-  the interpreter hold), `start_anon` (RssAnon when the run started: the imports) and
-  `peak_anon_phase` (load, first_step or steps: where the peak was reached); on both, the exact
+  the interpreter hold) and `start_anon` (RssAnon when the run started: the imports), with
+  `peak_anon_phase[rank]` beside them (load, first_step or steps: where the peak was reached); on both, the exact
   bytes of the student's parameters, gradients and optimizer state and of the teacher's
   parameters held by that rank.
 - `plan_fingerprint`: `planner.plan.fingerprint` of the plan that ran (`planner validate` refuses
@@ -129,7 +129,12 @@ class AnonPeak:
         if self._thread is not None:
             self._thread.join()
         self._take()
-        return {} if self.start is None else {"peak_anon": self.peak, "start_anon": self.start, "peak_anon_phase": self._at}
+        return {} if self.start is None else {"peak_anon": self.peak, "start_anon": self.start}
+
+    @property
+    def peak_phase(self) -> str | None:
+        """The phase the peak was reached in (load, first_step, steps); None without /proc."""
+        return None if self.start is None else self._at
 
 
 def memory(device: torch.device, student_state: dict[str, int], teacher: nn.Module | None,
@@ -170,6 +175,7 @@ def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: 
         "step_times_s": times, "loss": lead["loss"], "grad_norm": lead["grad_norm"], "on_policy": lead["on_policy"],
         "lr": lead.get("lr", []), "eval_loss": lead.get("eval_loss", []),
         "peak_memory_bytes": {str(r["rank"]): r["memory"] for r in records},
+        **({"peak_anon_phase": {str(r["rank"]): r["peak_anon_phase"] for r in records}} if all(r.get("peak_anon_phase") for r in records) else {}),
         **({"phase_times_s": lead["phase_times_s"]} if "phase_times_s" in lead else {}),
         "roles": {str(r["rank"]): r["role"] for r in records},
         "engines": lead.get("engines"),  # what ran each role: {rollout: hf-eager | hf-static | vllm (None off policy), teacher: pytorch | vllm-server}

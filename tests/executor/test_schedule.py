@@ -63,5 +63,6 @@ def test_retention_keeps_n(tmp_path, keep):
     for step in range(1, 6):
         (tmp_path / f"step-{step:08d}").mkdir()
         (tmp_path / f"step-{step:08d}" / ".metadata").write_text("x")
+        (tmp_path / f"step-{step:08d}" / checkpoint.FINGERPRINT).write_text("{}")  # kd-planner's own: only those are pruned
     checkpoint.prune(tmp_path, keep)
     assert [s for s, _ in checkpoint.complete(tmp_path)] == list(range(5, 5 - keep, -1))
