@@ -136,7 +136,7 @@ def prelude(n: int, timeout_s: int) -> list[str]:
             "wait_healthy() {",
             f'    local url=$1 pid=$2 log=$3 deadline=$((SECONDS + {t}))',
             "    until \"$PYTHON\" -c 'import sys, urllib.request as u; sys.exit(u.urlopen(sys.argv[1], timeout=5).status != 200)' \"$url/health\" 2>/dev/null; do",
-            '        if ! kill -0 -- "$pid" 2>/dev/null; then',
+            '        if ! kill -0 -- "${pid#-}" 2>/dev/null; then  # the process: its group may not exist yet (setsid not yet called)',
             '            echo "kd-planner: the server for $url exited before /health answered (its log: $log)" >&2; exit 1',
             "        fi",
             f'        if ((SECONDS >= deadline)); then',
