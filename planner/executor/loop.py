@@ -297,11 +297,12 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     record["engines"] = {"rollout": plan.rollout.engine if w.lmbda > 0 else None, "teacher": plan.teacher.engine}
     if hasattr(teacher, "close"):
         teacher.close()
-    if engine is not None:
-        engine.close()
     record["memory"] = metrics.memory(lay.device, state if steps > start and "stopped_at" not in record else stu.state_bytes(model, opt),
                                       _teacher_module(teacher))
-    return _finish(plan, lay, opts, record, start, backend)
+    out = _finish(plan, lay, opts, record, start, backend)
+    if engine is not None:  # after the last collective: shutting vLLM down may take torch.distributed with it
+        engine.close()
+    return out
 
 
 def rollout_engine(plan: Plan, model, lay: groups.Layout, seed: int):
@@ -351,5 +352,5 @@ def run(plan: Plan, opts: RunOptions, keep_process_group: bool = False) -> dict 
         lay = groups.build_layout(plan, device)
         return train(plan, lay, opts, backend)
     finally:
-        if not keep_process_group:
+        if not keep_process_group and dist.is_initialized():  # a colocated vLLM engine's shutdown may have taken it down
             dist.destroy_process_group()
