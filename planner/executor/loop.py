@@ -315,9 +315,7 @@ def rollout_engine(plan: Plan, model, lay: groups.Layout, seed: int):
 
         return VllmColocated(model, w.prompt_len + w.completion_len, w.student_dtype, lay.device, seed + lay.dp_rank, r.tp,
                              r.gpu_memory_utilization, lay.world)
-    from planner.executor.rollout.static import StaticDecode
-
-    return StaticDecode(model, plan)
+    raise InputError(f"rollout.engine: {r.engine} is not implemented by the executor yet; use hf-eager or vllm")
 
 
 def _teacher_module(teacher) -> torch.nn.Module | None:
