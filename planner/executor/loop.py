@@ -302,12 +302,13 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     record["engines"] = {"rollout": plan.rollout.engine if w.lmbda > 0 else None, "teacher": plan.teacher.engine}
     if hasattr(teacher, "close"):
         teacher.close()
-    if engine is not None:
-        engine.close()
     record["memory"] = metrics.memory(lay.device, state if steps > start and "stopped_at" not in record else stu.state_bytes(model, opt),
                                       _teacher_module(teacher), anon)
     record["peak_anon_phase"] = anon.peak_phase
-    return _finish(plan, lay, opts, record, start, backend)
+    out = _finish(plan, lay, opts, record, start, backend)
+    if engine is not None:  # after the last collective: shutting vLLM down may take torch.distributed with it
+        engine.close()
+    return out
 
 
 def rollout_engine(plan: Plan, model, lay: groups.Layout, seed: int):
@@ -320,9 +321,7 @@ def rollout_engine(plan: Plan, model, lay: groups.Layout, seed: int):
 
         return VllmColocated(model, w.prompt_len + w.completion_len, w.student_dtype, lay.device, seed + lay.dp_rank, r.tp,
                              r.gpu_memory_utilization, lay.world)
-    from planner.executor.rollout.static import StaticDecode
-
-    return StaticDecode(model, plan)
+    raise InputError(f"rollout.engine: {r.engine} is not implemented by the executor yet; use hf-eager or vllm")
 
 
 def _teacher_module(teacher) -> torch.nn.Module | None:
@@ -358,5 +357,5 @@ def run(plan: Plan, opts: RunOptions, keep_process_group: bool = False) -> dict 
         lay = groups.build_layout(plan, device)
         return train(plan, lay, opts, backend)
     finally:
-        if not keep_process_group:
+        if not keep_process_group and dist.is_initialized():  # a colocated vLLM engine's shutdown may have taken it down
             dist.destroy_process_group()

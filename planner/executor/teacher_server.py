@@ -81,7 +81,7 @@ class Served:
 
     def __init__(self, base: str, k: int, dtype: torch.dtype, device: torch.device, timeout_s: float = 600.0):
         self.base, self.k, self.dtype, self.device, self.timeout = base.rstrip("/"), k, dtype, device, timeout_s
-        self.model = served_model(self.base, wait_s=30.0)
+        self.model_id = served_model(self.base, wait_s=30.0)
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="teacher-http")
         self.seconds = 0.0  # time spent in HTTP round trips (overlapping the student's work)
 
@@ -94,7 +94,7 @@ class Served:
             n_comp = int(mask[i, batch.prompt_len:].sum())
             prompts.append(real)
             starts.append(len(real) - n_comp)
-        body = {"model": self.model, "prompt": prompts, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": self.k}
+        body = {"model": self.model_id, "prompt": prompts, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": self.k}
         future = self.pool.submit(self._ask, body, prompts, starts, width)
 
         def wait() -> TopK:

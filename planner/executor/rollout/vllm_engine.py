@@ -46,7 +46,8 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The student's whole state dict under checkpoint names (gathered from FSDP2 shards; DDP unwrapped)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
+    return {k: v for k, v in state.items() if "rotary_emb" not in k}  # computed buffers, not checkpoint weights
 
 
 class VllmColocated:
