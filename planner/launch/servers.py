@@ -148,6 +148,10 @@ def prelude(n: int, timeout_s: int) -> list[str]:
             "}"]
 
 
+def started(n: int) -> str:
+    return f'echo "kd-planner: {n} server(s) healthy; starting the trainer"'
+
+
 def url_words(ss: list[Server], host_of) -> list[str]:
     """`--teacher-url http://HOST:PORT` (and `--rollout-url`) per replica; `host_of(server)` gives
     the host as text to go inside double quotes."""

@@ -116,7 +116,7 @@ def server_lines(plan: Plan, cluster: Cluster, served: list[servers.Server], opt
     for i, s in enumerate(served):
         log = q(s.log(job), "job") + '-"$SLURM_JOB_ID".log'
         lines.append(f'wait_healthy "http://${{nodes[{s.node}]}}:{s.port}" "${{server_pids[{i}]}}" {log}')
-    return lines
+    return lines + [servers.started(len(served))]
 
 
 def render(plan_path: str | Path, plan: Plan, cluster: Cluster, opts: LaunchOptions) -> str:

@@ -57,5 +57,5 @@ def server_lines(plan: Plan, served: list[servers.Server], opts: LaunchOptions, 
                   'server_pids+=("-$!")']
     for i, s in enumerate(served):
         lines.append(f'wait_healthy "http://{LOCAL}:{s.port}" "${{server_pids[{i}]}}" {q(s.log(job) + ".log", "job")}')
-    return lines
+    return lines + [servers.started(len(served))]
     return lines_to_script(lines)
