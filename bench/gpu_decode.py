@@ -63,7 +63,7 @@ def predict(model_name: str, topology: str, batch: int, prompt: int, new: int, d
 
     from planner.inputs.load import Job, load_cluster, load_model, load_runtime
     from planner.inputs.workload import Workload
-    from planner.search.strategy import Strategy
+    from planner.strategy import Strategy
 
     shape = load_model(model_name)
     work = Workload(global_batch=batch, micro_batch_min=batch, micro_batch_max=batch, prompt_len=prompt,

@@ -45,7 +45,7 @@ from planner.inputs.model import ModelShape
 from planner.inputs.runtime import Generation, Runtime
 from planner.inputs.workload import Workload
 from planner.search import space
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 ROWS = Path(__file__).resolve().parent / "references" / "published.yaml"
 STUDENT_TIME = ("generation", "student_forward", "student_backward", "loss", "student_fsdp_exposed", "grad_sync", "optimizer")

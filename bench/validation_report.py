@@ -34,7 +34,7 @@ from planner.inputs.load import Job, load_job, load_model
 from planner.inputs.runtime import Runtime
 from planner.inputs.yamlio import dump_yaml
 from planner.plan import load_plan, write_plan
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANNER = [sys.executable, "-m", "planner"]

@@ -21,7 +21,7 @@ from planner.inputs.runtime import Gather
 from planner.inputs.training import Training
 from planner.inputs.workload import Workload
 from planner.inputs.yamlio import dump_yaml, read_mapping
-from planner.search.strategy import PLACEMENTS, STUDENT_SPLITS, TEACHER_ALIASES, TEACHER_SPLITS, Strategy
+from planner.strategy import PLACEMENTS, STUDENT_SPLITS, TEACHER_ALIASES, TEACHER_SPLITS, Strategy, tier
 
 TeacherStrategy = Literal[TEACHER_SPLITS + tuple(TEACHER_ALIASES)]  # hybrid: an older name of pipeline
 StudentStrategy = Literal[STUDENT_SPLITS]
@@ -198,11 +198,38 @@ class Plan(Strict):
             raise ValueError("schedule: async generates rollouts one step ahead, but lmbda 0 generates none; set schedule: sync")
         if self.micro_batch * self.grad_accum * len(self.student.ranks) != self.workload.global_batch:
             raise ValueError(f"micro_batch x grad_accum x student ranks ({self.micro_batch} x {self.grad_accum} x {len(self.student.ranks)}) must equal workload.global_batch ({self.workload.global_batch})")
-        try:  # the rest of the strategy's rules (one teacher degree per split), as `planner.search.strategy` states them
-            Strategy.from_plan(self)
+        try:  # the rest of the strategy's rules (one teacher degree per split), as `planner.strategy` states them
+            strategy_of(self)
         except InputError as e:
             raise ValueError("; ".join(e.lines)) from None
         return self
+
+
+def plan_of(s: Strategy, job, cluster: Cluster, cluster_ref: str, runtime: str = "kd-planner", predicted: Predicted | None = None) -> Plan:
+    """The plan file's fields of strategy `s`: the teacher on the first n_T ranks, the student on the
+    same ranks (colocated) or the next n_S, group tiers, micro-batch and accumulation."""
+    t_ranks = list(range(s.n_T))
+    s_ranks = t_ranks if s.placement == "colocated" else list(range(s.n_T, s.n_T + s.n_S))
+    teacher = TeacherPlan(ref=job.teacher_ref or job.teacher.name, shape=job.teacher, strategy=s.teacher,
+                          pp=s.pp, tp=s.tp, shard=s.t_sh, ep=s.ep, ranks=t_ranks,
+                          group_tier=tier(s.teacher_degree, cluster))
+    student = StudentPlan(ref=job.student_ref or job.student.name, shape=job.student, strategy=s.student,
+                          shard=s.s_sh if s.student != "ddp" else 1, gather=s.gather, ranks=s_ranks,
+                          group_tier=tier(s.n_S, cluster))
+    return Plan(version=1, job=job.name, cluster=cluster_ref, nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
+                backend=cluster.backend, placement=s.placement, teacher=teacher, student=student,
+                micro_batch=s.b, grad_accum=job.workload.global_batch // (s.b * s.n_S),
+                workload=job.workload, runtime=runtime, predicted=predicted, training=job.training,
+                dataset=job.dataset, tokenizer=job.tokenizer)
+
+
+def strategy_of(plan: Plan) -> Strategy:
+    """The strategy a plan file holds (the inverse of `plan_of`)."""
+    t, st = plan.teacher, plan.student
+    n_S = len(st.ranks)
+    s_sh = st.shard if st.strategy == "hsdp" else n_S
+    return Strategy(TEACHER_ALIASES.get(t.strategy, t.strategy), st.strategy, plan.placement, len(t.ranks), n_S, pp=t.pp, tp=t.tp,
+                    t_sh=t.shard, s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep, gather=st.gather)
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -15,7 +15,7 @@ from planner.cost import bind
 from planner.inputs.cluster import Cluster
 from planner.inputs.load import Job, load_runtime
 from planner.inputs.workload import Workload
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 # knob symbol -> (runtime field, factor from the symbol's unit to the field's, a typical CPU size
 # for the fitter's steps); "per byte" knobs are written as a rate (GB/s), the inverse.

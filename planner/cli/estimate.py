@@ -13,7 +13,7 @@ from planner.cli.common import EXIT_NO, Command, Format, bold, emit, err, gib, h
 from planner.inputs.errors import InputError
 from planner.search import output as outputs
 from planner.search import rank
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 
 def _figures(sc: rank.Scored | None) -> dict | None:

@@ -1,6 +1,6 @@
 """Numbers for the cost model's symbols: from a job and a cluster (fixed for a search) and from one
 strategy (arrays over candidates). No formulas here, only the mapping from inputs to symbols; the
-strategy's names, rules and tier choice live in `planner.search.strategy`."""
+strategy's names, rules and tier choice live in `planner.strategy`."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def usable_bytes(cluster: Cluster) -> float:
 
 
 class Layout(Protocol):
-    """What the cost model reads from a strategy (`planner.search.strategy.Strategy`): rank counts,
+    """What the cost model reads from a strategy (`planner.strategy.Strategy`): rank counts,
     degrees, which student state is sharded and which link each group uses; never a name."""
 
     n_T: int

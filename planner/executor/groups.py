@@ -17,7 +17,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from planner.inputs.errors import InputError
 from planner.inputs.load import Job
 from planner.plan import Plan
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 
 @dataclass

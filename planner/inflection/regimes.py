@@ -13,7 +13,7 @@ from planner.inputs.load import Job
 from planner.search import baselines as trl
 from planner.search import output as outputs
 from planner.search import rank
-from planner.search.strategy import GRAMMAR, Strategy
+from planner.strategy import GRAMMAR, Strategy
 
 
 @dataclass(frozen=True)

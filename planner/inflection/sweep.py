@@ -161,7 +161,7 @@ def _any(best):
         for sc in row:
             if sc is not None:
                 return sc.strategy
-    from planner.search.strategy import Strategy
+    from planner.strategy import Strategy
     return Strategy("replicate", "ddp", "colocated", 1, 1)
 
 

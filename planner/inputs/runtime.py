@@ -16,7 +16,7 @@ from planner.inputs.model import Strict
 
 
 Gather = Literal["once", "per_step"]
-GATHERS: tuple[str, ...] = ("once", "per_step")  # planner.search.strategy spells the plan's choice
+GATHERS: tuple[str, ...] = ("once", "per_step")  # planner.strategy spells the plan's choice
 
 
 class Generation(Strict):

@@ -39,7 +39,7 @@ def refuse_unrunnable(plan_path: str | Path, plan: Plan) -> None:
     whose teacher split it does not run (its runtime's capability lists, `runtimes/kd-planner.yaml`;
     an expert-parallel teacher is plan-only), rather than fail on every rank after the launch."""
     from planner.inputs.load import DEFAULT_RUNTIME, load_runtime
-    from planner.search.strategy import Strategy
+    from planner.strategy import Strategy
 
     st = Strategy.from_plan(plan)
     why = load_runtime(DEFAULT_RUNTIME).cannot_run(st.teacher, st.placement, st.ep, moe=bool(plan.teacher.shape.num_experts))

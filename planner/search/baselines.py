@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from planner.inputs.cluster import Cluster
 from planner.inputs.load import Job
 from planner.search import space
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from planner.inputs.load import Job
 from planner.plan import Plan, Predicted
 from planner.search import output
 from planner.search.rank import Scored, speedup
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 strategy_of = Strategy.from_plan  # kept for callers that predate `Strategy.from_plan`
 

@@ -17,7 +17,7 @@ from planner.inputs.runtime import Runtime
 from planner.search import baselines as trl
 from planner.search import output as outputs
 from planner.search import space
-from planner.search.strategy import TEACHER_WORDS, Strategy
+from planner.strategy import TEACHER_WORDS, Strategy
 
 TERM_LABELS = {
     "generation": "on-policy generation",

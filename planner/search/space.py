@@ -15,7 +15,7 @@ from planner.cost.bind import strategy_values
 from planner.inputs.cluster import Cluster
 from planner.inputs.load import Job
 from planner.inputs.runtime import Runtime
-from planner.search.strategy import STUDENT_SHARDS, Strategy
+from planner.strategy import STUDENT_SHARDS, Strategy
 
 
 def _divisors(n: int) -> list[int]:

@@ -11,7 +11,7 @@ from planner.inputs.load import Job, load_cluster, load_model, load_runtime
 from planner.inputs.model import ModelShape
 from planner.inputs.workload import Workload
 from planner.search import space
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 # A small MoE teacher: 4 layers, 8 experts of width 32, 2 per token, hidden 64.
 MOE = ModelShape(name="tiny-moe", family="qwen3_moe", num_layers=4, hidden=64, num_heads=4, num_kv_heads=2, ffn=96,

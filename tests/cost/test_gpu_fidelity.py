@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from planner.cost.bind import job_values, strategy_values
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 from planner.cost.compile import evaluate
 from planner.inputs.load import load_cluster, load_job, load_model, load_runtime
 

@@ -4,7 +4,7 @@ point-to-point and HSDP replica groups one NIC (DESIGN.md sec. 4; nccl-tests doc
 import pytest
 
 from planner.cost.bind import link_fit, strategy_values
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 from planner.inputs.load import load_cluster
 
 

@@ -4,7 +4,7 @@ else: per loss call, per pipeline tick, per FSDP unit and per gathered byte."""
 import pytest
 
 from planner.cost.bind import job_values, strategy_values
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 from planner.cost.compile import evaluate
 from planner.inputs.load import load_cluster, load_job, load_runtime
 

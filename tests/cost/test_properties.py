@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planner.cost.bind import job_values, strategy_values
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 from planner.cost.compile import evaluate
 from planner.cost.model import expressions
 from planner.cost.names import MEMORY_TERMS

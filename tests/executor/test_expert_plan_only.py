@@ -10,7 +10,7 @@ from planner.inputs.errors import InputError  # noqa: E402
 from planner.inputs.load import load_cluster, load_job  # noqa: E402
 from planner.launch import render  # noqa: E402
 from planner.plan import write_plan  # noqa: E402
-from planner.search.strategy import Strategy  # noqa: E402
+from planner.strategy import Strategy  # noqa: E402
 
 
 def test_expert_parallelism_is_plan_only(tmp_path):

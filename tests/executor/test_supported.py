@@ -8,7 +8,7 @@ from planner.executor.groups import check_supported  # noqa: E402
 from planner.inputs.errors import InputError  # noqa: E402
 from planner.inputs.load import load_cluster, load_job  # noqa: E402
 from planner.plan import Plan  # noqa: E402
-from planner.search.strategy import Strategy  # noqa: E402
+from planner.strategy import Strategy  # noqa: E402
 
 JOB, CLUSTER = load_job("tiny-cpu"), load_cluster("cpu-local")
 

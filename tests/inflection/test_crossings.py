@@ -10,7 +10,7 @@ from planner.cli import app
 from planner.inflection import crossing, regimes, sweep
 from planner.inputs.load import load_cluster, load_job, load_runtime
 from planner.search import rank
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 JOB, CLUSTER = load_job(), load_cluster("dgx-h100")
 RES = rank.search(JOB, CLUSTER)

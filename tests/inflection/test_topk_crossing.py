@@ -12,7 +12,7 @@ from planner.inflection.sweep import with_value
 from planner.inputs.load import load_cluster, load_job, load_runtime
 from planner.search import output as outputs
 from planner.search import rank
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 JOB, CLUSTER = load_job(), load_cluster("dgx-h100")
 LAYOUT = "shard:8/zero3/disaggregated:8/2"

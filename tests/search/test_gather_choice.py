@@ -11,7 +11,7 @@ from planner.inputs.load import load_cluster, load_job, load_runtime
 from planner.inputs.runtime import Generation
 from planner.plan import Plan
 from planner.search import output, rank, space
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 BIG = "jobs/qwen3-235b-a22b-to-30b-a3b.yaml"  # the 30B-A3B student: 57 GiB of bf16 weights gathered once
 

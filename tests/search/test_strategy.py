@@ -10,7 +10,7 @@ from planner.inputs.errors import InputError
 from planner.inputs.load import load_cluster, load_job
 from planner.plan import Plan
 from planner.search import space
-from planner.search.strategy import PLACEMENTS, STUDENT_SPLITS, TEACHER_SPLITS, Strategy
+from planner.strategy import PLACEMENTS, STUDENT_SPLITS, TEACHER_SPLITS, Strategy
 
 JOBS = ["llama70b-to-8b", "qwen32b-to-1.5b", "tiny-cpu", "qwen3-235b-a22b-to-30b-a3b"]  # the last: an MoE teacher (EP)
 CLUSTERS = ["dgx-h100", "l40s-pcie", "cpu-local", "mi300x"]
@@ -170,3 +170,16 @@ def test_the_rules_a_job_adds():
     assert Strategy.parse("shard:16/zero3/colocated/3", cl).rejection(job) == BATCH
     deep = job.model_copy(update={"teacher": job.teacher.model_copy(update={"num_layers": 8})})
     assert Strategy.parse("pipeline:16/zero3/colocated/4", cl).rejection(deep) == "pipeline degree exceeds teacher layers"
+
+
+def test_grammar_stands_below_plan_and_search():
+    """planner/strategy.py imports neither the plan file nor the search at module level (no circle)."""
+    import ast
+    from pathlib import Path
+
+    import planner.strategy as mod
+
+    tree = ast.parse(Path(mod.__file__).read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [n.module for n in top if isinstance(n, ast.ImportFrom)] + [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in names if m and (m.startswith("planner.plan") or m.startswith("planner.search"))], names

@@ -8,7 +8,7 @@ from planner.inputs.load import load_cluster, load_job, load_runtime
 from planner.search import baselines as trl
 from planner.search import output as outputs
 from planner.search import plans, rank
-from planner.search.strategy import Strategy
+from planner.strategy import Strategy
 
 CLUSTER = load_cluster("dgx-h100")
 

@@ -9,7 +9,8 @@ One value object with one spelling (as torchtitan's `ParallelDims`):
 
 `str(s)` writes it with every degree spelled out and `Strategy.parse(text, cluster)` reads it
 back (`parse(str(s)) == s`); `recommend` prints it, `estimate --strategy` and `inflection
---between` read it, `to_plan`/`from_plan` map it to a plan file's fields. The rules live here
+--between` read it, `planner.plan.plan_of`/`strategy_of` map it to a plan file's fields (this module stands below
+both the plan and the search and imports neither). The rules live here
 once: which names exist, which degrees each takes (`problems`), which groups cross which network
 tier (`tier`, `links`), which student state each split shards (`student_shards`), and what a job
 or a cluster rules out (`rejection`). The cost model reads the numbers (`bind.strategy_values`)
@@ -293,33 +294,18 @@ class Strategy:
         return {"T": tier(self.teacher_degree, cluster), "S": tier(self.s_sh, cluster), "R": "one_nic",
                 "X": "intra_node" if self.n_T + self.n_S <= cluster.gpus_per_node else "one_nic", "E": tier(self.ep, cluster)}
 
-    # -- plan files ----------------------------------------------------------------------------------
+    # -- plan files (the mapping lives in planner.plan, above this module) ---------------------------
 
     def to_plan(self, job: Job, cluster: Cluster, cluster_ref: str, runtime: str = "kd-planner",
                 predicted: Predicted | None = None) -> Plan:
-        """The plan file's fields: the teacher on the first n_T ranks, the student on the same ranks
-        (colocated) or the next n_S, group tiers, micro-batch and accumulation."""
-        from planner.plan import Plan, StudentPlan, TeacherPlan
+        """The plan file of this strategy: `planner.plan.plan_of` (kept as a method for its callers)."""
+        from planner.plan import plan_of
 
-        t_ranks = list(range(self.n_T))
-        s_ranks = t_ranks if self.placement == "colocated" else list(range(self.n_T, self.n_T + self.n_S))
-        teacher = TeacherPlan(ref=job.teacher_ref or job.teacher.name, shape=job.teacher, strategy=self.teacher,
-                              pp=self.pp, tp=self.tp, shard=self.t_sh, ep=self.ep, ranks=t_ranks,
-                              group_tier=tier(self.teacher_degree, cluster))
-        student = StudentPlan(ref=job.student_ref or job.student.name, shape=job.student, strategy=self.student,
-                              shard=self.s_sh if self.student != "ddp" else 1, gather=self.gather, ranks=s_ranks,
-                              group_tier=tier(self.n_S, cluster))
-        return Plan(version=1, job=job.name, cluster=cluster_ref, nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
-                    backend=cluster.backend, placement=self.placement, teacher=teacher, student=student,
-                    micro_batch=self.b, grad_accum=job.workload.global_batch // (self.b * self.n_S),
-                    workload=job.workload, runtime=runtime, predicted=predicted, training=job.training,
-                    dataset=job.dataset, tokenizer=job.tokenizer)
+        return plan_of(self, job, cluster, cluster_ref, runtime, predicted)
 
     @classmethod
     def from_plan(cls, plan: Plan) -> "Strategy":
-        """The strategy a plan file holds (the inverse of `to_plan`)."""
-        t, s = plan.teacher, plan.student
-        n_S = len(s.ranks)
-        s_sh = s.shard if s.strategy == "hsdp" else n_S
-        return cls(TEACHER_ALIASES.get(t.strategy, t.strategy), s.strategy, plan.placement, len(t.ranks), n_S, pp=t.pp, tp=t.tp, t_sh=t.shard,
-                   s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep, gather=s.gather)
+        """The strategy a plan file holds: `planner.plan.strategy_of` (the inverse of `to_plan`)."""
+        from planner.plan import strategy_of
+
+        return strategy_of(plan)
