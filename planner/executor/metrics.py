@@ -165,7 +165,7 @@ def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: 
         "placement": plan.placement,
         "teacher": {"ref": t.ref, "strategy": t.strategy, "pp": t.pp, "shard": t.shard, "ranks": t.ranks},
         "student": {"ref": s.ref, "strategy": s.strategy, "shard": s.shard, "ranks": s.ranks},
-        "world": plan.world, "backend": backend, "device": lead["device"],
+        "world": plan.world, "torch_world": plan.torch_world, "backend": backend, "device": lead["device"],
         "global_batch": plan.workload.global_batch, "micro_batch": plan.micro_batch, "grad_accum": plan.grad_accum,
         "seq_len": plan.workload.seq_len,
         "start_step": start_step, "end_step": start_step + len(times), "warmup_steps": warm,

@@ -96,7 +96,8 @@ def command(plan: Plan, s: Server, host: str, opts: LaunchOptions) -> list[str]:
     words = (["env", *env] if env else []) + [
         '"$PYTHON"', "-m", MODULE, "--model", q(folder, field), "--host", host, "--port", str(s.port),
         "--tensor-parallel-size", str(tp), "--max-logprobs", str(int(w.topk)),
-        "--max-model-len", str(int(w.prompt_len + w.completion_len)), "--dtype", VLLM_DTYPE.get(dtype, "auto")]
+        # + 1: the scoring request asks for one new token (vLLM refuses max_tokens 0 once a prompt fills the model length)
+        "--max-model-len", str(int(w.prompt_len + w.completion_len) + 1), "--dtype", VLLM_DTYPE.get(dtype, "auto")]
     tok = tokenizer_folder(plan)
     if tok is None:  # the executor's byte-level tokenizer: the server takes token ids
         words.append("--skip-tokenizer-init")

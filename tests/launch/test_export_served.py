@@ -64,7 +64,7 @@ def test_torchrun_starts_the_server_then_waits_then_the_trainer(plan, tmp_path):
     assert flag(words, "--model") == str(Path(p.teacher.ref).resolve())
     assert (flag(words, "--host"), flag(words, "--port"), flag(words, "--tensor-parallel-size")) == ("127.0.0.1", "8123", "1")
     assert flag(words, "--max-logprobs") == str(p.workload.topk)
-    assert flag(words, "--max-model-len") == str(p.workload.prompt_len + p.workload.completion_len)
+    assert flag(words, "--max-model-len") == str(p.workload.prompt_len + p.workload.completion_len + 1)  # + the scored token
     assert "--enforce-eager" in words and 'VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}' in words  # gloo: vLLM's CPU build
     assert flag(words, "--load-format") == "dummy"  # --random-init: random weights from the config
     trainer = command(text, '"$PYTHON" -m torch.distributed.run')

@@ -78,7 +78,7 @@ def test_sbatch_starts_the_teacher_server_before_the_trainer(tmp_path):
     if run_takes_teacher_url():
         assert re.search(r"\bJobState=COMPLETED\b", show), show + logs(folder)
         data = json.loads(metrics.read_text())
-        assert data["world"] == 1 and data["end_step"] == 2
+        assert data["world"] == 2 and data["torch_world"] == 1 and data["end_step"] == 2  # the server's GPU is outside torchrun's
         assert all(math.isfinite(x) for x in data["loss"]), data["loss"]
     else:  # the executor's --teacher-url is not on this branch yet: the trainer got it, after the health wait
         assert re.search(r"\bJobState=FAILED\b", show), show + logs(folder)
