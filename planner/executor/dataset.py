@@ -34,6 +34,7 @@ import signal
 import stat
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def check_nesting(path: Path, limit: int = MAX_DEPTH) -> None:
 
 @contextmanager
 def time_bound(seconds: float, what: str):
-    """Raise `InputError(what ...)` in this (main) thread once `seconds` pass (SIGALRM); elsewhere, no bound."""
+    """Raise `InputError(what ...)` in this (main) thread once `seconds` pass (SIGALRM); elsewhere, no
+    bound. The previous handler, and an outer alarm with its time left, are restored on the way out,
+    so nothing fires later (the collectives run after the rows are read)."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield
         return
@@ -102,12 +105,15 @@ def time_bound(seconds: float, what: str):
         raise InputError(f"{what} took longer than {seconds:g} s")
 
     old = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)  # an outer alarm's time left (0: none)
+    start = time.monotonic()
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+        if outer:  # the outer alarm goes on, with what was left of it
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
 
 
 def open_dataset(path: Path):

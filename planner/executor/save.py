@@ -57,9 +57,7 @@ def check_output_dir(path: str | Path, force: bool, where: str = "training.outpu
 
 
 def _inside(inner: Path, outer: Path) -> bool:
-    inner, outer = Path(os.path.abspath(inner.expanduser())), Path(os.path.abspath(outer.expanduser()))
-    inner = inner.parent.resolve() / inner.name if inner.parent.exists() else inner
-    outer = outer.parent.resolve() / outer.name if outer.parent.exists() else outer
+    inner, outer = Path(os.path.realpath(inner.expanduser())), Path(os.path.realpath(outer.expanduser()))  # symlinks too
     return inner == outer or outer in inner.parents
 
 

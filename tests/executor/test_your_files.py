@@ -188,3 +188,13 @@ def test_a_silent_rank_says_the_line_itself_when_no_rank_does(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert [ln for ln in done.stderr.splitlines() if ln.startswith("error:")] == [
         "error: --metrics-out: /sys/m.json: cannot write in the folder /sys: permission denied"], done.stderr
+
+
+def test_a_checkpoint_folder_that_is_a_symlink_to_the_output_folder_is_refused(tmp_path):
+    from planner.executor import save
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "ckpt").symlink_to(tmp_path / "out")
+    with pytest.raises(InputError) as e:
+        save.check_layout(tmp_path / "out", tmp_path / "ckpt" / "runs")
+    assert "give two separate folders" in one_line(e)
