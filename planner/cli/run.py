@@ -12,7 +12,7 @@ import typer
 
 from planner.cli.common import Command, err, handles_errors, require_executor
 from planner.files import check_output
-from planner.inputs.errors import InputError
+from planner.inputs.errors import InputError, said_elsewhere
 
 
 def _override(plan, teacher: str | None, student: str | None, tokenizer: str | None, dataset: str | None):
@@ -67,12 +67,15 @@ def register(app: typer.Typer) -> None:
             _run(plan, steps, seed, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, stop_file, warmup_steps, teacher,
                  student, random_init, tokenizer, dataset, progress, phases, cache_teacher, teacher_cache, allow_changed_settings, teacher_url)
         except InputError as e:
-            if not e.lines:  # another rank says it: give it time to print before torchrun, seeing this exit, stops it
-                time.sleep(SILENT_RANK_WAIT_S)
-            raise
+            if e.lines:
+                raise
+            # another rank says it: wait for it (torchrun stops this rank once that one exits; exiting
+            # first would have torchrun stop that rank before it prints), then say it here if still running
+            time.sleep(float(os.environ.get("PLANNER_SILENT_RANK_WAIT_S", SILENT_RANK_WAIT_S)))
+            raise InputError(getattr(e, "held", [])) from None
 
 
-SILENT_RANK_WAIT_S = 3.0
+SILENT_RANK_WAIT_S = 30.0  # at most; a run whose rank 0 said the error ends as soon as rank 0 exits
 
 
 def die_with_launcher() -> None:
@@ -100,7 +103,7 @@ def _run(plan, steps, seed, metrics_out, force, checkpoint_dir, checkpoint_every
         _check_cache(p, cache_teacher, teacher_cache, force)
         _check_weights(plan, p, random_init)
     except InputError as e:
-        raise InputError(e.lines if os.environ.get("LOCAL_RANK", "0") == "0" else []) from None
+        raise (InputError(e.lines) if os.environ.get("LOCAL_RANK", "0") == "0" else said_elsewhere(e.lines)) from None
     from planner.executor import cache_pass, loop
     from planner.executor.loop import RunOptions
     run_plan = cache_pass.run if cache_teacher else loop.run
@@ -111,7 +114,7 @@ def _run(plan, steps, seed, metrics_out, force, checkpoint_dir, checkpoint_every
                                      allow_changed_settings=allow_changed_settings))
     except InputError as e:
         if getattr(e, "all_ranks", False) and os.environ.get("RANK", "0") != "0":
-            raise InputError([]) from None
+            raise said_elsewhere(e.lines) from None
         raise
     if out is not None and cache_teacher:
         err.print(f"done: teacher cache of {out['samples']} samples in {out['shards']} shard(s), "

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -44,7 +45,7 @@ from torch.distributed.optim import ZeroRedundancyOptimizer
 
 from planner.executor import manifest
 from planner.executor.groups import Layout
-from planner.inputs.errors import InputError
+from planner.inputs.errors import InputError, said_elsewhere
 
 KEEP = 2
 FINGERPRINT = "fingerprint.json"
@@ -244,7 +245,7 @@ def resume(root: Path | None, fp: dict | None, model, opt, lay: Layout, allow_ch
     out = [step, error]
     dist.broadcast_object_list(out, src=lay.coordinator)
     if out[1]:  # every rank stops; the coordinator says why, once
-        raise InputError(out[1] if lay.rank == lay.coordinator else [])
+        raise InputError(out[1]) if lay.rank == lay.coordinator else said_elsewhere(out[1])
     return out[0]
 
 
@@ -300,12 +301,17 @@ def _agree(ok: bool, lay: Layout) -> bool:
     return bool(flag.item())
 
 
-def _oserror(e: BaseException) -> str:
+def write_failure(e: BaseException) -> str:
+    """Why a write failed, in a few words: the OSError's reason (DCP's wrapped one), else the
+    exception's first line; with the file-size limit (`ulimit -f`) when one is set, since a write
+    past it fails as EFBIG or as a short write that the writer reports in its own words."""
     if isinstance(e, CheckpointException) and e.failures:
         e = min(e.failures.items())[1][0]
-    if isinstance(e, OSError):
-        return (e.strerror or str(e)).lower()
-    return _why(e)
+    why = (e.strerror or str(e)).lower() if isinstance(e, OSError) else _why(e)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        why += f"; the file-size limit (`ulimit -f`) is {limit} bytes"
+    return why
 
 
 def save(root: str | Path, step: int, model, opt, lay: Layout, fp: dict, keep: int = KEEP) -> Path:
@@ -322,7 +328,7 @@ def save(root: str | Path, step: int, model, opt, lay: Layout, fp: dict, keep: i
             said[0] = tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".tmp")
             (Path(said[0]) / FINGERPRINT).write_text(json.dumps(fp, indent=1) + "\n")
         except OSError as e:
-            said[1] = f"{_oserror(e)}"
+            said[1] = f"{write_failure(e)}"
     dist.broadcast_object_list(said, src=lay.coordinator, group=lay.student_group)
     tmp, why = Path(said[0]) if said[0] else None, said[1]
     if why is None:
@@ -330,7 +336,7 @@ def save(root: str | Path, step: int, model, opt, lay: Layout, fp: dict, keep: i
             with _quiet_dcp():
                 dcp.save(_state(model, opt, lay, step, False), checkpoint_id=tmp, process_group=lay.student_group)
         except (Exception, CheckpointException) as e:  # noqa: BLE001 - DCP wraps each rank's OSError
-            why = _oserror(e)
+            why = write_failure(e)
     ok = _agree(why is None, lay)
     if ok and lay.rank == lay.coordinator:
         try:
@@ -338,14 +344,14 @@ def save(root: str | Path, step: int, model, opt, lay: Layout, fp: dict, keep: i
             _place(tmp, final)
             prune(root, keep)
         except OSError as e:
-            ok, why = False, _oserror(e)
+            ok, why = False, write_failure(e)
     ok = _agree(ok, lay)
     if not ok:
         if lay.rank == lay.coordinator and tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         line = (f"checkpoint {final} could not be written ({why or 'failed on another rank'}); the run stops here, the "
                 f"checkpoints before it are kept in {root}")
-        raise InputError(line if lay.rank == lay.coordinator else [])
+        raise InputError(line) if lay.rank == lay.coordinator else said_elsewhere(line)
     return final
 
 

@@ -15,17 +15,105 @@ tokenizer) a chat is written as `role: content` lines.
 
 Every problem is one `InputError` line naming the file, and the row (`FILE:N` for a JSONL line
 N, `FILE: row N` otherwise) and the field.
+
+Before a reader sees a path it is checked (`check_source`): a pipe, device or socket (the file, or
+one inside a saved folder) is refused, since a reader would wait on it forever; a JSON line nested
+deeper than `MAX_DEPTH` levels is refused, since pyarrow's reader overflows its stack on one (a
+segfault at 10,000 levels). The file is read by content: `datasets` builds it in a temporary cache
+of its own, removed afterwards (its shared cache is keyed by path and mtime, and served a file
+rewritten under the same mtime from the old rows). An exception inside a reader is one line naming
+the file, and a chat template gets `TEMPLATE_SECONDS` per row (a template's loops are a program).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import stat
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from planner.inputs.errors import InputError
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 COLUMNS = "`messages` (chat), or `prompt` and `completion`"
+MAX_DEPTH = 64  # JSON nesting a row may have (a chat row needs 3, token ids 1)
+TEMPLATE_SECONDS = 10.0  # one chat-template rendering (a row)
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def _special(path: Path) -> str | None:
+    """What a path is when it is not a regular file or folder (following symlinks), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {(e.strerror or str(e)).lower()}") from None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return {stat.S_ISFIFO(mode): "a pipe (FIFO)", stat.S_ISSOCK(mode): "a socket", stat.S_ISCHR(mode): "a character device",
+            stat.S_ISBLK(mode): "a block device"}.get(True, "not a regular file")
+
+
+def check_source(path: Path) -> None:
+    """Refuse, in one line naming the file, what would block or crash a reader: a special file
+    (also inside a saved folder), and a JSON line nested deeper than MAX_DEPTH."""
+    what = _special(path)
+    if what:
+        raise InputError(f"{path}: is {what}, not a dataset file; give a regular .jsonl or .parquet file, or a folder "
+                         "written by `Dataset.save_to_disk`")
+    if path.is_dir():
+        for inner in sorted(path.rglob("*")):
+            what = _special(inner)
+            if what:
+                raise InputError(f"{inner}: is {what} inside the dataset folder {path}; a saved dataset holds regular files only")
+        return
+    if FORMATS.get(path.suffix.lower()) == "json":
+        check_nesting(path)
+
+
+def check_nesting(path: Path, limit: int = MAX_DEPTH) -> None:
+    """The first line of a JSON(L) file nested deeper than `limit` (brackets outside strings), as one
+    line; a line with fewer brackets than that is skipped unparsed."""
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if line.count(b"[") + line.count(b"{") <= limit:
+                continue
+            depth = 0
+            for m in _BRACKET.finditer(_STRING.sub(b"", line)):
+                depth += 1 if m.group() in (b"[", b"{") else -1
+                if depth > limit:
+                    raise InputError(f"{path}:{n}: nested deeper than {limit} levels; a row is an object of text, "
+                                     "token ids or messages")
+
+
+@contextmanager
+def time_bound(seconds: float, what: str):
+    """Raise `InputError(what ...)` in this (main) thread once `seconds` pass (SIGALRM); elsewhere, no
+    bound. The previous handler, and an outer alarm with its time left, are restored on the way out,
+    so nothing fires later (the collectives run after the rows are read)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def _expired(signum, frame):
+        raise InputError(f"{what} took longer than {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, _expired)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)  # an outer alarm's time left (0: none)
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        if outer:  # the outer alarm goes on, with what was left of it
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
 
 
 def open_dataset(path: Path):
@@ -34,6 +122,7 @@ def open_dataset(path: Path):
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
+    check_source(path)
     if path.is_dir():
         try:
             ds = datasets.load_from_disk(str(path))
@@ -51,7 +140,8 @@ def open_dataset(path: Path):
         raise InputError(f"{path}: unknown dataset format {path.suffix or '(no suffix)'!r}; give a .jsonl, .json or .parquet "
                          "file, or a folder written by `Dataset.save_to_disk`")
     try:
-        return datasets.load_dataset(kind, data_files=str(path), split="train")
+        with tempfile.TemporaryDirectory(prefix="kd-planner-dataset.") as cache:  # by content: never a stale build
+            return datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True)
     except Exception as e:  # noqa: BLE001 - pyarrow and datasets raise many types for one unreadable file
         if kind == "json":
             scan_json_lines(path)  # names the line, where it can
@@ -144,6 +234,10 @@ def _rows(ds, path: Path):
         if path.suffix.lower() in (".jsonl", ".json") and path.is_file():
             scan_json_lines(path)
         raise InputError(f"{path}: not UTF-8 text in a text column") from None
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a reader that fails on a row: one line naming the file
+        raise InputError(f"{path}: the reader failed ({_first_line(_cause(e))})") from None
 
 
 def chat_pair(prompt: list[dict], completion: list[dict], tokenizer, where: str, field: str) -> tuple[str, str]:
@@ -153,8 +247,11 @@ def chat_pair(prompt: list[dict], completion: list[dict], tokenizer, where: str,
     try:
         if not templated(tokenizer):
             return "".join(f"{m['role']}: {m['content']}\n" for m in prompt) + "assistant: ", "".join(m["content"] for m in completion)
-        head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        whole = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        with time_bound(TEMPLATE_SECONDS, f"{where}: {field}: the chat template"):
+            head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            whole = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001 - a chat template that fails on this row
         raise InputError(f"{where}: {field}: the chat template failed ({_first_line(e)})") from None
     return head, whole[len(head):] if whole.startswith(head) else "".join(m["content"] for m in completion)

@@ -30,7 +30,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from planner.executor.groups import Layout
-from planner.inputs.errors import InputError
+from planner.inputs.errors import InputError, said_elsewhere
 
 
 def _probe(folder: Path, where: str) -> None:
@@ -57,9 +57,7 @@ def check_output_dir(path: str | Path, force: bool, where: str = "training.outpu
 
 
 def _inside(inner: Path, outer: Path) -> bool:
-    inner, outer = Path(os.path.abspath(inner.expanduser())), Path(os.path.abspath(outer.expanduser()))
-    inner = inner.parent.resolve() / inner.name if inner.parent.exists() else inner
-    outer = outer.parent.resolve() / outer.name if outer.parent.exists() else outer
+    inner, outer = Path(os.path.realpath(inner.expanduser())), Path(os.path.realpath(outer.expanduser()))  # symlinks too
     return inner == outer or outer in inner.parents
 
 
@@ -118,7 +116,7 @@ def save_pretrained(model: nn.Module, lay: Layout, folder: str | Path, tokenizer
     """Write the student to `folder` (collective over the student ranks; the first student rank writes).
 
     A write that fails (full disk, an unwritable folder) is one `InputError` line on the student's
-    first rank (empty on the others), after the ranks agree; the temporary folder is removed."""
+    first rank (the others hold it, see `said_elsewhere`), after the ranks agree; the temporary folder is removed."""
     from planner.executor.student import unwrapped
 
     sd = full_state_dict(model, lay)
@@ -139,15 +137,17 @@ def save_pretrained(model: nn.Module, lay: Layout, folder: str | Path, tokenizer
             replace_folder(tmp, final)
         except InputError as e:
             problem = e.lines[0]
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - OSError, or safetensors' and torch's own for a short write
+            from planner.executor.checkpoint import write_failure
+
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-            problem = f"{final}: the final save failed: {(e.strerror or str(e)).lower()}; nothing was written there"
+            problem = f"{final}: the final save failed: {write_failure(e)}; nothing was written there"
         finally:
             net.__dict__.pop("should_save_on_this_rank", None)
             net.config.use_cache = False
     said = [problem]
     dist.broadcast_object_list(said, src=lay.coordinator, group=lay.student_group)
     if said[0]:
-        raise InputError(said[0] if lay.rank == lay.coordinator else [])
+        raise InputError(said[0]) if lay.rank == lay.coordinator else said_elsewhere(said[0])
     return final if lay.rank == lay.coordinator else None

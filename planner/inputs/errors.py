@@ -16,6 +16,15 @@ class InputError(Exception):
         super().__init__("\n".join(self.lines))
 
 
+def said_elsewhere(lines: list[str] | str) -> InputError:
+    """An `InputError` another rank prints: no lines of its own, `held` keeps them; `planner run`
+    waits for that rank (torchrun stops this one once it exits) and prints them itself only if it
+    is still running then, so that a failure is never without its line."""
+    e = InputError([])
+    e.held = InputError(lines).lines
+    return e
+
+
 def _loc(loc: tuple, prefix: str) -> str:
     parts = [prefix] if prefix else []
     for item in loc:
