@@ -15,6 +15,8 @@ import os
 import statistics
 from typing import Callable
 
+from planner.inputs.machine import this_cpu
+
 
 class Record:
     """The measurements of one round taken so far, by name ("matmul_tflops.bf16",
@@ -58,6 +60,8 @@ def measure_once(world: int, shape, quick: bool, advance: Callable[[], None], re
     n = (2048 if quick else 4096) if cuda else (512 if quick else 1024)
     sizes = [2**k for k in (range(12, 23, 2) if quick else range(12, 25, 2))]
     raw: dict = {"device": device, "backend": backend, "world": world, "matmul_tflops": {}}
+    if not cuda:
+        raw["measured_on"] = this_cpu(torch.backends.cpu.get_cpu_capability()).model_dump()
     threads = torch.get_num_threads()
     # CPU processes share the machine as the executor's ranks do: time them all at once
     at_once = (lambda fn, *a: hardware.on_every_process(world, threads, fn, *a)) if not cuda and world > 1 else (lambda fn, *a: fn(*a))
@@ -132,7 +136,7 @@ def to_topology(raw: dict, name: str, world: int, compute_efficiency: float = 1.
                        "collectives": {k: {kk: round(vv, 4) for kk, vv in c.items()} for k, c in raw["collectives"].items()}},
         "inter_node": {"name": "not measured (one node)", **link},
         "backend": raw["backend"], "comm_overlap": 1.0 if cuda else 0.0,
-    }
+    } | ({} if cuda else {"measured_on": raw.get("measured_on") or this_cpu().model_dump()})
 
 
 def calibrated(raw: dict, name: str, world: int, base_runtime: str = "kd-planner") -> tuple[dict, dict | None, dict]:

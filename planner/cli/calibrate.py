@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         base_runtime: Annotated[str, typer.Option("--base-runtime", help="Runtime whose other fields the written runtime keeps (bundled name or YAML).")] = "kd-planner",
         repeat: Annotated[int, typer.Option(help="Rounds of every measurement; every figure is the median of the rounds.", min=1)] = 1,
         force: Annotated[bool, typer.Option(help="Overwrite --output, --runtime-out and the .raw.json if they exist.")] = False,
+        cache: Annotated[bool, typer.Option("--cache", help="Write the files to this machine's cache (~/.cache/kd-planner/machines/CPU/NAME.yaml, or under $XDG_CACHE_HOME), replacing what is there: on this CPU the bundled CPU topology NAME (e.g. --name cpu-local) is then planned with them.")] = False,
     ) -> None:
         """Short micro-benchmarks (matmul FLOP/s, memory bandwidth, each collective) -> a topology file; with --model, the executor's overheads -> a runtime file."""
         require_executor("calibrate" + (" --model" if model else ""), transformers=bool(model))
@@ -40,6 +41,13 @@ def register(app: typer.Typer) -> None:
         from planner.inputs.runtime import Runtime
         from planner.inputs.yamlio import dump_yaml
 
+        if cache:
+            from planner.inputs.machine import cached_topology
+
+            if output:
+                raise InputError("--cache: writes to this machine's cache; give -o or --cache, not both")
+            output, force = str(cached_topology(name)), True
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
         raw_out = Path(output).with_suffix(".raw.json") if output else None
         rt_out = runtime_out or (str(Path(output).with_suffix(".runtime.yaml")) if output and model else None)
         if runtime_out and not model:
