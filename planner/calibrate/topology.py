@@ -65,8 +65,15 @@ def measure_once(world: int, shape, quick: bool, advance: Callable[[], None], re
     threads = torch.get_num_threads()
     # CPU processes share the machine as the executor's ranks do: time them all at once
     at_once = (lambda fn, *a: hardware.on_every_process(world, threads, fn, *a)) if not cuda and world > 1 else (lambda fn, *a: fn(*a))
+    seq = 1024 if cuda else 64  # the model fit's sequence length
+    tokens = 4 * seq  # and its largest batch (4 samples)
     for dt in dtypes:
-        raw["matmul_tflops"][dt] = rec.take(f"matmul_tflops.{dt}", at_once, hardware.matmul_tflops, dt, device, n)
+        if shape is None:  # hardware only: one square matmul
+            raw["matmul_tflops"][dt] = rec.take(f"matmul_tflops.{dt}", at_once, hardware.matmul_tflops, dt, device, n)
+        else:  # the model's own widths under autocast, as the executor runs them
+            raw["matmul_tflops"][dt] = rec.take(f"matmul_tflops.{dt}", at_once, hardware.model_matmul_tflops, dt, device, shape, tokens)
+    if shape is not None:
+        raw["matmul_shapes"] = {"model": shape.name, "tokens": tokens, "autocast": True}
     advance()
     raw["memory_gb_per_s"] = rec.take("memory_gb_per_s", at_once, hardware.memory_gb_per_s, device, 256 if quick else 1024)
 
@@ -79,7 +86,6 @@ def measure_once(world: int, shape, quick: bool, advance: Callable[[], None], re
     if shape is not None:
         # one model shape and one sequence length (64 tokens on CPU): only the batch varies; the
         # validation (bench/validation_report.py) predicts other shapes and lengths out of sample
-        seq = 1024 if cuda else 64
         batches = (1, 4) if quick else (1, 2, 4, 8)
         fit_dtype = "bf16" if cuda else "fp32"  # what students train in there
         fit = raw["model_fit"] = {"model": shape.name, "shape": shape.model_dump(mode="json"), "dtype": fit_dtype}
