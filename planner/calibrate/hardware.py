@@ -76,6 +76,44 @@ def matmul_tflops(dtype: str, device: str, n: int, reps: int = 5) -> float:
     return 2 * n**3 / t / 1e12
 
 
+def model_widths(shape, tokens: int) -> list[tuple[int, int, int, int]]:
+    """The matmuls of one training step of `shape` at `tokens` tokens, as the executor's nn.Linear
+    layers run them: (count per step, tokens, in features, out features) for the attention
+    projections, the MLP and the LM head (hidden x hidden, hidden x intermediate, hidden x vocab)."""
+    head = shape.head_dim or shape.hidden // shape.num_heads
+    q, kv = shape.num_heads * head, shape.kv_heads * head
+    mlp = [(shape.hidden, shape.ffn)] * (2 if shape.gated_mlp else 1) + [(shape.ffn, shape.hidden)]
+    layer = [(shape.hidden, q), (shape.hidden, kv), (shape.hidden, kv), (q, shape.hidden)] + mlp
+    return [(shape.num_layers, tokens, i, o) for i, o in layer] + [(1, tokens, shape.hidden, shape.vocab)]
+
+
+def model_matmul_tflops(dtype: str, device: str, shape, tokens: int, reps: int = 5) -> float:
+    """FLOP/s of the model's own matmuls (`model_widths`) as the executor runs them: fp32 weights,
+    forward (x @ W^T) and backward (the input's and the weight's gradients), under torch.autocast for
+    bf16/fp16 (so each call casts its weight, as in training); total FLOPs over total median time,
+    each matmul weighted by how often a step runs it."""
+    import contextlib
+
+    import torch
+
+    amp = torch.autocast(device, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]) if dtype != "fp32" else contextlib.nullcontext()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    flops = seconds = 0.0
+    for count, t, i, o in model_widths(shape, tokens):
+        x = torch.randn(t, i, device=device, requires_grad=True)
+        w = (torch.randn(o, i, device=device) / i**0.5).requires_grad_()
+        g = torch.randn(t, o, device=device)
+
+        def step():
+            with amp:
+                y = torch.nn.functional.linear(x, w)
+            y.backward(g.to(y.dtype))
+
+        seconds += count * timeit(step, sync, reps)
+        flops += count * 3 * 2 * t * i * o  # forward + two backward matmuls
+    return flops / seconds / 1e12
+
+
 def memory_gb_per_s(device: str, mib: int, reps: int = 5) -> float:
     """Read + write bandwidth of a large copy."""
     import torch

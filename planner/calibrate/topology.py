@@ -10,53 +10,96 @@ overheads, each fitted through the compiled cost model (`planner.calibrate.cases
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from typing import Callable
 
+from planner.inputs.machine import this_cpu
 
-def measure_once(world: int, model: str | None, quick: bool, advance: Callable[[], None]) -> dict:
-    """One round of every figure, raw (TFLOP/s, GB/s, seconds per collective and size, seconds per operation)."""
+
+class Record:
+    """The measurements of one round taken so far, by name ("matmul_tflops.bf16",
+    "model_fit.train_steps"): `take` runs a measurement once, hands it to `save` as soon as it
+    completes (the caller writes it to disk), and on a resumed round returns what an earlier run
+    took without measuring again. `KD_PLANNER_CALIBRATE_FAIL_AFTER=N` raises after the N-th new
+    measurement of the process (tests: a late failure keeps the completed ones)."""
+
+    def __init__(self, done: dict | None = None, save: Callable[[dict], None] | None = None, counter: list[int] | None = None):
+        self.done = dict(done or {})
+        self.save = save or (lambda done: None)
+        self.counter = counter if counter is not None else [0]
+        self.reused: list[str] = []
+
+    def take(self, key: str, fn: Callable, *args):
+        if key in self.done:
+            self.reused.append(key)
+            return self.done[key]
+        value = json.loads(json.dumps(fn(*args)))  # as it will be read back from disk (string keys, lists)
+        self.done[key] = value
+        self.save(self.done)
+        self.counter[0] += 1
+        fail = os.environ.get("KD_PLANNER_CALIBRATE_FAIL_AFTER")
+        if fail and self.counter[0] >= int(fail):
+            raise RuntimeError(f"KD_PLANNER_CALIBRATE_FAIL_AFTER={fail}: failing after {key} as asked")
+        return value
+
+
+def measure_once(world: int, shape, quick: bool, advance: Callable[[], None], record: Record | None = None) -> dict:
+    """One round of every figure, raw (TFLOP/s, GB/s, seconds per collective and size, seconds per
+    operation); `shape` (a ModelShape or None) adds the executor's operations on that model. Each
+    measurement goes through `record` (written as it completes, skipped where a resumed round has it)."""
     import torch
 
     from planner.calibrate import hardware, overheads
 
+    rec = record or Record()
     cuda = torch.cuda.is_available()
     device, backend = ("cuda", "nccl") if cuda else ("cpu", "gloo")
     dtypes = ["fp32", "bf16"] + (["fp16"] if cuda else [])
     n = (2048 if quick else 4096) if cuda else (512 if quick else 1024)
     sizes = [2**k for k in (range(12, 23, 2) if quick else range(12, 25, 2))]
     raw: dict = {"device": device, "backend": backend, "world": world, "matmul_tflops": {}}
+    if not cuda:
+        raw["measured_on"] = this_cpu(torch.backends.cpu.get_cpu_capability()).model_dump()
     threads = torch.get_num_threads()
     # CPU processes share the machine as the executor's ranks do: time them all at once
     at_once = (lambda fn, *a: hardware.on_every_process(world, threads, fn, *a)) if not cuda and world > 1 else (lambda fn, *a: fn(*a))
+    seq = 1024 if cuda else 64  # the model fit's sequence length
+    tokens = 4 * seq  # and its largest batch (4 samples)
     for dt in dtypes:
-        raw["matmul_tflops"][dt] = at_once(hardware.matmul_tflops, dt, device, n)
+        if shape is None:  # hardware only: one square matmul
+            raw["matmul_tflops"][dt] = rec.take(f"matmul_tflops.{dt}", at_once, hardware.matmul_tflops, dt, device, n)
+        else:  # the model's own widths under autocast, as the executor runs them
+            raw["matmul_tflops"][dt] = rec.take(f"matmul_tflops.{dt}", at_once, hardware.model_matmul_tflops, dt, device, shape, tokens)
+    if shape is not None:
+        raw["matmul_shapes"] = {"model": shape.name, "tokens": tokens, "autocast": True}
     advance()
-    raw["memory_gb_per_s"] = at_once(hardware.memory_gb_per_s, device, 256 if quick else 1024)
-    collectives = hardware.collective(world, backend, sizes) if world > 1 else {}
-    raw["collectives"] = {k: {"bw_gb_per_s": b, "latency_us": a} for k, (b, a) in hardware.fit_collectives(collectives, world).items()} if collectives else {}
-    advance()
-    if model:
-        from planner.inputs.load import load_model
+    raw["memory_gb_per_s"] = rec.take("memory_gb_per_s", at_once, hardware.memory_gb_per_s, device, 256 if quick else 1024)
 
-        shape = load_model(model)
+    def collectives():
+        res = hardware.collective(world, backend, sizes) if world > 1 else {}
+        return {k: {"bw_gb_per_s": b, "latency_us": a} for k, (b, a) in hardware.fit_collectives(res, world).items()} if res else {}
+
+    raw["collectives"] = rec.take("collectives", collectives)
+    advance()
+    if shape is not None:
         # one model shape and one sequence length (64 tokens on CPU): only the batch varies; the
         # validation (bench/validation_report.py) predicts other shapes and lengths out of sample
-        seq = 1024 if cuda else 64
         batches = (1, 4) if quick else (1, 2, 4, 8)
         fit_dtype = "bf16" if cuda else "fp32"  # what students train in there
-        raw["model_fit"] = {
-            "model": shape.name, "dtype": fit_dtype,
-            "train_steps": at_once(overheads.train_steps, shape, device, [(b, seq) for b in batches], 3, fit_dtype),
-            "optimizer_step_s": at_once(overheads.optimizer_step, shape, device),
-            "loss_calls": at_once(overheads.loss_calls, shape.vocab, device, [(1, seq), (4, seq)]),
-            "generations": at_once(overheads.generations, shape, device, [(b, seq // 2, seq // 2) for b in (1, 4)], 3, fit_dtype)}
+        fit = raw["model_fit"] = {"model": shape.name, "shape": shape.model_dump(mode="json"), "dtype": fit_dtype}
+        fit["train_steps"] = rec.take("model_fit.train_steps", at_once, overheads.train_steps, shape, device,
+                                      [(b, seq) for b in batches], 3, fit_dtype)
+        fit["optimizer_step_s"] = rec.take("model_fit.optimizer_step_s", at_once, overheads.optimizer_step, shape, device)
+        fit["loss_calls"] = rec.take("model_fit.loss_calls", at_once, overheads.loss_calls, shape.vocab, device, [(1, seq), (4, seq)])
+        fit["generations"] = rec.take("model_fit.generations", at_once, overheads.generations, shape, device,
+                                      [(b, seq // 2, seq // 2) for b in (1, 4)], 3, fit_dtype)
         if not cuda and world > 1:
-            gathers, optim = overheads.fsdp_forwards(shape, world, threads, seq)
-            raw["model_fit"] |= {"fsdp_gathers": gathers, "sharded_optimizer_step_s": optim,
-                                 "ddp_syncs": overheads.ddp_micro_steps(shape, world, threads, seq),
-                                 "pipeline": overheads.pipelined_forwards(shape, world, threads, seq)}
+            gathers, optim = rec.take("model_fit.fsdp", overheads.fsdp_forwards, shape, world, threads, seq)
+            fit |= {"fsdp_gathers": gathers, "sharded_optimizer_step_s": optim,
+                    "ddp_syncs": rec.take("model_fit.ddp_syncs", overheads.ddp_micro_steps, shape, world, threads, seq),
+                    "pipeline": rec.take("model_fit.pipeline", overheads.pipelined_forwards, shape, world, threads, seq)}
     advance()
     return raw
 
@@ -99,7 +142,7 @@ def to_topology(raw: dict, name: str, world: int, compute_efficiency: float = 1.
                        "collectives": {k: {kk: round(vv, 4) for kk, vv in c.items()} for k, c in raw["collectives"].items()}},
         "inter_node": {"name": "not measured (one node)", **link},
         "backend": raw["backend"], "comm_overlap": 1.0 if cuda else 0.0,
-    }
+    } | ({} if cuda else {"measured_on": raw.get("measured_on") or this_cpu().model_dump()})
 
 
 def calibrated(raw: dict, name: str, world: int, base_runtime: str = "kd-planner") -> tuple[dict, dict | None, dict]:
@@ -109,13 +152,14 @@ def calibrated(raw: dict, name: str, world: int, base_runtime: str = "kd-planner
     from planner.calibrate.overheads import widened
     from planner.inputs.cluster import Cluster
     from planner.inputs.load import _find, load_model
+    from planner.inputs.model import ModelShape
     from planner.inputs.yamlio import read_mapping
 
     fit = raw.get("model_fit")
     if not fit:
         return to_topology(raw, name, world), None, {}
     hardware = Cluster(**to_topology(raw, name, world))
-    shape = load_model(fit["model"])
+    shape = ModelShape(**fit["shape"]) if "shape" in fit else load_model(fit["model"])
     knobs = cases.fit_runtime(fit, {"x1": shape, "x2": widened(shape)}, hardware, world)
     eff = float(min(1.0, knobs["F_S"] / (raw["matmul_tflops"][fit.get("dtype", "fp32")] * 1e12)))
     runtime = read_mapping(_find(base_runtime, "runtimes", None))

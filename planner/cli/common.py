@@ -119,7 +119,11 @@ def load_inputs(model: str | None, cluster: str | None, nodes: int | None, teach
     from planner.inputs import load
 
     job = load.load_job(model, teacher, student)
-    cl = load.load_cluster(cluster or load.DEFAULT_CLUSTER, nodes)
+    cl = on_this_machine(load.load_cluster(cluster or load.DEFAULT_CLUSTER, nodes), cluster or load.DEFAULT_CLUSTER)
+    from planner.inputs.machine import slow_bf16_note
+
+    if note := slow_bf16_note(cl, job):
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
     source = f"job '{model}'" if model else f"the bundled default job '{load.DEFAULT_JOB}'"
     if teacher or student:  # the models are the user's, only the workload is the job's
         line = (f"Planning {job.teacher.name} teacher -> {job.student.name} student with the workload of {source} "
@@ -127,6 +131,23 @@ def load_inputs(model: str | None, cluster: str | None, nodes: int | None, teach
     else:
         line = heading(f"Planning {source if not model else f'job {job.name!r}'}", job, cl)
     return job, cl, cluster or load.DEFAULT_CLUSTER, line
+
+
+def on_this_machine(cl, ref: str, replace: bool = True):
+    """`cl`, or for a bundled CPU topology measured on another CPU this machine's cached
+    calibration (`replace`); a one-line note on stderr when the figures are another CPU's
+    (planner.inputs.machine)."""
+    from planner.inputs import load
+    from planner.inputs.machine import for_this_machine
+
+    try:
+        bundled = load._find(ref, "topologies", None).parent == load.bundled_dir("topologies")
+    except InputError:
+        bundled = False
+    new, note = for_this_machine(cl, ref, bundled and replace)
+    if note:
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
+    return new
 
 
 @contextlib.contextmanager

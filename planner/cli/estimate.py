@@ -9,7 +9,7 @@ from rich.table import Table
 
 from planner.cli import options as o
 from planner.cli.symbolic import print_symbolic
-from planner.cli.common import EXIT_NO, Command, Format, bold, emit, err, gib, handles_errors, heading, load_inputs, out
+from planner.cli.common import EXIT_NO, Command, Format, bold, emit, err, gib, handles_errors, heading, load_inputs, on_this_machine, out
 from planner.inputs.errors import InputError
 from planner.search import output as outputs
 from planner.search import rank
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
             from planner.plan import load_plan, plan_cluster
             from planner.validate import job_of
             p = load_plan(plan)
-            cl = plan_cluster(plan, p)  # next to the plan first, as `export` finds it
+            cl = on_this_machine(plan_cluster(plan, p), p.cluster, replace=False)  # next to the plan first, as `export` finds it
             job = job_of(p)
             line = heading(f"Estimating plan {plan} (job '{p.job}')", job, cl)
             st = Strategy.from_plan(p)

@@ -169,6 +169,14 @@ def _prepare(plan: Path, metrics_out: Path | None, force: bool, checkpoint_dir: 
     from planner.plan import load_plan
 
     p = load_plan(plan)
+    if os.environ.get("RANK", "0") == "0":  # figures of another CPU: say so once (the plan's predictions stay the plan's)
+        from planner.cli.common import on_this_machine
+        from planner.plan import plan_cluster
+
+        try:
+            on_this_machine(plan_cluster(plan, p), p.cluster, replace=False)
+        except InputError:
+            pass  # the plan's topology is not here: nothing to compare
     world = os.environ.get("WORLD_SIZE")
     if world is not None and world.isdigit() and int(world) != p.torch_world:
         served = f", less the {p.world - p.torch_world} GPU(s) of its served roles" if p.torch_world != p.world else ""

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from planner.inputs.errors import InputError
+from planner.inputs.machine import MeasuredOn
 from planner.inputs.model import Dtype, Strict
 
 # The search grows with the rank count (every divisor, every disaggregated split): 2048 ranks
@@ -142,6 +143,7 @@ class Cluster(Strict):
     storage: Storage = Field(default_factory=Storage, description="Node-local storage for an offline teacher cache (default: a DGX H100's NVMe RAID 0).")
     nccl_env: dict[str, str] = Field(default_factory=dict, description="Environment variables exported before launch.")
     slurm: Slurm = Field(default_factory=Slurm, description="Slurm hints for `planner export`.")
+    measured_on: MeasuredOn | None = Field(None, description="The CPU a CPU topology's figures were measured on (`planner calibrate` records it); on another CPU the planning commands say so or use this machine's cached calibration (docs/calibration.md).")
 
     @property
     def world(self) -> int:

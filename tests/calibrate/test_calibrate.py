@@ -83,3 +83,56 @@ def test_old_topology_with_overheads_is_one_clear_line(runner, tmp_path):
     r = runner.invoke(app, ["show", "--cluster", str(old)])
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "layer_overhead_us, pipeline_tick_overhead_us" in r.stderr and "runtime" in r.stderr
+
+
+def _tiny_config(root, tmp_path):
+    """tiny-student as a user has it: a checkpoint folder with its config.json."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "config.json").write_text((root / "models" / "tiny-student.json").read_text())
+    return folder
+
+
+def test_calibrate_keeps_each_measurement_and_resumes(runner, root, tmp_path, monkeypatch):
+    """`--model PATH/config.json` and a checkpoint folder both work; a failure injected after the
+    first benchmark leaves it on disk (a partial file beside -o), and the rerun reuses it, says so
+    and measures the rest (--world 1 --quick: seconds)."""
+    folder, out = _tiny_config(root, tmp_path), tmp_path / "me.yaml"
+    partial = out.with_suffix(".partial.json")
+    monkeypatch.setenv("KD_PLANNER_CALIBRATE_FAIL_AFTER", "1")
+    r = runner.invoke(app, ["calibrate", "--quick", "--world", "1", "--model", str(folder / "config.json"), "-o", str(out)])
+    assert r.exit_code != 0 and "failing after matmul_tflops.fp32" in str(r.exception)
+    assert not out.exists() and "Kept 1 completed measurements" in r.stderr
+    kept = json.loads(partial.read_text())["rounds"][0]
+    assert list(kept) == ["matmul_tflops.fp32"] and kept["matmul_tflops.fp32"] > 0
+    monkeypatch.delenv("KD_PLANNER_CALIBRATE_FAIL_AFTER")
+    r = runner.invoke(app, ["calibrate", "--quick", "--world", "1", "--model", str(folder), "-o", str(out)])
+    assert r.exit_code == 0, r.stderr
+    assert "Resuming from" in r.stderr and "1 measurements" in r.stderr
+    raw = json.loads(out.with_suffix(".raw.json").read_text())
+    assert raw["matmul_tflops"]["fp32"] == kept["matmul_tflops.fp32"]  # reused, not measured again
+    assert raw["model_fit"]["shape"]["hidden"] == 128 and {"train_steps", "loss_calls", "generations"} <= set(raw["model_fit"])
+    assert not partial.exists() and load_cluster(str(out)).gpu.peak_tflops["bf16"] > 0
+
+
+def test_calibrate_partial_of_other_options_is_refused(runner, tmp_path):
+    out = tmp_path / "me.yaml"
+    out.with_suffix(".partial.json").write_text(json.dumps({"settings": {"world": 3}, "rounds": [{"memory_gb_per_s": 1.0}]}))
+    r = runner.invoke(app, ["calibrate", "--quick", "--world", "1", "-o", str(out)])
+    assert r.exit_code == 1 and "other options (world" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--model", "no-such-model"], "no-such-model"),
+    (["--model", "{tmp}/missing/config.json"], "missing"),
+    (["-o", "{tmp}/no-folder/me.yaml"], "does not exist"),
+    (["-o", "{tmp}"], "directory"),
+])
+def test_calibrate_refuses_bad_model_or_output_before_measuring(runner, tmp_path, args, says):
+    import time
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    t0 = time.perf_counter()
+    r = runner.invoke(app, ["calibrate", "--quick", "--world", "1", *args] + ([] if "-o" in args else ["-o", str(tmp_path / "me.yaml")]))
+    took = time.perf_counter() - t0
+    assert r.exit_code == 1 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert took < 5 and not list(tmp_path.glob("me.*"))  # refused before any benchmark ran
