@@ -20,10 +20,7 @@ def job(path, dtype: str, n: int):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("calibration")  # the session's calibration
-@pytest.mark.parametrize("dtype", ["fp32", pytest.param("bf16", marks=pytest.mark.xfail(strict=False, reason=(
-    "issue 24 item 2, open: on the Zen 5 runner (2026-12-07) bf16 64+64 predicted 0.19 s against 0.084 s measured (+127%), "
-    "16+16 -23%: the compute efficiency is fitted to fp32 training steps only and the teacher side (forward only, "
-    "bf16 weights, no autocast) is over-predicted 2-4x; see docs/calibration.md")))])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("n", [16, 64])
 def test_calibrated_plan_predicts_the_measured_step(runner, tmp_path, tiny_student_calibration, dtype, n):
     topo, rt = str(tiny_student_calibration), str(tiny_student_calibration.with_suffix(".runtime.yaml"))
