@@ -198,3 +198,36 @@ def test_a_checkpoint_folder_that_is_a_symlink_to_the_output_folder_is_refused(t
     with pytest.raises(InputError) as e:
         save.check_layout(tmp_path / "out", tmp_path / "ckpt" / "runs")
     assert "give two separate folders" in one_line(e)
+
+
+def test_an_output_folder_filled_while_training_is_not_replaced_without_force(tmp_path):
+    from planner.executor import save
+
+    out, made = tmp_path / "out", tmp_path / ".out.abc.tmp"
+    out.mkdir()
+    (out / "theirs.txt").write_text("another run's student")
+    made.mkdir()
+    (made / "config.json").write_text("{}")
+    with pytest.raises(InputError) as e:
+        save.replace_folder(made, out, force=False)
+    assert f"the student is kept in {made}" in one_line(e)
+    assert (out / "theirs.txt").read_text() == "another run's student" and (made / "config.json").is_file()
+    save.replace_folder(made, out, force=True)  # --force: replaced, as asked
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+
+
+def test_a_second_run_on_the_same_output_folder_is_refused(tmp_path):
+    from planner.executor import manifest
+
+    name = ".out" + manifest.LOCK
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; from planner.executor import manifest; "
+                               f"manifest.lock(Path({str(tmp_path)!r}), '--output-dir', {name!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError) as e:
+            manifest.lock(tmp_path, "--output-dir", name)
+        assert one_line(e).startswith(f"--output-dir: {tmp_path}: another run is using this folder")
+    finally:
+        holder.kill()
+        holder.wait()
