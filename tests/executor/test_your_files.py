@@ -1,5 +1,5 @@
 """Issue 25, items 3 and 5: a dataset path that would block or crash a reader is one line before
-training (in-process and through `planner run` on 2 gloo ranks, within 20 s), a file rewritten under
+training (in-process and through `planner run` on 2 gloo ranks, in seconds: under 30 s with the launch), a file rewritten under
 the same mtime is read by its new content and its checkpoints are not resumed, a chat template gets a
 time bound; and a failed write (checkpoint, metrics) is one `error:` line whichever rank fails first."""
 
@@ -157,7 +157,7 @@ def test_the_time_bound_is_cleared_and_only_in_the_main_thread():
 def test_a_special_dataset_stops_both_ranks_in_one_line(tmp_path, kind):
     plan, path = tiny_plan(tmp_path, "replicate-ddp"), special(tmp_path, kind)
     rc, err, seconds = launch([str(plan), "--steps", "2", "--dataset", str(path)])
-    assert rc == 1 and seconds < 20, (rc, seconds, err[-2000:])
+    assert rc == 1 and seconds < 30, (rc, seconds, err[-2000:])  # 6-15 s here, most of it torchrun starting; a blocked rank waits 30 min
     assert "not a dataset file" in the_line(err) or "inside the dataset folder" in the_line(err)
 
 
