@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from planner.executor import build, cache, checkpoint, groups, metrics, models, save, schedule, student as stu, teacher as tea
+from planner.executor import build, cache, checkpoint, groups, manifest, metrics, models, save, schedule, student as stu, teacher as tea
 from planner.executor.data import load_samples, micro_batch_indices
 from planner.executor.evaluate import evaluate, micro_steps
 from planner.executor.generate import generate
@@ -145,6 +145,9 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         try:
             tokenizer = build.build_tokenizer(tokenizer_folder(plan))
             samples, held = load_samples(plan, tokenizer, seed, plan.dataset)
+            if out_dir and lay.rank == lay.coordinator:  # the rank that saves keeps a second run out of the output folder
+                out = Path(out_dir).expanduser()
+                manifest.lock(out.parent, "--output-dir", f".{out.name}{manifest.LOCK}")
         except InputError as e:
             problem = e.lines
     stop_on_input_error(problem, lay)
@@ -295,7 +298,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     log.close()
     stop.close()
     if out_dir and "stopped_at" not in record:
-        save.save_pretrained(model, lay, out_dir, tokenizer)
+        save.save_pretrained(model, lay, out_dir, tokenizer, opts.force)
     if opts.phases:
         record["phase_times_s"] = clock.steps
     record["phase_s"] = metrics.phase_seconds(clock.steps[min(opts.warmup_steps, max(len(clock.steps) - 1, 0)):]) if clock.enabled else None

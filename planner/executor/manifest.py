@@ -80,15 +80,15 @@ def damage(folder: Path, body: dict) -> str | None:
     return f"{extra[0]} is not in its {MANIFEST}" if extra else None
 
 
-def lock(folder: Path, where: str = "--checkpoint-dir") -> None:
-    """Hold an exclusive `flock` on `folder/.kd-planner.lock` until this process ends; another
+def lock(folder: Path, where: str = "--checkpoint-dir", name: str = LOCK) -> None:
+    """Hold an exclusive `flock` on `folder/name` (`.kd-planner.lock`) until this process ends; another
     run's lock is one line. A folder already locked by this process (a second run in one job) is kept."""
-    key = os.path.abspath(folder)
+    key = os.path.join(os.path.abspath(folder), name)
     if key in _HELD:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as e:
         raise InputError(f"{where}: {folder}: cannot write there: {(e.strerror or str(e)).lower()}") from None
     try:
@@ -96,7 +96,7 @@ def lock(folder: Path, where: str = "--checkpoint-dir") -> None:
     except OSError as e:
         os.close(fd)
         if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise InputError(f"{where}: {folder}: another run is using this folder (it holds {LOCK}); wait for it to end, "
+            raise InputError(f"{where}: {folder}: another run is using this folder (it holds {folder / name}); wait for it to end, "
                              "or give another folder") from None
         return  # a file system without flock: no lock, as before
     os.ftruncate(fd, 0)

@@ -94,13 +94,16 @@ def full_state_dict(model: nn.Module, lay: Layout) -> dict[str, torch.Tensor]:
     return sd if offload else {k: v.detach().cpu() for k, v in sd.items()}
 
 
-def replace_folder(tmp: Path, final: Path) -> None:
+def replace_folder(tmp: Path, final: Path, force: bool = True) -> None:
     """Put the finished folder `tmp` (created by this run) at `final`: an empty `final` is removed,
-    a non-empty one is renamed aside (a unique name of this run's own) and removed only once `tmp`
-    has its name; a file at `final` is refused."""
+    a non-empty one (with `force`; without, refused: it was filled while the run trained) is renamed
+    aside (a unique name of this run's own) and removed only once `tmp` has its name; a file at
+    `final` is refused. A refusal keeps `tmp` and says where it is."""
     aside = None
     if final.is_symlink() or (final.exists() and not final.is_dir()):
         raise InputError(f"{final}: appeared as a file while the run trained; the student is kept in {tmp}")
+    if final.is_dir() and not force and any(final.iterdir()):
+        raise InputError(f"{final}: was filled while the run trained (without --force it is never replaced); the student is kept in {tmp}")
     if final.is_dir():
         try:
             final.rmdir()  # empty: nothing of the user's is lost
@@ -112,7 +115,7 @@ def replace_folder(tmp: Path, final: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-def save_pretrained(model: nn.Module, lay: Layout, folder: str | Path, tokenizer=None) -> Path | None:
+def save_pretrained(model: nn.Module, lay: Layout, folder: str | Path, tokenizer=None, force: bool = True) -> Path | None:
     """Write the student to `folder` (collective over the student ranks; the first student rank writes).
 
     A write that fails (full disk, an unwritable folder) is one `InputError` line on the student's
@@ -134,7 +137,7 @@ def save_pretrained(model: nn.Module, lay: Layout, folder: str | Path, tokenizer
             net.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
             if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
                 tokenizer.save_pretrained(tmp)
-            replace_folder(tmp, final)
+            replace_folder(tmp, final, force)
         except InputError as e:
             problem = e.lines[0]
         except Exception as e:  # noqa: BLE001 - OSError, or safetensors' and torch's own for a short write
