@@ -20,6 +20,14 @@ if "HF_DATASETS_CACHE" not in os.environ:
     os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="kd-planner-tests-datasets-")
     atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], True)
 
+# The machine the suite plans for is the one topologies/cpu-local.yaml was measured on (its
+# `measured_on`), whatever CPU runs the suite: on another CPU every `-c cpu-local` command would add
+# a note to stderr. tests/inputs/test_machine.py points the reader at other CPUs itself. Calibrations
+# that `planner calibrate --cache` keeps for this machine are kept out of the suite the same way.
+os.environ.setdefault("KD_PLANNER_CPUINFO", str(ROOT / "tests" / "data" / "cpuinfo-cpu-local"))
+if "KD_PLANNER_CACHE" not in os.environ:
+    os.environ["KD_PLANNER_CACHE"] = tempfile.mkdtemp(prefix="kd-planner-tests-cache-")
+    atexit.register(shutil.rmtree, os.environ["KD_PLANNER_CACHE"], True)
 
 # pytest-xdist's workers start with COLUMNS=80 and LINES=24 of their own (a serial run has none): the
 # CLI would then size its tables to 80 columns. Tests that need a width set COLUMNS themselves.
