@@ -153,8 +153,6 @@ def check_supported(plan: Plan) -> None:
         lines.append(f"workload.topk: k = {w.topk} exceeds the vocabulary ({t.shape.vocab}); use at most that")
     if w.teacher_output == "cached" and w.lmbda > 0:
         lines.append(f"workload.teacher_output: cached needs lmbda 0 (fixed completions), got {w.lmbda}")
-    if plan.rollout.engine == "hf-static" and w.lmbda > 0:
-        lines.append("rollout.engine: hf-static is not implemented by the executor yet; use hf-eager or vllm")
     if plan.rollout.placement == "dedicated" or plan.schedule == "async":
         lines.append("rollout.placement: dedicated and schedule: async are not implemented by the executor yet; use colocated and sync")
     if lines:

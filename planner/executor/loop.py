@@ -23,6 +23,7 @@ from planner.executor import build, cache, checkpoint, groups, metrics, models, 
 from planner.executor.data import load_samples, micro_batch_indices
 from planner.executor.evaluate import evaluate, micro_steps
 from planner.executor.generate import generate
+from planner.executor.rollout.static import generate_static
 from planner.executor.logs import RunLog
 from planner.executor.stop import StopRequest
 from planner.executor.loss import generalized_jsd
@@ -221,8 +222,11 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
             else:
                 with autocast(lay.device, w.student_dtype), stu.for_generation(stu.unwrapped(model), plan.student.strategy, plan.student.gather) as gen_model:
                     batch = batch.pad(batch.prompt_len, w.completion_len)  # generation writes completion_len tokens on every rank
-                    batch = generate(gen_model, batch, batch.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank),
-                                     w.generation_kv_cache)
+                    if plan.rollout.engine == "hf-static":  # a static KV cache (and a compiled decode step on a GPU)
+                        batch = generate_static(gen_model, batch, batch.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank))
+                    else:
+                        batch = generate(gen_model, batch, batch.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank),
+                                         w.generation_kv_cache)
             clock.lap("generation")
         return batch, teacher.request(batch), gen
 
@@ -314,7 +318,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
 def rollout_engine(plan: Plan, model, lay: groups.Layout, seed: int):
     """This student rank's rollout engine beyond the eager loop (`plan.rollout`), or None."""
     r, w = plan.rollout, plan.workload
-    if not lay.is_student or w.lmbda == 0 or r.engine == "hf-eager":
+    if not lay.is_student or w.lmbda == 0 or r.engine in ("hf-eager", "hf-static"):  # the in-process loops, in `make`
         return None
     if r.engine == "vllm":
         from planner.executor.rollout.vllm_engine import VllmColocated
