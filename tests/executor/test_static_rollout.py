@@ -37,3 +37,20 @@ def test_static_cache_draws_the_eager_tokens(temperature):
     assert torch.equal(got.input_ids, want.input_ids)
     assert torch.equal(got.attention_mask, want.attention_mask)
     assert not torch.equal(got.input_ids[:, P:], batch.input_ids[:, P:])  # it did generate
+
+
+def test_planner_run_with_hf_static_matches_hf_eager(tmp_path):
+    """`planner run` with rollout.engine hf-static: the run's losses are the eager loop's (same tokens)."""
+    import yaml
+    from executor_helpers import run_plan, tiny_plan
+
+    got = {}
+    for engine in ("hf-eager", "hf-static"):
+        path = tiny_plan(tmp_path, "replicate-ddp", engine, lmbda=1.0)
+        data = yaml.safe_load(path.read_text())
+        data["rollout"]["engine"] = engine
+        path.write_text(yaml.safe_dump(data))
+        got[engine] = run_plan(path, tmp_path / f"{engine}.json", 2)
+    assert got["hf-static"]["engines"]["rollout"] == "hf-static"
+    assert all(got["hf-static"]["on_policy"])
+    assert got["hf-static"]["loss"] == pytest.approx(got["hf-eager"]["loss"], rel=1e-5)
