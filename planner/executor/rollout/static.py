@@ -1,8 +1,10 @@
 """hf-static rollouts (`rollout.engine: hf-static`): the eager loop of `planner.executor.generate`
 with transformers' `StaticCache` (the KV cache allocated once at prompt_len + completion_len) and,
 on a GPU, the one-token decode step under `torch.compile(mode="reduce-overhead")` (CUDA graphs
-need the fixed shapes the static cache gives). On a CPU the step runs uncompiled: inductor's CPU
-build of every decode shape costs more than the few decode steps of a run gain (see docs/executor.md).
+need the fixed shapes the static cache gives). On a CPU the step runs uncompiled by default: there
+`reduce-overhead` has no CUDA graphs and compiles with inductor's C++ backend, which works
+(`bench/static_decode.py --compile`: 1.08x the eager loop on a 4-layer, 256-wide model, one thread)
+but adds its compile time to a run's first rollout (see docs/executor.md).
 
 Same seeding and sampling as the eager loop (loss temperature, no top-k/top-p, exactly
 `completion_len` tokens), so the same seed draws the same tokens up to floating-point ties.
