@@ -153,9 +153,10 @@ def check_supported(plan: Plan) -> None:
         lines.append(f"workload.topk: k = {w.topk} exceeds the vocabulary ({t.shape.vocab}); use at most that")
     if w.teacher_output == "cached" and w.lmbda > 0:
         lines.append(f"workload.teacher_output: cached needs lmbda 0 (fixed completions), got {w.lmbda}")
-    if plan.rollout.engine == "hf-static" and w.lmbda > 0:
-        lines.append("rollout.engine: hf-static is not implemented by the executor yet; use hf-eager or vllm")
-    if plan.rollout.placement == "dedicated" or plan.schedule == "async":
-        lines.append("rollout.placement: dedicated and schedule: async are not implemented by the executor yet; use colocated and sync")
+    if plan.rollout.placement == "dedicated":
+        lines.append("rollout.placement: dedicated is not implemented by the executor yet; use colocated")
+    if plan.schedule == "async" and (plan.rollout.engine == "vllm" or plan.student.strategy not in ("ddp", "zero1")):
+        lines.append(f"schedule: async is implemented for the hf-eager and hf-static engines and a ddp or zero1 student (generation without "
+                     f"collectives, in a background thread), not rollout.engine {plan.rollout.engine} with student {plan.student.strategy}; use schedule: sync")
     if lines:
         raise InputError(lines)

@@ -23,6 +23,8 @@ from planner.executor import build, cache, checkpoint, groups, manifest, metrics
 from planner.executor.data import load_samples, micro_batch_indices
 from planner.executor.evaluate import evaluate, micro_steps
 from planner.executor.generate import generate
+from planner.executor.rollout.ahead import Ahead
+from planner.executor.rollout.static import generate_static
 from planner.executor.logs import RunLog
 from planner.executor.stop import StopRequest
 from planner.executor.loss import generalized_jsd
@@ -181,7 +183,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     evals = eval_points(start, steps, tr.eval_every) if n_eval else []
     eval_micro = micro_steps(n_eval, plan.micro_batch, len(lay.student_ranks)) if n_eval else 0
     record = {"rank": lay.rank, "device": str(lay.device), "loss": [], "tokens": [], "grad_norm": [], "on_policy": [], "step_times_s": [],
-              "lr": [], "eval_loss": [],
+              "lr": [], "eval_loss": [], "rollout_version": [],
               "role": "student" if not lay.is_teacher else ("teacher" if not lay.is_student else "both")}
     # SIGUSR1 or the stop file: every rank (a disaggregated teacher's too) stops after the same step
     stop = StopRequest(opts.stop_file, lay)
@@ -210,11 +212,36 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     log = RunLog(tr.log_jsonl, tr.tensorboard_dir, lay.rank == lay.coordinator)
     log.start(start, steps)
 
-    def make(step: int, micro: int):
+    def sample(step: int, micro: int):
         idx = micro_batch_indices(step, micro, lay.dp_rank, lay.dp_size, plan.micro_batch, plan.grad_accum)
-        batch = samples.batch(idx).to(lay.device)
-        gen = on_policy(seed, step, micro, w.lmbda)
-        if gen:
+        return samples.batch(idx).to(lay.device), on_policy(seed, step, micro, w.lmbda)
+
+    def rollout(step: int, micro: int, batch):
+        """The batch with the student's own completion (the in-process loops: hf-eager, hf-static)."""
+        with autocast(lay.device, w.student_dtype), stu.for_generation(stu.unwrapped(model), plan.student.strategy, plan.student.gather) as gen_model:
+            batch = batch.pad(batch.prompt_len, w.completion_len)  # generation writes completion_len tokens on every rank
+            if plan.rollout.engine == "hf-static":  # a static KV cache (and a compiled decode step on a GPU)
+                return generate_static(gen_model, batch, batch.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank))
+            return generate(gen_model, batch, batch.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank),
+                            w.generation_kv_cache)
+
+    def produce(step: int) -> dict:
+        """Step `step`'s on-policy micro-batches, generated: {micro-step: batch} (the async schedule)."""
+        out = {}
+        for micro in range(plan.grad_accum):
+            batch, gen = sample(step, micro)
+            if gen:
+                out[micro] = rollout(step, micro, batch)
+        return out
+
+    pre = Ahead(produce) if plan.schedule == "async" else None
+    current: dict = {}  # async: this step's generated micro-batches
+
+    def make(step: int, micro: int):
+        batch, gen = sample(step, micro)
+        if gen and pre is not None:
+            batch = current[micro]  # generated during the previous step (or before this one, the first)
+        elif gen:
             clock.lap("teacher")  # --phases: what came before is the teacher's (as without generation)
             if engine is not None:  # vLLM: the trainer's weights in place first, when a step changed them
                 if engine.stale:
@@ -222,10 +249,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
                     clock.lap("weight_sync")
                 batch = engine.generate(batch.pad(batch.prompt_len, w.completion_len), w.temperature, sample_seed(seed, step, micro, lay.dp_rank))
             else:
-                with autocast(lay.device, w.student_dtype), stu.for_generation(stu.unwrapped(model), plan.student.strategy, plan.student.gather) as gen_model:
-                    batch = batch.pad(batch.prompt_len, w.completion_len)  # generation writes completion_len tokens on every rank
-                    batch = generate(gen_model, batch, batch.prompt_len, w.temperature, sample_seed(seed, step, micro, lay.dp_rank),
-                                     w.generation_kv_cache)
+                batch = rollout(step, micro, batch)
             clock.lap("generation")
         return batch, teacher.request(batch), gen
 
@@ -238,6 +262,16 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
             t0 = time.perf_counter()
             queue, total, gens = deque(), torch.zeros(2, device=lay.device, dtype=torch.float64), 0  # loss sum, tokens (not padding)
             clock.start()
+            if pre is not None:  # async: this step's rollouts (the first step's generated now), then the next step's in the background
+                if step == start:
+                    pre.start(step, step)
+                version, current, overlapped = pre.take()
+                clock.lap("generation")  # the wait: all of the first step's generation, else what the thread had left
+                if step > start:
+                    clock.add("generation_overlapped", overlapped)
+                record["rollout_version"].append(version if current else None)
+                if step + 1 < steps:
+                    pre.start(step + 1, step)
             for micro in range(plan.grad_accum):
                 while len(queue) + micro <= min(micro + ahead, plan.grad_accum - 1):
                     queue.append(make(step, micro + len(queue)))
@@ -255,6 +289,9 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
                     (loss / plan.grad_accum).backward()
                     clock.lap("backward")
                 total += torch.stack([loss.detach().double(), batch.attention_mask.sum().double()])
+            if pre is not None:  # the next step's rollouts were generated with these weights: done before they change
+                pre.wait()
+                clock.lap("generation")
             norm = stu.clip_grad_norm(model, tr.max_grad_norm)
             lr = schedule.current_lr(opt)
             opt.step()
@@ -295,6 +332,8 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
                 stop.consume()
                 record["stopped_at"] = step + 1
                 break
+    if pre is not None:
+        pre.wait()  # a stopped run's next-step rollouts: never used
     log.close()
     stop.close()
     if out_dir and "stopped_at" not in record:
@@ -302,6 +341,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     if opts.phases:
         record["phase_times_s"] = clock.steps
     record["phase_s"] = metrics.phase_seconds(clock.steps[min(opts.warmup_steps, max(len(clock.steps) - 1, 0)):]) if clock.enabled else None
+    record["schedule"] = plan.schedule
     record["engines"] = {"rollout": plan.rollout.engine if w.lmbda > 0 else None, "teacher": plan.teacher.engine}
     if hasattr(teacher, "close"):
         teacher.close()
@@ -317,7 +357,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
 def rollout_engine(plan: Plan, model, lay: groups.Layout, seed: int):
     """This student rank's rollout engine beyond the eager loop (`plan.rollout`), or None."""
     r, w = plan.rollout, plan.workload
-    if not lay.is_student or w.lmbda == 0 or r.engine == "hf-eager":
+    if not lay.is_student or w.lmbda == 0 or r.engine in ("hf-eager", "hf-static"):  # the in-process loops, in `make`
         return None
     if r.engine == "vllm":
         from planner.executor.rollout.vllm_engine import VllmColocated

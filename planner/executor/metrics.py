@@ -64,6 +64,11 @@ class PhaseClock:
                 self._step[name] = self._step.get(name, 0.0) + now - self._now
             self._now = now
 
+    def add(self, name: str, seconds: float) -> None:
+        """Charge `seconds` spent off this thread (the async schedule's background rollouts) to `name`."""
+        if self.enabled:
+            self._step[name] = self._step.get(name, 0.0) + seconds
+
     def stop(self) -> None:
         if self.enabled:
             self.steps.append(self._step)
@@ -77,10 +82,15 @@ class PhaseClock:
 def phase_seconds(steps: list[dict]) -> dict[str, float]:
     """The PhaseClock's laps of `steps`, summed into the four roles' phases: rollout (generation),
     weight_sync (trainer to rollout engine), teacher (its forward, or the wait for a remote or served
-    one) and train (student forward, loss, backward, optimizer)."""
+    one) and train (student forward, loss, backward, optimizer); with the async schedule also
+    rollout_overlapped, the background generation that ran beside the other phases (rollout is
+    then only the trainer's wait for it)."""
     total = lambda *names: sum(st.get(n, 0.0) for st in steps for n in names)  # noqa: E731
-    return {"rollout": total("generation"), "weight_sync": total("weight_sync"), "teacher": total("teacher"),
-            "train": total("student_forward", "loss_forward", "backward", "optimizer")}
+    out = {"rollout": total("generation"), "weight_sync": total("weight_sync"), "teacher": total("teacher"),
+           "train": total("student_forward", "loss_forward", "backward", "optimizer")}
+    if any("generation_overlapped" in st for st in steps):
+        out["rollout_overlapped"] = total("generation_overlapped")
+    return out
 
 
 def anon_bytes() -> int | None:
@@ -179,6 +189,11 @@ def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: 
         **({"phase_times_s": lead["phase_times_s"]} if "phase_times_s" in lead else {}),
         "roles": {str(r["rank"]): r["role"] for r in records},
         "engines": lead.get("engines"),  # what ran each role: {rollout: hf-eager | hf-static | vllm (None off policy), teacher: pytorch | vllm-server}
+        "schedule": lead.get("schedule"),  # sync, or async: rollouts one step ahead
+        # async: per step, the optimizer steps applied to the weights that generated its rollouts (None: none on policy), and the most stale
+        **({"rollout_version": lead["rollout_version"],
+            "staleness": max([start_step + i - v for i, v in enumerate(lead["rollout_version"]) if v is not None], default=0)}
+           if lead.get("schedule") == "async" else {}),
         "phase_s": lead.get("phase_s"),  # seconds per phase over the steady steps (rollout, weight_sync, teacher, train); None on a GPU without --phases
         "plan_fingerprint": fingerprint(plan),  # predictions are recomputed by `planner validate`, never copied from the plan
         "versions": versions(),
