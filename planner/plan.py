@@ -220,7 +220,7 @@ def plan_of(s: Strategy, job, cluster: Cluster, cluster_ref: str, runtime: str =
                 backend=cluster.backend, placement=s.placement, teacher=teacher, student=student,
                 micro_batch=s.b, grad_accum=job.workload.global_batch // (s.b * s.n_S),
                 workload=job.workload, runtime=runtime, predicted=predicted, training=job.training,
-                dataset=job.dataset, tokenizer=job.tokenizer)
+                dataset=job.dataset, tokenizer=job.tokenizer, rollout=RolloutPlan(engine=s.rollout))
 
 
 def strategy_of(plan: Plan) -> Strategy:
@@ -229,7 +229,8 @@ def strategy_of(plan: Plan) -> Strategy:
     n_S = len(st.ranks)
     s_sh = st.shard if st.strategy == "hsdp" else n_S
     return Strategy(TEACHER_ALIASES.get(t.strategy, t.strategy), st.strategy, plan.placement, len(t.ranks), n_S, pp=t.pp, tp=t.tp,
-                    t_sh=t.shard, s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep, gather=st.gather)
+                    t_sh=t.shard, s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep, gather=st.gather,
+                    rollout=plan.rollout.engine)
 
 
 def load_plan(path: str | Path) -> Plan:

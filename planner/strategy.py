@@ -19,7 +19,7 @@ and knows none of the names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from planner.inputs.errors import InputError
@@ -38,7 +38,8 @@ STUDENT_ALIASES = {"fsdp": "zero3"}  # accepted by `parse`, never written
 # replicated. Its cost, memory and executor were pipeline's, so it is one split now; the group's
 # tier (in a node or across nodes) follows from k. Old plans and flags that say hybrid still load.
 TEACHER_ALIASES = {"hybrid": "pipeline"}
-GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH"
+GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH[+ROLLOUT_ENGINE]"
+ROLLOUT_ENGINES = ("hf-eager", "hf-static", "vllm")  # planner.plan.RolloutEngine; hf-eager is written without a suffix
 # How a student whose parameters are sharded (zero3, hsdp) is gathered for on-policy generation:
 # `once` per generation (the default, never written: TRL's ds3_gather_for_generation) or `per_step`,
 # layer by layer at every decode step (FSDP2's hooks), written `+per_step` after the student part.
@@ -106,6 +107,7 @@ class Strategy:
     b: int = 1  # micro-batch per student rank
     ep: int = 1  # expert parallelism: an MoE teacher's experts split over groups of ep consecutive ranks (1 = none)
     gather: str = "once"  # GATHERS: a zero3/hsdp student gathered for generation once, or per decode step
+    rollout: str = "hf-eager"  # the engine that generates on-policy completions, colocated (planner.plan.RolloutEngine)
 
     def __post_init__(self) -> None:
         if why := self.problems():
@@ -171,7 +173,8 @@ class Strategy:
         return "colocated" if self.placement == "colocated" else f"disaggregated:{self.n_T}"
 
     def __str__(self) -> str:
-        return f"{self.teacher_part}/{self.student_part}/{self.placement_part}/{self.b}"
+        engine = "" if self.rollout == "hf-eager" else f"+{self.rollout}"
+        return f"{self.teacher_part}/{self.student_part}/{self.placement_part}/{self.b}{engine}"
 
     @classmethod
     def parse(cls, text: str, cluster: Cluster, flag: str = "strategy") -> "Strategy":
@@ -179,6 +182,9 @@ class Strategy:
         (placement colocated and micro-batch 1 when left out). A degree left out takes the natural
         value: shard over all teacher GPUs; pipeline and tp over one node; hsdp one node;
         disaggregated gives the teacher half the nodes (half the node on one)."""
+        head, plus, engine = text.rpartition("+")
+        if plus and engine in ROLLOUT_ENGINES:
+            return replace(cls.parse(head, cluster, flag), rollout=engine)
         parts = text.split("/")
         if not 2 <= len(parts) <= 4 or not all(parts):
             raise InputError(f"{flag}: '{text}' is not {GRAMMAR} (e.g. shard:16/zero3/colocated/4)")

@@ -8,8 +8,9 @@ workload, which is what the executor reads. Top-k changes the loss (an approxima
 full-vocabulary divergence, renormalised over the teacher's k tokens: docs/cost-model.md), so among
 plans that tie on speed the exact loss comes first.
 
-Spelling: a strategy as `recommend` prints it, with `+topk` or `+cached` appended when the teacher
-output is not full logits (`shard:16/zero3/colocated/4+topk`); `estimate --strategy` and
+Spelling: a strategy as `recommend` prints it (a rollout engine other than hf-eager appended as
+`+vllm`), with `+topk` or `+cached` appended when the teacher output is not full logits
+(`shard:16/zero3/colocated/4+vllm+topk`); `estimate --strategy` and
 `inflection --between` read it back.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 from planner.inputs.errors import InputError
 from planner.inputs.load import Job
 from planner.inputs.runtime import GATHERS
+from planner.strategy import ROLLOUT_ENGINES
 
 OUTPUTS = ("logits", "topk", "cached")
 # Among plans that tie on speed: the exact loss first, then live top-k, then a cache (one more
@@ -56,7 +58,7 @@ def split(text: str, flag: str) -> tuple[str, str | None]:
     strategy, plus, output = text.rpartition("+")
     if plus and output in OUTPUTS:
         return strategy, output
-    if plus and "/" not in output and output not in GATHERS:
+    if plus and "/" not in output and output not in GATHERS and output not in ROLLOUT_ENGINES:
         raise InputError(f"{flag}: '{text}': the teacher output after '+' must be one of {', '.join(OUTPUTS)}")
     return text, None
 

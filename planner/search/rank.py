@@ -137,7 +137,8 @@ def score(cands: list[Strategy], reasons: list[str | None], job: Job, cluster: C
     if not cands:
         return []
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
-    res = evaluate(bind.job_values(job, cluster, runtime) | space.columns(cands, cluster))
+    values = bind.job_values(job, cluster, runtime)
+    res = evaluate(values | space.columns(cands, cluster) | space.engine_columns(cands, runtime, values["ov_dec"]))
     usable, limit = bind.usable_bytes(cluster), reserve.limit(cluster)
     keys = list(res)
     table = np.stack([np.asarray(res[k], dtype=float) for k in keys], axis=1)
@@ -219,9 +220,10 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
     first of all; the others follow by speed. By memory, the smallest peak first."""
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
     scored, gathers = [], space.gathers(job, runtime)
+    engines = space.rollout_engines(job, cluster, runtime)
     for out in job.workload.outputs:  # every teacher output the job allows, each layout with each
-        cands, reasons = space.enumerate_candidates(job, cluster, gathers)
-        reasons = [why or outputs.rejection(out, st.disaggregated)
+        cands, reasons = space.enumerate_candidates(job, cluster, gathers, engines)
+        reasons = [why or outputs.rejection(out, st.disaggregated) or space.engine_rejection(st.rollout, runtime)
                    or runtime.cannot_run(st.teacher, st.placement, st.ep, out, st.gather if st.gathers(job) else None,
                                          bool(job.teacher.num_experts))
                    for st, why in zip(cands, reasons)]
@@ -239,7 +241,7 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
                       key=lambda s: (-s.samples_per_s, s.strategy.machinery, -s.free))
         fit, tied, why = group + rest, len(group), why_recommended(group, margin, reserve.bytes(cluster))
     rejected = Counter(s.reason for s in scored if not s.feasible)
-    skipped = space.unreachable(job, cluster, gathers) * len(job.workload.outputs)
+    skipped = space.unreachable(job, cluster, gathers) * len(job.workload.outputs) * len(engines)
     if skipped:
         rejected[space.UNREACHABLE] += skipped
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]

@@ -82,17 +82,49 @@ def _micro_batches(job: Job, n_S: int) -> tuple[list[int], int]:
     return ok, (w.micro_batch_max - w.micro_batch_min + 1) - len(ok)
 
 
-def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",)) -> tuple[list[Strategy], list[str | None]]:
+def rollout_engines(job: Job, cluster: Cluster, runtime: Runtime) -> tuple[str, ...]:
+    """The rollout engines the search tries: the one `workload.rollout_engine` fixes, else the
+    runtime's own and, when the job generates on a backend whose decode host time the runtime does
+    not fix (`overheads.decode_layer_overhead_us`: the CPU fits), its `generation.other_engines`."""
+    fixed, gen = job.workload.rollout_engine, runtime.generation
+    if fixed != "auto":
+        return (fixed,)
+    if job.workload.lmbda == 0 or runtime.overheads_on(cluster.backend).decode_layer_overhead_us is not None:
+        return (gen.engine,)
+    return (gen.engine, *(e for e in gen.other_engines if e != gen.engine))
+
+
+def engine_rejection(engine: str, runtime: Runtime) -> str | None:
+    """Why a runtime cannot generate with `engine` (a fixed workload.rollout_engine it lacks), or None."""
+    if engine == runtime.generation.engine or engine in runtime.generation.other_engines:
+        return None
+    return f"the {runtime.name} runtime has no {engine} rollout engine (workload.rollout_engine)"
+
+
+def engine_columns(cands: list[Strategy], runtime: Runtime, own: float) -> dict[str, np.ndarray]:
+    """The decode host time per layer (`ov_dec`) of each candidate's rollout engine, where some
+    candidate's engine is one of the runtime's `generation.other_engines` (the others keep `own`, s)."""
+    other = runtime.generation.other_engines
+    if not any(c.rollout in other and c.rollout != runtime.generation.engine for c in cands):
+        return {}
+    # `own`: the job's ov_dec, the runtime's engine on this backend
+    return {"ov_dec": np.array([other[c.rollout] * 1e-6 if c.rollout in other and c.rollout != runtime.generation.engine else own
+                                for c in cands], dtype=float)}
+
+
+def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",),
+                         engines: Sequence[str] = ("hf-eager",)) -> tuple[list[Strategy], list[str | None]]:
     """Every candidate whose micro-batch reaches the global batch, a sharded student once per way of
-    gathering it in `gathers`, with its rejection reason (None = runnable, subject to memory);
-    `unreachable` counts the others."""
+    gathering it in `gathers`, each with every rollout engine in `engines`, with its rejection reason
+    (None = runnable, subject to memory); `unreachable` counts the others."""
     cands: list[Strategy] = []
     for placement, n_T, n_S in placements(cluster):
         bs, _ = _micro_batches(job, n_S)
         for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
             for s_name, s_sh, r_S, gather in student_splits(n_S, cluster, gathers):
                 for b in bs:
-                    cands.append(Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, gather=gather, **degree))
+                    cands += [Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, gather=gather, rollout=e, **degree)
+                              for e in engines]
     return cands, [c.rejection(job) for c in cands]
 
 
