@@ -1,6 +1,7 @@
 """After a quick calibration, `recommend`'s plans for tiny fp32 and bf16 jobs at 16+16 and 64+64
 tokens predict the steady step the executor then runs within 35% (issue 24). Not a timed test:
-predicted and measured come from one run on the machine at hand, through `validate --run`."""
+predicted and measured come from one run on the machine at hand, through `validate --run`,
+with no other test running meanwhile (the `alone` mark; the calibration is measured alone too)."""
 
 import json
 
@@ -19,6 +20,7 @@ def job(path, dtype: str, n: int):
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # the machine to itself, as the calibration had it
 @pytest.mark.xdist_group("calibration")  # the session's calibration
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("n", [16, 64])
