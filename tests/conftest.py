@@ -31,6 +31,10 @@ if "KD_PLANNER_CACHE" not in os.environ:
     os.environ["KD_PLANNER_CACHE"] = tempfile.mkdtemp(prefix="kd-planner-tests-cache-")
     atexit.register(shutil.rmtree, os.environ["KD_PLANNER_CACHE"], True)
 
+# A vLLM rollout engine starts with enforce_eager in the suite: 20-50 s on a CPU against about 110 s
+# compiled (planner/executor/rollout/vllm_engine.py); the tests check what it generates, not how fast.
+os.environ.setdefault("KD_PLANNER_VLLM_EAGER", "1")
+
 # pytest-xdist's workers start with COLUMNS=80 and LINES=24 of their own (a serial run has none): the
 # CLI would then size its tables to 80 columns. Tests that need a width set COLUMNS themselves.
 if "PYTEST_XDIST_WORKER" in os.environ:

@@ -126,4 +126,4 @@ def register(app: typer.Typer) -> None:
         models = {"model": ModelShape, "cluster": Cluster, "workload": Workload, "job": load.Job, "plan": Plan, "runtime": Runtime}
         if kind not in models:
             raise InputError(f"schema: unknown kind '{kind}'; choose one of {', '.join(models)}")
-        print(json.dumps(models[kind].model_json_schema(), indent=2))
+        print(json.dumps(load.runtime_file_schema() if kind == "runtime" else models[kind].model_json_schema(), indent=2))

@@ -35,7 +35,8 @@ def _entry(sc: rank.Scored, res: rank.SearchResult, job) -> dict:
             "teacher_gpus": st.n_T, "student_gpus": st.n_S, "micro_batch": st.b,
             "grad_accum": job.workload.global_batch // (st.b * st.n_S), "free_bytes": sc.free, "predicted": pred,
             "speedup_vs_baseline": pred["speedup_vs_baseline"], "baseline": pred["baseline"],
-            "speedup_vs_baselines": {n: rank.speedup(sc, b) for n, b in res.baselines.items()}}
+            "speedup_vs_baselines": {n: rank.speedup(sc, b) for n, b in res.baselines.items()},
+            "roles": plans.roles(sc), "schedule": "sync"}
 
 
 def _largest(sc: rank.Scored) -> str:
@@ -73,9 +74,9 @@ def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
     def cells(label: str, sc: rank.Scored) -> list:
         sp = [rank.speedup(sc, b) if sc.feasible else None for b in bases]
         mem = Text(gib(sc.figures["mem_peak"]) + (f" ({_largest(sc)})" if wide else ""))
-        mem += Text("") if sc.feasible else Text(" OOM", style="red")
+        free = Text(gib(sc.free)) if sc.feasible else Text("OOM", style="red")  # does not fit: nothing free
         step = [f"{sc.figures['step_time']:.3f}"] if wide else []  # narrow: samples/s says it (global batch / step)
-        return [label, str(sc.strategy) + outputs.suffix(sc.output), mem, gib(sc.free) if sc.free >= 0 else "-",
+        return [label, str(sc.strategy) + outputs.suffix(sc.output), mem, free,
                 *step, f"{sc.samples_per_s:.2f}", *(f"{x:.2f}x" if x else "-" for x in sp)]
 
     if tied:
@@ -154,7 +155,8 @@ def register(app: typer.Typer) -> None:
             data = {"baseline": {name: (_entry(sc, res, job) | {"feasible": sc.feasible}) if sc else None for name, sc in res.baselines.items()},
                     "strongest_baseline": res.strongest,
                     "plans": [_entry(sc, res, job) | {"tied_with_first": i < res.tied} for i, sc in enumerate(res.ranked[:max(top, res.tied)])],
-                    "recommended_because": res.why_first, "tie_margin": res.margin, "usable_bytes": res.usable_bytes,
+                    "recommended_because": res.why_first, "schedule_reason": plans.SCHEDULE_REASON,
+                    "teacher_gpus_why": rank.teacher_gpus_why(res), "tie_margin": res.margin, "usable_bytes": res.usable_bytes,
                     "reserve_bytes": res.reserve_bytes, "rejected": res.rejected, "evaluated": res.evaluated, "notes": res.notes}
             emit(data, format)
         else:
@@ -193,6 +195,9 @@ def _print(res: rank.SearchResult, top: int, cl, wide: bool, k: int) -> None:
             out.print(line)
         first, name = res.ranked[0], res.strongest or "trl-gkd-zero3"  # none fits: against TRL's default, which does not
         out.print(f"Why #1 wins: {rank.why_it_wins(first, res.baselines.get(name), cl, name)}.")
+        out.print(f"Roles of #1: {plans.roles_line(first)}.")
+        if why := rank.teacher_gpus_why(res):
+            out.print(f"Teacher GPUs: {why}.")
         if note := outputs.note(first.output, k):
             out.print(f"Note: {note}.")
     if res.rejected:

@@ -41,12 +41,26 @@ def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> di
         "io_rd": cluster.storage.read_gb_per_s * 1e9 / cluster.gpus_per_node,
         "io_wr": cluster.storage.write_gb_per_s * 1e9 / cluster.gpus_per_node,
         "ext": float(rt.logits == "sequence"),
-        "g_tp": rt.generation.tensor_parallel,
+        "M_dev": cluster.gpu.mem_gib * 2**30,
         "F_S": _peak(cluster, w.student_dtype, "student"), "F_T": _peak(cluster, teacher_dtype, "teacher"),
         "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
         "ovl": cluster.comm_overlap,
     }
-    return v | overhead_values(rt, cluster.backend)
+    return v | overhead_values(rt, cluster.backend) | engine_values(rt, None, cluster.backend)
+
+
+def engine_values(rt: Runtime, engine: str | None, backend: str) -> dict[str, float]:
+    """The symbols of one rollout engine under a runtime (None: the runtime's own), on a backend: its
+    decode host time (the backend's fitted `decode_layer_overhead_us` where it has one), what one
+    generation covers, and a serving engine's reservation, sleep and refresh costs."""
+    e, o = rt.generation.costs(engine), rt.overheads_on(backend)
+    u = e.memory_utilization
+    return {
+        "ov_dec": (e.layer_overhead_us if o.decode_layer_overhead_us is None else o.decode_layer_overhead_us) * 1e-6,
+        "g_tp": e.tensor_parallel, "g_bat": float(e.batch == "step"), "eng": float(e.serving),
+        "u_eng": u if isinstance(u, float) else 0.0, "u_fill": float(u == "fill"), "slp": float(e.serving and e.sleep),
+        "t_wake": e.wake_ms * 1e-3, "ov_ref": e.refresh_tensor_overhead_us * 1e-6,
+    }
 
 
 def overhead_values(rt: Runtime, backend: str) -> dict[str, float]:
@@ -59,7 +73,6 @@ def overhead_values(rt: Runtime, backend: str) -> dict[str, float]:
         "ov_opt_sh": (o.optimizer_tensor_overhead_us if o.sharded_optimizer_tensor_overhead_us is None else o.sharded_optimizer_tensor_overhead_us) * 1e-6,
         "ov_sh": o.shard_unit_overhead_us * 1e-6, "ov_shb": per_byte(o.shard_copy_gb_per_s),
         "ov_dd": o.ddp_sync_overhead_us * 1e-6, "ov_ddb": per_byte(o.ddp_copy_gb_per_s), "ov_pp": o.pipeline_tick_overhead_us * 1e-6,
-        "ov_dec": (rt.generation.layer_overhead_us if o.decode_layer_overhead_us is None else o.decode_layer_overhead_us) * 1e-6,
     }
 
 

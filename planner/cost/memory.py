@@ -66,11 +66,57 @@ def student_generation() -> sp.Expr:
     buffers and gathered units of the training phase. Only the excess counts, so the terms still
     sum to the peak. A separate engine split over g_tp GPUs (vLLM) holds 1/g_tp of the 16-bit
     student instead, whatever the student's split."""
-    kv = y.kv_cache * kv_cache_elements(S, y.b, seq) * y.q_S
+    kv = y.kv_cache * kv_cache_elements(S, gen_batch(), seq) * y.q_S
     engine = sp.Min(1, y.g_tp - 1)  # 1 with a separate generation engine
     whole = y.g_once * ((1 - engine) * y.z_p * (total_params(S) * y.q_S - student_gathered()) + engine * total_params(S) * y.q_S / y.g_tp)
-    training = student_activations() + logits() + loss_buffers() + (1 - y.disagg - y.cache) * teacher_logits()
-    return y.gen * sp.Max(0, kv + whole - training)
+    # a serving engine (vLLM) holds its copy and the cache in its own reservation: `rollout_engine`
+    return y.gen * (1 - y.eng) * sp.Max(0, kv + whole - training_transients())
+
+
+def gen_batch() -> sp.Expr:
+    """Sequences one generation holds on a rank: its micro-batch, or every sample of its optimizer
+    step at once (ga x b: TRL 1.16 DistillationTrainer's generation batch, a vLLM engine's)."""
+    return y.b * (1 + y.g_bat * (y.B / (y.b * y.n_S) - 1))
+
+
+def training_transients() -> sp.Expr:
+    """What the training phase holds beyond the resident states and frees before the next
+    generation: activations, logits, loss buffers and, colocated, the teacher's output."""
+    return student_activations() + logits() + loss_buffers() + (1 - y.disagg - y.cache) * teacher_logits()
+
+
+def engine_weights() -> sp.Expr:
+    """A serving engine's 16-bit copy of the student, 1/g_tp of it per GPU."""
+    return total_params(S) * y.q_S / y.g_tp
+
+
+def engine_kv_per_sequence() -> sp.Expr:
+    """KV cache of one whole sequence (prompt + completion) on one engine GPU; under tensor
+    parallelism each GPU holds 1/g_tp of the heads for g_tp x as many sequences: the same per GPU."""
+    return kv_cache_elements(S, 1, seq) * y.q_S
+
+
+def engine_kv_room() -> sp.Expr:
+    """The KV cache a serving engine has room for per GPU: its reservation (vLLM: gpu_memory_utilization
+    x the device's memory) less its weights, at least one sequence; under `fill`, the cache of every
+    sequence one generation holds (the planner writes the share that takes into the plan; where it
+    does not fit, the plan is out of memory, not slower)."""
+    need = gen_batch() * engine_kv_per_sequence()
+    fixed = sp.Max(y.u_eng * y.M_dev - engine_weights(), engine_kv_per_sequence())
+    return y.u_fill * need + (1 - y.u_fill) * fixed
+
+
+def engine_reservation() -> sp.Expr:
+    """What a serving engine holds per GPU while it generates: its weights and its KV room."""
+    return engine_weights() + engine_kv_room()
+
+
+def rollout_engine() -> sp.Expr:
+    """A serving engine beside the trainer (vLLM): awake, its whole reservation beside the trainer's
+    resident states and training transients; asleep while the trainer runs (sleep mode), only what
+    its reservation adds over the training transients it replaces (the terms still sum to the peak)."""
+    R = engine_reservation()
+    return y.gen * y.eng * ((1 - y.slp) * R + y.slp * sp.Max(0, R - training_transients()))
 
 
 def topk_bytes() -> sp.Expr:

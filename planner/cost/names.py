@@ -7,7 +7,7 @@ and the plan file never need to import sympy on the hot path.
 from __future__ import annotations
 
 STUDENT_TERMS = ("student_weights", "student_gathered", "student_grads", "student_optimizer",
-                 "student_activations", "logits", "loss_buffers", "student_generation")
+                 "student_activations", "logits", "loss_buffers", "student_generation", "rollout_engine")
 TEACHER_TERMS = ("teacher_weights", "teacher_gathered", "teacher_activations", "teacher_logits")
 MEMORY_TERMS = STUDENT_TERMS + TEACHER_TERMS
 

@@ -136,6 +136,14 @@ ext = _nonneg("ext", "1 if the LM heads and the loss cover every position, 0 for
 ov_dec = _nonneg("ov_dec", "host time per decoder layer per decode step (launches, Python), s")
 g_once = _nonneg("g_once", "1 if a sharded student is gathered once per generation, 0 at every decode step")
 g_tp = _pos("g_tp", "GPUs a separate generation engine splits its copy of the student over (vLLM tensor parallel); 1 = none")
+g_bat = _nonneg("g_bat", "1 if one generation covers every on-policy sample of a rank's optimizer step (ga x b), 0 per micro-batch")
+eng = _nonneg("eng", "1 if a serving engine (vLLM) beside the trainer generates, with a memory reservation of its own")
+u_eng = _nonneg("u_eng", "share of each GPU's memory a serving engine reserves (vLLM gpu_memory_utilization)")
+u_fill = _nonneg("u_fill", "1 if the engine's reservation is what the plan needs (its weights and every sequence's cache) instead of u_eng")
+slp = _nonneg("slp", "1 if the serving engine sleeps while the trainer runs (its reservation freed)")
+t_wake = _nonneg("t_wake", "time to wake a sleeping engine, per generation, s")
+ov_ref = _nonneg("ov_ref", "fixed time per parameter tensor of the per-step weight refresh into the engine, s")
+M_dev = _pos("M_dev", "memory of one device, bytes (what gpu_memory_utilization is a share of)")
 
 # --- cluster -------------------------------------------------------------------------------
 F_S = _pos("F_S", "reached FLOP/s per device in the student dtype")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from planner.cost import activations, comm, experts
+from planner.cost import activations, comm, experts, memory
 from planner.cost import symbols as y
 from planner.cost.memory import loss_width, topk_bytes
 from planner.cost.params import (attention_flops_per_token, forward_flops_per_token, kv_cache_elements, matmul_params,
@@ -51,28 +51,28 @@ def op_recompute() -> sp.Expr:
     return S.L * activations.op_policy_recompute_flops(y.b, seq, S.h, S.a, S.g, S.d, experts.mlp_width(S)) / y.F_S
 
 
-def decode_step() -> sp.Expr:
-    """One decode step of b samples at the mean context s_p + s_c/2 (every step reads every weight
+def decode_step(n=y.b) -> sp.Expr:
+    """One decode step of n samples (default: the micro-batch) at the mean context s_p + s_c/2 (every step reads every weight
     once plus the KV cache: bandwidth bound, or its matmuls: compute bound; without a cache the
     whole prefix is recomputed, TRL with gradient checkpointing), or the host's launches, L x
     ov_dec, whichever is slower: eager decoding is launch-bound at small batch (gpt-fast,
     Hugging Face static-cache docs); plus the topology's fixed per-layer time. An MoE student reads
-    only the experts its b tokens are routed to (`experts.decode_read_params`); a separate engine
-    split over g_tp GPUs (vLLM tensor parallel) reads 1/g_tp of the weights per GPU for g_tp x b
-    sequences, each GPU's b sequences' cache and matmuls as before (its all-reduces not modelled)."""
+    only the experts its tokens are routed to (`experts.decode_read_params`); a separate engine
+    split over g_tp GPUs (vLLM tensor parallel) reads 1/g_tp of the weights per GPU for g_tp x n
+    sequences, each GPU's n sequences' cache and matmuls as before (its all-reduces not modelled)."""
     ctx = y.s_p + y.s_c / 2
-    kv_read = y.kv_cache * kv_cache_elements(S, y.b, ctx) * y.q_S
-    flops = 2 * matmul_params(S) * y.b * (1 + (1 - y.kv_cache) * (ctx - 1)) + y.b * attention_flops_per_token(S, ctx, 1)
+    kv_read = y.kv_cache * kv_cache_elements(S, n, ctx) * y.q_S
+    flops = 2 * matmul_params(S) * n * (1 + (1 - y.kv_cache) * (ctx - 1)) + n * attention_flops_per_token(S, ctx, 1)
     # MoE: only the experts the tokens route to; an engine split over g_tp GPUs decodes the sequences of
     # g_tp ranks at once and each GPU reads 1/g_tp of the weights they route to
-    read = experts.decode_read_params(S, total_params(S), y.g_tp * y.b) * y.q_S / y.g_tp
+    read = experts.decode_read_params(S, total_params(S), y.g_tp * n) * y.q_S / y.g_tp
     device = sp.Max((read + kv_read) / y.H_bw, flops / y.F_S)
     return sp.Max(device, S.L * y.ov_dec)
 
 
-def prefill() -> sp.Expr:
-    """The forward over b prompts that fills the KV cache: compute bound, one pass of layer overheads."""
-    return y.b * y.s_p * forward_flops_per_token(S, y.s_p, causal) / y.F_S + S.L * (y.ov + y.ov_dec)
+def prefill(n=y.b) -> sp.Expr:
+    """The forward over n prompts that fills the KV cache: compute bound, one pass of layer overheads."""
+    return n * y.s_p * forward_flops_per_token(S, y.s_p, causal) / y.F_S + S.L * (y.ov + y.ov_dec)
 
 
 def student_gather_for_generation() -> sp.Expr:
@@ -81,16 +81,45 @@ def student_gather_for_generation() -> sp.Expr:
     return comm.all_gather(y.s_sh, nbytes, y.link("S", "ag"), calls=units) + fsdp_overhead(units, nbytes)
 
 
-def generation() -> sp.Expr:
-    """One generation of s_c tokens for b samples (Agarwal et al. 2023 on-policy GKD): a prefill of
-    the b prompts (compute bound), then s_c decode steps. A ZeRO-3/FSDP student is gathered once
+def decode_waves() -> sp.Expr:
+    """A serving engine decodes the sequences of one generation in waves of as many as its KV cache
+    holds at once (vLLM admits a sequence when its blocks fit; continuous batching refills a finished
+    one's slot, modelled as whole waves of equal length, since every completion here runs to s_c
+    tokens): the sequences' cache over the engine's KV room (`memory.engine_kv_room`); 1 without an engine."""
+    need = memory.gen_batch() * memory.engine_kv_per_sequence()
+    return 1 + y.eng * sp.Max(0, need / memory.engine_kv_room() - 1)
+
+
+def generation(n=y.b) -> sp.Expr:
+    """One generation of s_c tokens for n samples (Agarwal et al. 2023 on-policy GKD): a prefill of
+    the n prompts (compute bound), then s_c decode steps (a serving engine's in `decode_waves`, each
+    of n/waves sequences). A ZeRO-3/FSDP student is gathered once
     per generation (TRL's `unwrap_model_for_generation`) or, under FSDP2's hooks, layer by layer at
-    every decode step, where only the part that prefetch cannot hide behind the step is charged.
+    every decode step, where only the part that prefetch cannot hide behind the step is charged; a
+    serving engine gets the gathered weights in the step's refresh instead (`weight_refresh`) and,
+    asleep while the trainer runs, is woken once per generation.
     Weights are read in the compute dtype: autocast casts fp32 weights once per generation and
     caches the casts."""
-    step = decode_step()
+    waves = decode_waves()
+    step = decode_step(n / waves)
     per_step_gather = y.z_p * (1 - y.g_once) * sp.Max(0, student_gather_for_generation() - y.ovl * step)
-    return prefill() + y.s_c * (step + S.L * y.ov + per_step_gather) + y.z_p * y.g_once * student_gather_for_generation()
+    return prefill(n) + waves * y.s_c * (step + S.L * y.ov + per_step_gather) \
+        + (1 - y.eng) * y.z_p * y.g_once * student_gather_for_generation() + y.eng * y.slp * y.t_wake
+
+
+def generations_per_step() -> sp.Expr:
+    """Generations a student rank runs per optimizer step, on policy (lmbda of them, in expectation):
+    one per micro-batch, or one for all of them (`memory.gen_batch`)."""
+    return y.lam * ga * y.b / memory.gen_batch()
+
+
+def weight_refresh() -> sp.Expr:
+    """Once per step that generates (at most one, in expectation lmbda x generations), the trainer's
+    weights into a serving engine beside it: a sharded student gathered first (once per step), then
+    its 16-bit copy read and written on the device (1/g_tp per GPU) and a fixed `ov_ref` per
+    parameter tensor (TRL 1.16 colocate: a `load_weights` call per tensor). 0 without an engine."""
+    copy = 2 * total_params(S) * y.q_S / y.g_tp / y.H_bw + param_tensors(S) * y.ov_ref
+    return y.eng * sp.Min(1, generations_per_step()) * (copy + y.z_p * student_gather_for_generation())
 
 
 def loss_pass() -> sp.Expr:
@@ -243,7 +272,7 @@ def disaggregated_wait(teacher_step, gen, fwd, rest) -> sp.Expr:
     first = gen + tau + rest + (ga - 1) * (fwd + rest) + sp.Max(0, ga - 2) * gen
     chain = gen + ga * tau + rest
     last = ga * gen + sp.Max(0, ga - 2) * (fwd + rest) + tau + rest
-    return sp.Max(student, first, chain, last) - student
+    return sp.Max(student, first, chain, last, evaluate=False) - student  # unevaluated: its four paths are large, comparing them costs minutes
 
 
 def terms() -> dict[str, sp.Expr]:
@@ -257,7 +286,8 @@ def terms() -> dict[str, sp.Expr]:
     P_local = total_params(S) / (1 + y.z_o * (y.s_sh - 1))
     gathers = student_fsdp_comm()
     t = {
-        "generation": ga * y.lam * generation(),
+        "generation": generations_per_step() * generation(memory.gen_batch()),
+        "weight_sync": weight_refresh(),
         "student_forward": ga * fwd,
         "student_backward": ga * bwd,
         "loss": ga * loss_pass(),
@@ -276,5 +306,6 @@ def terms() -> dict[str, sp.Expr]:
         "teacher_cache_pass": y.cache * cache_pass(),
     }
     rest = bwd + loss_pass() + sp.Max(0, gathers - window) + y.b * xfer
-    t["teacher_wait"] = y.disagg * disaggregated_wait(t_side, y.lam * generation(), fwd, rest)
+    per_micro = (generations_per_step() * generation(memory.gen_batch()) + weight_refresh()) / ga  # a micro-step's share
+    t["teacher_wait"] = y.disagg * disaggregated_wait(t_side, per_micro, fwd, rest)
     return t

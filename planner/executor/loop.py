@@ -236,6 +236,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
 
     pre = Ahead(produce) if plan.schedule == "async" else None
     current: dict = {}  # async: this step's generated micro-batches
+    generated: dict = {}  # vllm: the step's on-policy micro-batches, generated together at its first
 
     def make(step: int, micro: int):
         batch, gen = sample(step, micro)
@@ -244,10 +245,16 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         elif gen:
             clock.lap("teacher")  # --phases: what came before is the teacher's (as without generation)
             if engine is not None:  # vLLM: the trainer's weights in place first, when a step changed them
-                if engine.stale:
-                    engine.refresh(model)
-                    clock.lap("weight_sync")
-                batch = engine.generate(batch.pad(batch.prompt_len, w.completion_len), w.temperature, sample_seed(seed, step, micro, lay.dp_rank))
+                if (step, micro) not in generated:  # the step's first on-policy micro-batch: all of them, in one call
+                    if engine.stale:
+                        engine.refresh(model)
+                        clock.lap("weight_sync")
+                    todo = [m for m in range(micro, plan.grad_accum) if sample(step, m)[1]]
+                    outs = engine.generate_many([b.pad(b.prompt_len, w.completion_len) for b in (sample(step, m)[0] for m in todo)], w.temperature,
+                                                [sample_seed(seed, step, m, lay.dp_rank) for m in todo])
+                    generated.clear()
+                    generated.update({(step, m): b for m, b in zip(todo, outs)})
+                batch = generated.pop((step, micro))
             else:
                 batch = rollout(step, micro, batch)
             clock.lap("generation")

@@ -107,11 +107,43 @@ def load_cluster(ref: str, nodes: int | None = None) -> Cluster:
 def load_runtime(ref: str = DEFAULT_RUNTIME) -> Runtime:
     """A runtime from a bundled name (`trl-gkd`, `trl-distillation`, `trl-server`, `kd-planner`) or a YAML file."""
     path = _find(ref, "runtimes", None)
-    data = read_mapping(path)
+    data = _runtime_mapping(path, ())
     try:
         return Runtime(**data)
     except ValidationError as e:
         raise from_validation(e, str(path)) from None
+
+
+def _runtime_mapping(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A runtime file's mapping; one with `base: NAME` (a bundled runtime or a file) is that
+    runtime's with this file's keys over it, nested mappings merged key by key."""
+    data = read_mapping(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise InputError(f"{path}: base: must name a runtime (a bundled name or a YAML file), got {base!r}")
+    base_path = _find(base, "runtimes", path.parent)
+    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
+        raise InputError(f"{path}: base: '{base}' leads back to itself")
+    return _merged(_runtime_mapping(base_path, (*seen, path.resolve())), data)
+
+
+def runtime_file_schema() -> dict[str, Any]:
+    """The JSON Schema of a runtime *file* (`planner schema runtime`): a whole runtime, or one that
+    names a `base` runtime and writes only what differs (checked in full once merged, on load)."""
+    full = Runtime.model_json_schema()
+    defs = full.pop("$defs", {})
+    partial = {"type": "object", "required": ["base"], "description": "A runtime over a base one: its keys replace the base's, mappings merged key by key.",
+               "properties": {"base": {"type": "string", "description": "The runtime this one changes: a bundled name or a YAML file (relative to this one)."}}}
+    return {"$defs": defs, "anyOf": [full, partial]}
+
+
+def _merged(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(under)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _job_file_schema(schema: dict[str, Any]) -> None:

@@ -19,14 +19,38 @@ Gather = Literal["once", "per_step"]
 GATHERS: tuple[str, ...] = ("once", "per_step")  # planner.strategy spells the plan's choice
 
 
-class Generation(Strict):
+Engine = Literal["hf-eager", "hf-static", "vllm"]
+
+
+class EngineCosts(Strict):
+    """How a runtime runs one rollout engine: its host time per decode step, how many sequences one
+    generation holds, and, for a serving engine (vLLM) beside the trainer, what it reserves and what
+    moving the trainer's weights into it costs."""
+
+    layer_overhead_us: float = Field(ge=0, description="Host time per decoder layer per decode step (Python, kernel launches), microseconds; a decode step takes the larger of this x layers and the device time. Fitted on published decode latencies (bench/references).")
+    batch: Literal["micro", "step"] = Field("micro", description="What one generation covers: `micro`, each micro-batch's b samples in turn (GKDTrainer's training_step); `step`, every on-policy sample of the rank's optimizer step at once, ga x b (TRL 1.16 DistillationTrainer's generation batch, `_prepare_inputs`; a vLLM engine batching them continuously). The weights are read once per decode step for all the sequences one generation holds.")
+    memory_utilization: float | Literal["fill"] | None = Field(None, description="vllm: the share of each GPU's memory the engine reserves for its weights and KV cache (vLLM gpu_memory_utilization; TRL's vllm_gpu_memory_utilization, 0.3 by default), or `fill`: what the plan needs, its weights and the cache of every sequence one generation holds (the planner writes the share into the plan; a plan where that does not fit is out of memory); under a fixed share, the sequences that fit its KV cache at once bound each decode wave. Unset: the trainer's own model generates (no engine).")
+    sleep: bool = Field(False, description="vllm: the engine sleeps while the trainer runs (vLLM sleep mode; TRL `vllm_enable_sleep_mode`): its reservation is freed for training and taken again per generation (`wake_ms`); without it the reservation stays held beside the trainer.")
+    wake_ms: float = Field(0.0, ge=0, description="vllm with sleep: fixed time to wake the engine (weights and KV cache mapped again) per generation, milliseconds.")
+    refresh_tensor_overhead_us: float = Field(0.0, ge=0, description="vllm: fixed time per parameter tensor of the per-step weight refresh beyond the copy itself (TRL 1.16 colocate: one `load_weights([(name, param)])` call per tensor), microseconds.")
+    tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; 1: one engine per GPU (or the trainer's own model; its decode all-reduces are not modelled).")
+
+    @property
+    def serving(self) -> bool:
+        """A separate serving engine (vLLM) beside the trainer, with a reservation of its own."""
+        return self.memory_utilization is not None
+
+
+class Generation(EngineCosts):
     """How on-policy completions are generated (prefill, then one decode step per token)."""
 
-    engine: Literal["hf-eager", "hf-static", "vllm"] = Field(description="hf-eager: `model.generate`/a Python decode loop, one kernel launch per op; hf-static: static KV cache + torch.compile (CUDA graphs); vllm: a serving engine.")
-    layer_overhead_us: float = Field(ge=0, description="Host time per decoder layer per decode step (Python, kernel launches), microseconds; a decode step takes the larger of this x layers and the device time. Fitted on published decode latencies (bench/references).")
+    engine: Engine = Field(description="hf-eager: `model.generate`/a Python decode loop, one kernel launch per op; hf-static: static KV cache + torch.compile (CUDA graphs); vllm: a serving engine.")
     sharded_gather: list[Gather] = Field(min_length=1, description="How this runtime can gather a ZeRO-3/HSDP student for generation: `once` per generation (the whole model in the compute dtype, TRL's ds3_gather_for_generation) and/or `per_step` (layer by layer at every decode step, FSDP2's hooks: less memory, a gather per step). The search tries each listed mode and the plan records its choice; a single word is read as a list of one.")
-    other_engines: dict[Literal["hf-eager", "hf-static", "vllm"], float] = Field(default_factory=dict, description="Other rollout engines this runtime can run colocated with the trainer, each with its host time per decoder layer per decode step (microseconds, as layer_overhead_us): the search tries each on a backend without its own decode_layer_overhead_us (workload.rollout_engine can fix one); the plan's rollout.engine records the choice. Empty: only `engine`.")
-    tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; 1: the trainer's own model generates (its decode all-reduces are not modelled).")
+    other_engines: dict[Engine, EngineCosts] = Field(default_factory=dict, description="Other rollout engines this runtime can run colocated with the trainer, each with its costs: the search tries each on a backend without its own decode_layer_overhead_us (workload.rollout_engine can fix one); the plan's rollout.engine records the choice. Empty: only `engine`.")
+
+    def costs(self, engine: str | None = None) -> EngineCosts:
+        """The costs of `engine` (None: this runtime's own) under this runtime."""
+        return self if engine in (None, self.engine) else self.other_engines[engine]
 
     @field_validator("sharded_gather", mode="before", json_schema_input_type=Gather | list[Gather])
     @classmethod
@@ -75,6 +99,7 @@ class Runtime(Strict):
     expert_parallel: bool = Field(False, description="Whether this runtime can split a mixture-of-experts teacher's experts over ranks (expert parallelism, `+ep:N`); the search never recommends an expert-parallel teacher under a runtime that cannot.")
     tp_experts: bool = Field(True, description="Whether this runtime's tensor parallelism splits a mixture-of-experts teacher's experts too (vLLM, Megatron do); false: the search never recommends a tp split of an MoE teacher under it.")
 
+    teacher_engine: Literal["pytorch", "vllm-server"] = Field("pytorch", description="What runs the teacher: pytorch (in the trainer's torch.distributed world) or vllm-server (vLLM servers of the teacher on GPUs of their own, top-k log-probs over the network).")
     teacher_outputs: list[Literal["logits", "topk", "cached"]] | None = Field(
         None, description="Teacher outputs this runtime can train from (full logits, top-k, an offline top-k cache); unset: any. The search tries only these.")
     topk_dense_buffers: int = Field(1, ge=0, description="fp32 [tokens, V] tensors a top-k loss still keeps alive (the dense gradient of the student's logits; a full log-softmax before gathering adds more).")

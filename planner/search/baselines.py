@@ -6,11 +6,16 @@
 | `trl-gkd-ddp` | a teacher replica per rank, student DDP | `trl-gkd` | full logits |
 | `trl-distill-zero3` | both models ZeRO-3 over one world | `trl-distillation` (DistillationTrainer) | full logits |
 | `trl-distill-ddp` | a teacher replica per rank, student DDP | `trl-distillation` | full logits |
+| `trl-vllm-zero3` / `-ddp` | as `trl-distill-*`, rollouts from a colocated vLLM engine (`use_vllm`, colocate) | `trl-distillation-vllm` | full logits |
+| `trl-vllm-sleep-zero3` / `-ddp` | the same with `vllm_enable_sleep_mode` | `trl-distillation-vllm-sleep` | full logits |
 | `trl-server` | teacher behind a vLLM server on GPUs of its own (replicas or tensor-parallel), student FSDP2 on the rest | `trl-server` | top-k log-probs |
+| `trl-server-vllm` | the same, rollouts from a colocated vLLM engine | `trl-server-vllm` | top-k log-probs |
 
 Each is tried at every micro-batch (and `trl-server` at every teacher GPU count and split its
 server runs) that reaches the global batch; its best configuration that fits stands for it. The
-plans are compared with the strongest baseline that fits (`strongest`).
+plans are compared with the strongest baseline that fits (`strongest`). Not yet costed: TRL's vLLM
+*server* mode for rollouts, `AsyncDistillationTrainer` and verl's on-policy distillation, which put
+the rollouts on GPUs of their own (a dedicated rollout role the search does not place yet).
 """
 
 from __future__ import annotations
@@ -36,7 +41,12 @@ BASELINES = (
     Baseline("trl-gkd-ddp", "trl-gkd", "logits", "ddp"),
     Baseline("trl-distill-zero3", "trl-distillation", "logits", "zero3"),
     Baseline("trl-distill-ddp", "trl-distillation", "logits", "ddp"),
+    Baseline("trl-vllm-zero3", "trl-distillation-vllm", "logits", "zero3"),
+    Baseline("trl-vllm-ddp", "trl-distillation-vllm", "logits", "ddp"),
+    Baseline("trl-vllm-sleep-zero3", "trl-distillation-vllm-sleep", "logits", "zero3"),
+    Baseline("trl-vllm-sleep-ddp", "trl-distillation-vllm-sleep", "logits", "ddp"),
     Baseline("trl-server", "trl-server", "topk", "server"),
+    Baseline("trl-server-vllm", "trl-server-vllm", "topk", "server"),
 )
 BY_NAME = {b.name: b for b in BASELINES}
 ALIASES = {"trl-zero3": "trl-gkd-zero3", "trl-ddp": "trl-gkd-ddp"}  # the names before issue 17

@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+import math
+
 from planner.inputs.cluster import Cluster
-from planner.inputs.load import Job
+from planner.inputs.load import Job, load_runtime
 from planner.plan import Plan, Predicted
 from planner.search import output
 from planner.search.rank import Scored, speedup
 from planner.strategy import Strategy
 
 strategy_of = Strategy.from_plan  # kept for callers that predate `Strategy.from_plan`
+
+
+def roles(sc: Scored) -> dict:
+    """Who does what on which GPUs (DESIGN.md 6b): the rollout (the student's generation), the teacher
+    (scoring) and the trainer (the student's update), as `-f json` gives them. The rollout shares the
+    trainer's GPUs (colocated: a serving engine sleeps or keeps its reservation beside it); dedicated
+    rollout GPUs are not searched yet, so the schedule is synchronous (`schedule_reason`)."""
+    st, rt = sc.strategy, load_runtime(sc.runtime)
+    engine = rt.generation.costs(st.rollout if st.rollout in (rt.generation.engine, *rt.generation.other_engines) else None)
+    return {"rollout": {"gpus": st.n_S, "placement": "colocated", "engine": st.rollout, "tp": engine.tensor_parallel},
+            "teacher": {"gpus": st.n_T, "engine": rt.teacher_engine, "split": st.teacher_part,
+                        "placement": "shares the trainer's GPUs" if st.placement == "colocated" else "GPUs of its own"},
+            "trainer": {"gpus": st.n_S, "split": st.student_part}}
+
+
+SCHEDULE_REASON = ("sync: one step ahead (async) overlaps the rollouts with training only where they run on devices of "
+                   "their own; colocated they share the trainer's GPUs, and dedicated rollout GPUs are not searched yet")
+
+
+def roles_line(sc: Scored) -> str:
+    """The recommended plan's roles in one sentence."""
+    r = roles(sc)
+    ro, te, tr = r["rollout"], r["teacher"], r["trainer"]
+    tp = f", tp {ro['tp']}" if ro["tp"] > 1 else ""
+    return (f"rollout {ro['engine']} on the trainer's {ro['gpus']} GPUs{tp}; teacher {te['split']} ({te['engine']}) on "
+            f"{te['gpus']} GPUs ({te['placement']}); trainer {tr['split']} on {tr['gpus']} GPUs; schedule sync")
 
 
 def predicted(sc: Scored, baseline: Scored | None, baseline_name: str | None = None) -> Predicted:
@@ -25,4 +53,9 @@ def to_plan(sc: Scored, job: Job, cluster: Cluster, cluster_ref: str, baseline: 
     """The plan file for one scored candidate: its strategy's layout, its teacher output in the
     plan's workload, and the predictions."""
     job = output.with_output(job, sc.output)
-    return sc.strategy.to_plan(job, cluster, cluster_ref, runtime, predicted(sc, baseline, baseline_name))
+    plan = sc.strategy.to_plan(job, cluster, cluster_ref, runtime, predicted(sc, baseline, baseline_name))
+    reserved = sc.figures.get("engine_reservation", 0.0)
+    if plan.rollout.engine == "vllm" and reserved > 0:  # the share of each GPU the engine may take, as costed
+        share = min(0.95, math.ceil(1000 * reserved / (cluster.gpu.mem_gib * 2**30)) / 1000)
+        plan = plan.model_copy(update={"rollout": plan.rollout.model_copy(update={"gpu_memory_utilization": share})})
+    return plan

@@ -138,7 +138,7 @@ def score(cands: list[Strategy], reasons: list[str | None], job: Job, cluster: C
         return []
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
     values = bind.job_values(job, cluster, runtime)
-    res = evaluate(values | space.columns(cands, cluster) | space.engine_columns(cands, runtime, values["ov_dec"]))
+    res = evaluate(values | space.columns(cands, cluster) | space.engine_columns(cands, runtime, cluster.backend))
     usable, limit = bind.usable_bytes(cluster), reserve.limit(cluster)
     keys = list(res)
     table = np.stack([np.asarray(res[k], dtype=float) for k in keys], axis=1)
@@ -199,10 +199,27 @@ def baselines(job: Job, cluster: Cluster, reserve: Reserve = Reserve()) -> dict[
     output, best configuration each, judged against the same memory reserve as the plans."""
     out = {}
     for base in trl.BASELINES:
-        cands = trl.layouts(base, job, cluster)
-        out[base.name] = best_baseline(score(cands, [None] * len(cands), outputs.with_output(job, base.output), cluster,
-                                             load_runtime(base.runtime), reserve))
+        rt = load_runtime(base.runtime)
+        cands = [replace(c, rollout=rt.generation.engine) for c in trl.layouts(base, job, cluster)]  # its own engine
+        out[base.name] = best_baseline(score(cands, [None] * len(cands), outputs.with_output(job, base.output), cluster, rt, reserve))
     return out
+
+
+def teacher_gpus_why(res: SearchResult) -> str:
+    """Why the recommended plan gives the teacher that many GPUs: the fastest plan that fits with each
+    other teacher GPU count (colocated: every GPU holds both), in samples/s."""
+    if not res.ranked:
+        return ""
+    best: dict[str, float] = {}
+    for sc in res.ranked:
+        key = "colocated" if sc.strategy.placement == "colocated" else f"{sc.strategy.n_T} of {sc.strategy.n_T + sc.strategy.n_S}"
+        best[key] = max(best.get(key, 0.0), sc.samples_per_s)
+    first = res.ranked[0].strategy
+    mine = "colocated" if first.placement == "colocated" else f"{first.n_T} of {first.n_T + first.n_S}"
+    if len(best) < 2:
+        return f"{mine}, the only split that fits"
+    order = sorted(best, key=lambda k: (k != "colocated", int(k.split()[0]) if k != "colocated" else 0))
+    return "fastest plan that fits with each: " + ", ".join(f"{k} {best[k]:.2f}" + (" (this one)" if k == mine else "") for k in order) + " samples/s"
 
 
 def strongest(base: dict[str, Scored | None]) -> str | None:

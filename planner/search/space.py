@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from planner.cost.bind import strategy_values
+from planner.cost.bind import engine_values, strategy_values
 from planner.inputs.cluster import Cluster
 from planner.inputs.load import Job
 from planner.inputs.runtime import Runtime
@@ -82,6 +82,9 @@ def _micro_batches(job: Job, n_S: int) -> tuple[list[int], int]:
     return ok, (w.micro_batch_max - w.micro_batch_min + 1) - len(ok)
 
 
+SERVING = ("vllm",)  # rollout engines that are serving engines beside the trainer (bind.engine_values: eng)
+
+
 def rollout_engines(job: Job, cluster: Cluster, runtime: Runtime) -> tuple[str, ...]:
     """The rollout engines the search tries: the one `workload.rollout_engine` fixes, else the
     runtime's own and, when the job generates on a backend whose decode host time the runtime does
@@ -101,15 +104,14 @@ def engine_rejection(engine: str, runtime: Runtime) -> str | None:
     return f"the {runtime.name} runtime has no {engine} rollout engine (workload.rollout_engine)"
 
 
-def engine_columns(cands: list[Strategy], runtime: Runtime, own: float) -> dict[str, np.ndarray]:
-    """The decode host time per layer (`ov_dec`) of each candidate's rollout engine, where some
-    candidate's engine is one of the runtime's `generation.other_engines` (the others keep `own`, s)."""
-    other = runtime.generation.other_engines
-    if not any(c.rollout in other and c.rollout != runtime.generation.engine for c in cands):
+def engine_columns(cands: list[Strategy], runtime: Runtime, backend: str) -> dict[str, np.ndarray]:
+    """The symbols of each candidate's rollout engine (`bind.engine_values`), as columns, where some
+    candidate's engine is not the runtime's own (the job's values hold the runtime's own)."""
+    own = runtime.generation.engine
+    if all(c.rollout == own for c in cands):
         return {}
-    # `own`: the job's ov_dec, the runtime's engine on this backend
-    return {"ov_dec": np.array([other[c.rollout] * 1e-6 if c.rollout in other and c.rollout != runtime.generation.engine else own
-                                for c in cands], dtype=float)}
+    by_engine = {e: engine_values(runtime, e, backend) for e in {c.rollout for c in cands}}
+    return {k: np.array([by_engine[c.rollout][k] for c in cands], dtype=float) for k in next(iter(by_engine.values()))}
 
 
 def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",),
@@ -123,8 +125,9 @@ def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("
         for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
             for s_name, s_sh, r_S, gather in student_splits(n_S, cluster, gathers):
                 for b in bs:
+                    # a serving engine gets the weights in the step's refresh, gathered once: it has no per-step gather
                     cands += [Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, gather=gather, rollout=e, **degree)
-                              for e in engines]
+                              for e in engines if gather == "once" or e not in SERVING]
     return cands, [c.rejection(job) for c in cands]
 
 

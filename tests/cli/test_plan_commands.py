@@ -20,7 +20,7 @@ def test_estimate_default_replicate_infeasible(runner):
     assert d["feasible"] is False and "out of memory" in d["reason"]
     for key in ("student_weights", "student_grads", "student_optimizer", "student_activations", "teacher_weights", "logits", "loss_buffers", "total"):
         assert key in d["memory_bytes"]
-    assert d["time_s"]["total"] == sum(v for k, v in d["time_s"].items() if k != "total")
+    assert d["time_s"]["total"] == pytest.approx(sum(v for k, v in d["time_s"].items() if k != "total"), rel=1e-12)
 
 
 def test_estimate_trl_zero3_largest_comm_is_teacher_gather(runner, tmp_path):
@@ -72,8 +72,12 @@ def test_recommend_json_keys(runner):
     for p in d["plans"]:
         assert {"strategy", "teacher", "student", "placement", "micro_batch", "grad_accum", "free_bytes", "predicted",
                 "speedup_vs_baseline", "baseline", "speedup_vs_baselines", "teacher_output", "tied_with_first"} <= set(p)
-        suffix = "" if p["teacher_output"] == "logits" else "+" + p["teacher_output"]
+        engine = p["roles"]["rollout"]["engine"]
+        suffix = ("" if engine == "hf-eager" else "+" + engine) + ("" if p["teacher_output"] == "logits" else "+" + p["teacher_output"])
         assert p["strategy"] == f"{p['teacher']}/{p['student']}/{p['placement'] if p['placement'] == 'colocated' else 'disaggregated:' + str(p['teacher_gpus'])}/{p['micro_batch']}{suffix}"
+        roles = p["roles"]  # issue 26: each role's GPUs, engine and split
+        assert roles["trainer"] == {"gpus": p["student_gpus"], "split": p["student"]} and roles["rollout"]["gpus"] == p["student_gpus"]
+        assert roles["teacher"]["gpus"] == p["teacher_gpus"] and roles["teacher"]["split"] == p["teacher"] and p["schedule"] == "sync"
         assert {"samples_per_s", "step_time_s", "memory_bytes_per_device", "memory_bytes", "time_s"} <= set(p["predicted"])
         assert p["baseline"] == d["strongest_baseline"] == p["predicted"]["baseline"]
         assert p["speedup_vs_baseline"] == pytest.approx(p["predicted"]["samples_per_s"] / fit[p["baseline"]])
@@ -147,11 +151,11 @@ def test_recommend_default_output_fits_100_columns(runner, args):
 
 
 def test_recommend_wide_shows_every_column(runner):
-    narrow = runner.invoke(app, ["recommend"], env={"COLUMNS": "250"}).stdout
-    wide = runner.invoke(app, ["recommend", "--wide"], env={"COLUMNS": "250"}).stdout
+    narrow = runner.invoke(app, ["recommend"], env={"COLUMNS": "400"}).stdout  # --wide: a column per baseline (10)
+    wide = runner.invoke(app, ["recommend", "--wide"], env={"COLUMNS": "400"}).stdout
     for column in ("peak GiB (largest term)", "vs trl-gkd-ddp", "step s"):
         assert column in wide and column not in narrow
-    assert re.search(r"\d\.\d \(teacher_weights\) OOM", wide) and re.search(r"\d\.\d OOM", narrow) and "(teacher_weights)" not in narrow
+    assert re.search(r"\d\.\d \(teacher_weights\)[ │]+OOM", wide) and re.search(r"\d\.\d +OOM", narrow) and "(teacher_weights)" not in narrow
     assert max(map(len, wide.splitlines())) > 100
 
 

@@ -2,6 +2,7 @@
 plan wins, and the plan file that records the choice."""
 
 import json
+import re
 
 import yaml
 
@@ -41,7 +42,7 @@ def test_a_top_k_winner_is_named_with_its_approximation(runner, tmp_path):
     r = runner.invoke(app, ["recommend", "-m", str(tmp_path / "topk.yaml"), "-o", str(out)], env={"COLUMNS": "100"})
     assert r.exit_code == 0, r.stderr
     plan = load_plan(out)
-    first = r.stdout.split("\n                1  ")[1].split()[0]
+    first = re.search(r"^\s+1  (\S+)", r.stdout, re.M).group(1)
     assert plan.workload.teacher_output == "topk" and first.endswith("+topk")
     assert "Note: it trains on the teacher's top-64" in r.stdout and "approximation" in r.stdout
     assert plan.predicted.baseline and f"Speed-ups are over {plan.predicted.baseline} (" in r.stdout

@@ -16,6 +16,13 @@ from planner.strategy import Strategy
 BIG = "jobs/qwen3-235b-a22b-to-30b-a3b.yaml"  # the 30B-A3B student: 57 GiB of bf16 weights gathered once
 
 
+def _eager_job(*args):
+    """A job whose rollouts the trainer's own model generates (a vLLM engine gets its weights in the
+    step's refresh and is never gathered per decode step)."""
+    job = load_job(*args)
+    return job.model_copy(update={"workload": job.workload.model_copy(update={"rollout_engine": "hf-eager"})})
+
+
 def _runtime(*gathers):
     rt = load_runtime("kd-planner")
     return rt.model_copy(update={"generation": rt.generation.model_copy(update={"sharded_gather": list(gathers)})})
@@ -28,7 +35,7 @@ def _twin(sc: rank.Scored, job, cl, gather: str) -> rank.Scored:
 
 
 def test_search_gathers_per_step_when_once_does_not_fit(root):
-    job, cl = load_job(str(root / BIG)), load_cluster("dgx-a100", 2)
+    job, cl = _eager_job(str(root / BIG)), load_cluster("dgx-a100", 2)
     res = rank.search(job, cl)
     assert res.ranked, "the default runtime plans the 235B -> 30B job"
     first = res.ranked[0]
@@ -44,7 +51,7 @@ def test_search_gathers_per_step_when_once_does_not_fit(root):
 def test_search_gathers_once_where_it_fits_and_is_faster(root):
     """The same job on 141 GB GPUs: the whole bf16 student fits next to the rest, and a gather per
     generation instead of per token wins; per step would hold less and run slower."""
-    job, cl = load_job(str(root / BIG)), load_cluster("hgx-h200", 2)
+    job, cl = _eager_job(str(root / BIG)), load_cluster("hgx-h200", 2)
     res = rank.search(job, cl)
     first = res.ranked[0]
     assert first.strategy.student in ("zero3", "hsdp") and first.strategy.gather == "once"
@@ -55,7 +62,7 @@ def test_search_gathers_once_where_it_fits_and_is_faster(root):
     assert any((s.strategy, s.output) == (per_step.strategy, per_step.output) for s in res.ranked[1:])
     # the default job: its 8B student gathered once costs no memory beyond the training phase, so
     # per step is slower in the same memory and set aside
-    job, cl = load_job(), load_cluster("dgx-h100", 2)
+    job, cl = _eager_job(), load_cluster("dgx-h100", 2)
     res = rank.search(job, cl)
     first = res.ranked[0]
     assert first.strategy.student in ("zero3", "hsdp") and first.strategy.gather == "once"
@@ -68,7 +75,7 @@ def test_search_gathers_once_where_it_fits_and_is_faster(root):
 
 def test_per_step_wins_once_a_reserve_leaves_no_room_for_the_whole_student(root):
     """The same job, cluster and layout: a memory reserve between the two peaks flips the choice."""
-    job, cl = load_job(str(root / BIG)), load_cluster("hgx-h200", 2)
+    job, cl = _eager_job(str(root / BIG)), load_cluster("hgx-h200", 2)
     first = rank.search(job, cl).ranked[0]
     per_step = _twin(first, job, cl, "per_step")
     gap = first.figures["mem_peak"] - per_step.figures["mem_peak"]
@@ -80,7 +87,7 @@ def test_per_step_wins_once_a_reserve_leaves_no_room_for_the_whole_student(root)
 
 
 def test_only_generating_sharded_students_get_both_ways():
-    job, cl = load_job(), load_cluster("dgx-h100", 2)
+    job, cl = _eager_job(), load_cluster("dgx-h100", 2)
     both = space.gathers(job, load_runtime("kd-planner"))
     assert both == ("once", "per_step")
     cands, _ = space.enumerate_candidates(job, cl, both)
@@ -93,7 +100,7 @@ def test_only_generating_sharded_students_get_both_ways():
 
 
 def test_the_grammar_and_the_plan_carry_the_gather():
-    job, cl = load_job(), load_cluster("dgx-h100", 2)
+    job, cl = _eager_job(), load_cluster("dgx-h100", 2)
     st = Strategy.parse("shard:16/hsdp:8+per_step/colocated/4", cl)
     assert (st.student, st.s_sh, st.gather) == ("hsdp", 8, "per_step") and str(st) == "shard:16/hsdp:8+per_step/colocated/4"
     assert Strategy.parse("shard:16/zero3+once/colocated/4", cl) == Strategy.parse("shard:16/zero3/colocated/4", cl)

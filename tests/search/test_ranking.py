@@ -101,9 +101,12 @@ def test_every_plan_keeps_the_reserve_free():
 
 
 def test_ties_are_one_group_led_by_the_simplest_with_the_most_headroom():
-    """On the default job many plans tie within 1% (generation dominates every layout): #1 is the
-    simplest placement and teacher split among them, and of those the one with the most free memory."""
-    res = rank.search(load_job(), load_cluster("dgx-h100"))
+    """On the default job with eager rollouts many plans tie within 1% (generation dominates every
+    layout): #1 is the simplest placement and teacher split among them, and of those the one with the
+    most free memory."""
+    job = load_job()
+    job = job.model_copy(update={"workload": job.workload.model_copy(update={"rollout_engine": "hf-eager"})})
+    res = rank.search(job, load_cluster("dgx-h100"))
     tied = res.ranked[:res.tied]
     assert len(tied) > 1
     first = tied[0]
@@ -112,7 +115,7 @@ def test_ties_are_one_group_led_by_the_simplest_with_the_most_headroom():
     assert key(first) == simplest and first.output == "logits"
     assert first.free == max(s.free for s in tied if key(s) == simplest)
     assert "free" in res.why_first and f"{first.free / 2**30:.1f} GiB" in res.why_first
-    wider = rank.search(load_job(), load_cluster("dgx-h100"), margin=0.05)
+    wider = rank.search(job, load_cluster("dgx-h100"), margin=0.05)
     assert wider.tied >= res.tied
 
 
@@ -129,7 +132,8 @@ def test_more_inter_node_bandwidth_never_slows_the_best_plan(job_name, cluster_n
     times = []
     for factor in (0.05, 0.25, 1.0, 4.0, 20.0):
         tier = cl.inter_node.model_copy(update={"bw_gb_per_s": cl.inter_node.bw_gb_per_s * factor})
-        times.append(rank.search(job, cl.model_copy(update={"inter_node": tier})).ranked[0].figures["step_time"])
+        # the fastest plan (the recommended one may be up to the tie margin slower, for more free memory)
+        times.append(min(s.figures["step_time"] for s in rank.search(job, cl.model_copy(update={"inter_node": tier})).ranked))
     assert all(b <= a * (1 + 1e-12) for a, b in zip(times, times[1:])), times
     assert times[-1] < times[0]  # and on these jobs the network matters at all
 

@@ -11,10 +11,17 @@ the student's completions.
   (checkpoint names, as `save_pretrained` writes them; on a CPU vLLM repacks fp32 linear weights
   for oneDNN, so `load_weights` on the repacked model would fail, `reload_weights` goes through the
   loader). The refresh is timed as `weight_sync`.
-- Sleep: on a GPU the engine is started with `enable_sleep_mode` and sleeps (level 1: weights
-  offloaded, KV cache freed) while the trainer runs, woken before each rollout. vLLM's CPU backend
-  has no sleep mode (its CuMem allocator is CUDA's): on a CPU the engine stays awake, holding its
-  KV cache (`VLLM_CPU_KVCACHE_SPACE` GiB).
+- Batch: one `generate` call covers every on-policy micro-batch of the step (`generate_many`, the
+  plan's `rollout.engine: vllm` costed with `batch: step`): the engine batches them continuously
+  and reads its weights once per decode step for all of them.
+- Sleep: on a GPU the engine is started with `enable_sleep_mode` and sleeps at level 2 (weights and
+  KV cache freed: the trainer's weights are loaded into it before the next rollout anyway, as TRL's
+  colocate mode does) while the trainer runs, woken before each refresh and rollout. vLLM's CPU
+  backend has no sleep mode (its CuMem allocator is CUDA's): on a CPU the engine stays awake,
+  holding its KV cache (`VLLM_CPU_KVCACHE_SPACE` GiB).
+- Compile: vLLM's default (torch.compile, CUDA graphs on a GPU); `KD_PLANNER_VLLM_EAGER=1` starts it
+  with `enforce_eager` instead (20-50 s to start on a CPU, against about 110 s, and a slower decode:
+  the test suite sets it).
 - Sampling: the loss temperature, no top-k/top-p, exactly `completion_len` tokens (`ignore_eos`,
   `min_tokens`), a seed per sample from (seed, step, micro-step, rank, sample): reproducible for one
   engine build, but not the same tokens as the hf-eager loop (another sampler).
@@ -69,18 +76,23 @@ class VllmColocated:
         self.sleeps = cuda
         kw = dict(distributed_executor_backend="external_launcher") if world > 1 else {}
         self.llm = LLM(model=self.folder.name, skip_tokenizer_init=True, dtype="float32" if not cuda else dtype,
-                       max_model_len=max_len, enforce_eager=not cuda, seed=seed, tensor_parallel_size=tp,
-                       gpu_memory_utilization=memory_fraction, enable_sleep_mode=cuda, **kw)
+                       max_model_len=max_len, enforce_eager=os.environ.get("KD_PLANNER_VLLM_EAGER") == "1", seed=seed,
+                       tensor_parallel_size=tp, gpu_memory_utilization=memory_fraction, enable_sleep_mode=cuda, **kw)
         self.stale = False  # weights changed since the engine last loaded them
+        self.asleep = False
         self.sync_s = 0.0
+
+    def _wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     def refresh(self, model: torch.nn.Module) -> float:
         """Load the trainer's current weights into the engine in place; seconds taken."""
         t0 = time.perf_counter()
         inner = model.module if hasattr(model, "module") else model
         state = full_state_dict(inner)
-        if self.sleeps:
-            self.llm.wake_up()
+        self._wake()
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter([(k, v.detach()) for k, v in state.items()]),
                                                           "is_checkpoint_format": True})
         self.stale = False
@@ -89,19 +101,32 @@ class VllmColocated:
         return dt
 
     def generate(self, batch: Batch, temperature: float, seed: int) -> Batch:
+        return self.generate_many([batch], temperature, [seed])[0]
+
+    def generate_many(self, batches: list[Batch], temperature: float, seeds: list[int]) -> list[Batch]:
+        """Each batch with its completion, all from one `generate` call; sample i of a batch draws with
+        seed (its seed + i), as a call per batch would."""
         from vllm import SamplingParams
 
-        P, C = batch.prompt_len, batch.completion_len
-        ids, mask = batch.input_ids[:, :P], batch.attention_mask[:, :P]
-        prompts = [{"prompt_token_ids": ids[i][mask[i].bool()].tolist()} for i in range(ids.shape[0])]
-        params = [SamplingParams(temperature=temperature, top_p=1.0, top_k=0, max_tokens=C, min_tokens=C, ignore_eos=True,
-                                 seed=(seed + i) % (2**63), detokenize=False) for i in range(len(prompts))]
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
-        completion = torch.tensor([list(o.outputs[0].token_ids) for o in outs], dtype=ids.dtype, device=ids.device)
+        prompts, params = [], []
+        for batch, seed in zip(batches, seeds, strict=True):
+            ids, mask = batch.input_ids[:, :batch.prompt_len], batch.attention_mask[:, :batch.prompt_len]
+            prompts += [{"prompt_token_ids": ids[i][mask[i].bool()].tolist()} for i in range(ids.shape[0])]
+            params += [SamplingParams(temperature=temperature, top_p=1.0, top_k=0, max_tokens=batch.completion_len,
+                                      min_tokens=batch.completion_len, ignore_eos=True, seed=(seed + i) % (2**63), detokenize=False)
+                       for i in range(ids.shape[0])]
+        self._wake()
+        outs = iter(self.llm.generate(prompts, params, use_tqdm=False))
         if self.sleeps:
-            self.llm.sleep(level=1)
-        new_mask = torch.cat([mask, torch.ones_like(completion)], dim=1)
-        return Batch(torch.cat([ids, completion], dim=1), new_mask, completion.masked_fill(completion < 0, IGNORE), batch.index)
+            self.llm.sleep(level=2)
+            self.asleep = True
+        done = []
+        for batch in batches:
+            ids, mask = batch.input_ids[:, :batch.prompt_len], batch.attention_mask[:, :batch.prompt_len]
+            completion = torch.tensor([list(next(outs).outputs[0].token_ids) for _ in range(ids.shape[0])], dtype=ids.dtype, device=ids.device)
+            new_mask = torch.cat([mask, torch.ones_like(completion)], dim=1)
+            done.append(Batch(torch.cat([ids, completion], dim=1), new_mask, completion.masked_fill(completion < 0, IGNORE), batch.index))
+        return done
 
     def close(self) -> None:
         del self.llm
