@@ -210,9 +210,11 @@ def plan_of(s: Strategy, job, cluster: Cluster, cluster_ref: str, runtime: str =
     same ranks (colocated) or the next n_S, group tiers, micro-batch and accumulation."""
     t_ranks = list(range(s.n_T))
     s_ranks = t_ranks if s.placement == "colocated" else list(range(s.n_T, s.n_T + s.n_S))
+    if s.served:  # the trainer's ranks come first (torchrun's world), the teacher's servers' GPUs after them
+        s_ranks, t_ranks = list(range(s.n_S)), list(range(s.n_S, s.n_S + s.n_T))
     teacher = TeacherPlan(ref=job.teacher_ref or job.teacher.name, shape=job.teacher, strategy=s.teacher,
                           pp=s.pp, tp=s.tp, shard=s.t_sh, ep=s.ep, ranks=t_ranks,
-                          group_tier=tier(s.teacher_degree, cluster))
+                          group_tier=tier(s.teacher_degree, cluster), engine="vllm-server" if s.served else "pytorch")
     student = StudentPlan(ref=job.student_ref or job.student.name, shape=job.student, strategy=s.student,
                           shard=s.s_sh if s.student != "ddp" else 1, gather=s.gather, ranks=s_ranks,
                           group_tier=tier(s.n_S, cluster))
@@ -230,7 +232,7 @@ def strategy_of(plan: Plan) -> Strategy:
     s_sh = st.shard if st.strategy == "hsdp" else n_S
     return Strategy(TEACHER_ALIASES.get(t.strategy, t.strategy), st.strategy, plan.placement, len(t.ranks), n_S, pp=t.pp, tp=t.tp,
                     t_sh=t.shard, s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep, gather=st.gather,
-                    rollout=plan.rollout.engine)
+                    rollout=plan.rollout.engine, served=t.served)
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -108,6 +108,7 @@ class Strategy:
     ep: int = 1  # expert parallelism: an MoE teacher's experts split over groups of ep consecutive ranks (1 = none)
     gather: str = "once"  # GATHERS: a zero3/hsdp student gathered for generation once, or per decode step
     rollout: str = "hf-eager"  # the engine that generates on-policy completions, colocated (planner.plan.RolloutEngine)
+    served: bool = False  # disaggregated: the teacher behind vLLM servers of its own (replicas x tp), outside the trainer's world
 
     def __post_init__(self) -> None:
         if why := self.problems():
@@ -149,6 +150,8 @@ class Strategy:
             out.append(f"a {self.student} student holds its whole weights; only zero3 and hsdp are gathered {self.gather}")
         if self.placement == "colocated" and self.n_T != self.n_S:
             out.append(f"colocated models share their GPUs, but {self.n_T} teacher and {self.n_S} student GPUs are given")
+        if self.served and (self.placement != "disaggregated" or self.teacher not in ("replicate", "tp") or self.ep > 1):
+            out.append(f"a served teacher runs on GPUs of its own as vLLM replicas or tp groups, not {self.teacher_part} {self.placement}")
         return out
 
     # -- the grammar --------------------------------------------------------------------------------
@@ -170,7 +173,7 @@ class Strategy:
 
     @property
     def placement_part(self) -> str:
-        return "colocated" if self.placement == "colocated" else f"disaggregated:{self.n_T}"
+        return "colocated" if self.placement == "colocated" else f"{'served' if self.served else 'disaggregated'}:{self.n_T}"
 
     def __str__(self) -> str:
         engine = "" if self.rollout == "hf-eager" else f"+{self.rollout}"
@@ -201,8 +204,10 @@ class Strategy:
         try:
             part = 2
             pname, n_T = _degree(placement)
+            served = pname == "served"  # the teacher on GPUs of its own behind vLLM servers
+            pname = "disaggregated" if served else pname
             if pname not in PLACEMENTS:
-                raise ValueError(f"'{placement}' is not colocated or disaggregated[:TEACHER_GPUS]")
+                raise ValueError(f"'{placement}' is not colocated, disaggregated[:TEACHER_GPUS] or served[:TEACHER_GPUS]")
             if pname == "colocated" and n_T is not None:
                 raise ValueError(f"'{placement}': colocated takes no number (both models use all {W} GPUs)")
             if pname == "disaggregated":
@@ -225,6 +230,8 @@ class Strategy:
             group = k * ep if tname in ("replicate", "pipeline") else k
             if ep > 1 and tname == "tp":
                 raise ValueError(f"'{teacher}': a tp teacher does not combine with expert parallelism")
+            if served and (tname not in ("replicate", "tp") or ep > 1):
+                raise ValueError(f"'{teacher}': a served teacher runs as vLLM replicas or tp groups (replicate or tp:K)")
             if ep > 1 and k % ep and tname == "shard":
                 raise ValueError(f"'{teacher}': expert-parallel degree {ep} does not divide the shard degree {k}")
             if n_T % group:
@@ -253,7 +260,7 @@ class Strategy:
         except ValueError as e:
             raise InputError(f"{flags[part]}: {e}") from None
         degree = {own: k} if own else {}
-        return cls(tname, sname, pname, n_T, n_S, s_sh=s_sh, r_S=n_S // s_sh, b=b, ep=ep, gather=gather, **degree)
+        return cls(tname, sname, pname, n_T, n_S, s_sh=s_sh, r_S=n_S // s_sh, b=b, ep=ep, gather=gather, served=served, **degree)
 
     # -- rules that need a job -----------------------------------------------------------------
 

@@ -139,6 +139,10 @@ def check_supported(plan: Plan) -> None:
         lines.append(f"teacher {st.teacher_part}: the executor's tensor parallelism splits dense layers only, not a mixture-of-experts "
                      "teacher's experts; use replicate, shard or pipeline")
     if st.disaggregated and not t.served:
+        if plan.rollout.engine == "vllm" and w.lmbda > 0:  # vLLM's external launcher builds its groups over the whole torch world
+            lines.append("rollout.engine vllm beside an in-process teacher on ranks of its own is not implemented (every rank of the "
+                         "torch world would have to start an engine); use placement colocated, a served teacher (teacher.engine: "
+                         "vllm-server) or rollout.engine hf-eager")
         if st.teacher not in ("replicate", "shard", "tp"):
             lines.append(f"teacher {st.teacher_part} with disaggregated placement is not implemented; use replicate, shard or tp")
         if st.n_S % st.n_T:

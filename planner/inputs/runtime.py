@@ -33,6 +33,7 @@ class EngineCosts(Strict):
     sleep: bool = Field(False, description="vllm: the engine sleeps while the trainer runs (vLLM sleep mode; TRL `vllm_enable_sleep_mode`): its reservation is freed for training and taken again per generation (`wake_ms`); without it the reservation stays held beside the trainer.")
     wake_ms: float = Field(0.0, ge=0, description="vllm with sleep: fixed time to wake the engine (weights and KV cache mapped again) per generation, milliseconds.")
     refresh_tensor_overhead_us: float = Field(0.0, ge=0, description="vllm: fixed time per parameter tensor of the per-step weight refresh beyond the copy itself (TRL 1.16 colocate: one `load_weights([(name, param)])` call per tensor), microseconds.")
+    beside_teacher_ranks: bool = Field(True, description="Whether this engine runs beside a teacher on ranks of its own in the trainer's torch.distributed world (a disaggregated in-process teacher); false: the search never pairs the two (the bundled executor's vLLM engine: its external launcher spans the whole world).")
     tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; 1: one engine per GPU (or the trainer's own model; its decode all-reduces are not modelled).")
 
     @property
@@ -100,6 +101,7 @@ class Runtime(Strict):
     tp_experts: bool = Field(True, description="Whether this runtime's tensor parallelism splits a mixture-of-experts teacher's experts too (vLLM, Megatron do); false: the search never recommends a tp split of an MoE teacher under it.")
 
     teacher_engine: Literal["pytorch", "vllm-server"] = Field("pytorch", description="What runs the teacher: pytorch (in the trainer's torch.distributed world) or vllm-server (vLLM servers of the teacher on GPUs of their own, top-k log-probs over the network).")
+    serves_teacher: bool = Field(False, description="Whether this runtime can also serve a pytorch teacher's part from vLLM servers on GPUs of their own (replicas or tp groups, top-k), which the search then tries beside its in-process splits (`served:N` in the strategy grammar; workload.teacher_serving can fix one).")
     teacher_outputs: list[Literal["logits", "topk", "cached"]] | None = Field(
         None, description="Teacher outputs this runtime can train from (full logits, top-k, an offline top-k cache); unset: any. The search tries only these.")
     topk_dense_buffers: int = Field(1, ge=0, description="fp32 [tokens, V] tensors a top-k loss still keeps alive (the dense gradient of the student's logits; a full log-softmax before gathering adds more).")

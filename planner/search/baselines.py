@@ -73,7 +73,7 @@ def layouts(base: Baseline, job: Job, cluster: Cluster) -> list[Strategy]:
             student = "zero3" if n_S > 1 else "ddp"
             teachers = [("replicate", {})] + [("tp", {"tp": k}) for k in range(2, min(G, n_T) + 1) if n_T % k == 0]
             for name, degree in teachers:
-                out += [Strategy(name, student, placement, n_T, n_S, s_sh=n_S, b=b, **degree) for b in _micro_batches(job, n_S)]
+                out += [Strategy(name, student, placement, n_T, n_S, s_sh=n_S, b=b, served=True, **degree) for b in _micro_batches(job, n_S)]
     return [st for st in out if st.rejection(job) is None]
 
 

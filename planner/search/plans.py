@@ -22,7 +22,7 @@ def roles(sc: Scored) -> dict:
     st, rt = sc.strategy, load_runtime(sc.runtime)
     engine = rt.generation.costs(st.rollout if st.rollout in (rt.generation.engine, *rt.generation.other_engines) else None)
     return {"rollout": {"gpus": st.n_S, "placement": "colocated", "engine": st.rollout, "tp": engine.tensor_parallel},
-            "teacher": {"gpus": st.n_T, "engine": rt.teacher_engine, "split": st.teacher_part,
+            "teacher": {"gpus": st.n_T, "engine": "vllm-server" if st.served else rt.teacher_engine, "split": st.teacher_part,
                         "placement": "shares the trainer's GPUs" if st.placement == "colocated" else "GPUs of its own"},
             "trainer": {"gpus": st.n_S, "split": st.student_part}}
 

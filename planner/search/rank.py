@@ -33,6 +33,7 @@ TERM_LABELS = {
 }
 
 
+SERVED_TOPK = "a served teacher returns top-k log-probs only"
 TIE_MARGIN = 0.01  # plans within 1% of the fastest tie: the model is off by 15% on average (README)
 
 
@@ -237,12 +238,13 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
     first of all; the others follow by speed. By memory, the smallest peak first."""
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
     scored, gathers = [], space.gathers(job, runtime)
-    engines = space.rollout_engines(job, cluster, runtime)
+    engines, servings = space.rollout_engines(job, cluster, runtime), space.teacher_servings(job, runtime)
     for out in job.workload.outputs:  # every teacher output the job allows, each layout with each
-        cands, reasons = space.enumerate_candidates(job, cluster, gathers, engines)
-        reasons = [why or outputs.rejection(out, st.disaggregated) or space.engine_rejection(st.rollout, runtime)
+        cands, reasons = space.enumerate_candidates(job, cluster, gathers, engines, servings)
+        reasons = [why or outputs.rejection(out, st.disaggregated) or (SERVED_TOPK if st.served and out != "topk" else None)
                    or runtime.cannot_run(st.teacher, st.placement, st.ep, out, st.gather if st.gathers(job) else None,
                                          bool(job.teacher.num_experts))
+                   or space.engine_rejection(st, runtime)
                    for st, why in zip(cands, reasons)]
         scored += score(cands, reasons, outputs.with_output(job, out), cluster, runtime, reserve)
     set_aside_dominated_gathers(scored)
@@ -258,7 +260,7 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
                       key=lambda s: (-s.samples_per_s, s.strategy.machinery, -s.free))
         fit, tied, why = group + rest, len(group), why_recommended(group, margin, reserve.bytes(cluster))
     rejected = Counter(s.reason for s in scored if not s.feasible)
-    skipped = space.unreachable(job, cluster, gathers) * len(job.workload.outputs) * len(engines)
+    skipped = space.unreachable(job, cluster, gathers, engines, servings) * len(job.workload.outputs)
     if skipped:
         rejected[space.UNREACHABLE] += skipped
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]

@@ -97,11 +97,15 @@ def rollout_engines(job: Job, cluster: Cluster, runtime: Runtime) -> tuple[str, 
     return (gen.engine, *(e for e in gen.other_engines if e != gen.engine))
 
 
-def engine_rejection(engine: str, runtime: Runtime) -> str | None:
-    """Why a runtime cannot generate with `engine` (a fixed workload.rollout_engine it lacks), or None."""
-    if engine == runtime.generation.engine or engine in runtime.generation.other_engines:
-        return None
-    return f"the {runtime.name} runtime has no {engine} rollout engine (workload.rollout_engine)"
+def engine_rejection(st: Strategy, runtime: Runtime) -> str | None:
+    """Why a runtime cannot generate with the candidate's rollout engine (a fixed workload.rollout_engine
+    it lacks, or one it cannot run beside a teacher on ranks of its own in its world), or None."""
+    engine, gen = st.rollout, runtime.generation
+    if engine != gen.engine and engine not in gen.other_engines:
+        return f"the {runtime.name} runtime has no {engine} rollout engine (workload.rollout_engine)"
+    if st.disaggregated and not st.served and runtime.teacher_engine == "pytorch" and not gen.costs(engine).beside_teacher_ranks:
+        return f"the {runtime.name} runtime does not run a {engine} rollout beside a teacher on ranks of its own"
+    return None
 
 
 def engine_columns(cands: list[Strategy], runtime: Runtime, backend: str) -> dict[str, np.ndarray]:
@@ -114,28 +118,51 @@ def engine_columns(cands: list[Strategy], runtime: Runtime, backend: str) -> dic
     return {k: np.array([by_engine[c.rollout][k] for c in cands], dtype=float) for k in next(iter(by_engine.values()))}
 
 
+def teacher_servings(job: Job, runtime: Runtime) -> tuple[bool, ...]:
+    """Whether the search tries the teacher in-process (False) and/or behind vLLM servers of its own
+    (True): what `workload.teacher_serving` fixes, else both where the runtime can serve it."""
+    fixed = job.workload.teacher_serving
+    if fixed == "in-process" or not runtime.serves_teacher:
+        return (False,)
+    return (True,) if fixed == "vllm-server" else (False, True)
+
+
 def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",),
-                         engines: Sequence[str] = ("hf-eager",)) -> tuple[list[Strategy], list[str | None]]:
+                         engines: Sequence[str] = ("hf-eager",), servings: Sequence[bool] = (False,)) -> tuple[list[Strategy], list[str | None]]:
     """Every candidate whose micro-batch reaches the global batch, a sharded student once per way of
-    gathering it in `gathers`, each with every rollout engine in `engines`, with its rejection reason
+    gathering it in `gathers`, each with every rollout engine in `engines`, a disaggregated teacher
+    that vLLM can serve (replicate, tp) also served where `servings` says, with its rejection reason
     (None = runnable, subject to memory); `unreachable` counts the others."""
     cands: list[Strategy] = []
     for placement, n_T, n_S in placements(cluster):
         bs, _ = _micro_batches(job, n_S)
         for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
-            for s_name, s_sh, r_S, gather in student_splits(n_S, cluster, gathers):
-                for b in bs:
-                    # a serving engine gets the weights in the step's refresh, gathered once: it has no per-step gather
-                    cands += [Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, gather=gather, rollout=e, **degree)
-                              for e in engines if gather == "once" or e not in SERVING]
+            servable = placement == "disaggregated" and t_name in ("replicate", "tp") and degree.get("ep", 1) == 1
+            for served in (x for x in servings if servable or not x):
+                for s_name, s_sh, r_S, gather in student_splits(n_S, cluster, gathers):
+                    for b in bs:
+                        # a serving engine gets the weights in the step's refresh, gathered once: it has no per-step gather
+                        cands += [Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, gather=gather, rollout=e,
+                                           served=served, **degree)
+                                  for e in engines if gather == "once" or e not in SERVING]
     return cands, [c.rejection(job) for c in cands]
 
 
-def unreachable(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",)) -> int:
+def unreachable(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",), engines: Sequence[str] = ("hf-eager",),
+                servings: Sequence[bool] = (False,)) -> int:
     """Candidates `enumerate_candidates` leaves out because their micro-batch cannot reach the
-    global batch (every teacher and student split of that placement)."""
-    return sum(_micro_batches(job, n_S)[1] * len(teacher_splits(n_T, cluster, job.teacher.num_experts)) * len(student_splits(n_S, cluster, gathers))
-               for _, n_T, n_S in placements(cluster))
+    global batch: every teacher split (served too where it can be), student split and rollout
+    engine of that placement, as it would have built them."""
+    total = 0
+    for placement, n_T, n_S in placements(cluster):
+        bad = _micro_batches(job, n_S)[1]
+        if not bad:
+            continue
+        students = sum(1 for *_, g in student_splits(n_S, cluster, gathers) for e in engines if g == "once" or e not in SERVING)
+        for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
+            servable = placement == "disaggregated" and t_name in ("replicate", "tp") and degree.get("ep", 1) == 1
+            total += bad * students * sum(1 for x in servings if servable or not x)
+    return total
 
 
 def columns(cands: list[Strategy], cluster: Cluster) -> dict[str, np.ndarray]:

@@ -74,7 +74,8 @@ def test_recommend_json_keys(runner):
                 "speedup_vs_baseline", "baseline", "speedup_vs_baselines", "teacher_output", "tied_with_first"} <= set(p)
         engine = p["roles"]["rollout"]["engine"]
         suffix = ("" if engine == "hf-eager" else "+" + engine) + ("" if p["teacher_output"] == "logits" else "+" + p["teacher_output"])
-        assert p["strategy"] == f"{p['teacher']}/{p['student']}/{p['placement'] if p['placement'] == 'colocated' else 'disaggregated:' + str(p['teacher_gpus'])}/{p['micro_batch']}{suffix}"
+        apart = "served:" if p["roles"]["teacher"]["engine"] == "vllm-server" else "disaggregated:"
+        assert p["strategy"] == f"{p['teacher']}/{p['student']}/{p['placement'] if p['placement'] == 'colocated' else apart + str(p['teacher_gpus'])}/{p['micro_batch']}{suffix}"
         roles = p["roles"]  # issue 26: each role's GPUs, engine and split
         assert roles["trainer"] == {"gpus": p["student_gpus"], "split": p["student"]} and roles["rollout"]["gpus"] == p["student_gpus"]
         assert roles["teacher"]["gpus"] == p["teacher_gpus"] and roles["teacher"]["split"] == p["teacher"] and p["schedule"] == "sync"
@@ -108,12 +109,19 @@ def test_recommend_teacher_student_flags_and_nothing_fits(runner):
 
 def test_recommend_export_shortcut(runner, tmp_path):
     script = tmp_path / "job.sbatch"
+    # the default's best plan serves the teacher from vLLM, which needs a checkpoint folder: one line, nothing written
     r = runner.invoke(app, ["recommend", "--export", "slurm", "-o", str(script)])
+    assert r.exit_code == 1 and "checkpoint folder with a config.json" in r.stderr and not script.exists()
+    assert not (tmp_path / "job.plan.yaml").exists()
+    job = yaml.safe_load((ROOT / "jobs" / "llama70b-to-8b.yaml").read_text())
+    job["workload"]["teacher_serving"] = "in-process"  # the teacher in the trainer's world: its shape is enough to export
+    (tmp_path / "in-process.yaml").write_text(yaml.safe_dump(job))
+    r = runner.invoke(app, ["recommend", "-m", str(tmp_path / "in-process.yaml"), "--export", "slurm", "-o", str(script)])
     assert r.exit_code == 0, r.stderr
     text = script.read_text()
     assert text.startswith("#!") and "#SBATCH --nodes=2" in text and str(tmp_path / "job.plan.yaml") in text
     assert load_plan(tmp_path / "job.plan.yaml").nodes == 2
-    r = runner.invoke(app, ["recommend", "--export", "slurm", "-o", str(script)])
+    r = runner.invoke(app, ["recommend", "-m", str(tmp_path / "in-process.yaml"), "--export", "slurm", "-o", str(script)])
     assert r.exit_code == 1 and "--force" in r.stderr
     assert runner.invoke(app, ["recommend", "--export", "pbs", "-o", str(script)]).exit_code == 1
 
@@ -170,12 +178,15 @@ def test_estimate_disaggregated_shows_both_sides(runner):
     assert "teacher ranks" in table and "student ranks" in table and "teacher_logits" in table
 
 
-def test_recommend_shows_ties_as_one_line_and_says_why(runner):
+def test_recommend_shows_ties_as_one_line_and_says_why(runner, tmp_path):
     """The plans within 1% of the fastest are one line of ranges under #1, and the text after the
     table names them and says why #1 is the one."""
-    r = runner.invoke(app, ["recommend"], env={"COLUMNS": "100"})
+    job = yaml.safe_load((ROOT / "jobs" / "llama70b-to-8b.yaml").read_text())
+    job["workload"]["rollout_engine"] = "hf-eager"  # eager rollouts: generation dominates, many layouts tie
+    (tmp_path / "eager.yaml").write_text(yaml.safe_dump(job))
+    r = runner.invoke(app, ["recommend", "-m", str(tmp_path / "eager.yaml")], env={"COLUMNS": "100"})
     assert r.exit_code == 0, r.stderr
-    d = json.loads(runner.invoke(app, ["recommend", "-f", "json"]).stdout)
+    d = json.loads(runner.invoke(app, ["recommend", "-m", str(tmp_path / "eager.yaml"), "-f", "json"]).stdout)
     tied = [p for p in d["plans"] if p["tied_with_first"]]
     assert len(tied) > 1 and d["recommended_because"]
     assert re.search(rf"\+ {len(tied) - 1} more within 1% \(below\)", r.stdout)

@@ -63,3 +63,14 @@ def test_topk_beyond_the_vocabulary_is_refused():
     p = plan("replicate/ddp/colocated/2")
     with pytest.raises(InputError, match=r"workload.topk: k = 100000 exceeds the vocabulary"):
         check_supported(p.model_copy(update={"workload": p.workload.model_copy(update={"teacher_output": "topk", "topk": 100_000})}))
+
+
+def test_vllm_rollouts_beside_an_in_process_teacher_on_ranks_of_its_own_are_refused_in_one_line():
+    """vLLM's external launcher builds its groups over the whole torch world: a teacher rank that
+    starts no engine would hang the student's (the search never pairs them: `beside_teacher_ranks`)."""
+    on = JOB.model_copy(update={"workload": JOB.workload.model_copy(update={"lmbda": 1.0})})
+    data = Strategy.parse("replicate/ddp/disaggregated:1/4+vllm", CLUSTER).to_plan(on, CLUSTER, "cpu-local").model_dump(mode="json")
+    with pytest.raises(InputError, match="rollout.engine vllm beside an in-process teacher on ranks of its own is not implemented"):
+        check_supported(Plan(**data))
+    data["rollout"]["engine"] = "hf-eager"
+    check_supported(Plan(**data))

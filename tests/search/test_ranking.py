@@ -159,10 +159,12 @@ def test_a_wide_micro_batch_range_builds_only_reachable_candidates():
     cl = load_cluster("dgx-h100", 16)
     gathers = space.gathers(job, load_runtime("kd-planner"))  # a sharded student gathered once and per step
     engines = space.rollout_engines(job, cl, load_runtime("kd-planner"))  # eager and colocated vLLM
-    cands, _ = space.enumerate_candidates(job, cl, gathers, engines)
+    servings = space.teacher_servings(job, load_runtime("kd-planner"))  # in-process, and served where it can be
+    cands, _ = space.enumerate_candidates(job, cl, gathers, engines, servings)
     assert len(cands) < 50_000
     assert all(job.workload.global_batch % (c.b * c.n_S) == 0 for c in cands)
     res = rank.search(job, cl)
     outputs = len(job.workload.outputs)  # every layout with every teacher output the job allows
-    assert res.evaluated == outputs * (len(cands) + len(engines) * space.unreachable(job, cl, gathers)) > 1_000_000
-    assert res.rejected[space.UNREACHABLE] >= outputs * len(engines) * space.unreachable(job, cl, gathers)
+    skipped = space.unreachable(job, cl, gathers, engines, servings)
+    assert res.evaluated == outputs * (len(cands) + skipped) > 1_000_000
+    assert res.rejected[space.UNREACHABLE] >= outputs * skipped
