@@ -318,6 +318,10 @@ def why_it_wins(winner: Scored, baseline: Scored | None, cluster: Cluster, name:
     if not baseline.feasible and winner.samples_per_s <= baseline.samples_per_s:
         return f"it fits in memory; {name} ({baseline.strategy}) would be faster but does not fit: {baseline.reason}"
     bt, wt = baseline.time_terms(), winner.time_terms()
+    if baseline.feasible and winner.samples_per_s < 0.99 * baseline.samples_per_s:  # the runtime's plans lose: say where
+        term = max(wt, key=lambda k: wt[k] - bt.get(k, 0.0))
+        return (f"it does not: {name} is {baseline.samples_per_s / winner.samples_per_s - 1:.0%} faster, mostly in "
+                f"{TERM_LABELS.get(term, term.replace('_', ' '))} ({wt[term] - bt.get(term, 0.0):.3g} s more a step here)")
     if baseline.feasible and winner.samples_per_s < 1.01 * baseline.samples_per_s:
         top = max(wt, key=wt.get)
         return (f"within 1% of {name}: {TERM_LABELS.get(top, top.replace('_', ' '))} is "
