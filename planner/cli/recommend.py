@@ -25,7 +25,7 @@ class Objective(str, Enum):
     memory = "memory"
 
 
-def _entry(sc: rank.Scored, res: rank.SearchResult, job) -> dict:
+def _entry(sc: rank.Scored, res: rank.SearchResult, job, runtime=None) -> dict:
     """One plan or baseline for -f json/yaml: its speed-up over the strongest baseline that fits
     (named in `baseline`) and over each baseline."""
     st, name = sc.strategy, res.strongest
@@ -36,7 +36,7 @@ def _entry(sc: rank.Scored, res: rank.SearchResult, job) -> dict:
             "grad_accum": job.workload.global_batch // (st.b * st.n_S), "free_bytes": sc.free, "predicted": pred,
             "speedup_vs_baseline": pred["speedup_vs_baseline"], "baseline": pred["baseline"],
             "speedup_vs_baselines": {n: rank.speedup(sc, b) for n, b in res.baselines.items()},
-            "roles": plans.roles(sc), "schedule": "sync"}
+            "roles": plans.roles(sc, runtime if sc.runtime == res.runtime else None), "schedule": "sync"}
 
 
 def _largest(sc: rank.Scored) -> str:
@@ -149,18 +149,19 @@ def register(app: typer.Typer) -> None:
         (err if format != Format.table else out).print(line)
         from planner.inputs.load import DEFAULT_RUNTIME, load_runtime
         rt_ref = runtime or DEFAULT_RUNTIME
-        res = rank.search(job, cl, objective.value, load_runtime(rt_ref), rank.Reserve(reserve, reserve_gib), margin)
+        rt = load_runtime(rt_ref)
+        res = rank.search(job, cl, objective.value, rt, rank.Reserve(reserve, reserve_gib), margin)
         best_base = res.baselines.get(res.strongest) if res.strongest else None
         if format != Format.table:
             data = {"baseline": {name: (_entry(sc, res, job) | {"feasible": sc.feasible}) if sc else None for name, sc in res.baselines.items()},
                     "strongest_baseline": res.strongest,
-                    "plans": [_entry(sc, res, job) | {"tied_with_first": i < res.tied} for i, sc in enumerate(res.ranked[:max(top, res.tied)])],
+                    "plans": [_entry(sc, res, job, rt) | {"tied_with_first": i < res.tied} for i, sc in enumerate(res.ranked[:max(top, res.tied)])],
                     "recommended_because": res.why_first, "schedule_reason": plans.SCHEDULE_REASON,
                     "teacher_gpus_why": rank.teacher_gpus_why(res), "tie_margin": res.margin, "usable_bytes": res.usable_bytes,
                     "reserve_bytes": res.reserve_bytes, "rejected": res.rejected, "evaluated": res.evaluated, "notes": res.notes}
             emit(data, format)
         else:
-            _print(res, top, cl, wide, job.workload.topk)
+            _print(res, top, cl, wide, job.workload.topk, rt)
         if not res.ranked:
             raise typer.Exit(EXIT_NO)
         if plan_path:
@@ -179,7 +180,7 @@ def register(app: typer.Typer) -> None:
                 err.print(f"Next: `planner estimate --plan {q}` or `planner export {q} --to slurm`.")
 
 
-def _print(res: rank.SearchResult, top: int, cl, wide: bool, k: int) -> None:
+def _print(res: rank.SearchResult, top: int, cl, wide: bool, k: int, runtime=None) -> None:
     if not res.ranked:
         c = res.closest
         out.print("No plan fits in memory.", style="red")
@@ -195,7 +196,7 @@ def _print(res: rank.SearchResult, top: int, cl, wide: bool, k: int) -> None:
             out.print(line)
         first, name = res.ranked[0], res.strongest or "trl-gkd-zero3"  # none fits: against TRL's default, which does not
         out.print(f"Why #1 wins: {rank.why_it_wins(first, res.baselines.get(name), cl, name)}.")
-        out.print(f"Roles of #1: {plans.roles_line(first)}.")
+        out.print(f"Roles of #1: {plans.roles_line(first, runtime)}.")
         if why := rank.teacher_gpus_why(res):
             out.print(f"Teacher GPUs: {why}.")
         if note := outputs.note(first.output, k):

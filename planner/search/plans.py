@@ -6,6 +6,7 @@ import math
 
 from planner.inputs.cluster import Cluster
 from planner.inputs.load import Job, load_runtime
+from planner.inputs.runtime import Runtime
 from planner.plan import Plan, Predicted
 from planner.search import output
 from planner.search.rank import Scored, speedup
@@ -14,12 +15,12 @@ from planner.strategy import Strategy
 strategy_of = Strategy.from_plan  # kept for callers that predate `Strategy.from_plan`
 
 
-def roles(sc: Scored) -> dict:
+def roles(sc: Scored, runtime: Runtime | None = None) -> dict:
     """Who does what on which GPUs (DESIGN.md 6b): the rollout (the student's generation), the teacher
     (scoring) and the trainer (the student's update), as `-f json` gives them. The rollout shares the
     trainer's GPUs (colocated: a serving engine sleeps or keeps its reservation beside it); dedicated
     rollout GPUs are not searched yet, so the schedule is synchronous (`schedule_reason`)."""
-    st, rt = sc.strategy, load_runtime(sc.runtime)
+    st, rt = sc.strategy, runtime or load_runtime(sc.runtime)  # a runtime file's name is not a bundled one: pass it
     engine = rt.generation.costs(st.rollout if st.rollout in (rt.generation.engine, *rt.generation.other_engines) else None)
     return {"rollout": {"gpus": st.n_S, "placement": "colocated", "engine": st.rollout, "tp": engine.tensor_parallel},
             "teacher": {"gpus": st.n_T, "engine": "vllm-server" if st.served else rt.teacher_engine, "split": st.teacher_part,
@@ -31,9 +32,9 @@ SCHEDULE_REASON = ("sync: one step ahead (async) overlaps the rollouts with trai
                    "their own; colocated they share the trainer's GPUs, and dedicated rollout GPUs are not searched yet")
 
 
-def roles_line(sc: Scored) -> str:
+def roles_line(sc: Scored, runtime: Runtime | None = None) -> str:
     """The recommended plan's roles in one sentence."""
-    r = roles(sc)
+    r = roles(sc, runtime)
     ro, te, tr = r["rollout"], r["teacher"], r["trainer"]
     tp = f", tp {ro['tp']}" if ro["tp"] > 1 else ""
     return (f"rollout {ro['engine']} on the trainer's {ro['gpus']} GPUs{tp}; teacher {te['split']} ({te['engine']}) on "

