@@ -79,6 +79,7 @@ class RolloutPlan(Strict):
     placement: Literal["colocated", "dedicated"] = Field("colocated", description="colocated: on the trainer's GPUs, time-shared (a vLLM engine sleeps while the trainer runs); dedicated: vLLM servers of the student on the cluster GPUs `ranks`, outside the trainer's world, their weights refreshed from the trainer every step.")
     tp: int = Field(1, gt=0, description="Tensor-parallel degree of each rollout engine (vLLM tensor_parallel_size).")
     ranks: list[int] = Field(default_factory=list, description="dedicated: the cluster GPUs the rollout servers use (after the trainer's and a served teacher's); colocated: empty (the trainer's ranks).")
+    sleep: bool = Field(False, description="vllm on a GPU: the engine sleeps (level 2: weights and KV cache freed) while the trainer runs and is woken and refreshed before each rollout; false: it keeps its reservation beside the trainer (no wake). vLLM's CPU backend has no sleep mode.")
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vllm: the share of a GPU's memory the engine may take for its weights and KV cache (vLLM gpu_memory_utilization; TRL's vllm_gpu_memory_utilization default 0.3 when colocated).")
     endpoints: list[str] = Field(default_factory=list, description="dedicated: the base URLs of the rollout servers; `planner export` fills them, `planner run --rollout-url` overrides them.")
 
@@ -86,6 +87,8 @@ class RolloutPlan(Strict):
     def _rules(self) -> "RolloutPlan":
         if self.placement == "dedicated" and self.engine != "vllm":
             raise ValueError(f"rollout.placement: dedicated rollout GPUs run vLLM servers; set engine: vllm (got {self.engine})")
+        if self.sleep and self.engine != "vllm":
+            raise ValueError(f"rollout.sleep: only a vllm engine sleeps (got {self.engine})")
         if self.placement == "colocated" and self.ranks:
             raise ValueError("rollout.ranks: a colocated rollout uses the trainer's ranks; leave ranks empty or set placement: dedicated")
         if self.placement == "dedicated" and (not self.ranks or len(self.ranks) % self.tp):
@@ -222,7 +225,7 @@ def plan_of(s: Strategy, job, cluster: Cluster, cluster_ref: str, runtime: str =
                 backend=cluster.backend, placement=s.placement, teacher=teacher, student=student,
                 micro_batch=s.b, grad_accum=job.workload.global_batch // (s.b * s.n_S),
                 workload=job.workload, runtime=runtime, predicted=predicted, training=job.training,
-                dataset=job.dataset, tokenizer=job.tokenizer, rollout=RolloutPlan(engine=s.rollout))
+                dataset=job.dataset, tokenizer=job.tokenizer, rollout=RolloutPlan(engine=s.rollout, sleep=s.sleep))
 
 
 def strategy_of(plan: Plan) -> Strategy:
@@ -232,7 +235,7 @@ def strategy_of(plan: Plan) -> Strategy:
     s_sh = st.shard if st.strategy == "hsdp" else n_S
     return Strategy(TEACHER_ALIASES.get(t.strategy, t.strategy), st.strategy, plan.placement, len(t.ranks), n_S, pp=t.pp, tp=t.tp,
                     t_sh=t.shard, s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep, gather=st.gather,
-                    rollout=plan.rollout.engine, served=t.served)
+                    rollout=plan.rollout.engine, served=t.served, sleep=plan.rollout.sleep)
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -38,7 +38,7 @@ STUDENT_ALIASES = {"fsdp": "zero3"}  # accepted by `parse`, never written
 # replicated. Its cost, memory and executor were pipeline's, so it is one split now; the group's
 # tier (in a node or across nodes) follows from k. Old plans and flags that say hybrid still load.
 TEACHER_ALIASES = {"hybrid": "pipeline"}
-GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH[+ROLLOUT_ENGINE]"
+GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH[+ROLLOUT_ENGINE[:sleep]]"
 ROLLOUT_ENGINES = ("hf-eager", "hf-static", "vllm")  # planner.plan.RolloutEngine; hf-eager is written without a suffix
 # How a student whose parameters are sharded (zero3, hsdp) is gathered for on-policy generation:
 # `once` per generation (the default, never written: TRL's ds3_gather_for_generation) or `per_step`,
@@ -109,6 +109,7 @@ class Strategy:
     gather: str = "once"  # GATHERS: a zero3/hsdp student gathered for generation once, or per decode step
     rollout: str = "hf-eager"  # the engine that generates on-policy completions, colocated (planner.plan.RolloutEngine)
     served: bool = False  # disaggregated: the teacher behind vLLM servers of its own (replicas x tp), outside the trainer's world
+    sleep: bool = False  # a vllm rollout engine sleeps while the trainer runs (written `+vllm:sleep`)
 
     def __post_init__(self) -> None:
         if why := self.problems():
@@ -150,6 +151,8 @@ class Strategy:
             out.append(f"a {self.student} student holds its whole weights; only zero3 and hsdp are gathered {self.gather}")
         if self.placement == "colocated" and self.n_T != self.n_S:
             out.append(f"colocated models share their GPUs, but {self.n_T} teacher and {self.n_S} student GPUs are given")
+        if self.sleep and self.rollout != "vllm":
+            out.append(f"only a vllm rollout engine sleeps, not {self.rollout}")
         if self.served and (self.placement != "disaggregated" or self.teacher not in ("replicate", "tp") or self.ep > 1):
             out.append(f"a served teacher runs on GPUs of its own as vLLM replicas or tp groups, not {self.teacher_part} {self.placement}")
         return out
@@ -176,7 +179,7 @@ class Strategy:
         return "colocated" if self.placement == "colocated" else f"{'served' if self.served else 'disaggregated'}:{self.n_T}"
 
     def __str__(self) -> str:
-        engine = "" if self.rollout == "hf-eager" else f"+{self.rollout}"
+        engine = "" if self.rollout == "hf-eager" else f"+{self.rollout}" + (":sleep" if self.sleep else "")
         return f"{self.teacher_part}/{self.student_part}/{self.placement_part}/{self.b}{engine}"
 
     @classmethod
@@ -186,8 +189,9 @@ class Strategy:
         value: shard over all teacher GPUs; pipeline and tp over one node; hsdp one node;
         disaggregated gives the teacher half the nodes (half the node on one)."""
         head, plus, engine = text.rpartition("+")
-        if plus and engine in ROLLOUT_ENGINES:
-            return replace(cls.parse(head, cluster, flag), rollout=engine)
+        name, colon, mode = engine.partition(":")
+        if plus and name in ROLLOUT_ENGINES and (not colon or (name == "vllm" and mode == "sleep")):
+            return replace(cls.parse(head, cluster, flag), rollout=name, sleep=bool(colon))
         parts = text.split("/")
         if not 2 <= len(parts) <= 4 or not all(parts):
             raise InputError(f"{flag}: '{text}' is not {GRAMMAR} (e.g. shard:16/zero3/colocated/4)")

@@ -66,7 +66,7 @@ def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
                    "samples/s", f"vs {name}", *(f"vs {n}" for n in others))
     else:
         t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-        columns = ("#", "strategy\nteacher/student/placement/b", "peak\nGiB", "free\nGiB", "samples/s", "vs best\nbaseline")
+        columns = ("#", "strategy\nteacher/student/placement/b", "peak\nGiB", "free\nGiB", "samples/s", "vs best\nTRL")
     for c in columns:
         t.add_column(c, justify="left" if c.startswith(("strategy", "peak GiB (")) else "right", no_wrap=True)
     bases = [res.baselines.get(n) for n in [res.strongest, *others]]

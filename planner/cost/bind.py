@@ -49,17 +49,18 @@ def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> di
     return v | overhead_values(rt, cluster.backend) | engine_values(rt, None, cluster.backend)
 
 
-def engine_values(rt: Runtime, engine: str | None, backend: str) -> dict[str, float]:
+def engine_values(rt: Runtime, engine: str | None, backend: str, sleep: bool | None = None) -> dict[str, float]:
     """The symbols of one rollout engine under a runtime (None: the runtime's own), on a backend: its
     decode host time (the backend's fitted `decode_layer_overhead_us` where it has one), what one
-    generation covers, and a serving engine's reservation, sleep (on GPUs only: vLLM's CPU backend has
-    none) and refresh costs."""
+    generation covers, and a serving engine's reservation, sleep (`sleep`: the plan's choice; on GPUs
+    only: vLLM's CPU backend has none) and refresh costs."""
     e, o = rt.generation.costs(engine), rt.overheads_on(backend)
     u = e.memory_utilization
+    sleep = e.sleep if isinstance(e.sleep, bool) else (True if sleep is None else sleep)  # the runtime's, or the plan's under `choose`
     return {
         "ov_dec": (e.layer_overhead_us if o.decode_layer_overhead_us is None else o.decode_layer_overhead_us) * 1e-6,
         "g_tp": e.tensor_parallel, "g_bat": float(e.batch == "step"), "eng": float(e.serving),
-        "u_eng": u if isinstance(u, float) else 0.0, "u_fill": float(u == "fill"), "slp": float(e.serving and e.sleep and backend == "nccl"),  # vLLM's sleep mode is CUDA's (CuMem)
+        "u_eng": u if isinstance(u, float) else 0.0, "u_fill": float(u == "fill"), "slp": float(e.serving and sleep and backend == "nccl"),  # vLLM's sleep mode is CUDA's (CuMem)
         "t_wake": e.wake_ms * 1e-3, "ov_ref": e.refresh_tensor_overhead_us * 1e-6,
     }
 

@@ -370,7 +370,7 @@ def rollout_engine(plan: Plan, model, lay: groups.Layout, seed: int):
         from planner.executor.rollout.vllm_engine import VllmColocated
 
         return VllmColocated(model, w.prompt_len + w.completion_len, w.student_dtype, lay.device, seed + lay.dp_rank, r.tp,
-                             r.gpu_memory_utilization, lay.world)
+                             r.gpu_memory_utilization, lay.world, r.sleep)
     raise InputError(f"rollout.engine: {r.engine} is not implemented by the executor yet; use hf-eager or vllm")
 
 

@@ -30,11 +30,17 @@ class EngineCosts(Strict):
     layer_overhead_us: float = Field(ge=0, description="Host time per decoder layer per decode step (Python, kernel launches), microseconds; a decode step takes the larger of this x layers and the device time. Fitted on published decode latencies (bench/references).")
     batch: Literal["micro", "step"] = Field("micro", description="What one generation covers: `micro`, each micro-batch's b samples in turn (GKDTrainer's training_step); `step`, every on-policy sample of the rank's optimizer step at once, ga x b (TRL 1.16 DistillationTrainer's generation batch, `_prepare_inputs`; a vLLM engine batching them continuously). The weights are read once per decode step for all the sequences one generation holds.")
     memory_utilization: float | Literal["fill"] | None = Field(None, description="vllm: the share of each GPU's memory the engine reserves for its weights and KV cache (vLLM gpu_memory_utilization; TRL's vllm_gpu_memory_utilization, 0.3 by default), or `fill`: what the plan needs, its weights and the cache of every sequence one generation holds (the planner writes the share into the plan; a plan where that does not fit is out of memory); under a fixed share, the sequences that fit its KV cache at once bound each decode wave. Unset: the trainer's own model generates (no engine).")
-    sleep: bool = Field(False, description="vllm: the engine sleeps while the trainer runs (vLLM sleep mode; TRL `vllm_enable_sleep_mode`): its reservation is freed for training and taken again per generation (`wake_ms`); without it the reservation stays held beside the trainer.")
+    sleep: bool | Literal["choose"] = Field(False, description="vllm: the engine sleeps while the trainer runs (vLLM sleep mode, on GPUs; TRL `vllm_enable_sleep_mode`): its reservation is freed for training and taken again per generation (`wake_ms`); without it the reservation stays held beside the trainer. `choose`: the search tries both and the plan's rollout.sleep records the choice.")
     wake_ms: float = Field(0.0, ge=0, description="vllm with sleep: fixed time to wake the engine (weights and KV cache mapped again) per generation, milliseconds.")
     refresh_tensor_overhead_us: float = Field(0.0, ge=0, description="vllm: fixed time per parameter tensor of the per-step weight refresh beyond the copy itself (TRL 1.16 colocate: one `load_weights([(name, param)])` call per tensor), microseconds.")
     beside_teacher_ranks: bool = Field(True, description="Whether this engine runs beside a teacher on ranks of its own in the trainer's torch.distributed world (a disaggregated in-process teacher); false: the search never pairs the two (the bundled executor's vLLM engine: its external launcher spans the whole world).")
     tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; 1: one engine per GPU (or the trainer's own model; its decode all-reduces are not modelled).")
+
+    def sleeps(self) -> tuple[bool, ...]:
+        """Whether a plan's engine sleeps, each way the search tries (a non-serving engine: never)."""
+        if not self.serving:
+            return (False,)
+        return (False, True) if self.sleep == "choose" else (bool(self.sleep),)
 
     @property
     def serving(self) -> bool:

@@ -22,7 +22,7 @@ def roles(sc: Scored, runtime: Runtime | None = None) -> dict:
     rollout GPUs are not searched yet, so the schedule is synchronous (`schedule_reason`)."""
     st, rt = sc.strategy, runtime or load_runtime(sc.runtime)  # a runtime file's name is not a bundled one: pass it
     engine = rt.generation.costs(st.rollout if st.rollout in (rt.generation.engine, *rt.generation.other_engines) else None)
-    return {"rollout": {"gpus": st.n_S, "placement": "colocated", "engine": st.rollout, "tp": engine.tensor_parallel},
+    return {"rollout": {"gpus": st.n_S, "placement": "colocated", "engine": st.rollout, "tp": engine.tensor_parallel, "sleep": st.sleep},
             "teacher": {"gpus": st.n_T, "engine": "vllm-server" if st.served else rt.teacher_engine, "split": st.teacher_part,
                         "placement": "shares the trainer's GPUs" if st.placement == "colocated" else "GPUs of its own"},
             "trainer": {"gpus": st.n_S, "split": st.student_part}}
@@ -36,7 +36,7 @@ def roles_line(sc: Scored, runtime: Runtime | None = None) -> str:
     """The recommended plan's roles in one sentence."""
     r = roles(sc, runtime)
     ro, te, tr = r["rollout"], r["teacher"], r["trainer"]
-    tp = f", tp {ro['tp']}" if ro["tp"] > 1 else ""
+    tp = (f", tp {ro['tp']}" if ro["tp"] > 1 else "") + (", asleep while it trains" if ro["sleep"] else "")
     return (f"rollout {ro['engine']} on the trainer's {ro['gpus']} GPUs{tp}; teacher {te['split']} ({te['engine']}) on "
             f"{te['gpus']} GPUs ({te['placement']}); trainer {tr['split']} on {tr['gpus']} GPUs; schedule sync")
 

@@ -201,7 +201,8 @@ def baselines(job: Job, cluster: Cluster, reserve: Reserve = Reserve()) -> dict[
     out = {}
     for base in trl.BASELINES:
         rt = load_runtime(base.runtime)
-        cands = [replace(c, rollout=rt.generation.engine) for c in trl.layouts(base, job, cluster)]  # its own engine
+        own = rt.generation.engine  # its own engine, asleep as its runtime says
+        cands = [replace(c, rollout=own, sleep=rt.generation.sleeps()[-1]) for c in trl.layouts(base, job, cluster)]
         out[base.name] = best_baseline(score(cands, [None] * len(cands), outputs.with_output(job, base.output), cluster, rt, reserve))
     return out
 
@@ -240,7 +241,7 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
     scored, gathers = [], space.gathers(job, runtime)
     engines, servings = space.rollout_engines(job, cluster, runtime), space.teacher_servings(job, runtime)
     for out in job.workload.outputs:  # every teacher output the job allows, each layout with each
-        cands, reasons = space.enumerate_candidates(job, cluster, gathers, engines, servings)
+        cands, reasons = space.enumerate_candidates(job, cluster, gathers, engines, servings, runtime)
         reasons = [why or outputs.rejection(out, st.disaggregated) or (SERVED_TOPK if st.served and out != "topk" else None)
                    or runtime.cannot_run(st.teacher, st.placement, st.ep, out, st.gather if st.gathers(job) else None,
                                          bool(job.teacher.num_experts))
@@ -260,7 +261,7 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
                       key=lambda s: (-s.samples_per_s, s.strategy.machinery, -s.free))
         fit, tied, why = group + rest, len(group), why_recommended(group, margin, reserve.bytes(cluster))
     rejected = Counter(s.reason for s in scored if not s.feasible)
-    skipped = space.unreachable(job, cluster, gathers, engines, servings) * len(job.workload.outputs)
+    skipped = space.unreachable(job, cluster, gathers, engines, servings, runtime) * len(job.workload.outputs)
     if skipped:
         rejected[space.UNREACHABLE] += skipped
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]

@@ -109,13 +109,21 @@ def engine_rejection(st: Strategy, runtime: Runtime) -> str | None:
 
 
 def engine_columns(cands: list[Strategy], runtime: Runtime, backend: str) -> dict[str, np.ndarray]:
-    """The symbols of each candidate's rollout engine (`bind.engine_values`), as columns, where some
-    candidate's engine is not the runtime's own (the job's values hold the runtime's own)."""
-    own = runtime.generation.engine
-    if all(c.rollout == own for c in cands):
+    """The symbols of each candidate's rollout engine and its sleep (`bind.engine_values`), as
+    columns, where the candidates differ from the runtime's own engine as the job's values hold it."""
+    own = (runtime.generation.engine, runtime.generation.sleeps()[-1])
+    if all((c.rollout, c.sleep) == own for c in cands):
         return {}
-    by_engine = {e: engine_values(runtime, e, backend) for e in {c.rollout for c in cands}}
-    return {k: np.array([by_engine[c.rollout][k] for c in cands], dtype=float) for k in next(iter(by_engine.values()))}
+    by = {k: engine_values(runtime, *k[:1], backend, k[1]) for k in {(c.rollout, c.sleep) for c in cands}}
+    return {k: np.array([by[(c.rollout, c.sleep)][k] for c in cands], dtype=float) for k in next(iter(by.values()))}
+
+
+def rollout_variants(engines: Sequence[str], runtime: Runtime | None) -> list[tuple[str, bool]]:
+    """(engine, sleep) for each rollout engine the search tries: a vllm engine asleep and awake where
+    the runtime lets the plan choose (`sleep: choose`), else as the runtime runs it."""
+    if runtime is None:
+        return [(e, False) for e in engines]
+    return [(e, z) for e in engines for z in (runtime.generation.costs(e).sleeps() if e in (runtime.generation.engine, *runtime.generation.other_engines) else (False,))]
 
 
 def teacher_servings(job: Job, runtime: Runtime) -> tuple[bool, ...]:
@@ -128,12 +136,15 @@ def teacher_servings(job: Job, runtime: Runtime) -> tuple[bool, ...]:
 
 
 def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",),
-                         engines: Sequence[str] = ("hf-eager",), servings: Sequence[bool] = (False,)) -> tuple[list[Strategy], list[str | None]]:
+                         engines: Sequence[str] = ("hf-eager",), servings: Sequence[bool] = (False,),
+                         runtime: Runtime | None = None) -> tuple[list[Strategy], list[str | None]]:
     """Every candidate whose micro-batch reaches the global batch, a sharded student once per way of
     gathering it in `gathers`, each with every rollout engine in `engines`, a disaggregated teacher
     that vLLM can serve (replicate, tp) also served where `servings` says, with its rejection reason
-    (None = runnable, subject to memory); `unreachable` counts the others."""
+    (None = runnable, subject to memory), a vllm engine asleep and awake where `runtime` lets the plan
+    choose; `unreachable` counts the others."""
     cands: list[Strategy] = []
+    variants = rollout_variants(engines, runtime)
     for placement, n_T, n_S in placements(cluster):
         bs, _ = _micro_batches(job, n_S)
         for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
@@ -143,13 +154,13 @@ def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("
                     for b in bs:
                         # a serving engine gets the weights in the step's refresh, gathered once: it has no per-step gather
                         cands += [Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, gather=gather, rollout=e,
-                                           served=served, **degree)
-                                  for e in engines if gather == "once" or e not in SERVING]
+                                           served=served, sleep=z, **degree)
+                                  for e, z in variants if gather == "once" or e not in SERVING]
     return cands, [c.rejection(job) for c in cands]
 
 
 def unreachable(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",), engines: Sequence[str] = ("hf-eager",),
-                servings: Sequence[bool] = (False,)) -> int:
+                servings: Sequence[bool] = (False,), runtime: Runtime | None = None) -> int:
     """Candidates `enumerate_candidates` leaves out because their micro-batch cannot reach the
     global batch: every teacher split (served too where it can be), student split and rollout
     engine of that placement, as it would have built them."""
@@ -158,7 +169,8 @@ def unreachable(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",), 
         bad = _micro_batches(job, n_S)[1]
         if not bad:
             continue
-        students = sum(1 for *_, g in student_splits(n_S, cluster, gathers) for e in engines if g == "once" or e not in SERVING)
+        variants = rollout_variants(engines, runtime)
+        students = sum(1 for *_, g in student_splits(n_S, cluster, gathers) for e, _ in variants if g == "once" or e not in SERVING)
         for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
             servable = placement == "disaggregated" and t_name in ("replicate", "tp") and degree.get("ep", 1) == 1
             total += bad * students * sum(1 for x in servings if servable or not x)

@@ -72,7 +72,7 @@ def test_recommend_json_keys(runner):
     for p in d["plans"]:
         assert {"strategy", "teacher", "student", "placement", "micro_batch", "grad_accum", "free_bytes", "predicted",
                 "speedup_vs_baseline", "baseline", "speedup_vs_baselines", "teacher_output", "tied_with_first"} <= set(p)
-        engine = p["roles"]["rollout"]["engine"]
+        engine = p["roles"]["rollout"]["engine"] + (":sleep" if p["roles"]["rollout"]["sleep"] else "")
         suffix = ("" if engine == "hf-eager" else "+" + engine) + ("" if p["teacher_output"] == "logits" else "+" + p["teacher_output"])
         apart = "served:" if p["roles"]["teacher"]["engine"] == "vllm-server" else "disaggregated:"
         assert p["strategy"] == f"{p['teacher']}/{p['student']}/{p['placement'] if p['placement'] == 'colocated' else apart + str(p['teacher_gpus'])}/{p['micro_batch']}{suffix}"

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from planner.inputs.load import load_cluster, load_job, load_runtime
-from planner.search import plans, rank
+from planner.search import output, plans, rank
 from planner.strategy import Strategy
 
 LAYOUT = "shard:16/zero3/colocated/2+vllm"  # TRL's ZeRO-3 layout with vLLM rollouts, on 2 DGX H100
@@ -91,7 +91,7 @@ def test_the_plan_asks_vllm_for_the_share_it_was_costed_with():
     plan = plans.to_plan(first, job, cl, "dgx-h100", None)
     share = first.figures["engine_reservation"] / (80 * 2**30)
     assert share <= plan.rollout.gpu_memory_utilization <= share + 0.001
-    eager = replace(first.strategy, rollout="hf-eager", served=False)  # an in-process teacher: full logits allowed
+    eager = replace(first.strategy, rollout="hf-eager", served=False, sleep=False)  # an in-process teacher: full logits allowed
     sc = rank.score([eager], [None], job, cl)[0]
     assert plans.to_plan(sc, job, cl, "dgx-h100", None).rollout.gpu_memory_utilization == 0.3  # the field's default, unused
 
@@ -104,3 +104,22 @@ def test_the_default_job_shows_the_vllm_baselines_and_beats_the_strongest():
     assert res.ranked[0].samples_per_s >= strongest.samples_per_s
     eager_trl = res.baselines["trl-distill-zero3"]
     assert strongest.samples_per_s > 2 * eager_trl.samples_per_s
+
+
+@pytest.mark.parametrize("nodes", [1, 2, 8])
+def test_the_search_chooses_whether_the_engine_sleeps(nodes):
+    """Under the executor's runtime (`sleep: choose`) each vLLM plan is tried asleep and awake: the
+    one ranked first is at least as fast as its twin that fits, the plan file records the choice,
+    and the grammar spells it `+vllm:sleep`."""
+    job, cl = load_job(), load_cluster("dgx-h100", nodes)
+    first = rank.search(job, cl).ranked[0]
+    assert first.strategy.rollout == "vllm"
+    twin = rank.score([replace(first.strategy, sleep=not first.strategy.sleep)], [None],
+                      output.with_output(job, first.output), cl)[0]
+    assert not twin.feasible or twin.samples_per_s <= first.samples_per_s * (1 + rank.TIE_MARGIN)
+    awake, asleep = (twin, first) if first.strategy.sleep else (first, twin)
+    assert asleep.figures["time.generation"] > awake.figures["time.generation"]  # the wake
+    assert asleep.figures["mem_peak"] <= awake.figures["mem_peak"]
+    plan = plans.to_plan(first, job, cl, "dgx-h100", None)
+    assert plan.rollout.sleep == first.strategy.sleep and Strategy.from_plan(plan) == first.strategy
+    assert Strategy.parse(str(first.strategy), cl) == first.strategy and str(first.strategy).endswith("+vllm:sleep") == first.strategy.sleep

@@ -160,11 +160,12 @@ def test_a_wide_micro_batch_range_builds_only_reachable_candidates():
     gathers = space.gathers(job, load_runtime("kd-planner"))  # a sharded student gathered once and per step
     engines = space.rollout_engines(job, cl, load_runtime("kd-planner"))  # eager and colocated vLLM
     servings = space.teacher_servings(job, load_runtime("kd-planner"))  # in-process, and served where it can be
-    cands, _ = space.enumerate_candidates(job, cl, gathers, engines, servings)
+    rt = load_runtime("kd-planner")
+    cands, _ = space.enumerate_candidates(job, cl, gathers, engines, servings, rt)
     assert len(cands) < 50_000
     assert all(job.workload.global_batch % (c.b * c.n_S) == 0 for c in cands)
     res = rank.search(job, cl)
     outputs = len(job.workload.outputs)  # every layout with every teacher output the job allows
-    skipped = space.unreachable(job, cl, gathers, engines, servings)
+    skipped = space.unreachable(job, cl, gathers, engines, servings, rt)
     assert res.evaluated == outputs * (len(cands) + skipped) > 1_000_000
     assert res.rejected[space.UNREACHABLE] >= outputs * skipped

@@ -14,7 +14,7 @@ the student's completions.
 - Batch: one `generate` call covers every on-policy micro-batch of the step (`generate_many`, the
   plan's `rollout.engine: vllm` costed with `batch: step`): the engine batches them continuously
   and reads its weights once per decode step for all of them.
-- Sleep: on a GPU the engine is started with `enable_sleep_mode` and sleeps at level 2 (weights and
+- Sleep (`rollout.sleep`, the planner's choice): on a GPU the engine is started with `enable_sleep_mode` and sleeps at level 2 (weights and
   KV cache freed: the trainer's weights are loaded into it before the next rollout anyway, as TRL's
   colocate mode does) while the trainer runs, woken before each refresh and rollout. vLLM's CPU
   backend has no sleep mode (its CuMem allocator is CUDA's): on a CPU the engine stays awake,
@@ -61,7 +61,7 @@ class VllmColocated:
     """A vLLM engine in this trainer process; `generate(batch, ...)` as `planner.executor.generate`."""
 
     def __init__(self, model: torch.nn.Module, max_len: int, dtype: str, device: torch.device, seed: int, tp: int,
-                 memory_fraction: float, world: int):
+                 memory_fraction: float, world: int, sleep: bool = False):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine core in this process: weights refreshed in place
         from vllm import LLM
 
@@ -73,11 +73,11 @@ class VllmColocated:
 
         save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(Path(self.folder.name) / "model.safetensors"))
         cuda = device.type == "cuda"
-        self.sleeps = cuda
+        self.sleeps = cuda and sleep  # the plan's rollout.sleep; vLLM's CPU backend has no sleep mode
         kw = dict(distributed_executor_backend="external_launcher") if world > 1 else {}
         self.llm = LLM(model=self.folder.name, skip_tokenizer_init=True, dtype="float32" if not cuda else dtype,
                        max_model_len=max_len, enforce_eager=os.environ.get("KD_PLANNER_VLLM_EAGER") == "1", seed=seed,
-                       tensor_parallel_size=tp, gpu_memory_utilization=memory_fraction, enable_sleep_mode=cuda, **kw)
+                       tensor_parallel_size=tp, gpu_memory_utilization=memory_fraction, enable_sleep_mode=self.sleeps, **kw)
         self.stale = False  # weights changed since the engine last loaded them
         self.asleep = False
         self.sync_s = 0.0
