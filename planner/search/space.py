@@ -118,12 +118,15 @@ def engine_columns(cands: list[Strategy], runtime: Runtime, backend: str) -> dic
     return {k: np.array([by[(c.rollout, c.sleep)][k] for c in cands], dtype=float) for k in next(iter(by.values()))}
 
 
-def rollout_variants(engines: Sequence[str], runtime: Runtime | None) -> list[tuple[str, bool]]:
+def rollout_variants(engines: Sequence[str], runtime: Runtime | None, backend: str = "nccl") -> list[tuple[str, bool]]:
     """(engine, sleep) for each rollout engine the search tries: a vllm engine asleep and awake where
-    the runtime lets the plan choose (`sleep: choose`), else as the runtime runs it."""
+    the runtime lets the plan choose (`sleep: choose`) on GPUs (vLLM's CPU backend has no sleep
+    mode: awake), else as the runtime runs it."""
     if runtime is None:
         return [(e, False) for e in engines]
-    return [(e, z) for e in engines for z in (runtime.generation.costs(e).sleeps() if e in (runtime.generation.engine, *runtime.generation.other_engines) else (False,))]
+    gen = runtime.generation
+    known = (gen.engine, *gen.other_engines)
+    return [(e, z) for e in engines for z in (gen.costs(e).sleeps() if e in known and backend == "nccl" else (False,))]
 
 
 def teacher_servings(job: Job, runtime: Runtime) -> tuple[bool, ...]:
@@ -144,7 +147,7 @@ def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("
     (None = runnable, subject to memory), a vllm engine asleep and awake where `runtime` lets the plan
     choose; `unreachable` counts the others."""
     cands: list[Strategy] = []
-    variants = rollout_variants(engines, runtime)
+    variants = rollout_variants(engines, runtime, cluster.backend)
     for placement, n_T, n_S in placements(cluster):
         bs, _ = _micro_batches(job, n_S)
         for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
@@ -169,7 +172,7 @@ def unreachable(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",), 
         bad = _micro_batches(job, n_S)[1]
         if not bad:
             continue
-        variants = rollout_variants(engines, runtime)
+        variants = rollout_variants(engines, runtime, cluster.backend)
         students = sum(1 for *_, g in student_splits(n_S, cluster, gathers) for e, _ in variants if g == "once" or e not in SERVING)
         for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
             servable = placement == "disaggregated" and t_name in ("replicate", "tp") and degree.get("ep", 1) == 1
