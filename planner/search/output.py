@@ -58,7 +58,7 @@ def split(text: str, flag: str) -> tuple[str, str | None]:
     strategy, plus, output = text.rpartition("+")
     if plus and output in OUTPUTS:
         return strategy, output
-    if plus and "/" not in output and output not in GATHERS and output not in ROLLOUT_ENGINES:
+    if plus and "/" not in output and output not in GATHERS and output.partition(":")[0] not in ROLLOUT_ENGINES:
         raise InputError(f"{flag}: '{text}': the teacher output after '+' must be one of {', '.join(OUTPUTS)}")
     return text, None
 

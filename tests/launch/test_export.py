@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from planner.cli import app
 from planner.inputs.errors import InputError
@@ -195,7 +196,10 @@ def test_two_nodes_slurm(tmp_path):
 
 def test_sixteen_nodes_from_recommend(tmp_path, runner):
     plan = tmp_path / "p16.yaml"
-    res = runner.invoke(app, ["recommend", "-c", "dgx-h100", "--nodes", "16", "-o", str(plan)])
+    job = yaml.safe_load((ROOT / "jobs" / "llama70b-to-8b.yaml").read_text())
+    job["workload"]["teacher_serving"] = "in-process"  # a served teacher needs a checkpoint folder to export (test_export_served.py)
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    res = runner.invoke(app, ["recommend", "-m", str(tmp_path / "job.yaml"), "-c", "dgx-h100", "--nodes", "16", "-o", str(plan)])
     assert res.exit_code == 0, res.output
     text = render(plan, None, "slurm", partition="gpu", account="kd", time="12:00:00", port=6000, steps=5)
     for want in ("--nodes=16", "--gpus-per-node=8", "--partition=gpu", "--account=kd", "--time=12:00:00"):
