@@ -225,7 +225,17 @@ def plan_of(s: Strategy, job, cluster: Cluster, cluster_ref: str, runtime: str =
                 backend=cluster.backend, placement=s.placement, teacher=teacher, student=student,
                 micro_batch=s.b, grad_accum=job.workload.global_batch // (s.b * s.n_S),
                 workload=job.workload, runtime=runtime, predicted=predicted, training=job.training,
-                dataset=job.dataset, tokenizer=job.tokenizer, rollout=RolloutPlan(engine=s.rollout, sleep=s.sleep))
+                dataset=job.dataset, tokenizer=job.tokenizer, rollout=rollout_of(s, len(t_ranks) if s.placement != "colocated" else 0),
+                schedule="async" if s.ahead else "sync")
+
+
+def rollout_of(s: Strategy, teacher_gpus: int) -> RolloutPlan:
+    """The rollout role of strategy `s`: on the trainer's GPUs, or on the `n_R` GPUs after the
+    trainer's and a teacher's of its own (`teacher_gpus`), vLLM's default share of each."""
+    if not s.n_R:
+        return RolloutPlan(engine=s.rollout, sleep=s.sleep)
+    first = s.n_S + teacher_gpus
+    return RolloutPlan(engine=s.rollout, placement="dedicated", ranks=list(range(first, first + s.n_R)), gpu_memory_utilization=0.9)
 
 
 def strategy_of(plan: Plan) -> Strategy:
@@ -235,7 +245,9 @@ def strategy_of(plan: Plan) -> Strategy:
     s_sh = st.shard if st.strategy == "hsdp" else n_S
     return Strategy(TEACHER_ALIASES.get(t.strategy, t.strategy), st.strategy, plan.placement, len(t.ranks), n_S, pp=t.pp, tp=t.tp,
                     t_sh=t.shard, s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep, gather=st.gather,
-                    rollout=plan.rollout.engine, served=t.served, sleep=plan.rollout.sleep)
+                    rollout=plan.rollout.engine, served=t.served, sleep=plan.rollout.sleep,
+                    n_R=len(plan.rollout.ranks) if plan.rollout.placement == "dedicated" else 0,
+                    ahead=plan.schedule == "async")
 
 
 def load_plan(path: str | Path) -> Plan:

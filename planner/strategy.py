@@ -6,6 +6,7 @@ One value object with one spelling (as torchtitan's `ParallelDims`):
     shard:2/zero3/disaggregated:8/4      pipeline:8/hsdp:8/colocated/2      replicate/ddp/colocated/1
     shard:16+ep:8/zero3/colocated/1      (a mixture-of-experts teacher: experts split over groups of 8)
     shard:16/zero3+per_step/colocated/1  (a ZeRO-3 student gathered layer by layer at every decode step)
+    tp:2/zero2/served:8/1+vllm:dedicated:2+async  (rollouts on 2 GPUs of their own, one step ahead)
 
 `str(s)` writes it with every degree spelled out and `Strategy.parse(text, cluster)` reads it
 back (`parse(str(s)) == s`); `recommend` prints it, `estimate --strategy` and `inflection
@@ -38,7 +39,7 @@ STUDENT_ALIASES = {"fsdp": "zero3"}  # accepted by `parse`, never written
 # replicated. Its cost, memory and executor were pipeline's, so it is one split now; the group's
 # tier (in a node or across nodes) follows from k. Old plans and flags that say hybrid still load.
 TEACHER_ALIASES = {"hybrid": "pipeline"}
-GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH[+ROLLOUT_ENGINE[:sleep]]"
+GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH[+ROLLOUT_ENGINE[:sleep|:dedicated:N]][+async]"
 ROLLOUT_ENGINES = ("hf-eager", "hf-static", "vllm")  # planner.plan.RolloutEngine; hf-eager is written without a suffix
 # How a student whose parameters are sharded (zero3, hsdp) is gathered for on-policy generation:
 # `once` per generation (the default, never written: TRL's ds3_gather_for_generation) or `per_step`,
@@ -110,6 +111,9 @@ class Strategy:
     rollout: str = "hf-eager"  # the engine that generates on-policy completions, colocated (planner.plan.RolloutEngine)
     served: bool = False  # disaggregated: the teacher behind vLLM servers of its own (replicas x tp), outside the trainer's world
     sleep: bool = False  # a vllm rollout engine sleeps while the trainer runs (written `+vllm:sleep`)
+    n_R: int = 0  # rollout GPUs of their own (vLLM servers of the student, outside the trainer's world); 0: on the trainer's GPUs
+    ahead: bool = False  # rollouts of step n+1 generated while step n trains (schedule async; written `+async`); the cost
+    # model overlaps them with training only on rollout GPUs of their own (on the trainer's GPUs they share its devices)
 
     def __post_init__(self) -> None:
         if why := self.problems():
@@ -153,6 +157,10 @@ class Strategy:
             out.append(f"colocated models share their GPUs, but {self.n_T} teacher and {self.n_S} student GPUs are given")
         if self.sleep and self.rollout != "vllm":
             out.append(f"only a vllm rollout engine sleeps, not {self.rollout}")
+        if self.n_R < 0:
+            out.append(f"rollout GPUs must be 0 or more, got {self.n_R}")
+        if self.n_R and (self.rollout != "vllm" or self.sleep):
+            out.append(f"rollout GPUs of their own run vLLM servers that stay awake (+vllm:dedicated:N), not {self.rollout}{' asleep' if self.sleep else ''}")
         if self.served and (self.placement != "disaggregated" or self.teacher not in ("replicate", "tp") or self.ep > 1):
             out.append(f"a served teacher runs on GPUs of its own as vLLM replicas or tp groups, not {self.teacher_part} {self.placement}")
         return out
@@ -178,9 +186,15 @@ class Strategy:
     def placement_part(self) -> str:
         return "colocated" if self.placement == "colocated" else f"{'served' if self.served else 'disaggregated'}:{self.n_T}"
 
+    @property
+    def world(self) -> int:
+        """Cluster GPUs the layout uses: the trainer's (with an in-process or served teacher's of its own) and the rollout's."""
+        return (self.n_S if self.placement == "colocated" else self.n_T + self.n_S) + self.n_R
+
     def __str__(self) -> str:
         engine = "" if self.rollout == "hf-eager" else f"+{self.rollout}" + (":sleep" if self.sleep else "")
-        return f"{self.teacher_part}/{self.student_part}/{self.placement_part}/{self.b}{engine}"
+        engine += f":dedicated:{self.n_R}" if self.n_R else ""
+        return f"{self.teacher_part}/{self.student_part}/{self.placement_part}/{self.b}{engine}" + ("+async" if self.ahead else "")
 
     @classmethod
     def parse(cls, text: str, cluster: Cluster, flag: str = "strategy") -> "Strategy":
@@ -189,7 +203,19 @@ class Strategy:
         value: shard over all teacher GPUs; pipeline and tp over one node; hsdp one node;
         disaggregated gives the teacher half the nodes (half the node on one)."""
         head, plus, engine = text.rpartition("+")
+        if plus and engine == "async":  # rollouts one step ahead (costed ahead on rollout GPUs of their own only)
+            return replace(cls.parse(head, cluster, flag), ahead=True)
         name, colon, mode = engine.partition(":")
+        kind, _, count = mode.partition(":")
+        if plus and name == "vllm" and kind == "dedicated":
+            if not count.isdigit() or not 0 < int(count) < cluster.world:
+                raise InputError(f"{flag}: '{text}': +vllm:dedicated:N needs N rollout GPUs, a whole number from 1 to {cluster.world - 1}")
+            inner = head.split("/")
+            if not 2 <= len(inner) <= 4 or not all(inner):
+                raise InputError(f"{flag}: '{text}' is not {GRAMMAR} (e.g. shard:16/zero3/colocated/4)")
+            inner += ["colocated", "1"][len(inner) - 2:]
+            st = cls.from_words(*inner, cluster, flags=(f"{flag}: '{text}'",) * 4, rollout_gpus=int(count))
+            return replace(st, rollout="vllm")
         if plus and name in ROLLOUT_ENGINES and (not colon or (name == "vllm" and mode == "sleep")):
             return replace(cls.parse(head, cluster, flag), rollout=name, sleep=bool(colon))
         parts = text.split("/")
@@ -200,10 +226,12 @@ class Strategy:
 
     @classmethod
     def from_words(cls, teacher: str, student: str, placement: str, micro_batch: str | int, cluster: Cluster,
-                   flags: tuple[str, str, str, str] = ("teacher", "student", "placement", "micro-batch")) -> "Strategy":
+                   flags: tuple[str, str, str, str] = ("teacher", "student", "placement", "micro-batch"),
+                   rollout_gpus: int = 0) -> "Strategy":
         """The four parts of the grammar, each as a word (`estimate --teacher-split` etc.); an error
-        names the part by its entry in `flags`."""
-        W, G = cluster.world, cluster.gpus_per_node
+        names the part by its entry in `flags`. `rollout_gpus` GPUs (the last ones) are the rollout's
+        own: the placement shares out the others."""
+        W, G = cluster.world - rollout_gpus, cluster.gpus_per_node
         part = 0
         try:
             part = 2
@@ -264,7 +292,8 @@ class Strategy:
         except ValueError as e:
             raise InputError(f"{flags[part]}: {e}") from None
         degree = {own: k} if own else {}
-        return cls(tname, sname, pname, n_T, n_S, s_sh=s_sh, r_S=n_S // s_sh, b=b, ep=ep, gather=gather, served=served, **degree)
+        return cls(tname, sname, pname, n_T, n_S, s_sh=s_sh, r_S=n_S // s_sh, b=b, ep=ep, gather=gather, served=served,
+                   n_R=rollout_gpus, rollout="vllm" if rollout_gpus else "hf-eager", **degree)
 
     # -- rules that need a job -----------------------------------------------------------------
 
@@ -307,9 +336,10 @@ class Strategy:
         """Where each of the cost model's groups talks: `T` the teacher group, `S` the student's shard
         group, `R` the student's replicas (HSDP: rail-aligned, one NIC each), `X` teacher-to-student
         transfers (one NIC unless both sides share a node), `E` the teacher's expert-parallel group
-        (its all-to-all). Values: none, intra_node, inter_node (every rail, as NCCL spans nodes) or one_nic."""
+        (its all-to-all), `W` the weight push to dedicated rollout GPUs (one NIC unless the whole layout shares a node). Values: none, intra_node, inter_node (every rail, as NCCL spans nodes) or one_nic."""
         return {"T": tier(self.teacher_degree, cluster), "S": tier(self.s_sh, cluster), "R": "one_nic",
-                "X": "intra_node" if self.n_T + self.n_S <= cluster.gpus_per_node else "one_nic", "E": tier(self.ep, cluster)}
+                "X": "intra_node" if self.n_T + self.n_S <= cluster.gpus_per_node else "one_nic", "E": tier(self.ep, cluster),
+                "W": "intra_node" if self.world <= cluster.gpus_per_node else "one_nic"}
 
     # -- plan files (the mapping lives in planner.plan, above this module) ---------------------------
 

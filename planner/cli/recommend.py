@@ -36,7 +36,7 @@ def _entry(sc: rank.Scored, res: rank.SearchResult, job, runtime=None) -> dict:
             "grad_accum": job.workload.global_batch // (st.b * st.n_S), "free_bytes": sc.free, "predicted": pred,
             "speedup_vs_baseline": pred["speedup_vs_baseline"], "baseline": pred["baseline"],
             "speedup_vs_baselines": {n: rank.speedup(sc, b) for n, b in res.baselines.items()},
-            "roles": plans.roles(sc, runtime if sc.runtime == res.runtime else None), "schedule": "sync"}
+            "roles": plans.roles(sc, runtime if sc.runtime == res.runtime else None), "schedule": plans.schedule(sc)}
 
 
 def _largest(sc: rank.Scored) -> str:
@@ -156,8 +156,8 @@ def register(app: typer.Typer) -> None:
             data = {"baseline": {name: (_entry(sc, res, job) | {"feasible": sc.feasible}) if sc else None for name, sc in res.baselines.items()},
                     "strongest_baseline": res.strongest,
                     "plans": [_entry(sc, res, job, rt) | {"tied_with_first": i < res.tied} for i, sc in enumerate(res.ranked[:max(top, res.tied)])],
-                    "recommended_because": res.why_first, "schedule_reason": plans.SCHEDULE_REASON,
-                    "teacher_gpus_why": rank.teacher_gpus_why(res), "tie_margin": res.margin, "usable_bytes": res.usable_bytes,
+                    "recommended_because": res.why_first, "schedule_reason": plans.schedule_reason(res.ranked),
+                    "teacher_gpus_why": rank.teacher_gpus_why(res), "rollout_gpus_why": rank.rollout_gpus_why(res), "tie_margin": res.margin, "usable_bytes": res.usable_bytes,
                     "reserve_bytes": res.reserve_bytes, "rejected": res.rejected, "evaluated": res.evaluated, "notes": res.notes}
             emit(data, format)
         else:
@@ -199,6 +199,9 @@ def _print(res: rank.SearchResult, top: int, cl, wide: bool, k: int, runtime=Non
         out.print(f"Roles of #1: {plans.roles_line(first, runtime)}.")
         if why := rank.teacher_gpus_why(res):
             out.print(f"Teacher GPUs: {why}.")
+        if why := rank.rollout_gpus_why(res):
+            out.print(f"Rollout GPUs: {why}.")
+        out.print(f"Schedule: {plans.schedule_reason(res.ranked)}.")
         if note := outputs.note(first.output, k):
             out.print(f"Note: {note}.")
     if res.rejected:

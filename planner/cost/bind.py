@@ -61,7 +61,7 @@ def engine_values(rt: Runtime, engine: str | None, backend: str, sleep: bool | N
         "ov_dec": (e.layer_overhead_us if o.decode_layer_overhead_us is None else o.decode_layer_overhead_us) * 1e-6,
         "g_tp": e.tensor_parallel, "g_bat": float(e.batch == "step"), "eng": float(e.serving),
         "u_eng": u if isinstance(u, float) else 0.0, "u_fill": float(u == "fill"), "slp": float(e.serving and sleep and backend == "nccl"),  # vLLM's sleep mode is CUDA's (CuMem)
-        "t_wake": e.wake_ms * 1e-3, "ov_ref": e.refresh_tensor_overhead_us * 1e-6,
+        "t_wake": e.wake_ms * 1e-3, "ov_ref": e.refresh_tensor_overhead_us * 1e-6, "u_ded": e.dedicated_memory_utilization,
     }
 
 
@@ -96,6 +96,8 @@ class Layout(Protocol):
     b: int
     ep: int
     gather: str
+    n_R: int
+    ahead: bool
 
     @property
     def disaggregated(self) -> bool: ...
@@ -114,6 +116,7 @@ def strategy_values(st: Layout, cluster: Cluster) -> dict[str, float]:
         "n_S": st.n_S, "n_T": st.n_T, "D": float(st.disaggregated), "pp": st.pp, "tp": st.tp,
         "pipe": float(st.pp > 1), "t_sh": st.t_sh, "s_sh": st.s_sh, "r_S": st.r_S, "z_o": z_o, "z_g": z_g, "z_p": z_p, "b": st.b,
         "ep": st.ep, "epx": float(st.ep > 1), "g_once": float(st.gather == "once"),
+        "ded": float(st.n_R > 0), "n_R": max(st.n_R, 1), "asy": float(st.ahead and st.n_R > 0),
     }
     for group, where in st.links(cluster).items():
         if group == "E":  # the expert-parallel group runs all-to-alls only

@@ -70,13 +70,16 @@ def student_generation() -> sp.Expr:
     engine = sp.Min(1, y.g_tp - 1)  # 1 with a separate generation engine
     whole = y.g_once * ((1 - engine) * y.z_p * (total_params(S) * y.q_S - student_gathered()) + engine * total_params(S) * y.q_S / y.g_tp)
     # a serving engine (vLLM) holds its copy and the cache in its own reservation: `rollout_engine`
-    return y.gen * (1 - y.eng) * sp.Max(0, kv + whole - training_transients())
+    return y.gen * (1 - y.eng) * (1 - y.ded) * sp.Max(0, kv + whole - training_transients())
 
 
 def gen_batch() -> sp.Expr:
     """Sequences one generation holds on a rank: its micro-batch, or every sample of its optimizer
-    step at once (ga x b: TRL 1.16 DistillationTrainer's generation batch, a vLLM engine's)."""
-    return y.b * (1 + y.g_bat * (y.B / (y.b * y.n_S) - 1))
+    step at once (ga x b: TRL 1.16 DistillationTrainer's generation batch, a vLLM engine's); on
+    dedicated rollout GPUs, one engine's share of the whole step, the global batch over n_R / g_tp
+    replicas (the trainer ranks' requests spread over the servers)."""
+    here = y.b * (1 + y.g_bat * (y.B / (y.b * y.n_S) - 1))
+    return (1 - y.ded) * here + y.ded * y.B * y.g_tp / y.n_R
 
 
 def training_transients() -> sp.Expr:
@@ -102,8 +105,10 @@ def engine_kv_room() -> sp.Expr:
     sequence one generation holds (the planner writes the share that takes into the plan; where it
     does not fit, the plan is out of memory, not slower)."""
     need = gen_batch() * engine_kv_per_sequence()
-    fixed = sp.Max(y.u_eng * y.M_dev - engine_weights(), engine_kv_per_sequence())
-    return y.u_fill * need + (1 - y.u_fill) * fixed
+    share = (1 - y.ded) * y.u_eng + y.ded * y.u_ded  # a dedicated engine has its GPU to itself (vLLM's default share)
+    fixed = sp.Max(share * y.M_dev - engine_weights(), engine_kv_per_sequence())
+    fill = (1 - y.ded) * y.u_fill
+    return fill * need + (1 - fill) * fixed
 
 
 def engine_reservation() -> sp.Expr:
@@ -116,7 +121,15 @@ def rollout_engine() -> sp.Expr:
     resident states and training transients; asleep while the trainer runs (sleep mode), only what
     its reservation adds over the training transients it replaces (the terms still sum to the peak)."""
     R = engine_reservation()
-    return y.gen * y.eng * ((1 - y.slp) * R + y.slp * sp.Max(0, R - training_transients()))
+    return y.gen * y.eng * (1 - y.ded) * ((1 - y.slp) * R + y.slp * sp.Max(0, R - training_transients()))
+
+
+def rollout_gpu_shortfall() -> sp.Expr:
+    """Bytes by which a dedicated rollout engine's weights (1/g_tp of the 16-bit student) and one
+    sequence's cache exceed its share of the GPU (vLLM refuses to start below that); 0 when it fits
+    or when there is no dedicated rollout. The rest of its share is KV cache (`engine_kv_room`):
+    vLLM sizes it to the share, so the rollout GPUs' peak is the share by construction."""
+    return y.gen * y.ded * sp.Max(0, engine_weights() + engine_kv_per_sequence() - y.u_ded * y.M_dev)
 
 
 def topk_bytes() -> sp.Expr:

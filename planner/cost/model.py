@@ -29,7 +29,7 @@ def totals(mem: dict[str, sp.Expr], time: dict[str, sp.Expr]) -> dict[str, sp.Ex
 def expressions() -> dict[str, sp.Expr]:
     """`mem.<term>`, the memory totals (`totals`), `time.<term>`, `step_time`, `samples_per_s`, and
     the parts of one generation (`generation.prefill`, `generation.decode_step`) and a serving engine's
-    reservation per GPU (`engine_reservation`)."""
+    reservation per GPU (`engine_reservation`) and what a dedicated rollout GPU lacks (`rollout_gpu_shortfall`)."""
     mem, time = memory.terms(), timeline.terms()
     total = totals(mem, time)
     out = {f"mem.{k}": v for k, v in mem.items()}
@@ -38,4 +38,5 @@ def expressions() -> dict[str, sp.Expr]:
     out |= {k: total[k] for k in ("step_time", "samples_per_s")}
     out |= {"generation.prefill": timeline.prefill(), "generation.decode_step": timeline.decode_step()}
     out["engine_reservation"] = y.gen * y.eng * memory.engine_reservation()  # a serving engine's, per GPU (0: none)
+    out["rollout_gpu_shortfall"] = memory.rollout_gpu_shortfall()  # > 0: a dedicated rollout engine does not fit its GPU
     return out

@@ -143,6 +143,7 @@ u_fill = _nonneg("u_fill", "1 if the engine's reservation is what the plan needs
 slp = _nonneg("slp", "1 if the serving engine sleeps while the trainer runs (its reservation freed)")
 t_wake = _nonneg("t_wake", "time to wake a sleeping engine, per generation, s")
 ov_ref = _nonneg("ov_ref", "fixed time per parameter tensor of the per-step weight refresh into the engine, s")
+u_ded = _nonneg("u_ded", "share of a dedicated rollout GPU's memory its engine reserves (vLLM gpu_memory_utilization, alone on the GPU)")
 M_dev = _pos("M_dev", "memory of one device, bytes (what gpu_memory_utilization is a share of)")
 
 # --- cluster -------------------------------------------------------------------------------
@@ -180,11 +181,15 @@ r_S = _pos("r_S", "student replicas across the shard groups (HSDP: nodes; else 1
 gen = _nonneg("gen", "1 if lmbda > 0 (the student generates at all)")
 ep = _pos("ep", "teacher expert-parallel degree: ranks one copy of every MoE layer's experts is split over; 1 = none")
 ep_on = _nonneg("epx", "1 if the teacher's experts are split by expert parallelism (ep > 1)")
+ded = _nonneg("ded", "1 if the rollouts are generated on GPUs of their own (vLLM servers of the student), not on the trainer's")
+n_R = _pos("n_R", "GPUs of the dedicated rollout servers (1 when there are none)")
+asy = _nonneg("asy", "1 if a dedicated rollout generates step n+1's completions while step n trains (one step ahead)")
 
 
 # --- links: bandwidth (bytes/s per GPU) and latency (s) of each collective on each group ------
 GROUPS = {"T": "the teacher's group", "S": "the student's shard / data-parallel group",
-          "R": "student replicas (HSDP)", "X": "teacher to student ranks (disaggregated)"}
+          "R": "student replicas (HSDP)", "X": "teacher to student ranks (disaggregated)",
+          "W": "trainer to dedicated rollout GPUs (the weight push)"}
 
 
 def _make_links() -> dict[tuple[str, str], tuple[sp.Symbol, sp.Symbol]]:

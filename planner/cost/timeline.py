@@ -7,7 +7,10 @@ compute (only the excess, `Max(0, comm - ovl * compute)`, is charged; `ovl` is t
 `comm_overlap`, 0 for gloo on CPU), and a disaggregated teacher
 works on the next micro-batch while the students train (`disaggregated_wait`: on policy, only what
 the student has generated can be scored). An offline teacher cache replaces the teacher's forward
-by a read from local storage and charges the one-time pass, amortised over the epochs.
+by a read from local storage and charges the one-time pass, amortised over the epochs. Rollouts
+on GPUs of their own (vLLM servers of the student) take the generation off the trainer's ranks:
+synchronously the trainer waits for them (`generation`); one step ahead only the part longer than
+the trainer's step is exposed (`rollout_wait`); the weight push to them is serial either way.
 FLOPs: forward 2 per matmul weight per token plus attention (Kaplan et al. 2020; Narayanan et al.
 2021), backward 2x forward, full recomputation one more forward, torchtitan's op policy the matmuls
 it did not keep (`op_recompute`). Every forward pass of a layer also costs a fixed `ov` (kernel
@@ -109,8 +112,9 @@ def generation(n=y.b) -> sp.Expr:
 
 def generations_per_step() -> sp.Expr:
     """Generations a student rank runs per optimizer step, on policy (lmbda of them, in expectation):
-    one per micro-batch, or one for all of them (`memory.gen_batch`)."""
-    return y.lam * ga * y.b / memory.gen_batch()
+    one per micro-batch, or one for all of them (`memory.gen_batch`); on dedicated rollout GPUs, one
+    per engine replica for the whole step (lmbda in expectation)."""
+    return (1 - y.ded) * y.lam * ga * y.b / memory.gen_batch() + y.ded * y.lam
 
 
 def weight_refresh() -> sp.Expr:
@@ -119,7 +123,15 @@ def weight_refresh() -> sp.Expr:
     its 16-bit copy read and written on the device (1/g_tp per GPU) and a fixed `ov_ref` per
     parameter tensor (TRL 1.16 colocate: a `load_weights` call per tensor). 0 without an engine."""
     copy = 2 * total_params(S) * y.q_S / y.g_tp / y.H_bw + param_tensors(S) * y.ov_ref
-    return y.eng * sp.Min(1, generations_per_step()) * (copy + y.z_p * student_gather_for_generation())
+    return y.eng * sp.Min(1, generations_per_step()) * (copy + y.z_p * student_gather_for_generation() + y.ded * weight_push())
+
+
+def weight_push() -> sp.Expr:
+    """Dedicated rollout GPUs: the trainer's 16-bit weights sent to the engines (a broadcast from one
+    trainer rank, pipelined, so about the bytes over the link from the trainer to the rollout GPUs:
+    NVLink in a node, one NIC across nodes; TRL's NCCL weight transfer, verl's), one call per
+    parameter tensor; on the critical path of both sides in either schedule."""
+    return comm.p2p(total_params(S) * y.q_S, y.link("W", "p2p"), calls=param_tensors(S))
 
 
 def loss_pass() -> sp.Expr:
@@ -306,6 +318,15 @@ def terms() -> dict[str, sp.Expr]:
         "teacher_cache_pass": y.cache * cache_pass(),
     }
     rest = bwd + loss_pass() + sp.Max(0, gathers - window) + y.b * xfer
-    per_micro = (generations_per_step() * generation(memory.gen_batch()) + weight_refresh()) / ga  # a micro-step's share
+    # a micro-step's share of the rollout work on the student's ranks (none on dedicated rollout GPUs:
+    # the step's completions are there before it starts)
+    per_micro = (1 - y.ded) * (generations_per_step() * generation(memory.gen_batch()) + weight_refresh()) / ga
     t["teacher_wait"] = y.disagg * disaggregated_wait(t_side, per_micro, fwd, rest)
+    # one step ahead on dedicated rollout GPUs: the next step's rollouts run while this one trains, so
+    # the step is the longer of the two (the weight push, between them, stays on both paths)
+    rollout = t["generation"]
+    train = sp.Add(*(v for k, v in t.items() if k not in ("generation", "weight_sync")))
+    t["generation"] = (1 - y.ded * y.asy) * rollout
+    behind = sp.Add(rollout, sp.Mul(-1, train, evaluate=False), evaluate=False)  # unevaluated: flattening the trainer's terms costs minutes
+    t["rollout_wait"] = y.ded * y.asy * sp.Max(0, behind, evaluate=False)
     return t

@@ -34,6 +34,10 @@ class EngineCosts(Strict):
     wake_ms: float = Field(0.0, ge=0, description="vllm with sleep: fixed time to wake the engine (weights and KV cache mapped again) per generation, milliseconds.")
     refresh_tensor_overhead_us: float = Field(0.0, ge=0, description="vllm: fixed time per parameter tensor of the per-step weight refresh beyond the copy itself (TRL 1.16 colocate: one `load_weights([(name, param)])` call per tensor), microseconds.")
     beside_teacher_ranks: bool = Field(True, description="Whether this engine runs beside a teacher on ranks of its own in the trainer's torch.distributed world (a disaggregated in-process teacher); false: the search never pairs the two (the bundled executor's vLLM engine: its external launcher spans the whole world).")
+    dedicated: bool = Field(False, description="vllm: whether this runtime can also run the engine on rollout GPUs of its own (vLLM servers of the student, outside the trainer's world, its weights pushed from the trainer every step: TRL's vLLM server mode, AsyncDistillationTrainer, verl); the search then tries 1, 2, 4, ... such GPUs (`+vllm:dedicated:N`).")
+    dedicated_only: bool = Field(False, description="vllm: the runtime generates only on dedicated rollout GPUs (never colocated).")
+    dedicated_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on dedicated rollout GPUs: the share of each GPU's memory the engine reserves (vLLM's own default gpu_memory_utilization, 0.9: vllm/engine/arg_utils.py), its weights and the rest KV cache.")
+    ahead: bool | Literal["choose"] = Field(False, description="vllm on dedicated rollout GPUs: the rollouts of step n+1 are generated while step n trains (one step ahead, staleness 1; TRL AsyncDistillationTrainer, verl's async); `choose`: the search tries both and the plan's schedule records the choice.")
     tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; 1: one engine per GPU (or the trainer's own model; its decode all-reduces are not modelled).")
 
     def sleeps(self) -> tuple[bool, ...]:
@@ -41,6 +45,16 @@ class EngineCosts(Strict):
         if not self.serving:
             return (False,)
         return (False, True) if self.sleep == "choose" else (bool(self.sleep),)
+
+    def placements(self) -> tuple[bool, ...]:
+        """Whether a plan's engine runs on rollout GPUs of its own, each way the search tries."""
+        if not (self.serving and self.dedicated):
+            return (False,)
+        return (True,) if self.dedicated_only else (False, True)
+
+    def schedules(self) -> tuple[bool, ...]:
+        """Whether dedicated rollouts run one step ahead, each way the search tries."""
+        return (False, True) if self.ahead == "choose" else (bool(self.ahead),)
 
     @property
     def serving(self) -> bool:

@@ -10,12 +10,12 @@
 | `trl-vllm-sleep-zero3` / `-ddp` | the same with `vllm_enable_sleep_mode` | `trl-distillation-vllm-sleep` | full logits |
 | `trl-server` | teacher behind a vLLM server on GPUs of its own (replicas or tensor-parallel), student FSDP2 on the rest | `trl-server` | top-k log-probs |
 | `trl-server-vllm` | the same, rollouts from a colocated vLLM engine | `trl-server-vllm` | top-k log-probs |
+| `trl-async` | the same teacher servers, rollouts from one student vLLM server on a GPU of its own, one step ahead | `trl-async-distillation` (AsyncDistillationTrainer) | top-k log-probs |
 
-Each is tried at every micro-batch (and `trl-server` at every teacher GPU count and split its
-server runs) that reaches the global batch; its best configuration that fits stands for it. The
+Each is tried at every micro-batch (the server ones at every teacher GPU count and split its
+server runs, `trl-async` at every student-server GPU count the search tries for its own plans) that reaches the global batch; its best configuration that fits stands for it. The
 plans are compared with the strongest baseline that fits (`strongest`). Not yet costed: TRL's vLLM
-*server* mode for rollouts, `AsyncDistillationTrainer` and verl's on-policy distillation, which put
-the rollouts on GPUs of their own (a dedicated rollout role the search does not place yet).
+*server* mode for DistillationTrainer's rollouts and verl's on-policy distillation.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Baseline:
     name: str
     runtime: str  # a bundled runtime (runtimes/*.yaml)
     output: str  # the teacher output it trains from
-    layout: str  # zero3 | ddp | server
+    layout: str  # zero3 | ddp | server | async
 
 
 BASELINES = (
@@ -47,6 +47,7 @@ BASELINES = (
     Baseline("trl-vllm-sleep-ddp", "trl-distillation-vllm-sleep", "logits", "ddp"),
     Baseline("trl-server", "trl-server", "topk", "server"),
     Baseline("trl-server-vllm", "trl-server-vllm", "topk", "server"),
+    Baseline("trl-async", "trl-async-distillation", "topk", "async"),
 )
 BY_NAME = {b.name: b for b in BASELINES}
 ALIASES = {"trl-zero3": "trl-gkd-zero3", "trl-ddp": "trl-gkd-ddp"}  # the names before issue 17
@@ -67,13 +68,16 @@ def layouts(base: Baseline, job: Job, cluster: Cluster) -> list[Strategy]:
         out = [Strategy("replicate", "ddp", "colocated", W, W, s_sh=W, b=b) for b in _micro_batches(job, W)]
     else:  # the server: the teacher's GPUs serve replicas or tensor-parallel groups inside a node
         out = []
-        for placement, n_T, n_S in space.placements(cluster):
-            if placement != "disaggregated":
-                continue
-            student = "zero3" if n_S > 1 else "ddp"
-            teachers = [("replicate", {})] + [("tp", {"tp": k}) for k in range(2, min(G, n_T) + 1) if n_T % k == 0]
-            for name, degree in teachers:
-                out += [Strategy(name, student, placement, n_T, n_S, s_sh=n_S, b=b, served=True, **degree) for b in _micro_batches(job, n_S)]
+        # AsyncDistillationTrainer: the student's vLLM server on GPUs of its own, as many as the user gives it (each count tried)
+        for n_R in space.rollout_gpu_counts(cluster) if base.layout == "async" else [0]:
+            for placement, n_T, n_S in space.placements(cluster, n_R):
+                if placement != "disaggregated":
+                    continue
+                student = "zero3" if n_S > 1 else "ddp"
+                teachers = [("replicate", {})] + [("tp", {"tp": k}) for k in range(2, min(G, n_T) + 1) if n_T % k == 0]
+                for name, degree in teachers:
+                    out += [Strategy(name, student, placement, n_T, n_S, s_sh=n_S, b=b, served=True, n_R=n_R, ahead=bool(n_R),
+                                     rollout="vllm" if n_R else "hf-eager", **degree) for b in _micro_batches(job, n_S)]
     return [st for st in out if st.rejection(job) is None]
 
 

@@ -18,18 +18,40 @@ strategy_of = Strategy.from_plan  # kept for callers that predate `Strategy.from
 def roles(sc: Scored, runtime: Runtime | None = None) -> dict:
     """Who does what on which GPUs (DESIGN.md 6b): the rollout (the student's generation), the teacher
     (scoring) and the trainer (the student's update), as `-f json` gives them. The rollout shares the
-    trainer's GPUs (colocated: a serving engine sleeps or keeps its reservation beside it); dedicated
-    rollout GPUs are not searched yet, so the schedule is synchronous (`schedule_reason`)."""
+    trainer's GPUs (colocated: a serving engine sleeps or keeps its reservation beside it) or runs
+    vLLM servers of the student on GPUs of its own (dedicated), synchronously or one step ahead."""
     st, rt = sc.strategy, runtime or load_runtime(sc.runtime)  # a runtime file's name is not a bundled one: pass it
     engine = rt.generation.costs(st.rollout if st.rollout in (rt.generation.engine, *rt.generation.other_engines) else None)
-    return {"rollout": {"gpus": st.n_S, "placement": "colocated", "engine": st.rollout, "tp": engine.tensor_parallel, "sleep": st.sleep},
+    rollout = {"gpus": st.n_R or st.n_S, "placement": "dedicated" if st.n_R else "colocated", "engine": st.rollout,
+               "tp": engine.tensor_parallel, "sleep": st.sleep}
+    return {"rollout": rollout,
             "teacher": {"gpus": st.n_T, "engine": "vllm-server" if st.served else rt.teacher_engine, "split": st.teacher_part,
                         "placement": "shares the trainer's GPUs" if st.placement == "colocated" else "GPUs of its own"},
             "trainer": {"gpus": st.n_S, "split": st.student_part}}
 
 
-SCHEDULE_REASON = ("sync: one step ahead (async) overlaps the rollouts with training only where they run on devices of "
-                   "their own; colocated they share the trainer's GPUs, and dedicated rollout GPUs are not searched yet")
+def schedule(sc: Scored) -> str:
+    """The plan's schedule: async (one step ahead) or sync."""
+    return "async" if sc.strategy.ahead else "sync"
+
+
+def schedule_reason(ranked: list[Scored]) -> str:
+    """Why the recommended plan (ranked[0]) runs its schedule: the fastest plan that fits with the other one."""
+    if not ranked:
+        return ""
+    first = ranked[0]
+    other = next((s for s in ranked[1:] if s.strategy.ahead != first.strategy.ahead), None)
+    if not first.strategy.n_R and other is None:
+        return ("sync: one step ahead (async) overlaps the rollouts with training only where they run on GPUs of their own, "
+                "and no plan with rollout GPUs of their own fits")
+    if first.strategy.ahead:
+        hidden = first.figures["time.rollout_wait"]
+        tail = f"; the fastest synchronous plan gives {other.samples_per_s:.2f} samples/s" if other else ""
+        return (f"async: the next step's rollouts run on {first.strategy.n_R} GPUs of their own while this one trains "
+                f"(completions one update old){' and ' + format(hidden, '.3g') + ' s of them still show' if hidden > 0 else ''}{tail}")
+    tail = f" (the fastest plan one step ahead gives {other.samples_per_s:.2f} samples/s)" if other else ""
+    where = "its rollouts share the trainer's GPUs" if not first.strategy.n_R else "fresh rollouts are as fast"
+    return f"sync: {where}{tail}"
 
 
 def roles_line(sc: Scored, runtime: Runtime | None = None) -> str:
@@ -37,8 +59,9 @@ def roles_line(sc: Scored, runtime: Runtime | None = None) -> str:
     r = roles(sc, runtime)
     ro, te, tr = r["rollout"], r["teacher"], r["trainer"]
     tp = (f", tp {ro['tp']}" if ro["tp"] > 1 else "") + (", asleep while it trains" if ro["sleep"] else "")
-    return (f"rollout {ro['engine']} on the trainer's {ro['gpus']} GPUs{tp}; teacher {te['split']} ({te['engine']}) on "
-            f"{te['gpus']} GPUs ({te['placement']}); trainer {tr['split']} on {tr['gpus']} GPUs; schedule sync")
+    where = f"{ro['gpus']} GPUs of its own" if ro["placement"] == "dedicated" else f"the trainer's {ro['gpus']} GPUs"
+    return (f"rollout {ro['engine']} on {where}{tp}; teacher {te['split']} ({te['engine']}) on "
+            f"{te['gpus']} GPUs ({te['placement']}); trainer {tr['split']} on {tr['gpus']} GPUs; schedule {schedule(sc)}")
 
 
 def predicted(sc: Scored, baseline: Scored | None, baseline_name: str | None = None) -> Predicted:

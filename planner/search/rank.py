@@ -148,7 +148,9 @@ def score(cands: list[Strategy], reasons: list[str | None], job: Job, cluster: C
         figs = dict(zip(keys, table[i].tolist()))
         s = Scored(st, figs, feasible=False, reason=why, free=usable - figs["mem_peak"], output=outputs.of(job), runtime=runtime.name)
         if why is None:
-            if figs["mem_peak"] > usable:
+            if figs["rollout_gpu_shortfall"] > 0:
+                s.reason = "out of memory on the rollout GPUs (the engine's copy of the student does not fit its share)"
+            elif figs["mem_peak"] > usable:
                 terms = s.busiest_terms()
                 s.reason = f"out of memory (largest term: {max(terms, key=terms.get)})"
             elif figs["mem_peak"] > limit:
@@ -214,14 +216,30 @@ def teacher_gpus_why(res: SearchResult) -> str:
         return ""
     best: dict[str, float] = {}
     for sc in res.ranked:
-        key = "colocated" if sc.strategy.placement == "colocated" else f"{sc.strategy.n_T} of {sc.strategy.n_T + sc.strategy.n_S}"
+        key = "colocated" if sc.strategy.placement == "colocated" else f"{sc.strategy.n_T} of {sc.strategy.world}"
         best[key] = max(best.get(key, 0.0), sc.samples_per_s)
     first = res.ranked[0].strategy
-    mine = "colocated" if first.placement == "colocated" else f"{first.n_T} of {first.n_T + first.n_S}"
+    mine = "colocated" if first.placement == "colocated" else f"{first.n_T} of {first.world}"
     if len(best) < 2:
         return f"{mine}, the only split that fits"
     order = sorted(best, key=lambda k: (k != "colocated", int(k.split()[0]) if k != "colocated" else 0))
     return "fastest plan that fits with each: " + ", ".join(f"{k} {best[k]:.2f}" + (" (this one)" if k == mine else "") for k in order) + " samples/s"
+
+
+def rollout_gpus_why(res: SearchResult) -> str:
+    """Why the recommended plan generates where it does: the fastest plan that fits on the trainer's
+    GPUs and with each count of rollout GPUs of their own, in samples/s ('' when no plan has any)."""
+    if not res.ranked:
+        return ""
+    best: dict[int, float] = {}
+    for sc in res.ranked:
+        best[sc.strategy.n_R] = max(best.get(sc.strategy.n_R, 0.0), sc.samples_per_s)
+    if set(best) == {0}:
+        return ""
+    mine = res.ranked[0].strategy.n_R
+    words = lambda n: "on the trainer's" if n == 0 else f"{n} of their own"  # noqa: E731
+    return "fastest plan that fits with each: " + ", ".join(f"{words(n)} {best[n]:.2f}" + (" (this one)" if n == mine else "")
+                                                           for n in sorted(best)) + " samples/s"
 
 
 def strongest(base: dict[str, Scored | None]) -> str | None:

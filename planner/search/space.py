@@ -60,13 +60,43 @@ def gathers(job: Job, runtime: Runtime) -> tuple[str, ...]:
     return tuple(runtime.generation.sharded_gather) if job.workload.lmbda > 0 else ("once",)
 
 
-def placements(cluster: Cluster) -> list[tuple[str, int, int]]:
+def placements(cluster: Cluster, rollout_gpus: int = 0) -> list[tuple[str, int, int]]:
     """(placement, n_T, n_S): colocated on all ranks, or the teacher on whole nodes (or, on one
-    node, on a divisor of the node) and the student on the rest."""
-    W, G = cluster.world, cluster.gpus_per_node
+    node, on a divisor of the node) and the student on the rest; `rollout_gpus` of the cluster's
+    GPUs (the last) are the rollout's own and hold neither."""
+    W, G = cluster.world - rollout_gpus, cluster.gpus_per_node
     out = [("colocated", W, W)]
     teacher_sizes = [k * G for k in range(1, cluster.nodes)] if cluster.nodes > 1 else [k for k in _divisors(G) if k < G]
-    out += [("disaggregated", n_T, W - n_T) for n_T in teacher_sizes]
+    out += [("disaggregated", n_T, W - n_T) for n_T in teacher_sizes if W - n_T >= 1]
+    return out
+
+
+def rollout_gpu_counts(cluster: Cluster, tp: int = 1) -> list[int]:
+    """The rollout GPU counts the search tries for vLLM servers of the student on GPUs of their own:
+    whole tp groups, doubling from one group, at most half the cluster (the trainer keeps the rest)."""
+    out, n = [], tp
+    while n <= cluster.world // 2:
+        out.append(n)
+        n *= 2
+    return out
+
+
+def layouts(engines: Sequence[str], runtime: Runtime | None, cluster: Cluster) -> list[tuple[int, list[tuple[str, bool, bool]]]]:
+    """(rollout GPUs, [(engine, sleep, ahead)]) for each way the rollout role is placed: on the
+    trainer's GPUs (0) with every engine variant (`rollout_variants`), and, for a vllm engine the
+    runtime can run on GPUs of its own (`EngineCosts.dedicated`), on each count of
+    `rollout_gpu_counts`, awake, in each schedule the runtime allows (`EngineCosts.schedules`)."""
+    here = [(e, z, False) for e, z in rollout_variants(engines, runtime, cluster.backend)]
+    if runtime is None:
+        return [(0, here)]
+    gen, out = runtime.generation, []
+    known = (gen.engine, *gen.other_engines)
+    own = [e for e in engines if e in SERVING and e in known and gen.costs(e).serving and gen.costs(e).dedicated]
+    if not any(gen.costs(e).dedicated_only for e in own):
+        out.append((0, here))
+    for e in own:
+        c = gen.costs(e)
+        out += [(n, [(e, False, a) for a in c.schedules()]) for n in rollout_gpu_counts(cluster, c.tensor_parallel)]
     return out
 
 
@@ -103,7 +133,7 @@ def engine_rejection(st: Strategy, runtime: Runtime) -> str | None:
     engine, gen = st.rollout, runtime.generation
     if engine != gen.engine and engine not in gen.other_engines:
         return f"the {runtime.name} runtime has no {engine} rollout engine (workload.rollout_engine)"
-    if st.disaggregated and not st.served and runtime.teacher_engine == "pytorch" and not gen.costs(engine).beside_teacher_ranks:
+    if st.disaggregated and not st.served and not st.n_R and runtime.teacher_engine == "pytorch" and not gen.costs(engine).beside_teacher_ranks:
         return f"the {runtime.name} runtime does not run a {engine} rollout beside a teacher on ranks of its own"
     return None
 
@@ -147,18 +177,18 @@ def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("
     (None = runnable, subject to memory), a vllm engine asleep and awake where `runtime` lets the plan
     choose; `unreachable` counts the others."""
     cands: list[Strategy] = []
-    variants = rollout_variants(engines, runtime, cluster.backend)
-    for placement, n_T, n_S in placements(cluster):
-        bs, _ = _micro_batches(job, n_S)
-        for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
-            servable = placement == "disaggregated" and t_name in ("replicate", "tp") and degree.get("ep", 1) == 1
-            for served in (x for x in servings if servable or not x):
-                for s_name, s_sh, r_S, gather in student_splits(n_S, cluster, gathers):
-                    for b in bs:
-                        # a serving engine gets the weights in the step's refresh, gathered once: it has no per-step gather
-                        cands += [Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, gather=gather, rollout=e,
-                                           served=served, sleep=z, **degree)
-                                  for e, z in variants if gather == "once" or e not in SERVING]
+    for n_R, variants in layouts(engines, runtime, cluster):
+        for placement, n_T, n_S in placements(cluster, n_R):
+            bs, _ = _micro_batches(job, n_S)
+            for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
+                servable = placement == "disaggregated" and t_name in ("replicate", "tp") and degree.get("ep", 1) == 1
+                for served in (x for x in servings if servable or not x):
+                    for s_name, s_sh, r_S, gather in student_splits(n_S, cluster, gathers):
+                        for b in bs:
+                            # a serving engine gets the weights in the step's refresh, gathered once: it has no per-step gather
+                            cands += [Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, gather=gather, rollout=e,
+                                               served=served, sleep=z, n_R=n_R, ahead=a, **degree)
+                                      for e, z, a in variants if gather == "once" or e not in SERVING]
     return cands, [c.rejection(job) for c in cands]
 
 
@@ -168,15 +198,15 @@ def unreachable(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",), 
     global batch: every teacher split (served too where it can be), student split and rollout
     engine of that placement, as it would have built them."""
     total = 0
-    for placement, n_T, n_S in placements(cluster):
-        bad = _micro_batches(job, n_S)[1]
-        if not bad:
-            continue
-        variants = rollout_variants(engines, runtime, cluster.backend)
-        students = sum(1 for *_, g in student_splits(n_S, cluster, gathers) for e, _ in variants if g == "once" or e not in SERVING)
-        for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
-            servable = placement == "disaggregated" and t_name in ("replicate", "tp") and degree.get("ep", 1) == 1
-            total += bad * students * sum(1 for x in servings if servable or not x)
+    for n_R, variants in layouts(engines, runtime, cluster):
+        for placement, n_T, n_S in placements(cluster, n_R):
+            bad = _micro_batches(job, n_S)[1]
+            if not bad:
+                continue
+            students = sum(1 for *_, g in student_splits(n_S, cluster, gathers) for e, *_ in variants if g == "once" or e not in SERVING)
+            for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
+                servable = placement == "disaggregated" and t_name in ("replicate", "tp") and degree.get("ep", 1) == 1
+                total += bad * students * sum(1 for x in servings if servable or not x)
     return total
 
 

@@ -162,7 +162,7 @@ def test_a_wide_micro_batch_range_builds_only_reachable_candidates():
     servings = space.teacher_servings(job, load_runtime("kd-planner"))  # in-process, and served where it can be
     rt = load_runtime("kd-planner")
     cands, _ = space.enumerate_candidates(job, cl, gathers, engines, servings, rt)
-    assert len(cands) < 50_000
+    assert len(cands) < 100_000  # rollout GPUs of their own (1, 2, ..., 64, each sync and ahead) multiply the vLLM variants
     assert all(job.workload.global_batch % (c.b * c.n_S) == 0 for c in cands)
     res = rank.search(job, cl)
     outputs = len(job.workload.outputs)  # every layout with every teacher output the job allows
