@@ -87,7 +87,7 @@ def test_dedicated_rollout_trains_and_refreshes_the_server(rollout_server, tmp_p
     before, probe = reloads(server.url), greedy_logprobs(server.url)
     out = tmp_path / "metrics.json"
     torchrun(["-m", "planner", "run", str(plan), "--steps", str(steps), "--metrics-out", str(out), "--no-progress",
-              "--rollout-url", server.url], nproc=trainers, env=vllm_env(work), timeout=420)
+              "--warmup-steps", "1", "--rollout-url", server.url], nproc=trainers, env=vllm_env(work), timeout=420)
     m = metrics(out)
     assert m["end_step"] == steps and len(m["loss"]) == steps and all(math.isfinite(x) for x in m["loss"]), m["loss"]
     assert m["engines"] == {"rollout": "vllm-server", "teacher": "pytorch"}, m["engines"]
@@ -98,9 +98,12 @@ def test_dedicated_rollout_trains_and_refreshes_the_server(rollout_server, tmp_p
         assert m["rollout_version"] == [0, 0, 1] and m["staleness"] == 1, m
     else:
         assert "staleness" not in m
-    phases = m["phase_s"]
+    phases = m["phase_s"]  # steps 1 and 2: each refreshes the server (async: for the next step's rollouts)
     assert phases["weight_sync"] > 0 and phases["rollout"] > 0 and phases["train"] > 0, phases
-    # the trainer pushed its weights before each step's rollouts: the first (the trainer's own), then after each update
-    assert reloads(server.url) - before == steps
+    if schedule == "async":
+        assert phases["rollout_overlapped"] > 0, phases  # the server generated while the trainer trained
+    # the trainer's weights reach the server before the first rollouts, then after each update that a later
+    # rollout uses: sync before steps 0, 1, 2; async before the rollouts of steps 0 (and 1: the same weights) and 2
+    assert reloads(server.url) - before == (steps if schedule == "sync" else steps - 1)
     after = greedy_logprobs(server.url)
     assert max(abs(x - y) for x, y in zip(after, probe)) > 1e-3, (probe, after)  # lr 1e-2: the served weights moved

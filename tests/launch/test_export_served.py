@@ -218,15 +218,16 @@ def test_a_dedicated_rollout_server_gets_the_reload_extension_and_the_trainer_it
     model.config.dtype = torch.float32
     model.config.save_pretrained(tmp_path / "student")
     data = load_plan(ROOT / "examples" / "tiny-replicate-ddp.yaml").model_dump(mode="json")
-    data["student"].update(ref=str(tmp_path / "student"), shape=load_model(str(tmp_path / "student")).model_dump(mode="json"))
-    data["workload"]["lmbda"] = 1.0
-    data.update(gpus_per_node=3, schedule="async", rollout={"engine": "vllm", "placement": "dedicated", "ranks": [2]})
+    data["student"].update(ref=str(tmp_path / "student"), shape=load_model(str(tmp_path / "student")).model_dump(mode="json"), ranks=[0])
+    data["teacher"]["ranks"] = [0]
+    data["workload"].update(lmbda=1.0, global_batch=data["micro_batch"] * data["grad_accum"])
+    data.update(schedule="async", rollout={"engine": "vllm", "placement": "dedicated", "ranks": [1]})
     write_plan(Plan(**data), tmp_path / "dedicated.yaml")
     text = render(tmp_path / "dedicated.yaml", None, "torchrun", steps=2, server_port=8200, random_init=True)
     words = server_words(text)
     assert flag(words, "--model") == str((tmp_path / "student").resolve())
     assert "VLLM_SERVER_DEV_MODE=1" in words and flag(words, "--worker-extension-cls") == EXTENSION
     trainer = command(text, '"$PYTHON" -m torch.distributed.run')
-    assert trainer[trainer.index("--nproc-per-node") + 1] == "2"  # the rollout GPU is the server's
+    assert trainer[trainer.index("--nproc-per-node") + 1] == "1"  # the rollout GPU is the server's
     assert trainer[-2:] == ["--rollout-url", "http://127.0.0.1:8200"]
     check_shell(text, tmp_path)
