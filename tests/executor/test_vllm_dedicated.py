@@ -20,7 +20,7 @@ from vllm_helpers import Server, dedicated_plan, metrics, tiny_checkpoints, vllm
 from planner.executor.data import IGNORE, Batch  # noqa: E402
 from planner.executor.rollout.vllm_reload import EXTENSION  # noqa: E402
 from planner.executor.rollout.vllm_server import VllmDedicated  # noqa: E402
-from planner.executor.served import post  # noqa: E402
+from planner.executor.served import post, served_model  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]  # one worker holds the module's server
 
@@ -30,10 +30,11 @@ PROBE = [5, 17, 42, 99, 7, 3]  # a fixed prompt whose greedy log-probs show the 
 @pytest.fixture(scope="module")
 def rollout_server(tmp_path_factory):
     """The tiny pair as checkpoints, and a vLLM server of the student as `planner export` starts a
-    dedicated rollout's (dev mode, the reload extension; stopped when the module ends)."""
+    dedicated rollout's (dev mode, the reload extension, token ids only as for the executor's
+    byte-level tokenizer; stopped when the module ends)."""
     work = tmp_path_factory.mktemp("vllm-dedicated")
     models = tiny_checkpoints(work)
-    server = Server(models["student"], work, max_logprobs=1, max_len=64, args=("--worker-extension-cls", EXTENSION),
+    server = Server(models["student"], work, max_logprobs=1, max_len=64, args=("--worker-extension-cls", EXTENSION, "--skip-tokenizer-init"),
                     env={"VLLM_SERVER_DEV_MODE": "1", "PYTHONPATH": str(ROOT)})
     try:
         yield work, models, server
@@ -46,15 +47,9 @@ def reloads(url: str) -> int:
 
 
 def greedy_logprobs(url: str) -> list[float]:
-    answer = post(f"{url}/v1/completions", {"model": post_model(url), "prompt": PROBE, "max_tokens": 4, "temperature": 0.0,
-                                            "logprobs": 1, "return_token_ids": True}, 60)
+    answer = post(f"{url}/v1/completions", {"model": served_model(url), "prompt": PROBE, "max_tokens": 4, "temperature": 0.0,
+                                            "logprobs": 1, "return_tokens_as_token_ids": True}, 60)
     return answer["choices"][0]["logprobs"]["token_logprobs"]
-
-
-def post_model(url: str) -> str:
-    from planner.executor.served import served_model
-
-    return served_model(url)
 
 
 def test_completions_are_exactly_completion_len_and_seeded(rollout_server):

@@ -79,7 +79,7 @@ class VllmDedicated:
             for base in self.endpoints:
                 answer = self._post(base, "/collective_rpc", {"method": "planner_reload", "args": [str(path)]})
                 counts.append(min(int(c) for c in answer["results"]))  # one per worker (tp), as strings
-                self._post(base, "/reset_prefix_cache", {})
+                self._reset_prefix_cache(base)
             self.reloads = min(counts)
             path.unlink()
         del state
@@ -89,6 +89,16 @@ class VllmDedicated:
         dt = time.perf_counter() - t0
         self.sync_s += dt
         return dt
+
+    def _reset_prefix_cache(self, base: str, tries: int = 10) -> None:
+        """Drop the server's cached KV blocks (computed with the old weights); vLLM refuses while blocks
+        are held by running requests (none should run between steps), so retry briefly, then fail."""
+        for _ in range(tries):
+            if self._post(base, "/reset_prefix_cache", {}).get("success", True):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"rollout server {base}: /reset_prefix_cache did not succeed after {tries} tries; its cached KV "
+                           "blocks would be of the old weights (is another client generating on it?)")
 
     def generate(self, batch: Batch, temperature: float, seed: int) -> Batch:
         return self.generate_many([batch], temperature, [seed])[0]
