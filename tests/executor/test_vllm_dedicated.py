@@ -102,3 +102,32 @@ def test_dedicated_rollout_trains_and_refreshes_the_server(rollout_server, tmp_p
     assert reloads(server.url) - before == (steps if schedule == "sync" else steps - 1)
     after = greedy_logprobs(server.url)
     assert max(abs(x - y) for x, y in zip(after, probe)) > 1e-3, (probe, after)  # lr 1e-2: the served weights moved
+
+
+def test_a_refresh_serves_exactly_the_trainers_weights(rollout_server):
+    """After `refresh(model)`, the server's greedy log-probs are the model's own (transformers'
+    forward of the same weights, fp32), for weights the server never loaded from disk."""
+    from transformers import AutoModelForCausalLM
+
+    _, models, server = rollout_server
+    model = AutoModelForCausalLM.from_pretrained(models["student"], dtype=torch.float32)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    engine = VllmDedicated([server.url], 0, None)
+    try:
+        before = reloads(server.url)
+        engine.refresh(model)
+        assert engine.reloads == reloads(server.url) == before + 1
+    finally:
+        engine.close()
+    answer = post(f"{server.url}/v1/completions", {"model": served_model(server.url), "prompt": PROBE, "max_tokens": 4, "temperature": 0.0,
+                                                   "logprobs": 1, "return_tokens_as_token_ids": True, "return_token_ids": True}, 60)["choices"][0]
+    tokens, served = answer["token_ids"], answer["logprobs"]["token_logprobs"]
+    with torch.no_grad():
+        ids = torch.tensor([PROBE + tokens])
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    want = [logp[len(PROBE) - 1 + j, t].item() for j, t in enumerate(tokens)]
+    assert tokens == [int(logp[len(PROBE) - 1 + j].argmax()) for j in range(len(tokens))]  # greedy: the model's own argmax
+    assert max(abs(a - b) for a, b in zip(served, want)) < 1e-3, (served, want)
