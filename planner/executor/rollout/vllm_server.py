@@ -53,7 +53,7 @@ class VllmDedicated:
             if self.pusher else None
         self.stale = True  # the servers hold the checkpoint's weights, not (yet) the trainer's
         self.sync_s = 0.0
-        self.reloads = 0  # the servers' own count of reloads (the extension's), after the last refresh
+        self.reloads = 0  # first student rank: the servers' own count of reloads (the extension's), after the last refresh
 
     def _post(self, base: str, route: str, body: dict) -> dict:
         try:
@@ -75,12 +75,7 @@ class VllmDedicated:
         if self.pusher:
             path = Path(self.folder.name) / "model.safetensors"
             save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(path))
-            counts = []
-            for base in self.endpoints:
-                answer = self._post(base, "/collective_rpc", {"method": "planner_reload", "args": [str(path)]})
-                counts.append(min(int(c) for c in answer["results"]))  # one per worker (tp), as strings
-                self._reset_prefix_cache(base)
-            self.reloads = min(counts)
+            self.reloads = min(self.pool.map(lambda base: self._reload(base, path), self.endpoints))  # the replicas at once
             path.unlink()
         del state
         if self.group is not None and dist.is_initialized():
@@ -89,6 +84,12 @@ class VllmDedicated:
         dt = time.perf_counter() - t0
         self.sync_s += dt
         return dt
+
+    def _reload(self, base: str, path: Path) -> int:
+        """One server reloads the file (each of its tp workers) and drops its prefix cache; its reload count."""
+        answer = self._post(base, "/collective_rpc", {"method": "planner_reload", "args": [str(path)]})
+        self._reset_prefix_cache(base)
+        return min(int(c) for c in answer["results"])  # one per worker, as strings
 
     def _reset_prefix_cache(self, base: str, tries: int = 10) -> None:
         """Drop the server's cached KV blocks (computed with the old weights); vLLM refuses while blocks
