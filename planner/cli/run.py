@@ -57,6 +57,7 @@ def register(app: typer.Typer) -> None:
         teacher_cache: Annotated[Optional[Path], typer.Option(help="Cache folder written by --cache-teacher; required by workload.teacher_output: cached (no teacher is built). A cache made with another teacher, tokenizer, data, lengths or k, or a damaged shard, is refused before training.")] = None,
         allow_changed_settings: Annotated[bool, typer.Option("--allow-changed-settings", help="Resume a checkpoint written under other settings (loss, beta, temperature, lmbda, optimizer, lr, schedule, clipping, dtypes) and go on under the new ones, saying what changed; without it such a resume is refused.")] = False,
         teacher_url: Annotated[Optional[list[str]], typer.Option("--teacher-url", help="teacher.engine: vllm-server: the base URL (http://HOST:PORT) of a vLLM OpenAI server of the teacher; repeat it for each replica (student rank i asks replica i mod n). Replaces the plan's teacher.endpoints.")] = None,
+        rollout_url: Annotated[Optional[list[str]], typer.Option("--rollout-url", help="rollout.placement: dedicated: the base URL (http://HOST:PORT) of a vLLM OpenAI server of the student (started with VLLM_SERVER_DEV_MODE=1 and --worker-extension-cls planner.executor.rollout.vllm_reload.Reload); repeat it for each replica (student rank i asks replica i mod n). Replaces the plan's rollout.endpoints.")] = None,
     ) -> None:
         """Train the student by GKD with the plan's split of both models; launch with `torchrun --nproc-per-node N -m planner run PLAN`."""
         # Each problem is said once: one found before the ranks meet (the plan, the flags: the same on
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
         die_with_launcher()
         try:
             _run(plan, steps, seed, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, stop_file, warmup_steps, teacher,
-                 student, random_init, tokenizer, dataset, progress, phases, cache_teacher, teacher_cache, allow_changed_settings, teacher_url)
+                 student, random_init, tokenizer, dataset, progress, phases, cache_teacher, teacher_cache, allow_changed_settings, teacher_url, rollout_url)
         except InputError as e:
             if e.lines:
                 raise
@@ -96,10 +97,10 @@ def die_with_launcher() -> None:
 
 
 def _run(plan, steps, seed, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, stop_file, warmup_steps, teacher,
-         student, random_init, tokenizer, dataset, progress, phases, cache_teacher, teacher_cache, allow_changed_settings, teacher_url) -> None:
+         student, random_init, tokenizer, dataset, progress, phases, cache_teacher, teacher_cache, allow_changed_settings, teacher_url, rollout_url) -> None:
     try:
         p = _prepare(plan, metrics_out, force, checkpoint_dir, checkpoint_every, output_dir, teacher, student, tokenizer, dataset)
-        p = _endpoints(plan, p, teacher_url)
+        p = _endpoints(plan, p, teacher_url, rollout_url)
         _check_cache(p, cache_teacher, teacher_cache, force)
         _check_weights(plan, p, random_init)
     except InputError as e:
@@ -128,8 +129,16 @@ def _run(plan, steps, seed, metrics_out, force, checkpoint_dir, checkpoint_every
                   f"{sps:.2f} samples/s" if sps else "done")
 
 
-def _endpoints(path: Path, plan, teacher_url: list[str] | None):
-    """The plan with --teacher-url as its served teacher's endpoints; a served teacher needs one."""
+def _endpoints(path: Path, plan, teacher_url: list[str] | None, rollout_url: list[str] | None = None):
+    """The plan with --teacher-url as its served teacher's endpoints and --rollout-url as its
+    dedicated rollout's; each served role needs one."""
+    if rollout_url:
+        if plan.rollout.placement != "dedicated":
+            raise InputError(f"--rollout-url: the plan's rollout.placement is {plan.rollout.placement}; a URL is for rollout.placement: dedicated")
+        bad = [u for u in rollout_url if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise InputError(f"--rollout-url: {bad[0]}: give a base URL, http://HOST:PORT")
+        plan = plan.model_copy(update={"rollout": plan.rollout.model_copy(update={"endpoints": list(rollout_url)})})
     if teacher_url:
         if not plan.teacher.served:
             raise InputError(f"--teacher-url: the plan's teacher.engine is {plan.teacher.engine}; a URL is for teacher.engine: vllm-server")
@@ -141,7 +150,8 @@ def _endpoints(path: Path, plan, teacher_url: list[str] | None):
         raise InputError(f"{path}: teacher.endpoints: a vllm-server teacher needs its servers' URLs; give --teacher-url http://HOST:PORT "
                          "(once per replica) or `planner export` the plan")
     if plan.rollout.placement == "dedicated" and not plan.rollout.endpoints:
-        raise InputError(f"{path}: rollout.endpoints: dedicated rollout needs its vLLM servers' URLs; `planner export` the plan")
+        raise InputError(f"{path}: rollout.endpoints: dedicated rollout needs its vLLM servers' URLs; give --rollout-url http://HOST:PORT "
+                         "(once per replica) or `planner export` the plan")
     return plan
 
 

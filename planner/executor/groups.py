@@ -139,7 +139,7 @@ def check_supported(plan: Plan) -> None:
         lines.append(f"teacher {st.teacher_part}: the executor's tensor parallelism splits dense layers only, not a mixture-of-experts "
                      "teacher's experts; use replicate, shard or pipeline")
     if st.disaggregated and not t.served:
-        if plan.rollout.engine == "vllm" and w.lmbda > 0:  # vLLM's external launcher builds its groups over the whole torch world
+        if plan.rollout.engine == "vllm" and plan.rollout.placement == "colocated" and w.lmbda > 0:  # vLLM's external launcher builds its groups over the whole torch world
             lines.append("rollout.engine vllm beside an in-process teacher on ranks of its own is not implemented (every rank of the "
                          "torch world would have to start an engine); use placement colocated, a served teacher (teacher.engine: "
                          "vllm-server) or rollout.engine hf-eager")
@@ -157,10 +157,13 @@ def check_supported(plan: Plan) -> None:
         lines.append(f"workload.topk: k = {w.topk} exceeds the vocabulary ({t.shape.vocab}); use at most that")
     if w.teacher_output == "cached" and w.lmbda > 0:
         lines.append(f"workload.teacher_output: cached needs lmbda 0 (fixed completions), got {w.lmbda}")
-    if plan.rollout.placement == "dedicated":
-        lines.append("rollout.placement: dedicated is not implemented by the executor yet; use colocated")
-    if plan.schedule == "async" and (plan.rollout.engine == "vllm" or plan.student.strategy not in ("ddp", "zero1")):
-        lines.append(f"schedule: async is implemented for the hf-eager and hf-static engines and a ddp or zero1 student (generation without "
-                     f"collectives, in a background thread), not rollout.engine {plan.rollout.engine} with student {plan.student.strategy}; use schedule: sync")
+    dedicated = plan.rollout.placement == "dedicated"  # vLLM servers of the student (planner.executor.rollout.vllm_server)
+    if dedicated and not plan.rollout.endpoints:
+        lines.append("rollout.endpoints: dedicated rollout needs its vLLM servers' URLs; `planner export` the plan or give --rollout-url http://HOST:PORT")
+    # async: the next step's generation runs in a background thread; with dedicated servers that is HTTP only, else the trainer's model
+    if plan.schedule == "async" and not dedicated and (plan.rollout.engine == "vllm" or plan.student.strategy not in ("ddp", "zero1")):
+        lines.append(f"schedule: async is implemented for dedicated rollout servers, and for the hf-eager and hf-static engines with a ddp or zero1 "
+                     f"student (generation without collectives, in a background thread), not colocated rollout.engine {plan.rollout.engine} "
+                     f"with student {plan.student.strategy}; use schedule: sync or rollout.placement: dedicated")
     if lines:
         raise InputError(lines)

@@ -227,12 +227,19 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
 
     def produce(step: int) -> dict:
         """Step `step`'s on-policy micro-batches, generated: {micro-step: batch} (the async schedule)."""
-        out = {}
-        for micro in range(plan.grad_accum):
-            batch, gen = sample(step, micro)
-            if gen:
-                out[micro] = rollout(step, micro, batch)
-        return out
+        todo = {m: b for m, (b, gen) in ((m, sample(step, m)) for m in range(plan.grad_accum)) if gen}
+        if engine is not None:  # dedicated rollout servers: all of the step's, in flight at once over HTTP
+            outs = engine.generate_many([b.pad(b.prompt_len, w.completion_len) for b in todo.values()], w.temperature,
+                                        [sample_seed(seed, step, m, lay.dp_rank) for m in todo])
+            return dict(zip(todo, outs))
+        return {m: rollout(step, m, b) for m, b in todo.items()}
+
+    def push(step: int) -> None:
+        """Async with dedicated servers: before step `step`'s rollouts are requested, the servers get
+        the trainer's current weights (when an optimizer step changed them and that step generates)."""
+        if engine is not None and engine.stale and any(on_policy(seed, step, m, w.lmbda) for m in range(plan.grad_accum)):
+            engine.refresh(model)
+            clock.lap("weight_sync")
 
     pre = Ahead(produce) if plan.schedule == "async" else None
     current: dict = {}  # async: this step's generated micro-batches
@@ -271,6 +278,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
             clock.start()
             if pre is not None:  # async: this step's rollouts (the first step's generated now), then the next step's in the background
                 if step == start:
+                    push(step)
                     pre.start(step, step)
                 version, current, overlapped = pre.take()
                 clock.lap("generation")  # the wait: all of the first step's generation, else what the thread had left
@@ -278,6 +286,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
                     clock.add("generation_overlapped", overlapped)
                 record["rollout_version"].append(version if current else None)
                 if step + 1 < steps:
+                    push(step + 1)
                     pre.start(step + 1, step)
             for micro in range(plan.grad_accum):
                 while len(queue) + micro <= min(micro + ahead, plan.grad_accum - 1):
@@ -349,7 +358,7 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
         record["phase_times_s"] = clock.steps
     record["phase_s"] = metrics.phase_seconds(clock.steps[min(opts.warmup_steps, max(len(clock.steps) - 1, 0)):]) if clock.enabled else None
     record["schedule"] = plan.schedule
-    record["engines"] = {"rollout": plan.rollout.engine if w.lmbda > 0 else None, "teacher": plan.teacher.engine}
+    record["engines"] = {"rollout": rollout_engine_name(plan) if w.lmbda > 0 else None, "teacher": plan.teacher.engine}
     if hasattr(teacher, "close"):
         teacher.close()
     record["memory"] = metrics.memory(lay.device, state if steps > start and "stopped_at" not in record else stu.state_bytes(model, opt),
@@ -366,12 +375,21 @@ def rollout_engine(plan: Plan, model, lay: groups.Layout, seed: int):
     r, w = plan.rollout, plan.workload
     if not lay.is_student or w.lmbda == 0 or r.engine in ("hf-eager", "hf-static"):  # the in-process loops, in `make`
         return None
+    if r.engine == "vllm" and r.placement == "dedicated":  # vLLM servers of the student, outside this world
+        from planner.executor.rollout.vllm_server import VllmDedicated
+
+        return VllmDedicated(r.endpoints, lay.dp_rank, lay.student_group)
     if r.engine == "vllm":
         from planner.executor.rollout.vllm_engine import VllmColocated
 
         return VllmColocated(model, w.prompt_len + w.completion_len, w.student_dtype, lay.device, seed + lay.dp_rank, r.tp,
                              r.gpu_memory_utilization, lay.world, r.sleep)
     raise InputError(f"rollout.engine: {r.engine} is not implemented by the executor yet; use hf-eager or vllm")
+
+
+def rollout_engine_name(plan: Plan) -> str:
+    """What generated the rollouts, for the metrics: the plan's engine, or vllm-server for dedicated servers."""
+    return "vllm-server" if plan.rollout.placement == "dedicated" else plan.rollout.engine
 
 
 def _teacher_module(teacher) -> torch.nn.Module | None:

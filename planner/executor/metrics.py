@@ -188,7 +188,7 @@ def summarize(plan, records: list[dict], start_step: int, warmup: int, backend: 
         **({"peak_anon_phase": {str(r["rank"]): r["peak_anon_phase"] for r in records}} if all(r.get("peak_anon_phase") for r in records) else {}),
         **({"phase_times_s": lead["phase_times_s"]} if "phase_times_s" in lead else {}),
         "roles": {str(r["rank"]): r["role"] for r in records},
-        "engines": lead.get("engines"),  # what ran each role: {rollout: hf-eager | hf-static | vllm (None off policy), teacher: pytorch | vllm-server}
+        "engines": lead.get("engines"),  # what ran each role: {rollout: hf-eager | hf-static | vllm | vllm-server (dedicated) (None off policy), teacher: pytorch | vllm-server}
         "schedule": lead.get("schedule"),  # sync, or async: rollouts one step ahead
         # async: per step, the optimizer steps applied to the weights that generated its rollouts (None: none on policy), and the most stale
         **({"rollout_version": lead["rollout_version"],

@@ -22,41 +22,17 @@ The servers are started outside the run (`planner export`, or by hand), as
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from planner.executor.data import Batch
 from planner.executor.loss import TopK
-from planner.inputs.errors import InputError
+from planner.executor.served import endpoint_of, post, served_model
 
-
-def _post(url: str, body: dict, timeout: float) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def _get(url: str, timeout: float) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def served_model(base: str, wait_s: float = 0.0) -> str:
-    """The model id a server serves (`GET /v1/models`), waiting up to `wait_s` for it to answer."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return _get(f"{base.rstrip('/')}/v1/models", 10)["data"][0]["id"]
-        except (urllib.error.URLError, ConnectionError, OSError) as e:
-            if time.monotonic() >= deadline:
-                raise InputError(f"teacher.endpoints: {base}: no vLLM server answers ({e}); start the teacher's server first "
-                                 "(`planner export` does), or give its address with --teacher-url") from None
-            time.sleep(1.0)
+__all__ = ["Served", "endpoint_of", "served_model", "topk_from_answer"]
 
 
 def topk_from_answer(answer: dict, prompts: list[list[int]], starts: list[int], width: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +81,7 @@ class Served:
     def _ask(self, body, prompts, starts, width):
         t0 = time.perf_counter()
         try:
-            answer = _post(f"{self.base}/v1/completions", body, self.timeout)
+            answer = post(f"{self.base}/v1/completions", body, self.timeout)
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"teacher server {self.base}: HTTP {e.code}: {e.read()[:500]!r}") from None
         out = topk_from_answer(answer, prompts, starts, width, self.k)
@@ -115,7 +91,3 @@ class Served:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
-
-def endpoint_of(endpoints: list[str], dp_rank: int) -> str:
-    """Student rank i asks replica i mod replicas (as a disaggregated teacher rank is chosen)."""
-    return endpoints[dp_rank % len(endpoints)]

@@ -5,7 +5,9 @@ A served teacher (`teacher.engine: vllm-server`) and dedicated rollout (`rollout
 dedicated`) run on cluster GPUs outside the trainer's torch.distributed world; those GPUs follow
 the trainer's ranks (`Plan.torch_ranks` is 0..n-1). Rank r is GPU r % gpus_per_node of node
 r // gpus_per_node. Each replica of tp GPUs is one `python -m vllm.entrypoints.openai.api_server`;
-the trainer gets one `--teacher-url` (or `--rollout-url`) per replica.
+the trainer gets one `--teacher-url` (or `--rollout-url`) per replica. A rollout server also gets
+`VLLM_SERVER_DEV_MODE=1` and the planner's worker extension, through which the trainer reloads the
+student's weights into it after every optimizer step (planner/executor/rollout/vllm_server.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from planner.executor.rollout.vllm_reload import EXTENSION  # the rollout server's weight reload
 from planner.inputs.errors import InputError
 from planner.launch.options import LaunchOptions, q, slug
 from planner.plan import Plan, tokenizer_folder
@@ -93,6 +96,8 @@ def command(plan: Plan, s: Server, host: str, opts: LaunchOptions) -> list[str]:
         env += ['VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"', 'TORCHINDUCTOR_CACHE_DIR="$VLLM_CACHE_ROOT/inductor"']
     else:
         env += ["CUDA_VISIBLE_DEVICES=" + ",".join(map(str, s.gpus))]
+    if s.role == "rollout":  # the trainer reloads its weights through /collective_rpc, a dev-mode route
+        env.append("VLLM_SERVER_DEV_MODE=1")
     words = (["env", *env] if env else []) + [
         '"$PYTHON"', "-m", MODULE, "--model", q(folder, field), "--host", host, "--port", str(s.port),
         "--tensor-parallel-size", str(tp), "--max-logprobs", str(int(w.topk)),
@@ -104,7 +109,7 @@ def command(plan: Plan, s: Server, host: str, opts: LaunchOptions) -> list[str]:
     elif Path(tok).expanduser().resolve() != Path(folder):
         words += ["--tokenizer", q(Path(tok).expanduser().resolve(), "tokenizer")]
     if s.role == "rollout":
-        words += ["--gpu-memory-utilization", str(plan.rollout.gpu_memory_utilization)]
+        words += ["--gpu-memory-utilization", str(plan.rollout.gpu_memory_utilization), "--worker-extension-cls", EXTENSION]
     if opts.random_init:
         words += ["--load-format", "dummy"]
     if plan.backend == "gloo":

@@ -74,3 +74,32 @@ def test_vllm_rollouts_beside_an_in_process_teacher_on_ranks_of_its_own_are_refu
         check_supported(Plan(**data))
     data["rollout"]["engine"] = "hf-eager"
     check_supported(Plan(**data))
+
+
+def dedicated(text: str, schedule: str, endpoints: list[str]) -> Plan:
+    """The strategy's plan, on-policy, with its rollout on one more GPU of its own (a vLLM server of the student)."""
+    on = JOB.model_copy(update={"workload": JOB.workload.model_copy(update={"lmbda": 1.0})})
+    data = Strategy.parse(text, CLUSTER).to_plan(on, CLUSTER, "cpu-local").model_dump(mode="json")
+    world = data["nodes"] * data["gpus_per_node"]
+    data.update(gpus_per_node=data["gpus_per_node"] + 1, schedule=schedule,
+                rollout={"engine": "vllm", "placement": "dedicated", "ranks": [world], "endpoints": endpoints})
+    return Plan(**data)
+
+
+@pytest.mark.parametrize("text", ["replicate/ddp/colocated/2", "replicate/zero3/colocated/2"])
+@pytest.mark.parametrize("schedule", ["sync", "async"])
+def test_dedicated_rollout_runs_sync_and_async_with_any_student(text, schedule):
+    """Dedicated servers generate over HTTP: the async thread makes no collective, whatever the student's split."""
+    p = dedicated(text, schedule, ["http://127.0.0.1:8000"])
+    check_supported(p)
+    assert p.torch_world == p.world - 1  # the rollout GPU is the server's, not torchrun's
+
+
+def test_dedicated_rollout_without_servers_and_colocated_vllm_async_are_refused_in_one_line():
+    with pytest.raises(InputError, match=r"rollout.endpoints: dedicated rollout needs its vLLM servers' URLs") as e:
+        check_supported(dedicated("replicate/ddp/colocated/2", "sync", []))
+    assert len(e.value.lines) == 1
+    p = dedicated("replicate/ddp/colocated/2", "async", ["http://127.0.0.1:8000"]).model_dump(mode="json")
+    p.update(gpus_per_node=2, rollout={"engine": "vllm"})
+    with pytest.raises(InputError, match=r"schedule: async is implemented for dedicated rollout servers.*not colocated rollout.engine vllm"):
+        check_supported(Plan(**p))

@@ -1,5 +1,6 @@
 """Helpers for the vLLM tests (imported by name): tiny random checkpoints with a tokenizer, a vLLM
-OpenAI server of one on 127.0.0.1 (its own process group, killed whole), a served-teacher plan."""
+OpenAI server of one on 127.0.0.1 (its own process group, killed whole), a served-teacher plan and a
+dedicated-rollout plan."""
 
 from __future__ import annotations
 
@@ -42,14 +43,15 @@ def free_port() -> int:
 class Server:
     """`python -m vllm.entrypoints.openai.api_server` of `model` on 127.0.0.1 (the export's command line)."""
 
-    def __init__(self, model: Path, tmp: Path, max_logprobs: int = 20, max_len: int = 256, timeout: float = 240):
+    def __init__(self, model: Path, tmp: Path, max_logprobs: int = 20, max_len: int = 256, timeout: float = 240,
+                 args: tuple[str, ...] = (), env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"vllm-server-{self.port}.log"
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--host", "127.0.0.1",
                "--port", str(self.port), "--tensor-parallel-size", "1", "--max-logprobs", str(max_logprobs), "--enforce-eager",
-               "--max-model-len", str(max_len), "--dtype", "float32"]
-        self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=os.environ | vllm_env(tmp),
+               "--max-model-len", str(max_len), "--dtype", "float32", *args]
+        self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=os.environ | vllm_env(tmp) | (env or {}),
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -98,3 +100,25 @@ def served_plan(tmp: Path, teacher: Path, student: Path, *, k: int = 8, lmbda: f
 
 def metrics(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def dedicated_plan(tmp: Path, teacher: Path, student: Path, *, trainers: int = 1, schedule: str = "sync", lr: float = 1e-4,
+                   prompt_len: int = 8, completion_len: int = 8, micro_batch: int = 2, grad_accum: int = 2, name: str = "dedicated") -> Path:
+    """`trainers` ranks holding both models (colocated, replicate + ddp) and one dedicated rollout GPU after them
+    (rollout.placement: dedicated, a vLLM server of the student): world trainers + 1, torch world `trainers`."""
+    from planner.inputs.load import load_model
+    from planner.inputs.yamlio import dump_yaml
+    from planner.plan import Plan, load_plan
+
+    data = load_plan(ROOT / "examples" / "tiny-replicate-ddp.yaml").model_dump(mode="json")
+    ranks = list(range(trainers))
+    data["teacher"].update(ref=str(teacher), shape=load_model(str(teacher)).model_dump(mode="json"), ranks=ranks)
+    data["student"].update(ref=str(student), shape=load_model(str(student)).model_dump(mode="json"), ranks=ranks, strategy="ddp", shard=1)
+    data["workload"].update(lmbda=1.0, prompt_len=prompt_len, completion_len=completion_len, global_batch=micro_batch * grad_accum * trainers)
+    data["training"] = data.get("training", {}) | {"lr": lr}
+    data.update(gpus_per_node=trainers + 1, micro_batch=micro_batch, grad_accum=grad_accum, schedule=schedule, predicted=None,
+                rollout={"engine": "vllm", "placement": "dedicated", "ranks": [trainers], "endpoints": []})
+    Plan(**data)
+    path = tmp / f"{name}.yaml"
+    path.write_text(dump_yaml(data))
+    return path

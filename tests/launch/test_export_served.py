@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from served_helpers import served_plan
+from served_helpers import ROOT, served_plan
 from test_export import check_shell, command
 
 from planner.cli import app
@@ -203,3 +203,31 @@ def test_cli_server_flags(plan, runner, tmp_path):
     r = runner.invoke(app, ["export", str(plan), "--to", "torchrun", "--server-port", "8500", "--health-timeout", "77"])
     assert r.exit_code == 0, r.output
     assert flag(server_words(r.stdout), "--port") == "8500" and "within 77 s" in r.stdout
+
+
+def test_a_dedicated_rollout_server_gets_the_reload_extension_and_the_trainer_its_url(tmp_path):
+    """rollout.placement: dedicated: a vLLM server of the student, in dev mode with the planner's
+    worker extension (the trainer reloads its weights through /collective_rpc), and --rollout-url."""
+    from planner.executor.build import build_model
+    from planner.executor.rollout.vllm_reload import EXTENSION
+    from planner.inputs.load import load_model
+
+    import torch
+
+    model = build_model("tiny-student", load_model("tiny-student"), "fp32", 3)
+    model.config.dtype = torch.float32
+    model.config.save_pretrained(tmp_path / "student")
+    data = load_plan(ROOT / "examples" / "tiny-replicate-ddp.yaml").model_dump(mode="json")
+    data["student"].update(ref=str(tmp_path / "student"), shape=load_model(str(tmp_path / "student")).model_dump(mode="json"), ranks=[0])
+    data["teacher"]["ranks"] = [0]
+    data["workload"].update(lmbda=1.0, global_batch=data["micro_batch"] * data["grad_accum"])
+    data.update(schedule="async", rollout={"engine": "vllm", "placement": "dedicated", "ranks": [1]})
+    write_plan(Plan(**data), tmp_path / "dedicated.yaml")
+    text = render(tmp_path / "dedicated.yaml", None, "torchrun", steps=2, server_port=8200, random_init=True)
+    words = server_words(text)
+    assert flag(words, "--model") == str((tmp_path / "student").resolve())
+    assert "VLLM_SERVER_DEV_MODE=1" in words and flag(words, "--worker-extension-cls") == EXTENSION
+    trainer = command(text, '"$PYTHON" -m torch.distributed.run')
+    assert trainer[trainer.index("--nproc-per-node") + 1] == "1"  # the rollout GPU is the server's
+    assert trainer[-2:] == ["--rollout-url", "http://127.0.0.1:8200"]
+    check_shell(text, tmp_path)

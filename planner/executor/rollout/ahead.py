@@ -8,7 +8,10 @@ resumed run's) generates its own rollouts first, with the weights it starts from
 The thread runs forwards only, in no-grad mode (thread-local), beside the trainer's forward and
 backward on the same parameters: PyTorch's kernels release the GIL, so on a CPU both share its
 cores. It makes no collective call, which is why `planner.executor.groups.check_supported` keeps
-async to students whose generation needs none (DDP, ZeRO-1) and the in-process engines.
+async to students whose generation needs none (DDP, ZeRO-1) and the in-process engines. With a
+dedicated rollout (`planner.executor.rollout.vllm_server`) the thread only sends HTTP requests and
+waits for the servers' answers (any student split); the servers get the weights the step starts
+from just before the thread starts (`push` in the loop), in the trainer's thread.
 """
 
 from __future__ import annotations
