@@ -321,7 +321,7 @@ def fingerprint(plan: Plan) -> str:
         del data["rollout"]
     if data["schedule"] == "sync":
         del data["schedule"]
-    for key in ("rollout_engine", "teacher_serving"):  # the search's choices, not what runs
+    for key in ("rollout_engine", "teacher_serving", "rollout_placement", "schedule"):  # the search's choices, not what runs
         data["workload"].pop(key)
     text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -49,6 +49,21 @@ def _span(values: list[float], fmt: str) -> str:
     return lo if lo == hi else f"{lo}-{hi}"
 
 
+STRATEGY_WIDTH = 34  # the narrow table's strategy column, so that it keeps under 100 columns
+
+
+def _fold(text: str, width: int = STRATEGY_WIDTH) -> str:
+    """A strategy longer than the narrow column, on two lines: broken before the '+' of its rollout
+    part (or the first later "+" where both halves fit), the rest indented; paste it back as one word."""
+    if len(text) <= width:
+        return text
+    cuts = [i for i, ch in enumerate(text) if ch == "+" and 0 < i <= width and len(text) - i + 2 <= width]
+    if not cuts:
+        return text
+    at = cuts[0]  # before the rollout part where both halves fit
+    return text[:at] + "\n  " + text[at:]
+
+
 def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
     """The ranking: the recommended plan, one line for the plans that tie with it, the next plans
     by speed, and TRL's baselines. The speed-up column is over the strongest baseline that fits
@@ -76,7 +91,8 @@ def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
         mem = Text(gib(sc.figures["mem_peak"]) + (f" ({_largest(sc)})" if wide else ""))
         free = Text(gib(sc.free)) if sc.feasible else Text("OOM", style="red")  # does not fit: nothing free
         step = [f"{sc.figures['step_time']:.3f}"] if wide else []  # narrow: samples/s says it (global batch / step)
-        return [label, str(sc.strategy) + outputs.suffix(sc.output), mem, free,
+        text = str(sc.strategy) + outputs.suffix(sc.output)
+        return [label, text if wide else _fold(text), mem, free,
                 *step, f"{sc.samples_per_s:.2f}", *(f"{x:.2f}x" if x else "-" for x in sp)]
 
     if tied:

@@ -117,6 +117,7 @@ class Runtime(Strict):
         None, description="Teacher splits this runtime can run colocated; unset: any. The search never recommends another.")
     disaggregated_teachers: list[Literal["replicate", "shard", "pipeline", "tp", "hybrid"]] | None = Field(
         None, description="Teacher splits this runtime can run on ranks of their own (disaggregated); unset: any.")
+    teacher_ranks_divide_students: bool = Field(False, description="Whether an in-process teacher on ranks of its own must have a number of ranks that divides the student's (each teacher rank answers the same number of student ranks: the bundled executor); the search never pairs others under it.")
     expert_parallel: bool = Field(False, description="Whether this runtime can split a mixture-of-experts teacher's experts over ranks (expert parallelism, `+ep:N`); the search never recommends an expert-parallel teacher under a runtime that cannot.")
     tp_experts: bool = Field(True, description="Whether this runtime's tensor parallelism splits a mixture-of-experts teacher's experts too (vLLM, Megatron do); false: the search never recommends a tp split of an MoE teacher under it.")
 

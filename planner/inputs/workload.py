@@ -41,6 +41,8 @@ class Workload(Strict):
     epochs: Size = Field(1, gt=0, description="Passes the run makes over its data; a cached teacher pass is paid once and amortised over them.")
     generation_kv_cache: bool = Field(True, description="Student generation uses a KV cache (TRL disables it with gradient checkpointing).")
     rollout_engine: Literal["auto", "hf-eager", "hf-static", "vllm"] = Field("auto", description="What generates the student's on-policy completions (the rollout role): hf-eager (a Python decode loop over the model's forward, one launch per op), hf-static (a static KV cache and a compiled decode step), vllm (a vLLM engine: colocated in the trainer's process, asleep while it trains, or on GPUs of its own), or auto: the planner tries each one the runtime can run and picks per plan (a plan file always names one).")
+    rollout_placement: Literal["auto", "colocated", "dedicated"] = Field("auto", description="Where the rollouts run: colocated (on the trainer's GPUs, time-shared) or dedicated (vLLM servers of the student on GPUs of their own, as many as the planner chooses, their weights pushed every step; a served model needs a checkpoint folder with a config.json to export), or auto: the planner tries both.")
+    schedule: Literal["auto", "sync", "async"] = Field("auto", description="sync: each step generates, scores and trains in turn; async: the next step's rollouts are generated while this one trains (one step ahead, completions one update old; on dedicated rollout GPUs only); auto: the planner tries both.")
     teacher_serving: Literal["auto", "in-process", "vllm-server"] = Field("auto", description="How the teacher scores (the teacher role): in-process (the trainer's PyTorch world holds it: replicate, shard, pipeline, tp; colocated or on ranks of its own) or vllm-server (vLLM OpenAI servers of the teacher on GPUs of their own, replicas x TP, returning top-k prompt log-probs over the network; needs teacher_output topk), or auto: the planner tries both.")
 
     @model_validator(mode="before")
@@ -62,6 +64,8 @@ class Workload(Strict):
             raise ValueError("grad_dtype: bf16 gradients need mixed_precision: master (under autocast they follow the fp32 weights)")
         if self.teacher_serving == "vllm-server" and self.teacher_output in ("logits", "cached"):
             raise ValueError(f"teacher_serving: a vLLM-served teacher returns top-k log-probs only; set teacher_output: topk or auto (got {self.teacher_output})")
+        if self.schedule == "async" and self.rollout_placement == "colocated":
+            raise ValueError("schedule: async runs rollouts on GPUs of their own one step ahead; set rollout_placement: dedicated or auto (got colocated)")
         if self.teacher_output == "cached" and self.lmbda > 0:  # auto never picks cached on policy
             raise ValueError(f"teacher_output: cached teacher logits exist only for fixed completions; set lmbda: 0 (got {self.lmbda})")
         return self

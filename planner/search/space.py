@@ -81,22 +81,29 @@ def rollout_gpu_counts(cluster: Cluster, tp: int = 1) -> list[int]:
     return out
 
 
-def layouts(engines: Sequence[str], runtime: Runtime | None, cluster: Cluster) -> list[tuple[int, list[tuple[str, bool, bool]]]]:
+def layouts(engines: Sequence[str], runtime: Runtime | None, cluster: Cluster,
+            workload=None) -> list[tuple[int, list[tuple[str, bool, bool]]]]:
     """(rollout GPUs, [(engine, sleep, ahead)]) for each way the rollout role is placed: on the
     trainer's GPUs (0) with every engine variant (`rollout_variants`), and, for a vllm engine the
     runtime can run on GPUs of its own (`EngineCosts.dedicated`), on each count of
-    `rollout_gpu_counts`, awake, in each schedule the runtime allows (`EngineCosts.schedules`)."""
+    `rollout_gpu_counts`, awake, in each schedule the runtime allows (`EngineCosts.schedules`); a
+    `workload` (the job's) may fix the placement (`rollout_placement`) and the schedule."""
     here = [(e, z, False) for e, z in rollout_variants(engines, runtime, cluster.backend)]
     if runtime is None:
         return [(0, here)]
     gen, out = runtime.generation, []
     known = (gen.engine, *gen.other_engines)
     own = [e for e in engines if e in SERVING and e in known and gen.costs(e).serving and gen.costs(e).dedicated]
-    if not any(gen.costs(e).dedicated_only for e in own):
+    if (w := workload) is not None:  # what the job fixes: where the rollouts run, and their schedule
+        own = [] if w.rollout_placement == "colocated" or w.lmbda == 0 else own
+    if not any(gen.costs(e).dedicated_only for e in own) and (workload is None or workload.rollout_placement != "dedicated"
+                                                              and workload.schedule != "async"):
         out.append((0, here))
     for e in own:
         c = gen.costs(e)
-        out += [(n, [(e, False, a) for a in c.schedules()]) for n in rollout_gpu_counts(cluster, c.tensor_parallel)]
+        ahead = [a for a in c.schedules() if workload is None or workload.schedule == "auto" or a == (workload.schedule == "async")]
+        if ahead:
+            out += [(n, [(e, False, a) for a in ahead]) for n in rollout_gpu_counts(cluster, c.tensor_parallel)]
     return out
 
 
@@ -128,13 +135,16 @@ def rollout_engines(job: Job, cluster: Cluster, runtime: Runtime) -> tuple[str, 
 
 
 def engine_rejection(st: Strategy, runtime: Runtime) -> str | None:
-    """Why a runtime cannot generate with the candidate's rollout engine (a fixed workload.rollout_engine
-    it lacks, or one it cannot run beside a teacher on ranks of its own in its world), or None."""
+    """Why a runtime cannot run the candidate's rollout engine (a fixed workload.rollout_engine it
+    lacks, or one it cannot run beside a teacher on ranks of its own in its world) or its teacher and
+    student ranks (`Runtime.teacher_ranks_divide_students`), or None."""
     engine, gen = st.rollout, runtime.generation
     if engine != gen.engine and engine not in gen.other_engines:
         return f"the {runtime.name} runtime has no {engine} rollout engine (workload.rollout_engine)"
     if st.disaggregated and not st.served and not st.n_R and runtime.teacher_engine == "pytorch" and not gen.costs(engine).beside_teacher_ranks:
         return f"the {runtime.name} runtime does not run a {engine} rollout beside a teacher on ranks of its own"
+    if st.disaggregated and not st.served and runtime.teacher_ranks_divide_students and st.n_S % st.n_T:
+        return f"the {runtime.name} runtime needs a teacher on ranks of its own to have a number of ranks that divides the student's"
     return None
 
 
@@ -177,7 +187,7 @@ def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("
     (None = runnable, subject to memory), a vllm engine asleep and awake where `runtime` lets the plan
     choose; `unreachable` counts the others."""
     cands: list[Strategy] = []
-    for n_R, variants in layouts(engines, runtime, cluster):
+    for n_R, variants in layouts(engines, runtime, cluster, job.workload):
         for placement, n_T, n_S in placements(cluster, n_R):
             bs, _ = _micro_batches(job, n_S)
             for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
@@ -198,7 +208,7 @@ def unreachable(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",), 
     global batch: every teacher split (served too where it can be), student split and rollout
     engine of that placement, as it would have built them."""
     total = 0
-    for n_R, variants in layouts(engines, runtime, cluster):
+    for n_R, variants in layouts(engines, runtime, cluster, job.workload):
         for placement, n_T, n_S in placements(cluster, n_R):
             bad = _micro_batches(job, n_S)[1]
             if not bad:

@@ -72,19 +72,24 @@ def test_recommend_json_keys(runner):
     for p in d["plans"]:
         assert {"strategy", "teacher", "student", "placement", "micro_batch", "grad_accum", "free_bytes", "predicted",
                 "speedup_vs_baseline", "baseline", "speedup_vs_baselines", "teacher_output", "tied_with_first"} <= set(p)
-        engine = p["roles"]["rollout"]["engine"] + (":sleep" if p["roles"]["rollout"]["sleep"] else "")
-        suffix = ("" if engine == "hf-eager" else "+" + engine) + ("" if p["teacher_output"] == "logits" else "+" + p["teacher_output"])
+        ro = p["roles"]["rollout"]
+        engine = ro["engine"] + (":sleep" if ro["sleep"] else "") + (f":dedicated:{ro['gpus']}" if ro["placement"] == "dedicated" else "")
+        suffix = ("" if engine == "hf-eager" else "+" + engine) + ("+async" if p["schedule"] == "async" else "") \
+            + ("" if p["teacher_output"] == "logits" else "+" + p["teacher_output"])
         apart = "served:" if p["roles"]["teacher"]["engine"] == "vllm-server" else "disaggregated:"
         assert p["strategy"] == f"{p['teacher']}/{p['student']}/{p['placement'] if p['placement'] == 'colocated' else apart + str(p['teacher_gpus'])}/{p['micro_batch']}{suffix}"
         roles = p["roles"]  # issue 26: each role's GPUs, engine and split
-        assert roles["trainer"] == {"gpus": p["student_gpus"], "split": p["student"]} and roles["rollout"]["gpus"] == p["student_gpus"]
-        assert roles["teacher"]["gpus"] == p["teacher_gpus"] and roles["teacher"]["split"] == p["teacher"] and p["schedule"] == "sync"
+        assert roles["trainer"] == {"gpus": p["student_gpus"], "split": p["student"]}
+        assert roles["rollout"]["gpus"] == p["student_gpus"] or roles["rollout"]["placement"] == "dedicated"
+        assert roles["teacher"]["gpus"] == p["teacher_gpus"] and roles["teacher"]["split"] == p["teacher"]
+        assert p["schedule"] == "sync" or roles["rollout"]["placement"] == "dedicated"  # one step ahead only on GPUs of their own
         assert {"samples_per_s", "step_time_s", "memory_bytes_per_device", "memory_bytes", "time_s"} <= set(p["predicted"])
         assert p["baseline"] == d["strongest_baseline"] == p["predicted"]["baseline"]
         assert p["speedup_vs_baseline"] == pytest.approx(p["predicted"]["samples_per_s"] / fit[p["baseline"]])
         assert p["speedup_vs_baselines"][p["baseline"]] == pytest.approx(p["speedup_vs_baseline"])
     assert d["plans"][0]["speedup_vs_baselines"]["trl-gkd-zero3"] > 1  # our runtime beats GKDTrainer's on its own layout
     assert d["plans"][0]["speedup_vs_baseline"] >= 1 - d["tie_margin"]
+    assert d["schedule_reason"].startswith(d["plans"][0]["schedule"] + ":") and "on the trainer's" in d["rollout_gpus_why"]
     assert yaml.safe_load(runner.invoke(app, ["recommend", "-f", "yaml"]).stdout)["plans"]
 
 

@@ -85,3 +85,21 @@ def test_the_search_places_rollouts_and_says_why():
     assert "trl-async" in res.baselines and res.baselines["trl-async"].strategy.n_R > 0
     fit = [b for b in res.baselines.values() if b is not None and b.feasible]
     assert res.ranked[0].samples_per_s >= max(b.samples_per_s for b in fit)
+
+
+@pytest.mark.parametrize("placement, schedule", [("colocated", "auto"), ("dedicated", "auto"), ("auto", "async"), ("dedicated", "sync")])
+def test_a_job_fixes_where_the_rollouts_run_and_their_schedule(placement, schedule):
+    job = load_job()
+    job = job.model_copy(update={"workload": job.workload.model_copy(update={"rollout_placement": placement, "schedule": schedule})})
+    ranked = rank.search(job, CL).ranked
+    assert ranked
+    for sc in ranked:
+        assert placement == "auto" or bool(sc.strategy.n_R) == (placement == "dedicated")
+        assert schedule == "auto" or sc.strategy.ahead == (schedule == "async")
+
+
+def test_async_beside_colocated_rollouts_is_refused_in_the_job():
+    from planner.inputs.workload import Workload
+
+    with pytest.raises(ValueError, match="rollout_placement: dedicated"):
+        Workload(**(load_job().workload.model_dump() | {"rollout_placement": "colocated", "schedule": "async"}))

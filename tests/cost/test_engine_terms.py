@@ -112,6 +112,7 @@ def test_the_search_chooses_whether_the_engine_sleeps(nodes):
     one ranked first is at least as fast as its twin that fits, the plan file records the choice,
     and the grammar spells it `+vllm:sleep`."""
     job, cl = load_job(), load_cluster("dgx-h100", nodes)
+    job = job.model_copy(update={"workload": job.workload.model_copy(update={"rollout_placement": "colocated"})})  # only these sleep
     first = rank.search(job, cl).ranked[0]
     assert first.strategy.rollout == "vllm"
     twin = rank.score([replace(first.strategy, sleep=not first.strategy.sleep)], [None],

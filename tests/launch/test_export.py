@@ -198,6 +198,7 @@ def test_sixteen_nodes_from_recommend(tmp_path, runner):
     plan = tmp_path / "p16.yaml"
     job = yaml.safe_load((ROOT / "jobs" / "llama70b-to-8b.yaml").read_text())
     job["workload"]["teacher_serving"] = "in-process"  # a served teacher needs a checkpoint folder to export (test_export_served.py)
+    job["workload"]["rollout_placement"] = "colocated"  # so do vLLM servers of the student
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     res = runner.invoke(app, ["recommend", "-m", str(tmp_path / "job.yaml"), "-c", "dgx-h100", "--nodes", "16", "-o", str(plan)])
     assert res.exit_code == 0, res.output

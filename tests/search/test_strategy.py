@@ -91,7 +91,7 @@ def test_defaults_and_aliases_in_the_grammar():
     assert str(Strategy.parse("shard/zero3/disaggregated", cl)) == "shard:8/zero3/disaggregated:8/1"
     st = Strategy.parse("shard:2/zero3/disaggregated:8/4", cl)
     assert (st.t_sh, st.n_T, st.n_S, st.s_sh, st.b) == (2, 8, 8, 8, 4)
-    assert st.links(cl) == {"T": "intra_node", "S": "intra_node", "R": "one_nic", "X": "one_nic", "E": "none"}
+    assert st.links(cl) == {"T": "intra_node", "S": "intra_node", "R": "one_nic", "X": "one_nic", "E": "none", "W": "one_nic"}
 
 
 def test_hybrid_is_the_old_name_of_a_replicated_pipeline():
