@@ -57,7 +57,8 @@ def _fold(text: str, width: int = STRATEGY_WIDTH) -> str:
     part (or the first later "+" where both halves fit), the rest indented; paste it back as one word."""
     if len(text) <= width:
         return text
-    cuts = [i for i, ch in enumerate(text) if ch == "+" and 0 < i <= width and len(text) - i + 2 <= width]
+    last = text.rfind("/")  # only in the suffix after the micro-batch (engine, schedule, output): the layout stays whole
+    cuts = [i for i, ch in enumerate(text) if ch == "+" and last < i <= width and len(text) - i + 2 <= width]
     if not cuts:
         return text
     at = cuts[0]  # before the rollout part where both halves fit
