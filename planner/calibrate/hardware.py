@@ -76,6 +76,21 @@ def matmul_tflops(dtype: str, device: str, n: int, reps: int = 5) -> float:
     return 2 * n**3 / t / 1e12
 
 
+def speed_probe(device: str) -> float:
+    """About a quarter second of fp32 matmuls on one thread, TFLOP/s (the best of three medians, so a
+    blip of a few milliseconds does not count): how fast the machine runs right now. Taken before and
+    after a calibration it shows a machine whose speed changed meanwhile (another job, a busy or
+    throttled host, a disk still writing out a large install)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return max(matmul_tflops("fp32", device, 512 if device == "cpu" else 4096, reps=30) for _ in range(3))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def model_widths(shape, tokens: int) -> list[tuple[int, int, int, int]]:
     """The matmuls of one training step of `shape` at `tokens` tokens, as the executor's nn.Linear
     layers run them: (count per step, tokens, in features, out features) for the attention

@@ -104,6 +104,18 @@ def measure_once(world: int, shape, quick: bool, advance: Callable[[], None], re
     return raw
 
 
+STEADY = 0.2  # the largest change of the speed probe over a calibration that is taken as a steady machine
+
+
+def speed_change(probe: dict) -> float | None:
+    """The relative change of the speed probe (`hardware.speed_probe`) from before a calibration to
+    after it, where it exceeds `STEADY`; None for a steady machine (or no probe)."""
+    if not probe or not probe.get("before"):
+        return None
+    change = probe["after"] / probe["before"] - 1
+    return change if abs(change) > STEADY else None
+
+
 def median_of(rounds: list[dict]) -> dict:
     """The per-figure median of several rounds (numbers only; other values from the first round)."""
     first = rounds[0]

@@ -77,6 +77,9 @@ def register(app: typer.Typer) -> None:
         reused = sum(len(r.done) for r in records)
         if reused:
             err.print(f"Resuming from {partial}: {reused} measurements taken by an earlier run are reused, not measured again.")
+        from planner.calibrate.hardware import speed_probe
+
+        before = speed_probe("cuda" if cuda else "cpu")
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("calibrating", total=3 * repeat)
             try:
@@ -85,7 +88,12 @@ def register(app: typer.Typer) -> None:
                 if partial and any(done):
                     err.print(f"Kept {sum(map(len, done))} completed measurements in {partial}: the same command resumes from them.")
                 raise
-        raw = topology.median_of(rounds) | {"rounds": rounds}
+        probe = {"before": before, "after": speed_probe("cuda" if cuda else "cpu")}
+        raw = topology.median_of(rounds) | {"rounds": rounds, "speed_probe_tflops": probe}
+        if (change := topology.speed_change(probe)) is not None:
+            err.print(f"Warning: this machine's speed changed by {change:+.0%} during the calibration (fp32 matmul {probe['before']:.3g} -> "
+                      f"{probe['after']:.3g} TFLOP/s; another job, a busy host or a disk still writing): its figures may not hold. "
+                      "Rerun it on a quiet machine; --repeat 3 takes the median of three rounds.")
         topo, runtime, knobs = topology.calibrated(raw, name, world, base_runtime)
         raw["fitted"] = knobs
         Cluster(**topo)  # what we write must load

@@ -39,6 +39,26 @@ def test_calibrate_writes_a_loadable_topology(runner, tmp_path):
     assert runner.invoke(app, ["calibrate", "--quick", "-o", str(out)]).exit_code == 1  # no overwrite
 
 
+def test_calibrate_warns_when_the_machine_changed_speed_meanwhile(runner, tmp_path, monkeypatch):
+    """A speed probe before and after the measurements lands in the .raw.json; a change beyond 20%
+    (another job, a busy host) is one warning line, and the files are still written."""
+    from planner.calibrate import hardware
+    speeds = iter([0.05, 0.03])
+    monkeypatch.setattr(hardware, "speed_probe", lambda device: next(speeds))
+    out = tmp_path / "me.yaml"
+    r = runner.invoke(app, ["calibrate", "--quick", "--world", "1", "-o", str(out)])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(out.with_suffix(".raw.json").read_text())["speed_probe_tflops"] == {"before": 0.05, "after": 0.03}
+    warning = [line for line in r.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warning) == 1 and "-40%" in warning[0] and "--repeat 3" in " ".join(r.stderr.split())
+
+
+def test_speed_change_is_none_on_a_steady_machine():
+    from planner.calibrate.topology import speed_change
+    assert speed_change({"before": 0.05, "after": 0.055}) is None and speed_change({}) is None
+    assert speed_change({"before": 0.05, "after": 0.07}) == pytest.approx(0.4)
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("calibration")  # shares the session calibration with the validation report test
 def test_calibrate_model_writes_hardware_and_runtime(runner, tmp_path, tiny_student_calibration):

@@ -30,8 +30,8 @@ SMALL_BF16 = pytest.mark.xfail(reason="issue 24: autocast's per-op overhead at s
 @pytest.mark.alone  # the machine to itself, as the calibration had it
 @pytest.mark.xdist_group("calibration")  # the session's calibration
 @pytest.mark.parametrize("dtype, n", [("fp32", 16), ("fp32", 64), pytest.param("bf16", 16, marks=SMALL_BF16), ("bf16", 64)])
-def test_calibrated_plan_predicts_the_measured_step(runner, tmp_path, tiny_student_calibration, dtype, n):
-    topo, rt = str(tiny_student_calibration), str(tiny_student_calibration.with_suffix(".runtime.yaml"))
+def test_calibrated_plan_predicts_the_measured_step(runner, tmp_path, calibration_for_now, dtype, n):
+    topo, rt = str(calibration_for_now), str(calibration_for_now.with_suffix(".runtime.yaml"))
     plan = tmp_path / "plan.yaml"
     r = runner.invoke(app, ["recommend", "-m", str(job(tmp_path / "job.yaml", dtype, n)), "-c", topo, "--runtime", rt, "-o", str(plan)])
     assert r.exit_code == 0, r.stderr
