@@ -7,8 +7,8 @@
 Every row of `bench/references/published.yaml` is evaluated by `planner.search.rank.score` (the
 compiled cost model, the code path of `planner estimate`) on the row's bundled topology, with the
 runtime knobs that the bundled files hold. How each kind maps onto the model is in
-`bench/references/README.md`; rows the planner cannot express (tensor-parallel decoding,
-NVLink SHARP) are reported with a reason and kept out of the summary. `--fit` refits the
+`bench/references/README.md`; rows the planner cannot express (memory under
+tensor parallelism) are reported with a reason and kept out of the summary. `--fit` refits the
 knobs from the `fit` rows alone (`bench/references_fit.py`); the test checks that the committed
 values are what it gives, so the holdout never informs them.
 """

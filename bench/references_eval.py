@@ -15,11 +15,13 @@ What this file decides is how a row's setting becomes the model's inputs:
   at the fp8 peak and keep 16-bit activations and weights (Transformer Engine, torchao float8).
 - MFU rows: predicted tokens/s x model FLOPs per token (forward x 3, attention not halved, as
   torchtitan and Megatron count) / the dtype's peak.
-- decode / prefill rows: `generation.decode_step` / `generation.prefill` of a single-GPU student
-  with the row's batch and lengths, under the row's engine: eager PyTorch/HF with the bundled
-  runtime's fitted host time per layer; compiled (gpt-fast) and serving engines (vLLM,
-  TensorRT-LLM) without (CUDA graphs). Tensor-parallel decoding is out of the planner's scope
-  (the student generates on its own ranks) and is reported, not scored.
+- decode / prefill rows: `generation.decode_step` / `generation.prefill` of a student engine on
+  one GPU or a tensor-parallel group in a node (the rollout role's vLLM replicas; its two
+  all-reduces per layer on the topology's intra-node link), with the row's batch and lengths,
+  under the row's engine: eager PyTorch/HF with the bundled runtime's fitted host time per layer;
+  compiled (gpt-fast) and serving engines (vLLM, TensorRT-LLM) without (CUDA graphs). fp8 rows
+  read 1-byte weights and cache (since 2026-12-08; before, the tensor-parallel rows were out of
+  scope and the one fp8 row scored, a prefill, does not read them).
 - bus bandwidth rows: the ring model's time for the row's message (or the large-message limit when
   the size is not stated) on the row's topology, as nccl-tests' busbw.
 - memory rows: training: the student side's memory terms; inference: the teacher side's weights
@@ -181,20 +183,24 @@ def engine_runtime(engine: str, knobs: dict | None = None) -> Runtime:
 
 
 def generation_ms(row: dict, knobs: dict | None = None) -> tuple[float | None, str]:
+    """A generation engine's prefill or decode step on one GPU or a tensor-parallel group of `tp` in a
+    node: the rollout role's `generation.*` terms with g_tp = tp, each GPU holding batch / tp of the
+    sequences' work (`timeline.decode_step`); fp8 weights and cache are read as 1 byte each."""
     w = row["workload"]
-    if (w.get("tp") or 1) > 1:
-        return None, "out of scope: tensor-parallel decoding (the planner's student generates on its own GPU)"
     cl = cluster_of(row, knobs)
     dtype = w.get("dtype") or "bf16"
+    tp = w.get("tp") or 1
     batch, prompt, new = w.get("batch") or 1, w.get("prompt_len") or 8, w.get("new_tokens") or 200
     job, st = _single_gpu_job(row, batch, prompt, new, "bf16" if dtype == "fp8" else dtype)
     rt = engine_runtime(w.get("engine") or "", knobs)
-    f = _figures(job, cl, st, rt, {"F_S": _peak(cl, dtype) * cl.gpu.efficiency(dtype)})
+    over = {"F_S": _peak(cl, dtype) * cl.gpu.efficiency(dtype), "g_tp": tp, "b": batch / tp} | ({"q_S": 1} if dtype == "fp8" else {})
+    f = _figures(job, cl, st, rt, over)
+    on = f"{rt.generation.engine}{f', tp {tp}' if tp > 1 else ''}"
     if row["kind"] == "prefill_ms":
-        return f["generation.prefill"] * 1e3, f"prefill of {batch} x {prompt} tokens, {rt.generation.engine}"
+        return f["generation.prefill"] * 1e3, f"prefill of {batch} x {prompt} tokens, {on}"
     if "end-to-end" in row["unit"]:
-        return (f["generation.prefill"] + new * f["generation.decode_step"]) / new * 1e3, f"(prefill + {new} steps) / {new}, {rt.generation.engine}"
-    return f["generation.decode_step"] * 1e3, f"decode step at batch {batch}, {rt.generation.engine} ({rt.generation.layer_overhead_us:g} us/layer)"
+        return (f["generation.prefill"] + new * f["generation.decode_step"]) / new * 1e3, f"(prefill + {new} steps) / {new}, {on}"
+    return f["generation.decode_step"] * 1e3, f"decode step at batch {batch}, {on} ({rt.generation.layer_overhead_us:g} us/layer)"
 
 
 def busbw(row: dict) -> tuple[float, str]:

@@ -46,18 +46,25 @@ def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> di
         "H": cluster.gpu.hbm_bw_gb_per_s * 1e9 * cluster.gpu.hbm_efficiency,
         "ovl": cluster.comm_overlap,
     }
-    return v | overhead_values(rt, cluster.backend) | engine_values(rt, None, cluster.backend)
+    return v | overhead_values(rt, cluster.backend) | engine_values(rt, None, cluster)
 
 
-def engine_values(rt: Runtime, engine: str | None, backend: str, sleep: bool | None = None) -> dict[str, float]:
-    """The symbols of one rollout engine under a runtime (None: the runtime's own), on a backend: its
+def engine_values(rt: Runtime, engine: str | None, cluster: Cluster, sleep: bool | None = None) -> dict[str, float]:
+    """The symbols of one rollout engine under a runtime (None: the runtime's own), on a cluster: its
     decode host time (the backend's fitted `decode_layer_overhead_us` where it has one), what one
-    generation covers, and a serving engine's reservation, sleep (`sleep`: the plan's choice; on GPUs
-    only: vLLM's CPU backend has none) and refresh costs."""
+    generation covers, its tensor-parallel group's links (in a node where it fits one), and a serving
+    engine's reservation, sleep (`sleep`: the plan's choice; on GPUs only: vLLM's CPU backend has
+    none) and refresh costs."""
+    from planner.strategy import tier
+
+    backend = cluster.backend
     e, o = rt.generation.costs(engine), rt.overheads_on(backend)
     u = e.memory_utilization
     sleep = e.sleep if isinstance(e.sleep, bool) else (True if sleep is None else sleep)  # the runtime's, or the plan's under `choose`
-    return {
+    where = tier(e.tensor_parallel, cluster)
+    links = {f"{k}_{short}_G": v for short, name in zip(COLLECTIVE_SHORT, COLLECTIVES)
+             for k, v in zip(("bw", "al"), link_fit(where, name, cluster))}
+    return links | {
         "ov_dec": (e.layer_overhead_us if o.decode_layer_overhead_us is None else o.decode_layer_overhead_us) * 1e-6,
         "g_tp": e.tensor_parallel, "g_bat": float(e.batch == "step"), "eng": float(e.serving),
         "u_eng": u if isinstance(u, float) else 0.0, "u_fill": float(u == "fill"), "slp": float(e.serving and sleep and backend == "nccl"),  # vLLM's sleep mode is CUDA's (CuMem)

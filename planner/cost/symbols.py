@@ -189,7 +189,8 @@ asy = _nonneg("asy", "1 if a dedicated rollout generates step n+1's completions 
 # --- links: bandwidth (bytes/s per GPU) and latency (s) of each collective on each group ------
 GROUPS = {"T": "the teacher's group", "S": "the student's shard / data-parallel group",
           "R": "student replicas (HSDP)", "X": "teacher to student ranks (disaggregated)",
-          "W": "trainer to dedicated rollout GPUs (the weight push)"}
+          "W": "trainer to dedicated rollout GPUs (the weight push)",
+          "G": "a rollout engine's TP group"}
 
 
 def _make_links() -> dict[tuple[str, str], tuple[sp.Symbol, sp.Symbol]]:

@@ -62,7 +62,8 @@ def decode_step(n=y.b) -> sp.Expr:
     Hugging Face static-cache docs); plus the topology's fixed per-layer time. An MoE student reads
     only the experts its tokens are routed to (`experts.decode_read_params`); a separate engine
     split over g_tp GPUs (vLLM tensor parallel) reads 1/g_tp of the weights per GPU for g_tp x n
-    sequences, each GPU's n sequences' cache and matmuls as before (its all-reduces not modelled)."""
+    sequences, each GPU's n sequences' cache and matmuls as before, then waits for its all-reduces
+    (`engine_all_reduces`: serial with the step's kernels, as Megatron-style TP runs them)."""
     ctx = y.s_p + y.s_c / 2
     kv_read = y.kv_cache * kv_cache_elements(S, n, ctx) * y.q_S
     flops = 2 * matmul_params(S) * n * (1 + (1 - y.kv_cache) * (ctx - 1)) + n * attention_flops_per_token(S, ctx, 1)
@@ -70,12 +71,20 @@ def decode_step(n=y.b) -> sp.Expr:
     # g_tp ranks at once and each GPU reads 1/g_tp of the weights they route to
     read = experts.decode_read_params(S, total_params(S), y.g_tp * n) * y.q_S / y.g_tp
     device = sp.Max((read + kv_read) / y.H_bw, flops / y.F_S)
-    return sp.Max(device, S.L * y.ov_dec)
+    return sp.Max(device, S.L * y.ov_dec) + engine_all_reduces(n)
+
+
+def engine_all_reduces(rows) -> sp.Expr:
+    """A tensor-parallel engine's all-reduces in one forward of `rows` token rows per GPU (the g_tp x
+    rows of the group): two per layer (after attention and after the MLP, Shoeybi et al. 2019) of
+    [g_tp x rows, h] activations in the compute dtype, over the engine's group (`G`); 0 at g_tp = 1."""
+    return comm.all_reduce(y.g_tp, 2 * S.L * y.g_tp * rows * S.h * y.q_S, y.link("G", "ar"), calls=2 * S.L)
 
 
 def prefill(n=y.b) -> sp.Expr:
-    """The forward over n prompts that fills the KV cache: compute bound, one pass of layer overheads."""
-    return n * y.s_p * forward_flops_per_token(S, y.s_p, causal) / y.F_S + S.L * (y.ov + y.ov_dec)
+    """The forward over n prompts that fills the KV cache: compute bound, one pass of layer overheads,
+    and a tensor-parallel engine's all-reduces of the prompts' rows."""
+    return n * y.s_p * forward_flops_per_token(S, y.s_p, causal) / y.F_S + S.L * (y.ov + y.ov_dec) + engine_all_reduces(n * y.s_p)
 
 
 def student_gather_for_generation() -> sp.Expr:

@@ -38,7 +38,7 @@ class EngineCosts(Strict):
     dedicated_only: bool = Field(False, description="vllm: the runtime generates only on dedicated rollout GPUs (never colocated).")
     dedicated_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on dedicated rollout GPUs: the share of each GPU's memory the engine reserves (vLLM's own default gpu_memory_utilization, 0.9: vllm/engine/arg_utils.py), its weights and the rest KV cache.")
     ahead: bool | Literal["choose"] = Field(False, description="vllm on dedicated rollout GPUs: the rollouts of step n+1 are generated while step n trains (one step ahead, staleness 1; TRL AsyncDistillationTrainer, verl's async); `choose`: the search tries both and the plan's schedule records the choice.")
-    tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; 1: one engine per GPU (or the trainer's own model; its decode all-reduces are not modelled).")
+    tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; then waits for two all-reduces per layer (on the intra-node link where N fits a node); 1: one engine per GPU (or the trainer's own model).")
 
     def sleeps(self) -> tuple[bool, ...]:
         """Whether a plan's engine sleeps, each way the search tries (a non-serving engine: never)."""

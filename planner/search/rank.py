@@ -139,7 +139,7 @@ def score(cands: list[Strategy], reasons: list[str | None], job: Job, cluster: C
         return []
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
     values = bind.job_values(job, cluster, runtime)
-    res = evaluate(values | space.columns(cands, cluster) | space.engine_columns(cands, runtime, cluster.backend))
+    res = evaluate(values | space.columns(cands, cluster) | space.engine_columns(cands, runtime, cluster))
     usable, limit = bind.usable_bytes(cluster), reserve.limit(cluster)
     keys = list(res)
     table = np.stack([np.asarray(res[k], dtype=float) for k in keys], axis=1)

@@ -148,13 +148,13 @@ def engine_rejection(st: Strategy, runtime: Runtime) -> str | None:
     return None
 
 
-def engine_columns(cands: list[Strategy], runtime: Runtime, backend: str) -> dict[str, np.ndarray]:
+def engine_columns(cands: list[Strategy], runtime: Runtime, cluster: Cluster) -> dict[str, np.ndarray]:
     """The symbols of each candidate's rollout engine and its sleep (`bind.engine_values`), as
     columns, where the candidates differ from the runtime's own engine as the job's values hold it."""
     own = (runtime.generation.engine, runtime.generation.sleeps()[-1])
     if all((c.rollout, c.sleep) == own for c in cands):
         return {}
-    by = {k: engine_values(runtime, *k[:1], backend, k[1]) for k in {(c.rollout, c.sleep) for c in cands}}
+    by = {k: engine_values(runtime, *k[:1], cluster, k[1]) for k in {(c.rollout, c.sleep) for c in cands}}
     return {k: np.array([by[(c.rollout, c.sleep)][k] for c in cands], dtype=float) for k in next(iter(by.values()))}
 
 
