@@ -85,6 +85,37 @@ def check_checkpoint_dir(path: str | Path, where: str = "--checkpoint-dir") -> N
     _probe(existing, where)
 
 
+def state_bytes(model: nn.Module) -> int:
+    """Bytes of the student's whole state dict as the final save writes it (a sharded parameter's
+    DTensor counts its global size)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _free_bytes(path: Path) -> tuple[int, int]:
+    """(free bytes for this user, device id) of the disk that holds `path` or its nearest existing ancestor."""
+    existing = next(a for a in (path, *path.parents) if a.exists())
+    return shutil.disk_usage(existing).free, os.stat(existing).st_dev
+
+
+def check_free_space(needs: list[tuple[str, Path, int]]) -> None:
+    """Before the first step: each (flag, folder, bytes it will need) fits on its disk, and folders
+    that share a disk fit together; else one line naming the flag, the folder and both figures."""
+    by_disk: dict[int, list[tuple[str, Path, int]]] = {}
+    free_of: dict[int, int] = {}
+    for flag, folder, need in needs:
+        free, dev = _free_bytes(Path(os.path.abspath(folder.expanduser())))
+        free_of[dev] = free
+        by_disk.setdefault(dev, []).append((flag, folder, need))
+    gb = lambda n: f"{n / 1e9:.3g} GB"  # noqa: E731
+    for dev, items in by_disk.items():
+        total = sum(n for _, _, n in items)
+        if total > free_of[dev]:
+            flag, folder, need = items[0]
+            also = "".join(f" and {f} {d} {gb(n)}" for f, d, n in items[1:])
+            raise InputError(f"{flag}: {folder}: {gb(free_of[dev])} free on its disk; the run will write {gb(need)} there{also} "
+                             "(the student, or one checkpoint beside the last): free space or choose another folder")
+
+
 def full_state_dict(model: nn.Module, lay: Layout) -> dict[str, torch.Tensor]:
     """The student's whole state dict on the CPU of its first rank ({} elsewhere); collective over the student ranks."""
     offload = lay.coordinator == 0  # DCP keeps an offloaded full dict on global rank 0 only
