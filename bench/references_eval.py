@@ -20,8 +20,7 @@ What this file decides is how a row's setting becomes the model's inputs:
   all-reduces per layer on the topology's intra-node link), with the row's batch and lengths,
   under the row's engine: eager PyTorch/HF with the bundled runtime's fitted host time per layer;
   compiled (gpt-fast) and serving engines (vLLM, TensorRT-LLM) without (CUDA graphs). fp8 rows
-  read 1-byte weights and cache (since 2026-12-08; before, the tensor-parallel rows were out of
-  scope and the one fp8 row scored, a prefill, does not read them).
+  read 1-byte weights and cache.
 - bus bandwidth rows: the ring model's time for the row's message (or the large-message limit when
   the size is not stated) on the row's topology, as nccl-tests' busbw.
 - memory rows: training: the student side's memory terms; inference: the teacher side's weights

@@ -79,7 +79,8 @@ def register(app: typer.Typer) -> None:
             err.print(f"Resuming from {partial}: {reused} measurements taken by an earlier run are reused, not measured again.")
         from planner.calibrate.hardware import speed_probe
 
-        before = speed_probe("cuda" if cuda else "cpu")
+        probe_on = "cuda" if cuda else "cpu"
+        before = speed_probe(probe_on)
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("calibrating", total=3 * repeat)
             try:
@@ -88,7 +89,7 @@ def register(app: typer.Typer) -> None:
                 if partial and any(done):
                     err.print(f"Kept {sum(map(len, done))} completed measurements in {partial}: the same command resumes from them.")
                 raise
-        probe = {"before": before, "after": speed_probe("cuda" if cuda else "cpu")}
+        probe = {"before": before, "after": speed_probe(probe_on)}
         raw = topology.median_of(rounds) | {"rounds": rounds, "speed_probe_tflops": probe}
         if (change := topology.speed_change(probe)) is not None:
             err.print(f"Warning: this machine's speed changed by {change:+.0%} during the calibration (fp32 matmul {probe['before']:.3g} -> "

@@ -61,10 +61,7 @@ def engine_values(rt: Runtime, engine: str | None, cluster: Cluster, sleep: bool
     e, o = rt.generation.costs(engine), rt.overheads_on(backend)
     u = e.memory_utilization
     sleep = e.sleep if isinstance(e.sleep, bool) else (True if sleep is None else sleep)  # the runtime's, or the plan's under `choose`
-    where = tier(e.tensor_parallel, cluster)
-    links = {f"{k}_{short}_G": v for short, name in zip(COLLECTIVE_SHORT, COLLECTIVES)
-             for k, v in zip(("bw", "al"), link_fit(where, name, cluster))}
-    return links | {
+    return group_links("G", tier(e.tensor_parallel, cluster), cluster) | {
         "ov_dec": (e.layer_overhead_us if o.decode_layer_overhead_us is None else o.decode_layer_overhead_us) * 1e-6,
         "g_tp": e.tensor_parallel, "g_bat": float(e.batch == "step"), "eng": float(e.serving),
         "u_eng": u if isinstance(u, float) else 0.0, "u_fill": float(u == "fill"), "slp": float(e.serving and sleep and backend == "nccl"),  # vLLM's sleep mode is CUDA's (CuMem)
@@ -129,9 +126,16 @@ def strategy_values(st: Layout, cluster: Cluster) -> dict[str, float]:
         if group == "E":  # the expert-parallel group runs all-to-alls only
             values["bw_a2a_E"], values["al_a2a_E"] = all_to_all_fit(where, st.ep, cluster)
             continue
-        for short, name in zip(COLLECTIVE_SHORT, COLLECTIVES):
-            values[f"bw_{short}_{group}"], values[f"al_{short}_{group}"] = link_fit(where, name, cluster)
+        values |= group_links(group, where, cluster)
     return values
+
+
+def group_links(group: str, where: str, cluster: Cluster) -> dict[str, float]:
+    """The bandwidth and latency symbols of every collective on one group that talks `where`."""
+    out = {}
+    for short, name in zip(COLLECTIVE_SHORT, COLLECTIVES):
+        out[f"bw_{short}_{group}"], out[f"al_{short}_{group}"] = link_fit(where, name, cluster)
+    return out
 
 
 def link_fit(where: str, collective: str, cluster: Cluster) -> tuple[float, float]:

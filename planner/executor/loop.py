@@ -178,16 +178,11 @@ def train(plan: Plan, lay: groups.Layout, opts: RunOptions, backend: str) -> dic
     if lay.is_student:
         model = models.student(plan, lay, seed, s_folder)
         opt = stu.optimizer(model, plan.student.strategy, lay, tr, w.optimizer)
-    # Room on disk, before the first step: the final save (the student's whole state dict) and, with
-    # checkpoints, two of them at once (the new one beside the last) with the optimizer's fp32 state.
+    # Room on disk for what the run will write (`save.disk_needs`), before the first step.
     problem = None
     if lay.is_student and lay.rank == lay.coordinator and (out_dir or ckpt_dir):
-        weights = save.state_bytes(model)
-        moments = (2 if w.optimizer == "adamw" else 1) * 4 * sum(p.numel() for p in model.parameters())
-        needs = ([("--output-dir", Path(out_dir), weights)] if out_dir else []) \
-            + ([("--checkpoint-dir", Path(ckpt_dir), 2 * (weights + moments))] if ckpt_dir else [])
         try:
-            save.check_free_space(needs)
+            save.check_free_space(save.disk_needs(model, w.optimizer, out_dir, ckpt_dir))
         except InputError as e:
             problem = e.lines
     stop_on_input_error(problem, lay)

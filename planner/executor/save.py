@@ -79,10 +79,14 @@ def check_checkpoint_dir(path: str | Path, where: str = "--checkpoint-dir") -> N
     p = Path(os.path.abspath(Path(path).expanduser()))
     if p.exists() and not p.is_dir():
         raise InputError(f"{where}: {p}: is a file, not a folder")
-    existing = next(a for a in (p, *p.parents) if a.exists())
+    existing = _nearest_existing(p)
     if not existing.is_dir():
         raise InputError(f"{where}: {existing}: is a file, not a folder")
     _probe(existing, where)
+
+
+def _nearest_existing(path: Path) -> Path:
+    return next(a for a in (path, *path.parents) if a.exists())
 
 
 def state_bytes(model: nn.Module) -> int:
@@ -93,8 +97,18 @@ def state_bytes(model: nn.Module) -> int:
 
 def _free_bytes(path: Path) -> tuple[int, int]:
     """(free bytes for this user, device id) of the disk that holds `path` or its nearest existing ancestor."""
-    existing = next(a for a in (path, *path.parents) if a.exists())
+    existing = _nearest_existing(path)
     return shutil.disk_usage(existing).free, os.stat(existing).st_dev
+
+
+def disk_needs(model: nn.Module, optimizer: str, output_dir: Path | None, checkpoint_dir: Path | None) -> list[tuple[str, Path, int]]:
+    """(flag, folder, bytes) the run will write: the final save (the student's whole state dict) in
+    the output folder and, with checkpoints, two at once (the new one beside the last) with the
+    optimizer's fp32 state (AdamW two moments per parameter, SGD one)."""
+    weights = state_bytes(model)
+    moments = (2 if optimizer == "adamw" else 1) * 4 * sum(p.numel() for p in model.parameters())
+    return ([("--output-dir", Path(output_dir), weights)] if output_dir else []) \
+        + ([("--checkpoint-dir", Path(checkpoint_dir), 2 * (weights + moments))] if checkpoint_dir else [])
 
 
 def check_free_space(needs: list[tuple[str, Path, int]]) -> None:
