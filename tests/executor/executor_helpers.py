@@ -47,7 +47,11 @@ def torchrun(args: list[str], *, env: dict | None = None, max_restarts: int = 0,
              check: bool = True, nproc: int = 2) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc-per-node NPROC <args>` with gloo; fails the test on a non-zero exit if `check`."""
     cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", str(nproc), f"--max-restarts={max_restarts}", *args]
-    full_env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)} | (env or {})
+    # PYTHONFAULTHANDLER: a rank that aborts prints every thread's Python stack. In two CI runs a rank
+    # of a rank script aborted with "terminate called without an active exception" (exit -6; where is not
+    # known, and 68 reruns of tp_families.py here, half under load, did not repeat it): the scripts meet
+    # at a barrier before they destroy the group, and a next abort says where it happened.
+    full_env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"} | (env or {})
     # its own session, so that a timeout kills torchrun's workers too instead of orphaning them
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=ROOT,
                           start_new_session=True) as p:

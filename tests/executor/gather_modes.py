@@ -66,4 +66,5 @@ for job in json.loads(open(sys.argv[3]).read()):
 if dist.get_rank() == 0:
     with open(sys.argv[2], "w") as f:
         json.dump({"layer_bytes": layer_bytes, "gathers": gathers, "ranks": ranks}, f)
+dist.barrier()  # no rank closes its connections while a peer still reads (see executor_helpers.torchrun)
 dist.destroy_process_group()

@@ -69,4 +69,5 @@ def load(folder: Path, mode: str, out: str) -> None:
 dist.init_process_group("gloo")
 for mode in sys.argv[2].split(","):
     load(Path(sys.argv[1]), mode, sys.argv[3])
+dist.barrier()  # no rank closes its connections while a peer still reads (see executor_helpers.torchrun)
 dist.destroy_process_group()

@@ -44,4 +44,5 @@ if len(sys.argv) > 3:
     for job in json.loads(open(sys.argv[3]).read()):
         loop.run(load_plan(job["plan"]), loop.RunOptions(steps=job["steps"], random_init=True, metrics_out=job["metrics_out"], progress=False, warmup_steps=0,
                                                          teacher_cache=job.get("teacher_cache")), keep_process_group=True)
+dist.barrier()  # no rank closes its connections while a peer still reads (see executor_helpers.torchrun)
 dist.destroy_process_group()

@@ -46,4 +46,5 @@ for name, config in (("qwen2", Qwen2Config(**common)), ("qwen3", Qwen3Config(**c
     out[name] = {"logits": (got - want).abs().max().item(), "topk_values": (top.values - values).abs().max().item(),
                  "topk_indices_equal": torch.equal(top.indices.long(), indices)}
 Path(f"{sys.argv[1]}.{rank}.json").write_text(json.dumps(out))
+dist.barrier()  # no rank closes its connections while a peer still reads (see executor_helpers.torchrun)
 dist.destroy_process_group()
