@@ -235,7 +235,7 @@ def rollout_of(s: Strategy, teacher_gpus: int) -> RolloutPlan:
     if not s.n_R:
         return RolloutPlan(engine=s.rollout, sleep=s.sleep)
     first = s.n_S + teacher_gpus
-    return RolloutPlan(engine=s.rollout, placement="dedicated", ranks=list(range(first, first + s.n_R)), gpu_memory_utilization=0.9)
+    return RolloutPlan(engine=s.rollout, placement="dedicated", ranks=list(range(first, first + s.n_R)), tp=s.g_tp, gpu_memory_utilization=0.9)
 
 
 def strategy_of(plan: Plan) -> Strategy:
@@ -247,6 +247,7 @@ def strategy_of(plan: Plan) -> Strategy:
                     t_sh=t.shard, s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep, gather=st.gather,
                     rollout=plan.rollout.engine, served=t.served, sleep=plan.rollout.sleep,
                     n_R=len(plan.rollout.ranks) if plan.rollout.placement == "dedicated" else 0,
+                    g_tp=plan.rollout.tp if plan.rollout.placement == "dedicated" else 1,
                     ahead=plan.schedule == "async")
 
 

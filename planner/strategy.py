@@ -7,6 +7,7 @@ One value object with one spelling (as torchtitan's `ParallelDims`):
     shard:16+ep:8/zero3/colocated/1      (a mixture-of-experts teacher: experts split over groups of 8)
     shard:16/zero3+per_step/colocated/1  (a ZeRO-3 student gathered layer by layer at every decode step)
     tp:2/zero2/served:8/1+vllm:dedicated:2+async  (rollouts on 2 GPUs of their own, one step ahead)
+    replicate/zero3/served:4/1+vllm:dedicated:4:tp:2  (rollouts on 4 GPUs of their own: 2 servers of tp 2)
 
 `str(s)` writes it with every degree spelled out and `Strategy.parse(text, cluster)` reads it
 back (`parse(str(s)) == s`); `recommend` prints it, `estimate --strategy` and `inflection
@@ -39,7 +40,7 @@ STUDENT_ALIASES = {"fsdp": "zero3"}  # accepted by `parse`, never written
 # replicated. Its cost, memory and executor were pipeline's, so it is one split now; the group's
 # tier (in a node or across nodes) follows from k. Old plans and flags that say hybrid still load.
 TEACHER_ALIASES = {"hybrid": "pipeline"}
-GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH[+ROLLOUT_ENGINE[:sleep|:dedicated:N]][+async]"
+GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH[+ROLLOUT_ENGINE[:sleep|:dedicated:N[:tp:K]]][+async]"
 ROLLOUT_ENGINES = ("hf-eager", "hf-static", "vllm")  # planner.plan.RolloutEngine; hf-eager is written without a suffix
 # How a student whose parameters are sharded (zero3, hsdp) is gathered for on-policy generation:
 # `once` per generation (the default, never written: TRL's ds3_gather_for_generation) or `per_step`,
@@ -112,6 +113,7 @@ class Strategy:
     served: bool = False  # disaggregated: the teacher behind vLLM servers of its own (replicas x tp), outside the trainer's world
     sleep: bool = False  # a vllm rollout engine sleeps while the trainer runs (written `+vllm:sleep`)
     n_R: int = 0  # rollout GPUs of their own (vLLM servers of the student, outside the trainer's world); 0: on the trainer's GPUs
+    g_tp: int = 1  # tensor-parallel degree of each of those servers (written `:tp:K` after `+vllm:dedicated:N`); a colocated engine's is its runtime's
     ahead: bool = False  # rollouts of step n+1 generated while step n trains (schedule async; written `+async`); the cost
     # model overlaps them with training only on rollout GPUs of their own (on the trainer's GPUs they share its devices)
 
@@ -159,6 +161,10 @@ class Strategy:
             out.append(f"only a vllm rollout engine sleeps, not {self.rollout}")
         if self.n_R < 0:
             out.append(f"rollout GPUs must be 0 or more, got {self.n_R}")
+        if self.g_tp < 1 or (self.g_tp > 1 and not self.n_R):
+            out.append(f"a rollout tensor-parallel degree ({self.g_tp}) is for rollout GPUs of their own (+vllm:dedicated:N:tp:K)")
+        elif self.n_R % self.g_tp:
+            out.append(f"rollout tensor-parallel degree {self.g_tp} does not divide the {self.n_R} rollout GPUs")
         if self.n_R and (self.rollout != "vllm" or self.sleep):
             out.append(f"rollout GPUs of their own run vLLM servers that stay awake (+vllm:dedicated:N), not {self.rollout}{' asleep' if self.sleep else ''}")
         if self.served and (self.placement != "disaggregated" or self.teacher not in ("replicate", "tp") or self.ep > 1):
@@ -194,6 +200,7 @@ class Strategy:
     def __str__(self) -> str:
         engine = "" if self.rollout == "hf-eager" else f"+{self.rollout}" + (":sleep" if self.sleep else "")
         engine += f":dedicated:{self.n_R}" if self.n_R else ""
+        engine += f":tp:{self.g_tp}" if self.g_tp > 1 else ""
         return f"{self.teacher_part}/{self.student_part}/{self.placement_part}/{self.b}{engine}" + ("+async" if self.ahead else "")
 
     @classmethod
@@ -208,14 +215,20 @@ class Strategy:
         name, colon, mode = engine.partition(":")
         kind, _, count = mode.partition(":")
         if plus and name == "vllm" and kind == "dedicated":
+            count, has_tp, tp_part = count.partition(":")
             if not count.isdigit() or not 0 < int(count) < cluster.world:
                 raise InputError(f"{flag}: '{text}': +vllm:dedicated:N needs N rollout GPUs, a whole number from 1 to {cluster.world - 1}")
+            word, _, k = tp_part.partition(":")
+            G = cluster.gpus_per_node
+            if has_tp and (word != "tp" or not k.isdigit() or not 0 < int(k) <= G or G % int(k) or int(count) % int(k)):
+                raise InputError(f"{flag}: '{text}': after +vllm:dedicated:{count} only :tp:K may follow, K servers' GPUs that divide "
+                                 f"both the {count} rollout GPUs and a node's {G} (vLLM's tensor parallelism runs inside one node)")
             inner = head.split("/")
             if not 2 <= len(inner) <= 4 or not all(inner):
                 raise InputError(f"{flag}: '{text}' is not {GRAMMAR} (e.g. shard:16/zero3/colocated/4)")
             inner += ["colocated", "1"][len(inner) - 2:]
             st = cls.from_words(*inner, cluster, flags=(f"{flag}: '{text}'",) * 4, rollout_gpus=int(count))
-            return replace(st, rollout="vllm")
+            return replace(st, rollout="vllm", g_tp=int(k) if has_tp else 1)
         if plus and name in ROLLOUT_ENGINES and (not colon or (name == "vllm" and mode == "sleep")):
             return replace(cls.parse(head, cluster, flag), rollout=name, sleep=bool(colon))
         parts = text.split("/")

@@ -53,16 +53,21 @@ STRATEGY_WIDTH = 34  # the narrow table's strategy column, so that it keeps unde
 
 
 def _fold(text: str, width: int = STRATEGY_WIDTH) -> str:
-    """A strategy longer than the narrow column, on two lines: broken before the '+' of its rollout
-    part (or the first later "+" where both halves fit), the rest indented; paste it back as one word."""
+    """A strategy longer than the narrow column, on as many lines as it needs: broken before a '+' of
+    the part after the micro-batch (rollout engine, schedule, output; the layout stays whole), each
+    line as full as fits, the later ones indented; paste it back as one word."""
     if len(text) <= width:
         return text
-    last = text.rfind("/")  # only in the suffix after the micro-batch (engine, schedule, output): the layout stays whole
-    cuts = [i for i, ch in enumerate(text) if ch == "+" and last < i <= width and len(text) - i + 2 <= width]
-    if not cuts:
-        return text
-    at = cuts[0]  # before the rollout part where both halves fit
-    return text[:at] + "\n  " + text[at:]
+    last = text.rfind("/")
+    cuts = [i for i, ch in enumerate(text) if ch == "+" and i > last]
+    lines, start = [], 0
+    for i, j in zip(cuts, [*cuts[1:], len(text)]):
+        room = width - (2 if lines else 0)
+        if i > start and j - start > room:  # the piece up to the next cut would overflow: break before this '+'
+            lines.append(text[start:i])
+            start = i
+    lines.append(text[start:])
+    return "\n  ".join(lines)
 
 
 def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
@@ -174,7 +179,8 @@ def register(app: typer.Typer) -> None:
                     "strongest_baseline": res.strongest,
                     "plans": [_entry(sc, res, job, rt) | {"tied_with_first": i < res.tied} for i, sc in enumerate(res.ranked[:max(top, res.tied)])],
                     "recommended_because": res.why_first, "schedule_reason": plans.schedule_reason(res.ranked),
-                    "teacher_gpus_why": rank.teacher_gpus_why(res), "rollout_gpus_why": rank.rollout_gpus_why(res), "tie_margin": res.margin, "usable_bytes": res.usable_bytes,
+                    "teacher_gpus_why": rank.teacher_gpus_why(res), "rollout_gpus_why": rank.rollout_gpus_why(res),
+                    "rollout_tp_why": res.rollout_tp.reason(res.ranked[0].strategy) if res.rollout_tp and res.ranked else "", "tie_margin": res.margin, "usable_bytes": res.usable_bytes,
                     "reserve_bytes": res.reserve_bytes, "rejected": res.rejected, "evaluated": res.evaluated, "notes": res.notes}
             emit(data, format)
         else:
@@ -218,6 +224,8 @@ def _print(res: rank.SearchResult, top: int, cl, wide: bool, k: int, runtime=Non
             out.print(f"Teacher GPUs: {why}.")
         if why := rank.rollout_gpus_why(res):
             out.print(f"Rollout GPUs: {why}.")
+        if res.rollout_tp and (why := res.rollout_tp.reason(first.strategy)):
+            out.print(f"Rollout TP: {why}.")
         out.print(f"Schedule: {plans.schedule_reason(res.ranked)}.")
         if note := outputs.note(first.output, k):
             out.print(f"Note: {note}.")

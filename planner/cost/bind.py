@@ -49,21 +49,24 @@ def job_values(job: Job, cluster: Cluster, runtime: Runtime | None = None) -> di
     return v | overhead_values(rt, cluster.backend) | engine_values(rt, None, cluster)
 
 
-def engine_values(rt: Runtime, engine: str | None, cluster: Cluster, sleep: bool | None = None) -> dict[str, float]:
+def engine_values(rt: Runtime, engine: str | None, cluster: Cluster, sleep: bool | None = None,
+                  tp: int | None = None) -> dict[str, float]:
     """The symbols of one rollout engine under a runtime (None: the runtime's own), on a cluster: its
     decode host time (the backend's fitted `decode_layer_overhead_us` where it has one), what one
     generation covers, its tensor-parallel group's links (in a node where it fits one), and a serving
     engine's reservation, sleep (`sleep`: the plan's choice; on GPUs only: vLLM's CPU backend has
-    none) and refresh costs."""
+    none) and refresh costs; `tp`: a dedicated server's tensor-parallel degree (the plan's), else the
+    runtime's."""
     from planner.strategy import tier
 
     backend = cluster.backend
     e, o = rt.generation.costs(engine), rt.overheads_on(backend)
     u = e.memory_utilization
     sleep = e.sleep if isinstance(e.sleep, bool) else (True if sleep is None else sleep)  # the runtime's, or the plan's under `choose`
-    return group_links("G", tier(e.tensor_parallel, cluster), cluster) | {
+    tp = e.tensor_parallel if tp is None else tp
+    return group_links("G", tier(tp, cluster), cluster) | {
         "ov_dec": (e.layer_overhead_us if o.decode_layer_overhead_us is None else o.decode_layer_overhead_us) * 1e-6,
-        "g_tp": e.tensor_parallel, "g_bat": float(e.batch == "step"), "eng": float(e.serving),
+        "g_tp": tp, "g_bat": float(e.batch == "step"), "eng": float(e.serving),
         "u_eng": u if isinstance(u, float) else 0.0, "u_fill": float(u == "fill"), "slp": float(e.serving and sleep and backend == "nccl"),  # vLLM's sleep mode is CUDA's (CuMem)
         "t_wake": e.wake_ms * 1e-3, "ov_ref": e.refresh_tensor_overhead_us * 1e-6, "u_ded": e.dedicated_memory_utilization,
     }
@@ -112,9 +115,12 @@ class Layout(Protocol):
     def links(self, cluster: Cluster) -> dict[str, str]: ...
 
 
-def strategy_values(st: Layout, cluster: Cluster) -> dict[str, float]:
+def strategy_values(st: Layout, cluster: Cluster, links: dict | None = None) -> dict[str, float]:
     """Values of the strategy symbols for one candidate, on the links the strategy says its groups use
-    (with how a sharded student is gathered for generation: the runtime says which it can, the plan which it does)."""
+    (with how a sharded student is gathered for generation: the runtime says which it can, the plan which it does).
+    `links`: a dict kept across the candidates of one cluster, holding each group's link values once
+    (the search binds tens of thousands of candidates over a handful of distinct links)."""
+    links = {} if links is None else links
     z_o, z_g, z_p = st.student_shards
     values = {
         "n_S": st.n_S, "n_T": st.n_T, "D": float(st.disaggregated), "pp": st.pp, "tp": st.tp,
@@ -123,10 +129,11 @@ def strategy_values(st: Layout, cluster: Cluster) -> dict[str, float]:
         "ded": float(st.n_R > 0), "n_R": max(st.n_R, 1), "asy": float(st.ahead and st.n_R > 0),
     }
     for group, where in st.links(cluster).items():
-        if group == "E":  # the expert-parallel group runs all-to-alls only
-            values["bw_a2a_E"], values["al_a2a_E"] = all_to_all_fit(where, st.ep, cluster)
-            continue
-        values |= group_links(group, where, cluster)
+        key = (group, where, st.ep if group == "E" else 0)
+        if key not in links:  # the expert-parallel group runs all-to-alls only
+            links[key] = (dict(zip(("bw_a2a_E", "al_a2a_E"), all_to_all_fit(where, st.ep, cluster))) if group == "E"
+                          else group_links(group, where, cluster))
+        values |= links[key]
     return values
 
 

@@ -16,7 +16,8 @@ from planner.inputs.load import DEFAULT_RUNTIME, Job, load_runtime
 from planner.inputs.runtime import Runtime
 from planner.search import baselines as trl
 from planner.search import output as outputs
-from planner.search import space
+from planner.search import rollout_tp, space
+from planner.search.rollout_tp import RolloutTP
 from planner.strategy import TEACHER_WORDS, Strategy
 
 TERM_LABELS = {
@@ -123,6 +124,7 @@ class SearchResult:
     why_first: str = ""  # why ranked[0] is the one recommended among the tied
     notes: list[str] = field(default_factory=list)
     runtime: str = DEFAULT_RUNTIME  # what the ranked plans run under (each baseline: its own `Scored.runtime`)
+    rollout_tp: RolloutTP | None = None  # the rollout servers' TP degree chosen per rollout GPU count, with the times tried
 
     @property
     def strongest(self) -> str | None:
@@ -258,8 +260,10 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
     runtime = runtime or load_runtime(DEFAULT_RUNTIME)
     scored, gathers = [], space.gathers(job, runtime)
     engines, servings = space.rollout_engines(job, cluster, runtime), space.teacher_servings(job, runtime)
+    tps = rollout_tp.choose(outputs.with_output(job, job.workload.outputs[0]), cluster, runtime,
+                            space.dedicated_counts(engines, runtime, cluster, job.workload), score)
     for out in job.workload.outputs:  # every teacher output the job allows, each layout with each
-        cands, reasons = space.enumerate_candidates(job, cluster, gathers, engines, servings, runtime)
+        cands, reasons = space.enumerate_candidates(job, cluster, gathers, engines, servings, runtime, tps.chosen)
         reasons = [why or outputs.rejection(out, st.disaggregated) or (SERVED_TOPK if st.served and out != "topk" else None)
                    or runtime.cannot_run(st.teacher, st.placement, st.ep, out, st.gather if st.gathers(job) else None,
                                          bool(job.teacher.num_experts))
@@ -279,14 +283,14 @@ def search(job: Job, cluster: Cluster, objective: str = "throughput", runtime: R
                       key=lambda s: (-s.samples_per_s, s.strategy.machinery, -s.free))
         fit, tied, why = group + rest, len(group), why_recommended(group, margin, reserve.bytes(cluster))
     rejected = Counter(s.reason for s in scored if not s.feasible)
-    skipped = space.unreachable(job, cluster, gathers, engines, servings, runtime) * len(job.workload.outputs)
+    skipped = space.unreachable(job, cluster, gathers, engines, servings, runtime, tps.chosen) * len(job.workload.outputs)
     if skipped:
         rejected[space.UNREACHABLE] += skipped
     runnable = [s for s in scored if s.reason is None or s.reason.startswith("out of memory")]
     closest = None if fit or not runnable else min(runnable, key=lambda s: s.figures["mem_peak"])
     notes = [n for n in (expert_note(scored, fit, runtime),) if n]
     return SearchResult(fit, base, dict(rejected.most_common()), len(scored) + skipped, closest, bind.usable_bytes(cluster),
-                        reserve.bytes(cluster), tied, margin, why, notes, runtime=runtime.name)
+                        reserve.bytes(cluster), tied, margin, why, notes, runtime=runtime.name, rollout_tp=tps)
 
 
 DOMINATED_GATHER = "the same layout gathers its student the other way as fast in no more memory"

@@ -7,7 +7,7 @@ after evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -81,29 +81,49 @@ def rollout_gpu_counts(cluster: Cluster, tp: int = 1) -> list[int]:
     return out
 
 
-def layouts(engines: Sequence[str], runtime: Runtime | None, cluster: Cluster,
-            workload=None) -> list[tuple[int, list[tuple[str, bool, bool]]]]:
-    """(rollout GPUs, [(engine, sleep, ahead)]) for each way the rollout role is placed: on the
-    trainer's GPUs (0) with every engine variant (`rollout_variants`), and, for a vllm engine the
+def _dedicated_engines(engines: Sequence[str], runtime: Runtime, workload) -> list[str]:
+    """The engines of `engines` the runtime can run on rollout GPUs of their own, unless the job fixes the rollouts on the trainer's."""
+    gen = runtime.generation
+    known = (gen.engine, *gen.other_engines)
+    own = [e for e in engines if e in SERVING and e in known and gen.costs(e).serving and gen.costs(e).dedicated]
+    return [] if workload is not None and (workload.rollout_placement == "colocated" or workload.lmbda == 0) else own
+
+
+def dedicated_counts(engines: Sequence[str], runtime: Runtime, cluster: Cluster, workload=None) -> dict[str, dict[int, tuple[int, ...]]]:
+    """Per engine that can run on rollout GPUs of their own: each rollout GPU count the search tries
+    (`rollout_gpu_counts`), with the servers' tensor-parallel degrees it can be split into
+    (`EngineCosts.dedicated_tps`: whole servers)."""
+    out: dict[str, dict[int, tuple[int, ...]]] = {}
+    for e in _dedicated_engines(engines, runtime, workload):
+        by: dict[int, tuple[int, ...]] = {}
+        for k in runtime.generation.costs(e).dedicated_tps(cluster.gpus_per_node):
+            for n in rollout_gpu_counts(cluster, k):
+                by[n] = (*by.get(n, ()), k)
+        out[e] = dict(sorted(by.items()))
+    return out
+
+
+def layouts(engines: Sequence[str], runtime: Runtime | None, cluster: Cluster, workload=None,
+            tps: Mapping[tuple[str, int, bool], tuple[int, ...]] | None = None) -> list[tuple[int, list[tuple[str, bool, bool, int]]]]:
+    """(rollout GPUs, [(engine, sleep, ahead, server TP)]) for each way the rollout role is placed: on
+    the trainer's GPUs (0) with every engine variant (`rollout_variants`), and, for a vllm engine the
     runtime can run on GPUs of its own (`EngineCosts.dedicated`), on each count of
-    `rollout_gpu_counts`, awake, in each schedule the runtime allows (`EngineCosts.schedules`); a
+    `dedicated_counts`, awake, in each schedule the runtime allows (`EngineCosts.schedules`), with
+    each server TP degree there, or those `tps` kept for (engine, count, ahead) (`rollout_tp.choose`); a
     `workload` (the job's) may fix the placement (`rollout_placement`) and the schedule."""
-    here = [(e, z, False) for e, z in rollout_variants(engines, runtime, cluster.backend)]
+    here = [(e, z, False, 1) for e, z in rollout_variants(engines, runtime, cluster.backend)]
     if runtime is None:
         return [(0, here)]
     gen, out = runtime.generation, []
-    known = (gen.engine, *gen.other_engines)
-    own = [e for e in engines if e in SERVING and e in known and gen.costs(e).serving and gen.costs(e).dedicated]
-    if (w := workload) is not None:  # what the job fixes: where the rollouts run, and their schedule
-        own = [] if w.rollout_placement == "colocated" or w.lmbda == 0 else own
+    own = dedicated_counts(engines, runtime, cluster, workload)
     if not any(gen.costs(e).dedicated_only for e in own) and (workload is None or workload.rollout_placement != "dedicated"
                                                               and workload.schedule != "async"):
         out.append((0, here))
-    for e in own:
+    for e, by_count in own.items():
         c = gen.costs(e)
         ahead = [a for a in c.schedules() if workload is None or workload.schedule == "auto" or a == (workload.schedule == "async")]
-        if ahead:
-            out += [(n, [(e, False, a) for a in ahead]) for n in rollout_gpu_counts(cluster, c.tensor_parallel)]
+        for n, ks in by_count.items():
+            out += [(n, [(e, False, a, k)]) for a in ahead for k in (tps or {}).get((e, n, a), ks)]
     return out
 
 
@@ -148,14 +168,23 @@ def engine_rejection(st: Strategy, runtime: Runtime) -> str | None:
     return None
 
 
+def _engine_key(c: Strategy) -> tuple[str, bool, int | None]:
+    """(engine, sleep, tensor-parallel degree: a dedicated server's, None for the runtime's own)."""
+    return c.rollout, c.sleep, c.g_tp if c.n_R else None
+
+
 def engine_columns(cands: list[Strategy], runtime: Runtime, cluster: Cluster) -> dict[str, np.ndarray]:
-    """The symbols of each candidate's rollout engine and its sleep (`bind.engine_values`), as
-    columns, where the candidates differ from the runtime's own engine as the job's values hold it."""
-    own = (runtime.generation.engine, runtime.generation.sleeps()[-1])
-    if all((c.rollout, c.sleep) == own for c in cands):
+    """The symbols of each candidate's rollout engine, its sleep and a dedicated server's TP degree
+    (`bind.engine_values`), as columns, where the candidates differ from the runtime's own engine as
+    the job's values hold it."""
+    own = (runtime.generation.engine, runtime.generation.sleeps()[-1], None)
+    keys = [_engine_key(c) for c in cands]
+    if all(k == own for k in keys):
         return {}
-    by = {k: engine_values(runtime, *k[:1], cluster, k[1]) for k in {(c.rollout, c.sleep) for c in cands}}
-    return {k: np.array([by[(c.rollout, c.sleep)][k] for c in cands], dtype=float) for k in next(iter(by.values()))}
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}  # a handful of distinct engines: bound once each
+    which = np.fromiter((index[k] for k in keys), dtype=np.intp, count=len(keys))
+    rows = [engine_values(runtime, k[0], cluster, k[1], k[2]) for k in index]
+    return {s: np.array([r[s] for r in rows], dtype=float)[which] for s in rows[0]}
 
 
 def rollout_variants(engines: Sequence[str], runtime: Runtime | None, backend: str = "nccl") -> list[tuple[str, bool]]:
@@ -180,14 +209,15 @@ def teacher_servings(job: Job, runtime: Runtime) -> tuple[bool, ...]:
 
 def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",),
                          engines: Sequence[str] = ("hf-eager",), servings: Sequence[bool] = (False,),
-                         runtime: Runtime | None = None) -> tuple[list[Strategy], list[str | None]]:
+                         runtime: Runtime | None = None, tps: Mapping[tuple[str, int, bool], tuple[int, ...]] | None = None) -> tuple[list[Strategy], list[str | None]]:
     """Every candidate whose micro-batch reaches the global batch, a sharded student once per way of
     gathering it in `gathers`, each with every rollout engine in `engines`, a disaggregated teacher
     that vLLM can serve (replicate, tp) also served where `servings` says, with its rejection reason
     (None = runnable, subject to memory), a vllm engine asleep and awake where `runtime` lets the plan
-    choose; `unreachable` counts the others."""
+    choose, rollout servers on GPUs of their own with the TP degree `tps` chose (else each); `unreachable`
+    counts the others."""
     cands: list[Strategy] = []
-    for n_R, variants in layouts(engines, runtime, cluster, job.workload):
+    for n_R, variants in layouts(engines, runtime, cluster, job.workload, tps):
         for placement, n_T, n_S in placements(cluster, n_R):
             bs, _ = _micro_batches(job, n_S)
             for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
@@ -197,18 +227,18 @@ def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("
                         for b in bs:
                             # a serving engine gets the weights in the step's refresh, gathered once: it has no per-step gather
                             cands += [Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, gather=gather, rollout=e,
-                                               served=served, sleep=z, n_R=n_R, ahead=a, **degree)
-                                      for e, z, a in variants if gather == "once" or e not in SERVING]
+                                               served=served, sleep=z, n_R=n_R, ahead=a, g_tp=k, **degree)
+                                      for e, z, a, k in variants if gather == "once" or e not in SERVING]
     return cands, [c.rejection(job) for c in cands]
 
 
 def unreachable(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",), engines: Sequence[str] = ("hf-eager",),
-                servings: Sequence[bool] = (False,), runtime: Runtime | None = None) -> int:
+                servings: Sequence[bool] = (False,), runtime: Runtime | None = None, tps: Mapping[tuple[str, int, bool], tuple[int, ...]] | None = None) -> int:
     """Candidates `enumerate_candidates` leaves out because their micro-batch cannot reach the
     global batch: every teacher split (served too where it can be), student split and rollout
     engine of that placement, as it would have built them."""
     total = 0
-    for n_R, variants in layouts(engines, runtime, cluster, job.workload):
+    for n_R, variants in layouts(engines, runtime, cluster, job.workload, tps):
         for placement, n_T, n_S in placements(cluster, n_R):
             bad = _micro_batches(job, n_S)[1]
             if not bad:
@@ -223,6 +253,7 @@ def unreachable(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",), 
 def columns(cands: list[Strategy], cluster: Cluster) -> dict[str, np.ndarray]:
     """Strategy symbol values as arrays over the candidates (one column per symbol); a column
     that is the same for every candidate stays a scalar, so numpy broadcasts instead of computing."""
-    rows = [strategy_values(c, cluster) for c in cands]
+    links: dict = {}
+    rows = [strategy_values(c, cluster, links) for c in cands]
     cols = {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]} if rows else {}
     return {k: (float(v[0]) if len(v) > 1 and np.all(v == v[0]) else v) for k, v in cols.items()}

@@ -73,7 +73,8 @@ def test_recommend_json_keys(runner):
         assert {"strategy", "teacher", "student", "placement", "micro_batch", "grad_accum", "free_bytes", "predicted",
                 "speedup_vs_baseline", "baseline", "speedup_vs_baselines", "teacher_output", "tied_with_first"} <= set(p)
         ro = p["roles"]["rollout"]
-        engine = ro["engine"] + (":sleep" if ro["sleep"] else "") + (f":dedicated:{ro['gpus']}" if ro["placement"] == "dedicated" else "")
+        engine = ro["engine"] + (":sleep" if ro["sleep"] else "") + (f":dedicated:{ro['gpus']}" if ro["placement"] == "dedicated" else "") \
+            + (f":tp:{ro['tp']}" if ro["placement"] == "dedicated" and ro["tp"] > 1 else "")
         suffix = ("" if engine == "hf-eager" else "+" + engine) + ("+async" if p["schedule"] == "async" else "") \
             + ("" if p["teacher_output"] == "logits" else "+" + p["teacher_output"])
         apart = "served:" if p["roles"]["teacher"]["engine"] == "vllm-server" else "disaggregated:"

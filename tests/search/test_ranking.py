@@ -161,11 +161,14 @@ def test_a_wide_micro_batch_range_builds_only_reachable_candidates():
     engines = space.rollout_engines(job, cl, load_runtime("kd-planner"))  # eager and colocated vLLM
     servings = space.teacher_servings(job, load_runtime("kd-planner"))  # in-process, and served where it can be
     rt = load_runtime("kd-planner")
-    cands, _ = space.enumerate_candidates(job, cl, gathers, engines, servings, rt)
-    assert len(cands) < 100_000  # rollout GPUs of their own (1, 2, ..., 64, each sync and ahead) multiply the vLLM variants
-    assert all(job.workload.global_batch % (c.b * c.n_S) == 0 for c in cands)
     res = rank.search(job, cl)
+    tps = res.rollout_tp.chosen  # the rollout servers' TP degrees the search kept (planner.search.rollout_tp)
+    cands, _ = space.enumerate_candidates(job, cl, gathers, engines, servings, rt, tps)
+    # rollout GPUs of their own (1, 2, ..., 64, each sync and ahead, with each TP degree the search kept)
+    # multiply the vLLM variants: 104,438 here on 2026-12-08 (155,020 with every degree, 1.6 million before counting)
+    assert len(cands) < 120_000
+    assert all(job.workload.global_batch % (c.b * c.n_S) == 0 for c in cands)
     outputs = len(job.workload.outputs)  # every layout with every teacher output the job allows
-    skipped = space.unreachable(job, cl, gathers, engines, servings, rt)
+    skipped = space.unreachable(job, cl, gathers, engines, servings, rt, tps)
     assert res.evaluated == outputs * (len(cands) + skipped) > 1_000_000
     assert res.rejected[space.UNREACHABLE] >= outputs * skipped
