@@ -23,6 +23,11 @@ What this file decides is how a row's setting becomes the model's inputs:
   read 1-byte weights and cache.
 - bus bandwidth rows: the ring model's time for the row's message (or the large-message limit when
   the size is not stated) on the row's topology, as nccl-tests' busbw.
+- weight refresh rows: `time.weight_sync` of a plan with rollout GPUs of their own (`timeline.weight_refresh`:
+  a sharded trainer's gather, the 16-bit weights pushed over the link from the trainer to the rollout
+  GPUs with one call per tensor, and the engine's in-place copy) for the row's model, trainer split,
+  trainer and rollout GPU counts and server TP, under the bundled runtime's vllm engine costs, on the
+  row's topology sized to hold both (8 GPUs a node where the source does not say).
 - memory rows: training: the student side's memory terms; inference: the teacher side's weights
   and activations (a frozen model, as the planner holds a teacher). Units as the row says (GiB or GB).
 - recomputation and loss, training rows: `recompute: op` is torchtitan's selective op policy (the cost
@@ -202,6 +207,28 @@ def generation_ms(row: dict, knobs: dict | None = None) -> tuple[float | None, s
     return f["generation.decode_step"] * 1e3, f"decode step at batch {batch}, {on} ({rt.generation.layer_overhead_us:g} us/layer)"
 
 
+def weight_refresh(row: dict) -> tuple[float, str]:
+    """Predicted seconds of one step's weight refresh into rollout servers of their own."""
+    w, hw = row["workload"], row["hardware"]
+    n_S, n_R, tp = w["trainer_gpus"], w["rollout_gpus"], w.get("rollout_tp") or 1
+    G = hw.get("gpus_per_node") or 8
+    nodes = hw.get("nodes") or -(-(n_S + n_R) // G)
+    cl = load_cluster(row["topology_hint"], nodes)
+    for key, value in (row.get("topology_overrides") or {}).items():
+        tier, field = key.split(".")
+        cl = cl.model_copy(update={tier: getattr(cl, tier).model_copy(update={field: value})})
+    shape = shape_of(w["model"])
+    rt = load_runtime("kd-planner")
+    work = Workload(global_batch=n_S, micro_batch_min=1, micro_batch_max=1, prompt_len=8, completion_len=8, lmbda=1,
+                    student_dtype=w.get("dtype") or "bf16")
+    job = Job(name=row["id"], teacher=shape, student=shape, workload=work)
+    st = Strategy("replicate", w["trainer"], "colocated", n_S, n_S, s_sh=n_S, rollout="vllm", n_R=n_R, g_tp=tp)
+    values = bind.job_values(job, cl, rt) | space.columns([st], cl) | space.engine_columns([st], rt, cl)
+    f = {k: float(np.asarray(v).ravel()[0]) for k, v in evaluate(values).items()}
+    link = st.links(cl)["W"]
+    return f["time.weight_sync"], f"{w['trainer']} trainer on {n_S} -> {n_R // tp} server(s) of tp {tp}, push over {link}"
+
+
 def busbw(row: dict) -> tuple[float, str]:
     w, cl = row["workload"], cluster_of(row)
     n, op = w["ranks"], w["op"]
@@ -253,6 +280,8 @@ def predict(row: dict, knobs: dict | None = None) -> tuple[float | None, str]:
         return generation_ms(row, knobs)
     if kind == "busbw_gb_per_s":
         return busbw(row)
+    if kind == "weight_refresh_s":
+        return weight_refresh(row)
     if kind == "memory_gib":
         return memory(row, knobs)
     raise SystemExit(f"{ROWS}: {row['id']}: unknown kind '{kind}'")
