@@ -157,6 +157,9 @@ def check_supported(plan: Plan) -> None:
         lines.append(f"workload.topk: k = {w.topk} exceeds the vocabulary ({t.shape.vocab}); use at most that")
     if w.teacher_output == "cached" and w.lmbda > 0:
         lines.append(f"workload.teacher_output: cached needs lmbda 0 (fixed completions), got {w.lmbda}")
+    if plan.rollout.engine == "vllm" and plan.rollout.placement == "colocated" and plan.torch_world % plan.rollout.tp:
+        lines.append(f"rollout.tp: a colocated vLLM engine over {plan.rollout.tp} consecutive ranks needs a torch world it divides "
+                     f"({plan.torch_world} ranks)")
     dedicated = plan.rollout.placement == "dedicated"  # vLLM servers of the student (planner.executor.rollout.vllm_server)
     if dedicated and not plan.rollout.endpoints:
         lines.append("rollout.endpoints: dedicated rollout needs its vLLM servers' URLs; `planner export` the plan or give --rollout-url http://HOST:PORT")

@@ -5,7 +5,10 @@ the student's completions.
   sharded) is written as a Hugging Face checkpoint into a temporary folder that the engine loads
   (token ids in, token ids out: no tokenizer, `skip_tokenizer_init`). fp32 on a CPU, the student's
   compute dtype on a GPU. One process: vLLM's in-process engine core; several trainer ranks:
-  `distributed_executor_backend="external_launcher"` (each rank its own engine, as TRL's colocate mode).
+  `distributed_executor_backend="external_launcher"` (each rank its own engine, as TRL's colocate mode;
+  with `rollout.tp` N > 1, each N consecutive ranks one engine split over them: the group's prompts
+  are gathered so that every rank of it submits the same requests, and each keeps its own, as TRL's
+  `vllm_tensor_parallel_size` and verl's hybrid engine do).
 - Weights: before each rollout that follows an optimizer step, the trainer's parameters are
   loaded in place through the worker's `reload_weights(weights_iterator=..., is_checkpoint_format=True)`
   (checkpoint names, as `save_pretrained` writes them; on a CPU vLLM repacks fp32 linear weights
@@ -78,6 +81,14 @@ class VllmColocated:
         self.llm = LLM(model=self.folder.name, skip_tokenizer_init=True, dtype="float32" if not cuda else dtype,
                        max_model_len=max_len, enforce_eager=os.environ.get("KD_PLANNER_VLLM_EAGER") == "1", seed=seed,
                        tensor_parallel_size=tp, gpu_memory_utilization=memory_fraction, enable_sleep_mode=self.sleeps, **kw)
+        self.tp, self.group = tp, None
+        if tp > 1:  # vLLM's TP groups are consecutive ranks; every rank creates every group (new_group is collective)
+            import torch.distributed as dist
+
+            for first in range(0, dist.get_world_size(), tp):
+                g = dist.new_group(list(range(first, first + tp)))
+                if first <= dist.get_rank() < first + tp:
+                    self.group = g
         self.stale = False  # weights changed since the engine last loaded them
         self.asleep = False
         self.sync_s = 0.0
@@ -116,7 +127,16 @@ class VllmColocated:
                                       min_tokens=batch.completion_len, ignore_eos=True, seed=(seed + i) % (2**63), detokenize=False)
                        for i in range(ids.shape[0])]
         self._wake()
-        outs = iter(self.llm.generate(prompts, params, use_tqdm=False))
+        if self.group is None:
+            outs = iter(self.llm.generate(prompts, params, use_tqdm=False))
+        else:  # the TP group's requests, in group-rank order, from every rank of it; this rank's back
+            import torch.distributed as dist
+
+            mine = [None] * self.tp
+            dist.all_gather_object(mine, (prompts, params), group=self.group)
+            every = self.llm.generate([p for ps, _ in mine for p in ps], [q for _, qs in mine for q in qs], use_tqdm=False)
+            start = sum(len(ps) for ps, _ in mine[:dist.get_rank(self.group)])
+            outs = iter(every[start:start + len(prompts)])
         if self.sleeps:
             self.llm.sleep(level=2)
             self.asleep = True
