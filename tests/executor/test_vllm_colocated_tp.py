@@ -19,7 +19,9 @@ from vllm_helpers import metrics, vllm_env  # noqa: E402
 from planner.inputs.yamlio import dump_yaml  # noqa: E402
 from planner.plan import load_plan  # noqa: E402
 
-pytestmark = [pytest.mark.slow]
+# one at a time: vLLM's CPU TP communicator names its shared memory after the torch rendezvous
+# (env://), so two TP engines on one machine at once collide (errno 17, EEXIST: seen in CI, 2026-12-08)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm-tp")]
 ROOT = Path(__file__).resolve().parents[2]
 
 
