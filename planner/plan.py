@@ -233,7 +233,7 @@ def rollout_of(s: Strategy, teacher_gpus: int) -> RolloutPlan:
     """The rollout role of strategy `s`: on the trainer's GPUs, or on the `n_R` GPUs after the
     trainer's and a teacher's of its own (`teacher_gpus`), vLLM's default share of each."""
     if not s.n_R:
-        return RolloutPlan(engine=s.rollout, sleep=s.sleep)
+        return RolloutPlan(engine=s.rollout, sleep=s.sleep, tp=s.g_tp)
     first = s.n_S + teacher_gpus
     return RolloutPlan(engine=s.rollout, placement="dedicated", ranks=list(range(first, first + s.n_R)), tp=s.g_tp, gpu_memory_utilization=0.9)
 
@@ -247,7 +247,7 @@ def strategy_of(plan: Plan) -> Strategy:
                     t_sh=t.shard, s_sh=s_sh, r_S=n_S // s_sh if s_sh else 1, b=plan.micro_batch, ep=t.ep, gather=st.gather,
                     rollout=plan.rollout.engine, served=t.served, sleep=plan.rollout.sleep,
                     n_R=len(plan.rollout.ranks) if plan.rollout.placement == "dedicated" else 0,
-                    g_tp=plan.rollout.tp if plan.rollout.placement == "dedicated" else 1,
+                    g_tp=plan.rollout.tp if plan.rollout.engine == "vllm" else 1,
                     ahead=plan.schedule == "async")
 
 

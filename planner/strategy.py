@@ -40,7 +40,7 @@ STUDENT_ALIASES = {"fsdp": "zero3"}  # accepted by `parse`, never written
 # replicated. Its cost, memory and executor were pipeline's, so it is one split now; the group's
 # tier (in a node or across nodes) follows from k. Old plans and flags that say hybrid still load.
 TEACHER_ALIASES = {"hybrid": "pipeline"}
-GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH[+ROLLOUT_ENGINE[:sleep|:dedicated:N[:tp:K]]][+async]"
+GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH[+ROLLOUT_ENGINE[:sleep][:tp:K]|+vllm:dedicated:N[:tp:K]][+async]"
 ROLLOUT_ENGINES = ("hf-eager", "hf-static", "vllm")  # planner.plan.RolloutEngine; hf-eager is written without a suffix
 # How a student whose parameters are sharded (zero3, hsdp) is gathered for on-policy generation:
 # `once` per generation (the default, never written: TRL's ds3_gather_for_generation) or `per_step`,
@@ -113,7 +113,8 @@ class Strategy:
     served: bool = False  # disaggregated: the teacher behind vLLM servers of its own (replicas x tp), outside the trainer's world
     sleep: bool = False  # a vllm rollout engine sleeps while the trainer runs (written `+vllm:sleep`)
     n_R: int = 0  # rollout GPUs of their own (vLLM servers of the student, outside the trainer's world); 0: on the trainer's GPUs
-    g_tp: int = 1  # tensor-parallel degree of each of those servers (written `:tp:K` after `+vllm:dedicated:N`); a colocated engine's is its runtime's
+    g_tp: int = 1  # tensor-parallel degree of a vllm rollout engine: each server on rollout GPUs of their own, or (> 1) each engine
+    # over K consecutive trainer ranks (written `:tp:K` after `+vllm[:sleep]` or `+vllm:dedicated:N`); 1 on the trainer's GPUs: the runtime's
     ahead: bool = False  # rollouts of step n+1 generated while step n trains (schedule async; written `+async`); the cost
     # model overlaps them with training only on rollout GPUs of their own (on the trainer's GPUs they share its devices)
 
@@ -161,10 +162,12 @@ class Strategy:
             out.append(f"only a vllm rollout engine sleeps, not {self.rollout}")
         if self.n_R < 0:
             out.append(f"rollout GPUs must be 0 or more, got {self.n_R}")
-        if self.g_tp < 1 or (self.g_tp > 1 and not self.n_R):
-            out.append(f"a rollout tensor-parallel degree ({self.g_tp}) is for rollout GPUs of their own (+vllm:dedicated:N:tp:K)")
+        if self.g_tp < 1 or (self.g_tp > 1 and self.rollout != "vllm"):
+            out.append(f"a rollout tensor-parallel degree ({self.g_tp}) is a vllm engine's (+vllm:tp:K, +vllm:dedicated:N:tp:K), not {self.rollout}'s")
         elif self.n_R % self.g_tp:
             out.append(f"rollout tensor-parallel degree {self.g_tp} does not divide the {self.n_R} rollout GPUs")
+        elif not self.n_R and self.n_S % self.g_tp:
+            out.append(f"rollout tensor-parallel degree {self.g_tp} does not divide the {self.n_S} trainer GPUs it shares")
         if self.n_R and (self.rollout != "vllm" or self.sleep):
             out.append(f"rollout GPUs of their own run vLLM servers that stay awake (+vllm:dedicated:N), not {self.rollout}{' asleep' if self.sleep else ''}")
         if self.served and (self.placement != "disaggregated" or self.teacher not in ("replicate", "tp") or self.ep > 1):
@@ -199,7 +202,7 @@ class Strategy:
 
     def __str__(self) -> str:
         engine = "" if self.rollout == "hf-eager" else f"+{self.rollout}" + (":sleep" if self.sleep else "")
-        engine += f":dedicated:{self.n_R}" if self.n_R else ""
+        engine += f":dedicated:{self.n_R}" if self.n_R else ""  # then the TP degree (`:tp:K`)
         engine += f":tp:{self.g_tp}" if self.g_tp > 1 else ""
         return f"{self.teacher_part}/{self.student_part}/{self.placement_part}/{self.b}{engine}" + ("+async" if self.ahead else "")
 
@@ -229,6 +232,14 @@ class Strategy:
             inner += ["colocated", "1"][len(inner) - 2:]
             st = cls.from_words(*inner, cluster, flags=(f"{flag}: '{text}'",) * 4, rollout_gpus=int(count))
             return replace(st, rollout="vllm", g_tp=int(k) if has_tp else 1)
+        if plus and name == "vllm" and (kind == "tp" or mode.startswith("sleep:tp")):  # +vllm:tp:K, +vllm:sleep:tp:K
+            sleep = mode.startswith("sleep:")
+            word, _, k = mode.removeprefix("sleep:").partition(":")
+            G = cluster.gpus_per_node
+            if not k.isdigit() or not 0 < int(k) <= G or G % int(k):
+                raise InputError(f"{flag}: '{text}': +vllm:tp:K needs K GPUs per engine that divide a node's {G} "
+                                 "(vLLM's tensor parallelism runs inside one node)")
+            return replace(cls.parse(head, cluster, flag), rollout="vllm", sleep=sleep, g_tp=int(k))
         if plus and name in ROLLOUT_ENGINES and (not colon or (name == "vllm" and mode == "sleep")):
             return replace(cls.parse(head, cluster, flag), rollout=name, sleep=bool(colon))
         parts = text.split("/")

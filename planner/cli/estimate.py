@@ -1,4 +1,4 @@
-"""`planner estimate`: the cost model's figures for one plan, next to the strongest TRL baseline that fits."""
+"""`planner estimate`: the cost model's figures for one plan, next to the strongest baseline (TRL, verl) that fits."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         latex: Annotated[bool, typer.Option(help="With --symbolic: LaTeX.")] = False,
         term: Annotated[Optional[list[str]], typer.Option("--term", help="With --symbolic: only this expression (e.g. time.teacher_comm, step_time) and what it uses; repeatable.")] = None,
     ) -> None:
-        """Memory per device and step time, by term, for one plan next to the strongest TRL baseline that fits. Exits 3 if the plan does not fit (with the memory reserve kept free)."""
+        """Memory per device and step time, by term, for one plan next to the strongest baseline (TRL, verl) that fits. Exits 3 if the plan does not fit (with the memory reserve kept free)."""
         if symbolic:
             return print_symbolic(latex, format, term or [])
         if term or latex:

@@ -8,7 +8,7 @@ import typer
 
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Job file or bundled job (teacher + student + workload); default: the bundled llama70b-to-8b.")]
 ClusterOpt = Annotated[Optional[str], typer.Option("--cluster", "-c", help="Cluster topology (bundled name or YAML); default: dgx-h100.")]
-RuntimeOpt = Annotated[Optional[str], typer.Option("--runtime", help="How our plans are run (bundled runtime name or YAML): kd-planner (the bundled executor, default; eager or vLLM rollouts), trl-gkd, trl-distillation, trl-distillation-vllm, trl-distillation-vllm-sleep, trl-server, trl-server-vllm, megatron-ep (`planner list`); each TRL baseline runs under its own.")]
+RuntimeOpt = Annotated[Optional[str], typer.Option("--runtime", help="How our plans are run (bundled runtime name or YAML): kd-planner (the bundled executor, default; eager or vLLM rollouts), trl-gkd, trl-distillation, trl-distillation-vllm, trl-distillation-vllm-sleep, trl-server, trl-server-vllm, trl-async-distillation, verl-opd, megatron-ep (`planner list`); each baseline runs under its own.")]
 Nodes = Annotated[Optional[int], typer.Option("--nodes", "-n", help="Resize the cluster to this many nodes.", min=1)]
 Teacher = Annotated[Optional[str], typer.Option("--teacher", help="Teacher model instead of the job's (name, config.json or folder).")]
 Student = Annotated[Optional[str], typer.Option("--student", help="Student model instead of the job's.")]

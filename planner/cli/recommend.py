@@ -87,7 +87,7 @@ def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
                    "samples/s", f"vs {name}", *(f"vs {n}" for n in others))
     else:
         t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-        columns = ("#", "strategy\nteacher/student/placement/b", "peak\nGiB", "free\nGiB", "samples/s", "vs best\nTRL")
+        columns = ("#", "strategy\nteacher/student/placement/b", "peak\nGiB", "free\nGiB", "samples/s", "vs best\nbaseline")
     for c in columns:
         t.add_column(c, justify="left" if c.startswith(("strategy", "peak GiB (")) else "right", no_wrap=True)
     bases = [res.baselines.get(n) for n in [res.strongest, *others]]
@@ -108,7 +108,7 @@ def _table(res: rank.SearchResult, top: int, wide: bool = False) -> Table:
         sp = [rank.speedup(s, bases[0]) for s in tied_others]
         t.add_row("", Text(f"+ {len(tied_others)} more within {res.margin:.0%} (below)", style="dim"),
                   _span([s.figures["mem_peak"] / 2**30 for s in tied_others], ",.1f"), _span([s.free / 2**30 for s in tied_others], ",.1f"),
-                  *([""] if wide else []), _span([s.samples_per_s for s in tied_others], ".2f"),
+                  *([""] if wide else []), _span([s.samples_per_s for s in tied_others], ".2f" if wide else ".1f"),  # narrow: under 100 columns
                   _span(sp, ".2f") + "x" if all(sp) else "-", *(["-"] * len(others)))
     for i, sc in enumerate(shown):
         t.add_row(*cells(str(i + 2), sc))
@@ -122,10 +122,10 @@ def _strongest_line(res: rank.SearchResult) -> str:
     """Which baseline the speed-ups are against, and why that one."""
     name = res.strongest
     if name is None:
-        return "No TRL baseline fits in memory: no speed-up to give."
+        return "No baseline (TRL, verl) fits in memory: no speed-up to give."
     sc = res.baselines[name]
     return (f"Speed-ups are over {name} ({sc.strategy}{outputs.suffix(sc.output)}, {sc.samples_per_s:.2f} samples/s), "
-            f"the fastest TRL baseline that fits (of {len(res.baselines)}; -f json gives the speed-up over each).")
+            f"the fastest baseline that fits (TRL, verl; of {len(res.baselines)}; -f json gives the speed-up over each).")
 
 
 def _ties(res: rank.SearchResult, shown: int = 8) -> list[str]:

@@ -187,6 +187,8 @@ def crossings(name_a: str, subs_a: dict, name_b: str, subs_b: dict, var: Variabl
             fa = _numeric(subs_a, xs)[what]
             fb = np.full_like(fa, limit) if limit is not None else _numeric(subs_b, xs)[what]
             whole = tuple((int(x), float(p), float(q)) for x, p, q in zip(xs, fa, fb))
+            if not np.all(np.isfinite(np.concatenate([fa, fb]))):  # a layout that does not exist at one of the whole
+                continue  # values (e.g. a teacher on 8 GPUs of its own at 1 node of 8): no winner changes there
         out.append(Crossing(var, float(x0), (float(lo), float(hi)), closed, wb, wa, whole))
     return out
 

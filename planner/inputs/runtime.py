@@ -39,6 +39,7 @@ class EngineCosts(Strict):
     dedicated_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on dedicated rollout GPUs: the share of each GPU's memory the engine reserves (vLLM's own default gpu_memory_utilization, 0.9: vllm/engine/arg_utils.py), its weights and the rest KV cache.")
     ahead: bool | Literal["choose"] = Field(False, description="vllm on dedicated rollout GPUs: the rollouts of step n+1 are generated while step n trains (one step ahead, staleness 1; TRL AsyncDistillationTrainer, verl's async); `choose`: the search tries both and the plan's schedule records the choice.")
     tensor_parallel: int = Field(1, ge=1, description="GPUs a separate generation engine splits its 16-bit copy of the student over (vLLM `tensor_parallel_size`, colocated with the trainer): each holds and, per decode step, reads 1/N of it for the sequences of N ranks; then waits for two all-reduces per layer (on the intra-node link where N fits a node); 1: one engine per GPU (or the trainer's own model).")
+    colocated_tensor_parallel: Literal["fixed", "choose"] = Field("fixed", description="vllm on the trainer's GPUs: `fixed`, every engine at `tensor_parallel`; `choose`, the search also tries engines split over 2, 4, ... consecutive trainer ranks within a node (TRL's vllm_tensor_parallel_size, verl's hybrid engine), written `+vllm:tp:K` and recorded in the plan's rollout.tp.")
     dedicated_tensor_parallel: int | Literal["choose"] | None = Field(None, description="vllm on dedicated rollout GPUs: the tensor-parallel degree of each server (`--tensor-parallel-size`; its GPUs hold 1/N of the weights each, so more of their memory is KV cache, and every decode step waits for two all-reduces per layer); `choose`: the search tries 1, 2, 4, ... up to one node's GPUs, and the plan's rollout.tp records the choice; unset: tensor_parallel.")
 
     def sleeps(self) -> tuple[bool, ...]:
@@ -52,6 +53,14 @@ class EngineCosts(Strict):
         if not (self.serving and self.dedicated):
             return (False,)
         return (True,) if self.dedicated_only else (False, True)
+
+    def colocated_tps(self, gpus_per_node: int) -> tuple[int, ...]:
+        """The tensor-parallel degrees the search tries for a serving engine on the trainer's GPUs:
+        1 (the runtime's `tensor_parallel`, whatever it is) and, under `colocated_tensor_parallel:
+        choose`, each power of two above 1 that divides a node."""
+        if self.colocated_tensor_parallel != "choose" or not self.serving:
+            return (1,)
+        return tuple(2**i for i in range(gpus_per_node.bit_length()) if gpus_per_node % 2**i == 0)
 
     def dedicated_tps(self, gpus_per_node: int) -> tuple[int, ...]:
         """The tensor-parallel degrees the search tries for servers on rollout GPUs of their own: the

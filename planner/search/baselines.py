@@ -11,11 +11,12 @@
 | `trl-server` | teacher behind a vLLM server on GPUs of its own (replicas or tensor-parallel), student FSDP2 on the rest | `trl-server` | top-k log-probs |
 | `trl-server-vllm` | the same, rollouts from a colocated vLLM engine | `trl-server-vllm` | top-k log-probs |
 | `trl-async` | the same teacher servers, rollouts from one student vLLM server on a GPU of its own, one step ahead | `trl-async-distillation` (AsyncDistillationTrainer) | top-k log-probs |
+| `verl-opd` | verl's on-policy distillation at its defaults: teacher vLLM servers of tp 2 on GPUs of their own, student FSDP with a colocated vLLM engine of tp 2 asleep while it trains | `verl-opd` | top-k log-probs |
 
 Each is tried at every micro-batch (the server ones at every teacher GPU count and split its
 server runs, `trl-async` at every student-server GPU count the search tries for its own plans) that reaches the global batch; its best configuration that fits stands for it. The
 plans are compared with the strongest baseline that fits (`strongest`). Not yet costed: TRL's vLLM
-*server* mode for DistillationTrainer's rollouts and verl's on-policy distillation.
+*server* mode for DistillationTrainer's rollouts.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Baseline:
     runtime: str  # a bundled runtime (runtimes/*.yaml)
     output: str  # the teacher output it trains from
     layout: str  # zero3 | ddp | server | async
+    teacher_tp: int | None = None  # server layouts: the teacher servers' one TP degree (None: replicas and each TP in a node)
 
 
 BASELINES = (
@@ -48,6 +50,7 @@ BASELINES = (
     Baseline("trl-server", "trl-server", "topk", "server"),
     Baseline("trl-server-vllm", "trl-server-vllm", "topk", "server"),
     Baseline("trl-async", "trl-async-distillation", "topk", "async"),
+    Baseline("verl-opd", "verl-opd", "topk", "server", teacher_tp=2),
 )
 BY_NAME = {b.name: b for b in BASELINES}
 ALIASES = {"trl-zero3": "trl-gkd-zero3", "trl-ddp": "trl-gkd-ddp"}  # the names before issue 17
@@ -75,6 +78,8 @@ def layouts(base: Baseline, job: Job, cluster: Cluster) -> list[Strategy]:
                     continue
                 student = "zero3" if n_S > 1 else "ddp"
                 teachers = [("replicate", {})] + [("tp", {"tp": k}) for k in range(2, min(G, n_T) + 1) if n_T % k == 0]
+                if base.teacher_tp:  # verl: the teacher servers' default degree only
+                    teachers = [t for t in teachers if t[1].get("tp", 1) == base.teacher_tp]
                 for name, degree in teachers:
                     out += [Strategy(name, student, placement, n_T, n_S, s_sh=n_S, b=b, served=True, n_R=n_R, ahead=bool(n_R),
                                      rollout="vllm" if n_R else "hf-eager", **degree) for b in _micro_batches(job, n_S)]

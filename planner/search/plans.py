@@ -23,7 +23,7 @@ def roles(sc: Scored, runtime: Runtime | None = None) -> dict:
     st, rt = sc.strategy, runtime or load_runtime(sc.runtime)  # a runtime file's name is not a bundled one: pass it
     engine = rt.generation.costs(st.rollout if st.rollout in (rt.generation.engine, *rt.generation.other_engines) else None)
     rollout = {"gpus": st.n_R or st.n_S, "placement": "dedicated" if st.n_R else "colocated", "engine": st.rollout,
-               "tp": st.g_tp if st.n_R else engine.tensor_parallel, "sleep": st.sleep}
+               "tp": st.g_tp if st.n_R or st.g_tp > 1 else engine.tensor_parallel, "sleep": st.sleep}
     return {"rollout": rollout,
             "teacher": {"gpus": st.n_T, "engine": "vllm-server" if st.served else rt.teacher_engine, "split": st.teacher_part,
                         "placement": "shares the trainer's GPUs" if st.placement == "colocated" else "GPUs of its own"},

@@ -337,7 +337,7 @@ def why_it_wins(winner: Scored, baseline: Scored | None, cluster: Cluster, name:
     """One line naming the term the winner saves most against the baseline (`name`); that a top-k
     winner's loss is an approximation is `planner.search.output.note`'s line."""
     if baseline is None:
-        return "no TRL baseline reaches the global batch on this cluster"
+        return "no baseline (TRL, verl) reaches the global batch on this cluster"
     if not baseline.feasible and winner.samples_per_s <= baseline.samples_per_s:
         return f"it fits in memory; {name} ({baseline.strategy}) would be faster but does not fit: {baseline.reason}"
     bt, wt = baseline.time_terms(), winner.time_terms()

@@ -111,7 +111,9 @@ def layouts(engines: Sequence[str], runtime: Runtime | None, cluster: Cluster, w
     `dedicated_counts`, awake, in each schedule the runtime allows (`EngineCosts.schedules`), with
     each server TP degree there, or those `tps` kept for (engine, count, ahead) (`rollout_tp.choose`); a
     `workload` (the job's) may fix the placement (`rollout_placement`) and the schedule."""
-    here = [(e, z, False, 1) for e, z in rollout_variants(engines, runtime, cluster.backend)]
+    here = [(e, z, False, k) for e, z in rollout_variants(engines, runtime, cluster.backend)
+            for k in (runtime.generation.costs(e).colocated_tps(cluster.gpus_per_node)
+                      if runtime is not None and e in (runtime.generation.engine, *runtime.generation.other_engines) else (1,))]
     if runtime is None:
         return [(0, here)]
     gen, out = runtime.generation, []
@@ -169,8 +171,9 @@ def engine_rejection(st: Strategy, runtime: Runtime) -> str | None:
 
 
 def _engine_key(c: Strategy) -> tuple[str, bool, int | None]:
-    """(engine, sleep, tensor-parallel degree: a dedicated server's, None for the runtime's own)."""
-    return c.rollout, c.sleep, c.g_tp if c.n_R else None
+    """(engine, sleep, tensor-parallel degree: a dedicated server's or a colocated engine's over K > 1
+    ranks, None for the runtime's own)."""
+    return c.rollout, c.sleep, c.g_tp if c.n_R or c.g_tp > 1 else None
 
 
 def engine_columns(cands: list[Strategy], runtime: Runtime, cluster: Cluster) -> dict[str, np.ndarray]:
@@ -228,7 +231,7 @@ def enumerate_candidates(job: Job, cluster: Cluster, gathers: Sequence[str] = ("
                             # a serving engine gets the weights in the step's refresh, gathered once: it has no per-step gather
                             cands += [Strategy(t_name, s_name, placement, n_T, n_S, s_sh=s_sh, r_S=r_S, b=b, gather=gather, rollout=e,
                                                served=served, sleep=z, n_R=n_R, ahead=a, g_tp=k, **degree)
-                                      for e, z, a, k in variants if gather == "once" or e not in SERVING]
+                                      for e, z, a, k in variants if (gather == "once" or e not in SERVING) and (n_R or n_S % k == 0)]
     return cands, [c.rejection(job) for c in cands]
 
 
@@ -243,7 +246,8 @@ def unreachable(job: Job, cluster: Cluster, gathers: Sequence[str] = ("once",), 
             bad = _micro_batches(job, n_S)[1]
             if not bad:
                 continue
-            students = sum(1 for *_, g in student_splits(n_S, cluster, gathers) for e, *_ in variants if g == "once" or e not in SERVING)
+            students = sum(1 for *_, g in student_splits(n_S, cluster, gathers) for e, _, _, k in variants
+                           if (g == "once" or e not in SERVING) and (n_R or n_S % k == 0))
             for t_name, degree in teacher_splits(n_T, cluster, job.teacher.num_experts):
                 servable = placement == "disaggregated" and t_name in ("replicate", "tp") and degree.get("ep", 1) == 1
                 total += bad * students * sum(1 for x in servings if servable or not x)

@@ -38,7 +38,7 @@ def test_estimate_trl_zero3_largest_comm_is_teacher_gather(runner, tmp_path):
 def test_estimate_table_and_symbolic(runner):
     r = runner.invoke(app, ["estimate", "--teacher-split", "pipeline:8", "--student-split", "zero3", "--micro-batch", "2"])
     assert r.exit_code == 0 and "teacher_bubble" in r.stdout and "(fits)" in r.stdout
-    assert re.search(r"samples/s \(fits\); trl-[a-z0-9-]+: \d", r.stdout)  # next to the strongest baseline that fits
+    assert re.search(r"samples/s \(fits\); (trl|verl)-[a-z0-9-]+: \d", r.stdout)  # next to the strongest baseline that fits
     r = runner.invoke(app, ["estimate", "--teacher-split", "pipeline:8", "--student-split", "zero2", "--micro-batch", "2"])
     assert r.exit_code == 3 and "INFEASIBLE: out of memory" in r.stdout  # the table still comes
     r = runner.invoke(app, ["estimate", "--symbolic"])
@@ -59,7 +59,7 @@ def test_recommend_default_says_so_and_ranks(runner):
     assert "Why #1 wins" in r.stdout and "Rejected:" in r.stdout
     for name in ("trl-gkd-zero3", "trl-gkd-ddp", "trl-distill-zero3", "trl-distill-ddp", "trl-server"):
         assert name in r.stdout
-    assert re.search(r"Speed-ups are over trl-[a-z0-9-]+ \(", r.stdout)
+    assert re.search(r"Speed-ups are over (trl|verl)-[a-z0-9-]+ \(", r.stdout)
 
 
 def test_recommend_json_keys(runner):
@@ -74,7 +74,7 @@ def test_recommend_json_keys(runner):
                 "speedup_vs_baseline", "baseline", "speedup_vs_baselines", "teacher_output", "tied_with_first"} <= set(p)
         ro = p["roles"]["rollout"]
         engine = ro["engine"] + (":sleep" if ro["sleep"] else "") + (f":dedicated:{ro['gpus']}" if ro["placement"] == "dedicated" else "") \
-            + (f":tp:{ro['tp']}" if ro["placement"] == "dedicated" and ro["tp"] > 1 else "")
+            + (f":tp:{ro['tp']}" if ro["engine"] == "vllm" and ro["tp"] > 1 else "")
         suffix = ("" if engine == "hf-eager" else "+" + engine) + ("+async" if p["schedule"] == "async" else "") \
             + ("" if p["teacher_output"] == "logits" else "+" + p["teacher_output"])
         apart = "served:" if p["roles"]["teacher"]["engine"] == "vllm-server" else "disaggregated:"
@@ -99,7 +99,7 @@ def test_recommend_writes_plan_and_refuses_overwrite(runner, tmp_path):
     assert runner.invoke(app, ["recommend", "-o", str(out)]).exit_code == 0
     plan = load_plan(out)
     assert plan.predicted.speedup_vs_baseline > 0.98 and plan.teacher.shape.name == "llama-3.1-70b"
-    assert plan.predicted.baseline.startswith("trl-") and plan.workload.teacher_output in ("logits", "topk")
+    assert plan.predicted.baseline.startswith(("trl-", "verl-")) and plan.workload.teacher_output in ("logits", "topk")
     before = out.read_text()
     r = runner.invoke(app, ["recommend", "--nodes", "1", "-o", str(out)])
     assert r.exit_code == 1 and "--force" in r.stderr and out.read_text() == before
@@ -115,8 +115,11 @@ def test_recommend_teacher_student_flags_and_nothing_fits(runner):
 
 def test_recommend_export_shortcut(runner, tmp_path):
     script = tmp_path / "job.sbatch"
-    # the default's best plan serves the teacher from vLLM, which needs a checkpoint folder: one line, nothing written
-    r = runner.invoke(app, ["recommend", "--export", "slurm", "-o", str(script)])
+    # a plan that serves the teacher from vLLM needs a checkpoint folder: one line, nothing written
+    served = yaml.safe_load((ROOT / "jobs" / "llama70b-to-8b.yaml").read_text())
+    served["workload"]["teacher_serving"] = "vllm-server"
+    (tmp_path / "served.yaml").write_text(yaml.safe_dump(served))
+    r = runner.invoke(app, ["recommend", "-m", str(tmp_path / "served.yaml"), "--export", "slurm", "-o", str(script)])
     assert r.exit_code == 1 and "checkpoint folder with a config.json" in r.stderr and not script.exists()
     assert not (tmp_path / "job.plan.yaml").exists()
     job = yaml.safe_load((ROOT / "jobs" / "llama70b-to-8b.yaml").read_text())

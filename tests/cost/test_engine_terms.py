@@ -91,7 +91,7 @@ def test_the_plan_asks_vllm_for_the_share_it_was_costed_with():
     plan = plans.to_plan(first, job, cl, "dgx-h100", None)
     share = first.figures["engine_reservation"] / (80 * 2**30)
     assert share <= plan.rollout.gpu_memory_utilization <= share + 0.001
-    eager = replace(first.strategy, rollout="hf-eager", served=False, sleep=False)  # an in-process teacher: full logits allowed
+    eager = replace(first.strategy, rollout="hf-eager", served=False, sleep=False, g_tp=1)  # an in-process teacher: full logits allowed
     sc = rank.score([eager], [None], job, cl)[0]
     assert plans.to_plan(sc, job, cl, "dgx-h100", None).rollout.gpu_memory_utilization == 0.3  # the field's default, unused
 

@@ -165,8 +165,9 @@ def test_a_wide_micro_batch_range_builds_only_reachable_candidates():
     tps = res.rollout_tp.chosen  # the rollout servers' TP degrees the search kept (planner.search.rollout_tp)
     cands, _ = space.enumerate_candidates(job, cl, gathers, engines, servings, rt, tps)
     # rollout GPUs of their own (1, 2, ..., 64, each sync and ahead, with each TP degree the search kept)
-    # multiply the vLLM variants: 104,438 here on 2026-12-08 (155,020 with every degree, 1.6 million before counting)
-    assert len(cands) < 120_000
+    # and colocated engines of TP 1, 2, 4, 8 multiply the vLLM variants: 138,158 here on 2026-12-08
+    # (155,020 with every dedicated degree and colocated TP 1 only, 1.6 million before counting)
+    assert len(cands) < 150_000
     assert all(job.workload.global_batch % (c.b * c.n_S) == 0 for c in cands)
     outputs = len(job.workload.outputs)  # every layout with every teacher output the job allows
     skipped = space.unreachable(job, cl, gathers, engines, servings, rt, tps)

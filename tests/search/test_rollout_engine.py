@@ -24,20 +24,22 @@ def test_engine_spelling_round_trips():
 
 
 def test_the_search_serves_the_teacher_where_the_runtime_can_and_the_job_lets_it():
-    """The default job on 2 DGX H100: the teacher behind vLLM servers on 8 GPUs of its own (top-k) and
-    vLLM rollouts beside the trainer win; the plan file says so, trainer ranks first; a job that fixes
-    the teacher in-process gets none, and a served teacher is never paired with full logits."""
+    """The default job on 2 DGX H100 with the teacher served (workload.teacher_serving): behind vLLM
+    servers on 8 GPUs of its own (top-k), vLLM rollouts beside the trainer; the plan file says so,
+    trainer ranks first; a job that fixes the teacher in-process gets none, and a served teacher is
+    never paired with full logits."""
     job, cl = load_job(), load_cluster("dgx-h100", nodes=2)
-    res = rank.search(job, cl)
+    res = rank.search(job.model_copy(update={"workload": job.workload.model_copy(update={"teacher_serving": "vllm-server"})}), cl)
     first = res.ranked[0]
     assert first.strategy.served and first.output == "topk" and str(first.strategy).startswith(first.strategy.teacher_part + "/")
     plan = plans.to_plan(first, job, cl, "dgx-h100", None)
     assert plan.teacher.engine == "vllm-server" and plan.student.ranks == list(range(8)) and plan.teacher.ranks == list(range(8, 16))
     assert Strategy.from_plan(plan) == first.strategy and Strategy.parse(str(first.strategy), cl) == first.strategy
-    assert not any(s.strategy.served and s.output != "topk" for s in res.ranked)
+    default = rank.search(job, cl)
+    assert any(s.strategy.served for s in default.ranked) and not any(s.strategy.served and s.output != "topk" for s in default.ranked)
     fixed = job.model_copy(update={"workload": job.workload.model_copy(update={"teacher_serving": "in-process"})})
     assert not any(s.strategy.served for s in rank.search(fixed, cl).ranked)
     served = job.model_copy(update={"workload": job.workload.model_copy(update={"teacher_serving": "vllm-server"})})
     assert all(s.strategy.served for s in rank.search(served, cl).ranked)
     # an in-process teacher on ranks of its own is never paired with the executor's vLLM rollouts (its launcher spans the world)
-    assert not any(s.strategy.disaggregated and not s.strategy.served and s.strategy.rollout == "vllm" for s in res.ranked)
+    assert not any(s.strategy.disaggregated and not s.strategy.served and s.strategy.rollout == "vllm" for s in default.ranked)

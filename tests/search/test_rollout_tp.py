@@ -38,9 +38,20 @@ def test_a_degree_that_cannot_be_servers_is_one_line(text, words):
     assert len(e.value.lines) == 1 and words in e.value.lines[0]
 
 
-def test_a_degree_without_rollout_gpus_of_their_own_is_refused():
-    with pytest.raises(InputError, match="rollout GPUs of their own"):
-        Strategy("replicate", "ddp", "colocated", 8, 8, s_sh=8, rollout="vllm", g_tp=2)
+def test_a_colocated_degree_must_divide_the_trainer_and_be_a_vllm_engines():
+    assert Strategy("replicate", "ddp", "colocated", 8, 8, s_sh=8, rollout="vllm", g_tp=2).g_tp == 2
+    with pytest.raises(InputError, match="does not divide the 6 trainer GPUs"):
+        Strategy("replicate", "ddp", "colocated", 6, 6, s_sh=6, rollout="vllm", g_tp=4)
+    with pytest.raises(InputError, match="a vllm engine's"):
+        Strategy("replicate", "ddp", "colocated", 8, 8, s_sh=8, rollout="hf-eager", g_tp=2)
+
+
+def test_a_colocated_degree_is_spelled_after_the_engine():
+    for text in ("replicate/zero3/colocated/1+vllm:tp:4", "replicate/zero3/colocated/1+vllm:sleep:tp:2+async"):
+        st = Strategy.parse(text, H100)
+        assert str(st) == text and not st.n_R
+    with pytest.raises(InputError, match="divide a node"):
+        Strategy.parse("replicate/zero3/colocated/1+vllm:tp:3", H100)
 
 
 def test_the_plan_and_its_export_carry_the_degree():
@@ -84,12 +95,22 @@ def test_choosing_the_degree_first_loses_no_plan(student, monkeypatch):
     assert chosen.ranked[0].samples_per_s == pytest.approx(every.ranked[0].samples_per_s, rel=1e-12)
 
 
-def test_recommend_says_why_the_servers_have_their_degree(runner):
-    """72B -> 14B on 2 x 8 H100: two servers of tp 2 on 4 rollout GPUs of their own, whose rollouts
-    the cost model puts ahead of tp 1 and tp 4; the table's line and the JSON say the same."""
+def test_recommend_says_why_the_servers_have_their_degree(runner, tmp_path):
+    """72B -> 14B on 2 x 8 H100 with the rollouts on GPUs of their own (workload.rollout_placement):
+    two servers of tp 2 on 4 rollout GPUs, whose rollouts the cost model puts ahead of tp 1 and tp 4;
+    the table's line and the JSON say the same."""
     import json
 
-    args = ["recommend", "--teacher", "qwen2.5-72b", "--student", "qwen2.5-14b"]
+    import yaml
+
+    from pathlib import Path
+
+    ROOT = Path(__file__).resolve().parents[2]
+    job = yaml.safe_load((ROOT / "jobs" / "llama70b-to-8b.yaml").read_text())
+    job |= {"teacher": "qwen2.5-72b", "student": "qwen2.5-14b"}
+    job["workload"]["rollout_placement"] = "dedicated"
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    args = ["recommend", "-m", str(tmp_path / "job.yaml")]
     r = runner.invoke(app, args, env={"COLUMNS": "400"})
     assert r.exit_code == 0, r.stderr
     line = next(x for x in r.stdout.splitlines() if x.startswith("Rollout TP:"))
