@@ -22,8 +22,9 @@ What this file decides is how a row's setting becomes the model's inputs:
   compiled (gpt-fast) and serving engines (vLLM, TensorRT-LLM) without (CUDA graphs). fp8 rows
   read 1-byte weights and cache. Inter-token latency under `batch` concurrent clients (a unit that
   says ITL: the NIM rows) is a closed loop: every step c/N requests finish and as many new ones
-  are prefilled between the steps (continuous batching), so ITL = decode step at batch c + c/N of
-  one prompt's prefill (mapped on 2026-12-08, after the batch-25 row's -53% was known; no knob).
+  are prefilled between the steps (continuous batching); a request waits for the others' (its own
+  is its time to first token), so ITL = decode step at batch c + (c-1)/N of one prompt's prefill
+  (mapped on 2026-12-08, after the batch-25 row's -53% was known; no knob).
 - bus bandwidth rows: the ring model's time for the row's message (or the large-message limit when
   the size is not stated) on the row's topology, as nccl-tests' busbw.
 - weight refresh rows: `time.weight_sync` of a plan with rollout GPUs of their own (`timeline.weight_refresh`:
@@ -210,8 +211,8 @@ def generation_ms(row: dict, knobs: dict | None = None) -> tuple[float | None, s
     if "ITL" in row["unit"]:  # a server under `batch` closed-loop clients: the arrivals' prefills interleave with the steps
         job1, _ = _single_gpu_job(row, 1, prompt, new, "bf16" if dtype == "fp8" else dtype)
         one = _figures(job1, cl, st, rt, over | {"b": 1 / tp})["generation.prefill"]
-        itl = f["generation.decode_step"] + batch / new * one
-        return itl * 1e3, f"decode step at batch {batch} + {batch}/{new} of one {prompt}-token prefill per step (closed loop), {on}"
+        itl = f["generation.decode_step"] + (batch - 1) / new * one  # the others' prefills: a request's own is its TTFT
+        return itl * 1e3, f"decode step at batch {batch} + {batch - 1}/{new} of one {prompt}-token prefill per step (closed loop), {on}"
     return f["generation.decode_step"] * 1e3, f"decode step at batch {batch}, {on} ({rt.generation.layer_overhead_us:g} us/layer)"
 
 

@@ -41,7 +41,8 @@ STUDENT_ALIASES = {"fsdp": "zero3"}  # accepted by `parse`, never written
 # tier (in a node or across nodes) follows from k. Old plans and flags that say hybrid still load.
 TEACHER_ALIASES = {"hybrid": "pipeline"}
 GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH[+ROLLOUT_ENGINE[:sleep][:tp:K]|+vllm:dedicated:N[:tp:K]][+async]"
-ROLLOUT_ENGINES = ("hf-eager", "hf-static", "vllm")  # planner.plan.RolloutEngine; hf-eager is written without a suffix
+ROLLOUT_ENGINES = ("hf-eager", "hf-static", "vllm")
+ROLLOUT_HEADS = "the rollout engine's tensor-parallel degree does not divide the student's heads"  # a `rejection`  # planner.plan.RolloutEngine; hf-eager is written without a suffix
 # How a student whose parameters are sharded (zero3, hsdp) is gathered for on-policy generation:
 # `once` per generation (the default, never written: TRL's ds3_gather_for_generation) or `per_step`,
 # layer by layer at every decode step (FSDP2's hooks), written `+per_step` after the student part.
@@ -236,7 +237,7 @@ class Strategy:
             sleep = mode.startswith("sleep:")
             word, _, k = mode.removeprefix("sleep:").partition(":")
             G = cluster.gpus_per_node
-            if not k.isdigit() or not 0 < int(k) <= G or G % int(k):
+            if word != "tp" or not k.isdigit() or not 0 < int(k) <= G or G % int(k):
                 raise InputError(f"{flag}: '{text}': +vllm:tp:K needs K GPUs per engine that divide a node's {G} "
                                  "(vLLM's tensor parallelism runs inside one node)")
             return replace(cls.parse(head, cluster, flag), rollout="vllm", sleep=sleep, g_tp=int(k))
@@ -329,6 +330,9 @@ class Strategy:
             return "pipeline degree exceeds teacher layers"
         if t.num_heads % self.tp or t.kv_heads % self.tp:
             return "tensor-parallel degree does not divide the teacher heads"
+        s, k = job.student, self.g_tp
+        if k > 1 and (s.num_heads % k or (s.kv_heads % k and k % s.kv_heads)):  # vLLM: heads split, KV heads split or replicated
+            return ROLLOUT_HEADS
         if w.global_batch % (self.b * self.n_S):
             return "global batch not divisible by micro-batch x student ranks"
         if self.ep > 1 and not t.num_experts:

@@ -55,8 +55,8 @@ def engine_values(rt: Runtime, engine: str | None, cluster: Cluster, sleep: bool
     decode host time (the backend's fitted `decode_layer_overhead_us` where it has one), what one
     generation covers, its tensor-parallel group's links (in a node where it fits one), and a serving
     engine's reservation, sleep (`sleep`: the plan's choice; on GPUs only: vLLM's CPU backend has
-    none) and refresh costs; `tp`: a dedicated server's tensor-parallel degree (the plan's), else the
-    runtime's."""
+    none) and refresh costs; `tp`: the plan's tensor-parallel degree of the engine (a dedicated
+    server's, or a colocated engine's over K > 1 trainer GPUs), else (None) the runtime's."""
     from planner.strategy import tier
 
     backend = cluster.backend

@@ -50,10 +50,12 @@ def resolve(text: str, job: Job, cluster: Cluster, res: rank.SearchResult) -> Re
 def _subs(st: Strategy, job: Job, cluster: Cluster, var: Variable, runtime: str = "kd-planner", output: str | None = None) -> dict:
     from planner.inputs.load import load_runtime
 
-    from planner.search.space import engine_columns
+    from planner.search.space import engine_columns, engine_rejection
 
     job = outputs.with_output(job, output) if output else job
     rt = load_runtime(runtime)
+    if why := engine_rejection(st, rt):
+        raise InputError(f"--between: {st}: {why}")
     engine = {k: float(v[0]) for k, v in engine_columns([st], rt, cluster).items()}  # the strategy's rollout engine, not the runtime's own
     values = bind.job_values(job, cluster, rt) | bind.strategy_values(st, cluster) | engine
     inter = {group: where in ("inter_node", "one_nic") for group, where in st.links(cluster).items()}

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from planner.inputs.cluster import Cluster
 from planner.inputs.load import Job
 from planner.inputs.runtime import Runtime
-from planner.strategy import Strategy
-
+from planner.strategy import ROLLOUT_HEADS, Strategy
 
 @dataclass(frozen=True)
 class RolloutTP:
@@ -67,7 +66,10 @@ def choose(job: Job, cluster: Cluster, runtime: Runtime, counts: dict[str, dict[
                 continue
             W = cluster.world - n_R
             for k in tps:
-                probes.append(Strategy("replicate", "ddp", "colocated", W, W, s_sh=W, rollout=engine, n_R=n_R, g_tp=k))
+                probe = Strategy("replicate", "ddp", "colocated", W, W, s_sh=W, rollout=engine, n_R=n_R, g_tp=k)
+                if k > 1 and probe.rejection(job) == ROLLOUT_HEADS:  # a degree vLLM cannot split the student over: never kept
+                    continue
+                probes.append(probe)
                 keys.append((engine, n_R, k))
     seconds: dict[tuple[str, int], dict[int, tuple[float, float] | None]] = {}
     for (engine, n_R, k), sc in zip(keys, score(probes, [None] * len(probes), job, cluster, runtime) if probes else []):

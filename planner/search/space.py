@@ -177,8 +177,8 @@ def _engine_key(c: Strategy) -> tuple[str, bool, int | None]:
 
 
 def engine_columns(cands: list[Strategy], runtime: Runtime, cluster: Cluster) -> dict[str, np.ndarray]:
-    """The symbols of each candidate's rollout engine, its sleep and a dedicated server's TP degree
-    (`bind.engine_values`), as columns, where the candidates differ from the runtime's own engine as
+    """The symbols of each candidate's rollout engine, its sleep and its TP degree (a dedicated
+    server's, or a colocated engine's over K > 1 trainer GPUs; `bind.engine_values`), as columns, where the candidates differ from the runtime's own engine as
     the job's values hold it."""
     own = (runtime.generation.engine, runtime.generation.sleeps()[-1], None)
     keys = [_engine_key(c) for c in cands]

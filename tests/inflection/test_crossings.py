@@ -182,3 +182,9 @@ def test_the_statements_of_one_run_agree_on_the_winner_at_the_job(runner, tmp_pa
     a, b = (regimes.resolve(p, JOB, CLUSTER, RES) for p in ("best", "trl-zero3"))
     v = crossing.VARIABLES["nodes"]
     assert here == {a.name if step(a, v, 2) < step(b, v, 2) else b.name}
+
+
+def test_a_strategy_whose_engine_the_runtime_lacks_is_one_line(runner):
+    """inflection costs a strategy's own rollout engine: one the runtime cannot run is refused, not a traceback."""
+    r = runner.invoke(app, ["inflection", "--between", "shard:16/zero3/colocated/2+hf-static", "--between", "best", "--in", "nodes"])
+    assert r.exit_code == 1 and "no hf-static rollout engine" in r.stderr and "Traceback" not in r.stderr

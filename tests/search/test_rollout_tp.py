@@ -119,3 +119,20 @@ def test_recommend_says_why_the_servers_have_their_degree(runner, tmp_path):
     first = d["plans"][0]
     assert "+vllm:dedicated:4:tp:2" in first["strategy"] and first["roles"]["rollout"]["tp"] == 2
     assert d["rollout_tp_why"] == line.removeprefix("Rollout TP: ").removesuffix(".")
+
+
+def test_a_degree_the_students_heads_do_not_allow_is_never_ranked():
+    """Qwen2.5-7B has 28 query and 4 key/value heads: vLLM splits it over 2 or 4 GPUs, not 8. No plan
+    with an engine of tp 8 is ranked, and the servers' pre-pass never keeps one."""
+    job = load_job(None, student="qwen2.5-7b")
+    res = rank.search(job, H100)
+    assert res.ranked and not any(s.strategy.g_tp == 8 for s in res.ranked)
+    assert any(s.strategy.g_tp == 4 for s in res.ranked)
+    assert all(8 not in tried for tried in res.rollout_tp.seconds.values())
+    st = Strategy.parse("replicate/zero3/colocated/1+vllm:tp:8", H100)
+    assert st.rejection(job) == "the rollout engine's tensor-parallel degree does not divide the student's heads"
+
+
+def test_a_misspelled_degree_after_sleep_is_one_line():
+    with pytest.raises(InputError, match=":tp:K"):
+        Strategy.parse("replicate/zero3/colocated/1+vllm:sleep:tpx:2", H100)
