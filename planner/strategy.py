@@ -41,8 +41,8 @@ STUDENT_ALIASES = {"fsdp": "zero3"}  # accepted by `parse`, never written
 # tier (in a node or across nodes) follows from k. Old plans and flags that say hybrid still load.
 TEACHER_ALIASES = {"hybrid": "pipeline"}
 GRAMMAR = "TEACHER[:DEGREE][+ep:EP]/STUDENT[:SHARD][+per_step]/PLACEMENT[:TEACHER_GPUS]/MICRO_BATCH[+ROLLOUT_ENGINE[:sleep][:tp:K]|+vllm:dedicated:N[:tp:K]][+async]"
-ROLLOUT_ENGINES = ("hf-eager", "hf-static", "vllm")
-ROLLOUT_HEADS = "the rollout engine's tensor-parallel degree does not divide the student's heads"  # a `rejection`  # planner.plan.RolloutEngine; hf-eager is written without a suffix
+ROLLOUT_ENGINES = ("hf-eager", "hf-static", "vllm")  # planner.plan.RolloutEngine; hf-eager is written without a suffix
+ROLLOUT_HEADS = "the rollout engine's tensor-parallel degree does not divide the student's heads"  # a `rejection`
 # How a student whose parameters are sharded (zero3, hsdp) is gathered for on-policy generation:
 # `once` per generation (the default, never written: TRL's ds3_gather_for_generation) or `per_step`,
 # layer by layer at every decode step (FSDP2's hooks), written `+per_step` after the student part.
@@ -81,6 +81,12 @@ def _gather(student: str, mod: str) -> str:
     if mod not in GATHERS:
         raise ValueError(f"'{student}': after '+' only {' or '.join(GATHERS)} may follow (how a sharded student is gathered for generation)")
     return mod
+
+
+def _engine_degree(word: str, k: str, cluster: Cluster) -> int | None:
+    """`tp:K` after a vllm engine: K, where it divides a node (vLLM's tensor parallelism runs inside one), else None."""
+    G = cluster.gpus_per_node
+    return int(k) if word == "tp" and k.isdigit() and 0 < int(k) <= G and G % int(k) == 0 else None
 
 
 def _expert_degree(teacher: str, mod: str) -> int:
@@ -222,25 +228,22 @@ class Strategy:
             count, has_tp, tp_part = count.partition(":")
             if not count.isdigit() or not 0 < int(count) < cluster.world:
                 raise InputError(f"{flag}: '{text}': +vllm:dedicated:N needs N rollout GPUs, a whole number from 1 to {cluster.world - 1}")
-            word, _, k = tp_part.partition(":")
-            G = cluster.gpus_per_node
-            if has_tp and (word != "tp" or not k.isdigit() or not 0 < int(k) <= G or G % int(k) or int(count) % int(k)):
+            k = _engine_degree(*tp_part.partition(":")[::2], cluster) if has_tp else 1
+            if k is None or int(count) % k:
                 raise InputError(f"{flag}: '{text}': after +vllm:dedicated:{count} only :tp:K may follow, K servers' GPUs that divide "
-                                 f"both the {count} rollout GPUs and a node's {G} (vLLM's tensor parallelism runs inside one node)")
+                                 f"both the {count} rollout GPUs and a node's {cluster.gpus_per_node} (vLLM's tensor parallelism runs inside one node)")
             inner = head.split("/")
             if not 2 <= len(inner) <= 4 or not all(inner):
                 raise InputError(f"{flag}: '{text}' is not {GRAMMAR} (e.g. shard:16/zero3/colocated/4)")
             inner += ["colocated", "1"][len(inner) - 2:]
             st = cls.from_words(*inner, cluster, flags=(f"{flag}: '{text}'",) * 4, rollout_gpus=int(count))
-            return replace(st, rollout="vllm", g_tp=int(k) if has_tp else 1)
+            return replace(st, rollout="vllm", g_tp=k)
         if plus and name == "vllm" and (kind == "tp" or mode.startswith("sleep:tp")):  # +vllm:tp:K, +vllm:sleep:tp:K
             sleep = mode.startswith("sleep:")
-            word, _, k = mode.removeprefix("sleep:").partition(":")
-            G = cluster.gpus_per_node
-            if word != "tp" or not k.isdigit() or not 0 < int(k) <= G or G % int(k):
-                raise InputError(f"{flag}: '{text}': +vllm:tp:K needs K GPUs per engine that divide a node's {G} "
+            if (k := _engine_degree(*mode.removeprefix("sleep:").partition(":")[::2], cluster)) is None:
+                raise InputError(f"{flag}: '{text}': +vllm:tp:K needs K GPUs per engine that divide a node's {cluster.gpus_per_node} "
                                  "(vLLM's tensor parallelism runs inside one node)")
-            return replace(cls.parse(head, cluster, flag), rollout="vllm", sleep=sleep, g_tp=int(k))
+            return replace(cls.parse(head, cluster, flag), rollout="vllm", sleep=sleep, g_tp=k)
         if plus and name in ROLLOUT_ENGINES and (not colon or (name == "vllm" and mode == "sleep")):
             return replace(cls.parse(head, cluster, flag), rollout=name, sleep=bool(colon))
         parts = text.split("/")

@@ -22,6 +22,11 @@ GATHERS: tuple[str, ...] = ("once", "per_step")  # planner.strategy spells the p
 Engine = Literal["hf-eager", "hf-static", "vllm"]
 
 
+def node_degrees(gpus_per_node: int) -> tuple[int, ...]:
+    """1, 2, 4, ...: the powers of two that divide a node (vLLM's tensor parallelism runs inside one)."""
+    return tuple(2**i for i in range(gpus_per_node.bit_length()) if gpus_per_node % 2**i == 0)
+
+
 class EngineCosts(Strict):
     """How a runtime runs one rollout engine: its host time per decode step, how many sequences one
     generation holds, and, for a serving engine (vLLM) beside the trainer, what it reserves and what
@@ -58,17 +63,13 @@ class EngineCosts(Strict):
         """The tensor-parallel degrees the search tries for a serving engine on the trainer's GPUs:
         1 (the runtime's `tensor_parallel`, whatever it is) and, under `colocated_tensor_parallel:
         choose`, each power of two above 1 that divides a node."""
-        if self.colocated_tensor_parallel != "choose" or not self.serving:
-            return (1,)
-        return tuple(2**i for i in range(gpus_per_node.bit_length()) if gpus_per_node % 2**i == 0)
+        return node_degrees(gpus_per_node) if self.colocated_tensor_parallel == "choose" and self.serving else (1,)
 
     def dedicated_tps(self, gpus_per_node: int) -> tuple[int, ...]:
         """The tensor-parallel degrees the search tries for servers on rollout GPUs of their own: the
         runtime's, or (`choose`) each power of two that divides a node (vLLM's TP runs inside one node)."""
         k = self.dedicated_tensor_parallel
-        if k == "choose":
-            return tuple(2**i for i in range(gpus_per_node.bit_length()) if gpus_per_node % 2**i == 0)
-        return (self.tensor_parallel if k is None else k,)
+        return node_degrees(gpus_per_node) if k == "choose" else (self.tensor_parallel if k is None else k,)
 
     def schedules(self) -> tuple[bool, ...]:
         """Whether dedicated rollouts run one step ahead, each way the search tries."""

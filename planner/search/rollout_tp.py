@@ -23,6 +23,7 @@ from planner.inputs.load import Job
 from planner.inputs.runtime import Runtime
 from planner.strategy import ROLLOUT_HEADS, Strategy
 
+
 @dataclass(frozen=True)
 class RolloutTP:
     """Per (engine, rollout GPUs): the (generation, refresh) seconds per step at each degree tried
